@@ -1,0 +1,121 @@
+"""Hugging Face backend: score label continuations and run classification heads, batched.
+
+Scoring contract (after lm-evaluation-harness's loglikelihood, made cheaper): for each prompt and
+each label verbalizer, log P(verbalizer | prompt) summed over its tokens. One forward pass per
+prompt reads every label's first token at the last position (only that position's logits are
+computed: `logits_to_keep=1`, never a [B, T, V] log-softmax). Labels of more than one token
+continue from the prompt's KV cache, one short pass per label, and the cache is cropped back
+after each, so the prompt is never re-encoded.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+from harness.types import Example
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped longest-first, so each batch pads to similar lengths."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[list[int]], pad_id: int,
+                 batch_size: int) -> list[list[float]]:
+    """log P(choice | context) for every context x choice, with a shared KV cache per batch."""
+    import torch
+
+    device = next(model.parameters()).device
+    scores: list[list[float]] = [[] for _ in contexts]
+    multi_token = [j for j, choice in enumerate(choices) if len(choice) > 1]
+    first_ids = torch.tensor([choice[0] for choice in choices], device=device)
+    model.eval()
+    with torch.inference_mode():
+        for batch in length_sorted_batches([len(c) for c in contexts], batch_size):
+            width = max(len(contexts[i]) for i in batch)
+            # Left padding puts every prompt's last token in the last column.
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, width - len(contexts[i]):] = torch.tensor(contexts[i])
+                mask[row, width - len(contexts[i]):] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                        use_cache=bool(multi_token), logits_to_keep=1)
+            last = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+            batch_scores = last[:, first_ids].clone()  # [B, K]: first token of every label
+            cache = out.past_key_values
+            next_position = positions[:, -1:] + 1
+            for j in multi_token:
+                rest = torch.tensor(choices[j], device=device)
+                feed = rest[:-1].expand(len(batch), -1)  # tokens 0..n-2 predict tokens 1..n-1
+                steps = feed.shape[1]
+                step_out = model(input_ids=feed, past_key_values=cache, use_cache=True,
+                                 attention_mask=torch.cat([mask, mask.new_ones(len(batch), steps)], dim=1),
+                                 position_ids=next_position + torch.arange(steps, device=device))
+                logp = torch.log_softmax(step_out.logits.float(), dim=-1)
+                targets = rest[1:].expand(len(batch), -1).unsqueeze(-1)
+                batch_scores[:, j] += logp.gather(-1, targets).squeeze(-1).sum(-1)
+                cache.crop(-steps)  # negative = tokens to drop; both old and new transformers agree
+            for row, i in enumerate(batch):
+                scores[i] = batch_scores[row].tolist()
+    return scores
+
+
+def score_seq2seq(model: Any, contexts: Sequence[list[int]], choices: Sequence[list[int]], pad_id: int,
+                  batch_size: int) -> list[list[float]]:
+    """Encoder-decoder scoring: encode each prompt once, decode every label against it."""
+    import torch
+
+    device = next(model.parameters()).device
+    scores: list[list[float]] = [[] for _ in contexts]
+    model.eval()
+    with torch.inference_mode():
+        for batch in length_sorted_batches([len(c) for c in contexts], batch_size):
+            width = max(len(contexts[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, : len(contexts[i])] = torch.tensor(contexts[i])
+                mask[row, : len(contexts[i])] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            encoded = model.get_encoder()(input_ids=ids, attention_mask=mask)
+            batch_scores = torch.zeros((len(batch), len(choices)), device=device)
+            for j, choice in enumerate(choices):
+                labels = torch.tensor(choice, device=device).repeat(len(batch), 1)
+                out = model(encoder_outputs=encoded, attention_mask=mask, labels=labels)
+                logp = torch.log_softmax(out.logits.float(), dim=-1)
+                batch_scores[:, j] = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1).sum(-1)
+            for row, i in enumerate(batch):
+                scores[i] = batch_scores[row].tolist()
+    return scores
+
+
+def classify_with_head(model: Any, tokenizer: Any, examples: Sequence[Example], max_length: int,
+                       batch_size: int) -> list[list[float]]:
+    """Class probabilities from a sequence-classification head (pairs go in as sentence pairs)."""
+    import torch
+
+    device = next(model.parameters()).device
+    encoded = encode_for_head(tokenizer, examples, max_length)
+    probabilities: list[list[float]] = [[] for _ in examples]
+    model.eval()
+    with torch.inference_mode():
+        for batch in length_sorted_batches([len(ids) for ids in encoded], batch_size):
+            padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+            logits = model(input_ids=padded["input_ids"].to(device),
+                           attention_mask=padded["attention_mask"].to(device)).logits
+            probs = torch.softmax(logits.float(), dim=-1)
+            for row, i in enumerate(batch):
+                probabilities[i] = probs[row].tolist()
+    return probabilities
+
+
+def encode_for_head(tokenizer: Any, examples: Sequence[Example], max_length: int) -> list[list[int]]:
+    """Token ids for a classification head: one text, or a truncated sentence pair. No padding here."""
+    if len(examples[0].texts) == 1:
+        return tokenizer([e.texts[0] for e in examples], truncation=True, max_length=max_length)["input_ids"]
+    return tokenizer([e.texts[0] for e in examples], [e.texts[1] for e in examples], truncation=True,
+                     max_length=max_length)["input_ids"]

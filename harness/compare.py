@@ -1,0 +1,101 @@
+"""Before/after comparison on the same examples: paired delta, its CI, exact McNemar p-value."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from harness.errors import BenchError
+from harness.metrics.classification import correct_mask
+from harness.stats import mcnemar_exact, paired_bootstrap
+from harness.store import StageRecord, Store
+from harness.types import Prediction
+
+
+@dataclass(frozen=True)
+class Comparison:
+    run_id: str
+    task: str
+    model: str
+    method: str
+    baseline: str
+    n: int
+    failures_before: int
+    failures_after: int
+    accuracy_before: float
+    accuracy_before_ci: tuple[float, float]
+    accuracy_after: float
+    accuracy_after_ci: tuple[float, float]
+    delta_accuracy: float
+    delta_ci: tuple[float, float]
+    mcnemar_b: int
+    mcnemar_c: int
+    p_value: float
+    f1_macro_before: float
+    f1_macro_after: float
+    trainable_pct: float
+    trainable_params: int
+    baseline_seconds: float
+    train_seconds: float
+    eval_seconds: float
+    tokens_per_second: float
+    peak_memory_mb: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare(store: Store, run_id: str, config: dict[str, Any], records: dict[str, StageRecord]) -> list[Comparison]:
+    after_record, tuned = records["finetuned"], records["finetune"]
+    after = store.predictions(run_id, "finetuned")
+    rows = []
+    for stage, before_record in records.items():
+        if not stage.startswith("baseline:"):
+            continue
+        before = store.predictions(run_id, stage)
+        _check_paired(before, after, run_id)
+        gold = [p.gold for p in before]
+        right_before = correct_mask(gold, [p.label for p in before])
+        right_after = correct_mask(gold, [p.label for p in after])
+        test = mcnemar_exact(right_before, right_after)
+        boot = paired_bootstrap([float(x) for x in right_before], [float(x) for x in right_after],
+                                seed=int(config.get("seed", 0)))
+        mb, ma = before_record.metrics, after_record.metrics
+        rows.append(Comparison(
+            run_id=run_id, task=config["task"], model=config["model"], method=config["method"],
+            baseline=stage.split(":", 1)[1] + _shots(before_record), n=len(before),
+            failures_before=mb["failures"], failures_after=ma["failures"],
+            accuracy_before=mb["accuracy"]["value"], accuracy_before_ci=tuple(mb["accuracy"]["ci"]),
+            accuracy_after=ma["accuracy"]["value"], accuracy_after_ci=tuple(ma["accuracy"]["ci"]),
+            delta_accuracy=boot.delta, delta_ci=(boot.ci_low, boot.ci_high),
+            mcnemar_b=test.b, mcnemar_c=test.c, p_value=test.p_value,
+            f1_macro_before=mb["f1_macro"]["value"], f1_macro_after=ma["f1_macro"]["value"],
+            trainable_pct=tuned.info["params"]["trainable_pct"], trainable_params=tuned.info["params"]["trainable"],
+            baseline_seconds=round(before_record.seconds, 1), train_seconds=tuned.info["train_seconds"],
+            eval_seconds=round(after_record.seconds, 1), tokens_per_second=tuned.info["tokens_per_second"],
+            peak_memory_mb=max(r.info.get("peak_memory_mb", 0.0) for r in records.values())))
+    return rows
+
+
+def _shots(record: StageRecord) -> str:
+    shots = record.info.get("shots", 0)
+    return f" {shots}-shot" if shots else (" 0-shot" if record.info.get("mode") == "prompt" else " (untrained)")
+
+
+def _check_paired(before: Sequence[Prediction], after: Sequence[Prediction], run_id: str) -> None:
+    if [p.example_id for p in before] != [p.example_id for p in after]:
+        raise BenchError(f"run {run_id}: baseline and fine-tuned predictions cover different examples; "
+                         "delete the run folder and re-run")
+
+
+def format_p(p: float) -> str:
+    return "<1e-4" if p < 1e-4 else f"{p:.4f}" if p < 0.01 else f"{p:.3f}"
+
+
+def format_ci(value: float, ci: Sequence[float], signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{value:{sign}.3f} [{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]"
+
+
+def is_finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

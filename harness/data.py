@@ -1,0 +1,209 @@
+"""Rows from a local data dir or the Hugging Face Hub -> validated Examples -> seeded splits.
+
+Local first when a data dir is given (`--data-dir` or BENCH_DATA_DIR): `<dir>/<local>/<split>`
+as .parquet, .jsonl or .csv with HF column names. Otherwise `datasets.load_dataset(hub_id)`.
+Every check happens here, before any model is loaded or any record is written.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import BenchError
+from harness.spec import TaskSpec
+from harness.types import Example, Splits
+
+DATA_DIR_ENV = "BENCH_DATA_DIR"
+SUFFIXES = (".parquet", ".jsonl", ".csv")
+
+
+def data_dir_from(option: str | None) -> Path | None:
+    raw = option or os.environ.get(DATA_DIR_ENV)
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_dir():
+        raise BenchError(f"data dir {path} does not exist; pass --data-dir (or {DATA_DIR_ENV}) pointing at a folder "
+                         "with one subfolder per dataset, e.g. ../shared/data")
+    return path
+
+
+class SplitSource:
+    """Reads named splits of one task's dataset, remembering file hashes for the record."""
+
+    def __init__(self, spec: TaskSpec, data_dir: Path | None):
+        self.spec = spec
+        self.data_dir = data_dir
+        self.hashes: dict[str, str] = {}
+        if data_dir is not None and not (data_dir / spec.data.local).is_dir():
+            raise BenchError(f"data dir {data_dir} has no folder {spec.data.local!r} for task {spec.name}; "
+                             f"expected {data_dir / spec.data.local}/<split>.parquet")
+
+    def has(self, split: str | None) -> bool:
+        if split is None:
+            return False
+        if self.data_dir is None:
+            return True  # the hub has the splits the task declares
+        return self._local_file(split) is not None
+
+    def _local_file(self, split: str) -> Path | None:
+        folder = self.data_dir / self.spec.data.local  # type: ignore[operator]
+        return next((folder / f"{split}{s}" for s in SUFFIXES if (folder / f"{split}{s}").is_file()), None)
+
+    def read(self, split: str) -> pd.DataFrame:
+        frame = self._read_local(split) if self.data_dir is not None else self._read_hub(split)
+        if self.spec.prepare is not None:
+            frame = self.spec.prepare(frame)
+        return frame.reset_index(drop=True)
+
+    def _read_local(self, split: str) -> pd.DataFrame:
+        path = self._local_file(split)
+        if path is None:
+            folder = self.data_dir / self.spec.data.local  # type: ignore[operator]
+            have = sorted(p.name for p in folder.iterdir())
+            raise BenchError(f"split {split!r} missing: no {folder}/{split}.parquet (found: {', '.join(have) or 'nothing'})")
+        self.hashes[str(path)] = _sha256(path)
+        try:
+            if path.suffix == ".parquet":
+                return pd.read_parquet(path)
+            if path.suffix == ".jsonl":
+                return pd.read_json(path, lines=True)
+            return pd.read_csv(path)
+        except Exception as exc:  # pyarrow, json and csv parsers each raise their own types
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BenchError(f"cannot read {path}: {reason}; expected a valid {path.suffix[1:]} file") from None
+
+    def _read_hub(self, split: str) -> pd.DataFrame:
+        data = self.spec.data
+        try:
+            import datasets
+
+            loaded = datasets.load_dataset(data.hub_id, data.config, split=split)
+        except Exception as exc:
+            raise BenchError(f"could not load {data.hub_id} split {split!r} from the Hugging Face Hub "
+                             f"({type(exc).__name__}); offline, pass --data-dir ../shared/data or set {DATA_DIR_ENV}") from None
+        self.hashes[f"hub:{data.hub_id}:{split}"] = getattr(loaded, "_fingerprint", "")
+        return loaded.to_pandas()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def to_examples(frame: pd.DataFrame, spec: TaskSpec, where: str) -> list[Example]:
+    """Validate columns, texts and labels, then build Examples. `where` names the split in errors."""
+    kind = spec.kind
+    needed = [*kind.fields, kind.label_column]
+    missing = [column for column in needed if column not in frame.columns]
+    if missing:
+        raise BenchError(f"{where} lacks column(s) {', '.join(missing)} (has: {', '.join(map(str, frame.columns))}); "
+                         f"task {spec.name} needs {', '.join(needed)}")
+    if len(frame) == 0:
+        raise BenchError(f"{where} is empty: task {spec.name} needs at least one example")
+    labels = pd.to_numeric(frame[kind.label_column], errors="coerce")
+    bad = labels.isna() | (labels != labels.round()) | (labels < 0) | (labels >= len(kind.labels))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        allowed = ", ".join(f"{i}={name}" for i, name in enumerate(kind.labels))
+        raise BenchError(f"{where}: label {frame[kind.label_column].iloc[row]!r} in row {row} is outside the label set ({allowed})")
+    for column in kind.fields:
+        texts = frame[column]
+        not_text = texts.map(lambda value: not isinstance(value, str))
+        if not_text.any():
+            row = int(np.flatnonzero(not_text.to_numpy())[0])
+            raise BenchError(f"{where}: column {column!r} row {row} is {texts.iloc[row]!r}, not a text; "
+                             "fix or drop that row")
+    ids = frame["id"].astype(str) if "id" in frame.columns else pd.Series(frame.index.astype(str))
+    columns = [frame[column].tolist() for column in kind.fields]
+    return [Example(id=str(ids.iloc[i]), texts=tuple(column[i] for column in columns), label=int(labels.iloc[i]))
+            for i in range(len(frame))]
+
+
+def drop_blank(examples: list[Example], where: str, notes: list[str]) -> list[Example]:
+    """Rows whose every text field is blank carry no signal (real Enron mails can be empty): drop, say so."""
+    kept = [example for example in examples if any(text.strip() for text in example.texts)]
+    if len(kept) < len(examples):
+        notes.append(f"{len(examples) - len(kept)} blank rows dropped from {where}")
+    if not kept:
+        raise BenchError(f"{where} has no non-blank texts")
+    return kept
+
+
+def balanced_sample(examples: list[Example], n: int | None, num_labels: int, rng: np.random.Generator) -> list[Example]:
+    """Seeded class-balanced sample: equal quota per label, short classes give their slack to others."""
+    order = rng.permutation(len(examples))
+    if n is None or n >= len(examples):
+        return [examples[i] for i in order]
+    by_label: list[list[int]] = [[] for _ in range(num_labels)]
+    for i in order:
+        by_label[examples[i].label].append(int(i))
+    quota = [0] * num_labels
+    remaining, open_labels = n, [k for k in range(num_labels) if by_label[k]]
+    while remaining > 0 and open_labels:
+        share = max(1, remaining // len(open_labels))
+        for k in list(open_labels):
+            take = min(share, len(by_label[k]) - quota[k], remaining)
+            quota[k] += take
+            remaining -= take
+            if quota[k] == len(by_label[k]):
+                open_labels.remove(k)
+            if remaining == 0:
+                break
+    chosen = [i for k in range(num_labels) for i in by_label[k][: quota[k]]]
+    return [examples[i] for i in rng.permutation(chosen)]
+
+
+def random_sample(examples: list[Example], n: int | None, rng: np.random.Generator) -> list[Example]:
+    order = rng.permutation(len(examples))
+    return [examples[i] for i in order[: n if n is not None else len(examples)]]
+
+
+def build_splits(spec: TaskSpec, data_dir: Path | None, *, train_samples: int | None, eval_samples: int | None,
+                 validation_samples: int, seed: int) -> Splits:
+    """Train, validation and eval examples, carving missing splits with `seed` (disjoint, reported)."""
+    source = SplitSource(spec, data_dir)
+    rng = np.random.default_rng(seed)
+    data, notes = spec.data, []
+    where = lambda split: f"{spec.data.local}/{split}"  # noqa: E731 - names the split in error messages
+    if not source.has(data.eval):
+        raise BenchError(f"split {data.eval!r} missing for task {spec.name}; it is the eval split")
+    eval_pool = drop_blank(to_examples(source.read(data.eval), spec, where(data.eval)), where(data.eval), notes)
+    if source.has(data.train):
+        eval_set = random_sample(eval_pool, eval_samples, rng)
+        train_pool = drop_blank(to_examples(source.read(data.train), spec, where(data.train)), where(data.train), notes)
+    else:
+        # No train split: hold out the eval sample first, train on what is left.
+        shuffled = random_sample(eval_pool, None, rng)
+        n_eval = eval_samples if eval_samples is not None else math.ceil(len(shuffled) / 2)
+        if n_eval >= len(shuffled):
+            raise BenchError(f"{where(data.eval)} has {len(shuffled)} rows: too few to carve a train split "
+                             f"and {n_eval} eval examples; lower --eval-samples")
+        eval_set, train_pool = shuffled[:n_eval], shuffled[n_eval:]
+        notes.append(f"train split missing: train carved from {data.eval} (seed {seed}), disjoint from the "
+                     f"{len(eval_set)} eval examples")
+    if source.has(data.validation):
+        validation_pool = drop_blank(to_examples(source.read(data.validation), spec, where(data.validation)),
+                                     where(data.validation), notes)
+        validation = random_sample(validation_pool, validation_samples, rng)
+    else:
+        # Carve validation out of train so early stopping never sees eval examples.
+        shuffled_train = random_sample(train_pool, None, rng)
+        n_val = min(validation_samples, max(1, len(shuffled_train) // 5))
+        validation, train_pool = shuffled_train[:n_val], shuffled_train[n_val:]
+        notes.append(f"validation carved from train ({len(validation)} examples, seed {seed})")
+    if not train_pool:
+        raise BenchError(f"task {spec.name}: no training examples left after carving eval/validation splits")
+    train = balanced_sample(train_pool, train_samples, len(spec.kind.labels), rng)
+    notes.append(f"train {len(train)} (class-balanced sample of {len(train_pool)}), validation {len(validation)}, "
+                 f"eval {len(eval_set)} of {len(eval_pool)} in {data.eval}")
+    return Splits(train=tuple(train), validation=tuple(validation), eval=tuple(eval_set), notes=tuple(notes),
+                  source_hashes=dict(source.hashes))

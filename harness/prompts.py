@@ -1,0 +1,72 @@
+"""Examples -> prompt token ids for zero-/few-shot scoring, within the model's length budget.
+
+Long fields are clipped (by tokens, keeping the start) so the prompt's instruction and answer
+cue always survive truncation; the label verbalizers always fit after it.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from harness.spec import TaskSpec
+from harness.types import Example
+
+SHOT_SEPARATOR = "\n\n"
+
+
+def clip_text(tokenizer: Any, text: str, max_tokens: int) -> str:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= max_tokens else tokenizer.decode(ids[: max(1, max_tokens)])
+
+
+def choose_shots(train: Sequence[Example], shots: int, num_labels: int, seed: int) -> list[Example]:
+    """K demonstrations cycling through the labels (seeded), shared by every eval example."""
+    if shots == 0:
+        return []
+    rng = np.random.default_rng(seed + 1)
+    by_label = [[e for e in train if e.label == k] for k in range(num_labels)]
+    pools = [list(rng.permutation(len(pool))) for pool in by_label]
+    chosen: list[Example] = []
+    label = 0
+    while len(chosen) < shots and any(pools):
+        if pools[label % num_labels]:
+            chosen.append(by_label[label % num_labels][pools[label % num_labels].pop()])
+        label += 1
+    return chosen
+
+
+def build_contexts(spec: TaskSpec, tokenizer: Any, examples: Sequence[Example], demos: Sequence[Example],
+                   max_length: int, *, strip_eos: bool = True) -> list[list[int]]:
+    """Token ids of each example's prompt (demos first), with room left for the longest verbalizer."""
+    verbalizer_tokens = max(len(tokenizer(v, add_special_tokens=False)["input_ids"]) for v in spec.kind.verbalizers)
+    budget = max_length - verbalizer_tokens
+    fields = len(spec.kind.fields)
+    per_field = max(4, budget // (len(demos) + 1) // fields - 8)
+    prefix = "".join(
+        spec.render([clip_text(tokenizer, t, per_field) for t in demo.texts]) + spec.kind.verbalizers[demo.label]
+        + SHOT_SEPARATOR for demo in demos)
+    contexts = []
+    for example in examples:
+        text = prefix + spec.render(example.texts)
+        ids = _encode(tokenizer, text, strip_eos)
+        if len(ids) > budget:
+            # Clip this example's fields to fit: the remaining budget split evenly across fields.
+            fixed = len(_encode(tokenizer, prefix + spec.render([""] * fields), strip_eos))
+            share = max(1, (budget - fixed) // fields - 2)
+            ids = _encode(tokenizer, prefix + spec.render([clip_text(tokenizer, t, share) for t in example.texts]), strip_eos)
+            ids = ids[-budget:]  # last resort: keep the answer cue at the end
+        contexts.append(ids)
+    return contexts
+
+
+def _encode(tokenizer: Any, text: str, strip_eos: bool) -> list[int]:
+    ids = tokenizer(text)["input_ids"]
+    # A few causal tokenizers append EOS to every text; the answer must follow the prompt directly.
+    if strip_eos and len(ids) > 1 and tokenizer.eos_token_id is not None and ids[-1] == tokenizer.eos_token_id:
+        ids = ids[:-1]
+    return ids
+
+
+def verbalizer_ids(spec: TaskSpec, tokenizer: Any) -> list[list[int]]:
+    return [tokenizer(v, add_special_tokens=False)["input_ids"] for v in spec.kind.verbalizers]

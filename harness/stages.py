@@ -1,0 +1,153 @@
+"""The work inside each stage: load what it needs, run it, describe what it did.
+
+Each function returns (predictions, metrics, info, curves) or the fine-tuned model; the
+pipeline owns skipping, timing and storing.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.config import RunConfig
+from harness.errors import BenchError
+from harness.evaluate import predict_with_head, predict_with_prompt
+from harness.finetune import TrainItem, TrainResult, train
+from harness.metrics.classification import classification_report
+from harness.methods import apply_method
+from harness.models import ModelRef, load_classifier, load_lm, load_tokenizer, parameter_counts, resolve_model
+from harness.prompts import build_contexts, choose_shots, verbalizer_ids
+from harness.spec import TaskSpec
+from harness.types import Example, Prediction, Splits
+from harness.backends.hf import encode_for_head
+
+CHECKPOINT_FILE = "bench_checkpoint.json"
+StageOutput = tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]
+
+
+def device() -> Any:
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def evaluate_baseline(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline: str, splits: Splits) -> StageOutput:
+    """Zero/few-shot prompt scoring, or the untrained-head baseline (same init as fine-tuning)."""
+    tokenizer = load_tokenizer(ref)
+    if baseline == "prompt":
+        model = load_lm(ref).to(device())
+    else:
+        model = load_classifier(ref, spec.kind.labels, tokenizer.pad_token_id, seed=config.seed).to(device())
+    objective = "lm" if baseline == "prompt" else "head"
+    return _evaluate(spec, ref, config, model, tokenizer, splits, objective)
+
+
+def evaluate_model(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any,
+                   splits: Splits) -> StageOutput:
+    return _evaluate(spec, ref, config, model, tokenizer, splits, config.objective)
+
+
+def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any, splits: Splits,
+              objective: str) -> StageOutput:
+    started = time.perf_counter()
+    predictions = _predict(spec, ref, config, model, tokenizer, splits.eval, splits.train, objective)
+    seconds = time.perf_counter() - started
+    info = {"mode": "prompt" if objective == "lm" else "head", "shots": config.shots if objective == "lm" else 0,
+            "params": parameter_counts(model), "examples": len(predictions),
+            "examples_per_second": round(len(predictions) / seconds, 2) if seconds else None}
+    return predictions, {}, info, []
+
+
+def _predict(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any,
+             examples: tuple[Example, ...], train_pool: tuple[Example, ...], objective: str) -> list[Prediction]:
+    if objective == "lm":
+        demos = choose_shots(train_pool, config.shots, len(spec.kind.labels), config.seed)
+        return predict_with_prompt(spec, ref, model, tokenizer, examples, demos, config.max_length,
+                                   config.eval_batch_size)
+    return predict_with_head(model, tokenizer, examples, config.max_length, config.eval_batch_size)
+
+
+def train_items(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any,
+                examples: tuple[Example, ...]) -> list[TrainItem]:
+    """Head objective: the text(s) and the class. LM objective: prompt + verbalizer, loss on the
+    verbalizer tokens only (the prompt is masked with -100)."""
+    if config.objective == "head":
+        encoded = encode_for_head(tokenizer, examples, config.max_length)
+        return [TrainItem(ids, label=e.label) for ids, e in zip(encoded, examples)]
+    seq2seq = ref.family == "seq2seq"
+    contexts = build_contexts(spec, tokenizer, examples, [], config.max_length, strip_eos=not seq2seq)
+    answers = verbalizer_ids(spec, tokenizer)
+    if seq2seq:
+        return [TrainItem(ctx, lm_labels=answers[e.label]) for ctx, e in zip(contexts, examples)]
+    return [TrainItem(ctx + answers[e.label], lm_labels=[-100] * len(ctx) + answers[e.label])
+            for ctx, e in zip(contexts, examples)]
+
+
+def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, checkpoint: Path,
+             log: Any) -> tuple[Any, Any, TrainResult, dict[str, Any]]:
+    tokenizer = load_tokenizer(ref)
+    quantize = config.method_name == "qlora"
+    if config.objective == "head":
+        model = load_classifier(ref, spec.kind.labels, tokenizer.pad_token_id, seed=config.seed, quantize_4bit=quantize)
+        task_type = "SEQ_CLS"
+    else:
+        model = load_lm(ref, quantize_4bit=quantize)
+        task_type = "SEQ_2_SEQ_LM" if ref.family == "seq2seq" else "CAUSAL_LM"
+    if not quantize:
+        model = model.to(device())
+    model = apply_method(model, config, task_type)
+    items = train_items(spec, ref, config, tokenizer, splits.train)
+
+    def validate(current: Any) -> dict[str, float]:
+        predictions = _predict(spec, ref, config, current, tokenizer, splits.validation, splits.train, config.objective)
+        report = classification_report([p.gold for p in predictions], [p.label for p in predictions],
+                                       spec.kind.labels, resamples=0)
+        return {"accuracy": report["accuracy"]["value"], "f1_macro": report["f1_macro"]["value"]}
+
+    result = train(model, items, config, tokenizer.pad_token_id, validate, log)
+    save_checkpoint(model, tokenizer, checkpoint, spec, ref, config)
+    info = {"params": parameter_counts(model), "steps": result.steps, "epochs": round(result.epochs, 3),
+            "train_examples": len(items), "train_tokens": result.train_tokens,
+            "train_seconds": round(result.train_seconds, 2),
+            "tokens_per_second": round(result.tokens_per_second, 1), "stopped_early": result.stopped_early,
+            "device": str(device()), "checkpoint": str(checkpoint)}
+    return model, tokenizer, result, info
+
+
+def save_checkpoint(model: Any, tokenizer: Any, path: Path, spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
+    """Adapter (LoRA/QLoRA, with the trained head) or full weights, plus what is needed to reload
+    it; written to a temp folder and renamed, so a checkpoint folder is always whole."""
+    staging = path.with_name(path.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    meta = {"task": spec.key, "labels": list(spec.kind.labels), "model": ref.name, "base_source": ref.source,
+            "family": ref.family, "method": config.method, "objective": config.objective,
+            "adapter": config.method_name in ("lora", "qlora")}
+    (staging / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(path, ignore_errors=True)
+    staging.rename(path)
+
+
+def load_checkpoint(path: Path) -> tuple[Any, Any, dict[str, Any]]:
+    """A bench checkpoint back in memory: base + adapter (merged for speed) or full weights."""
+    meta_file = path / CHECKPOINT_FILE
+    if not meta_file.is_file():
+        raise BenchError(f"{path} is not a bench checkpoint (no {CHECKPOINT_FILE}); evaluate a plain model with "
+                         "`bench eval TASK --model PATH --baseline prompt|head`")
+    meta = json.loads(meta_file.read_text())
+    tokenizer = load_tokenizer(ModelRef(meta["model"], str(path), meta["family"], ""))
+    if meta["adapter"]:
+        from peft import PeftModel
+
+        base_ref = ModelRef(meta["model"], meta["base_source"], meta["family"], "")
+        base = (load_classifier(base_ref, tuple(meta["labels"]), tokenizer.pad_token_id, seed=0)
+                if meta["objective"] == "head" else load_lm(base_ref))
+        model = PeftModel.from_pretrained(base, path).merge_and_unload()
+    else:
+        local = ModelRef(meta["model"], str(path), meta["family"], "")
+        model = (load_classifier(local, tuple(meta["labels"]), tokenizer.pad_token_id, seed=0)
+                 if meta["objective"] == "head" else load_lm(local))
+    return model.to(device()), tokenizer, meta

@@ -1,0 +1,187 @@
+"""Paired statistics for baseline-vs-fine-tuned comparisons (numpy/scipy only, no torch).
+
+Both systems are scored on the same examples, so every test here is paired: that removes
+the between-example variance and is what makes small improvements detectable at all.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# Cap on elements in one resampled index block: int64 indices plus two gathered float64
+# arrays cost 24 bytes an element, so 2**21 elements keeps a chunk near 50 MB.
+_CHUNK_ELEMENTS = 1 << 21
+
+
+@dataclass(frozen=True)
+class McNemarResult:
+    """Discordant counts and the exact two-sided p-value."""
+
+    b: int  # baseline right, fine-tuned wrong
+    c: int  # baseline wrong, fine-tuned right
+    p_value: float
+
+
+@dataclass(frozen=True)
+class PairedBootstrapResult:
+    """Observed delta (after - before), its percentile CI and the bootstrap p-value."""
+
+    delta: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    resamples: int
+
+
+def mcnemar_exact(
+    baseline_correct: Sequence[bool], finetuned_correct: Sequence[bool]
+) -> McNemarResult:
+    """Exact (binomial) McNemar test: only the discordant pairs carry information.
+
+    Exact rather than chi-squared because b + c is often small for a handful of flips.
+    """
+    base = np.asarray(baseline_correct, dtype=bool)
+    tuned = np.asarray(finetuned_correct, dtype=bool)
+    if base.ndim != 1 or base.shape != tuned.shape:
+        raise ValueError(
+            "mcnemar_exact needs two 1-D sequences of equal length, "
+            f"got {base.shape} and {tuned.shape}"
+        )
+    if base.size == 0:
+        raise ValueError("mcnemar_exact needs at least one example")
+    b = int(np.count_nonzero(base & ~tuned))
+    c = int(np.count_nonzero(~base & tuned))
+    if b + c == 0:
+        return McNemarResult(b=b, c=c, p_value=1.0)
+    from scipy.stats import binom
+
+    p = min(1.0, 2.0 * float(binom.cdf(min(b, c), b + c, 0.5)))
+    return McNemarResult(b=b, c=c, p_value=p)
+
+
+def iter_bootstrap_indices(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Yield (rows, n) int64 blocks of resampled example indices, `resamples` rows in all.
+
+    Chunked so that 10k resamples of 25k examples never materialise at once; the
+    chunk size depends only on n, so a given (n, resamples, seed) always gives the same rows.
+    """
+    if n < 1:
+        raise ValueError("bootstrap needs at least one example")
+    if resamples < 0:
+        raise ValueError(f"resamples must be >= 0, got {resamples}")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    rows = max(1, _CHUNK_ELEMENTS // n)
+    done = 0
+    while done < resamples:
+        take = min(rows, resamples - done)
+        yield rng.integers(0, n, size=(take, n), dtype=np.int64)
+        done += take
+
+
+def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Percentile CI of bootstrap samples (the simple, assumption-light choice)."""
+    _check_confidence(confidence)
+    alpha = 1.0 - confidence
+    lo, hi = np.percentile(samples, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap(
+    before: Sequence[float],
+    after: Sequence[float],
+    *,
+    statistic: Callable[..., np.ndarray] = np.mean,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> PairedBootstrapResult:
+    """Paired bootstrap of statistic(after) - statistic(before) over resampled examples.
+
+    The same indices are drawn for both systems, which keeps the pairing. `statistic` is
+    called on 2-D arrays (resamples, examples) as `statistic(x, axis=1)` and must return one
+    value per row, so custom statistics must accept `axis=` (np.mean, np.median do).
+
+    p-value (Koehn 2004 style): twice the fraction of resampled deltas that do not share the
+    observed delta's sign, capped at 1; 1.0 when the observed delta is 0. With R resamples
+    it can be 0.0, which means "below about 2/R", not "impossible".
+    """
+    x = _as_scores(before, "before")
+    y = _as_scores(after, "after")
+    if x.shape != y.shape:
+        raise ValueError(f"before and after must have equal length, got {x.size} and {y.size}")
+    if resamples < 1:
+        raise ValueError(f"paired_bootstrap needs resamples >= 1, got {resamples}")
+    _check_confidence(confidence)
+
+    delta = float(statistic(y[None, :], axis=1)[0] - statistic(x[None, :], axis=1)[0])
+    deltas = np.concatenate(
+        [
+            np.asarray(statistic(y[idx], axis=1), dtype=float)
+            - np.asarray(statistic(x[idx], axis=1), dtype=float)
+            for idx in iter_bootstrap_indices(x.size, resamples, seed)
+        ]
+    )
+    lo, hi = percentile_interval(deltas, confidence)
+    if delta > 0:
+        p = min(1.0, 2.0 * float(np.mean(deltas <= 0)))
+    elif delta < 0:
+        p = min(1.0, 2.0 * float(np.mean(deltas >= 0)))
+    else:
+        p = 1.0
+    return PairedBootstrapResult(delta=delta, ci_low=lo, ci_high=hi, p_value=p, resamples=resamples)
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean; (mean, mean) when resamples == 0."""
+    v = _as_scores(values, "values")
+    _check_confidence(confidence)
+    if resamples == 0:
+        m = float(v.mean())
+        return m, m
+    means = np.concatenate(
+        [v[idx].mean(axis=1) for idx in iter_bootstrap_indices(v.size, resamples, seed)]
+    )
+    return percentile_interval(means, confidence)
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion: sane at 0%/100% and small n, unlike Wald."""
+    if n < 1:
+        raise ValueError(f"wilson_interval needs n >= 1, got {n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, {n}], got {successes}")
+    _check_confidence(confidence)
+    from scipy.stats import norm
+
+    z = float(norm.ppf(1.0 - (1.0 - confidence) / 2.0))
+    p = successes / n
+    denom = 1.0 + z * z / n
+    center = (p + z * z / (2.0 * n)) / denom
+    half = z / denom * np.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n))
+    # At 0/n and n/n the exact bound is 0 or 1; pin it so rounding can't leave 0.9999999.
+    lo = 0.0 if successes == 0 else max(0.0, float(center - half))
+    hi = 1.0 if successes == n else min(1.0, float(center + half))
+    return lo, hi
+
+
+def _as_scores(values: Sequence[float], name: str) -> np.ndarray:
+    """1-D finite float array; a NaN score would silently poison every resample."""
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains non-finite values")
+    return arr
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")

@@ -1,0 +1,138 @@
+"""Results store: one SQLite file (WAL) indexing runs and stages, plus one folder per run.
+
+A stage is complete when, and only when, its row is committed. Its files (metrics, predictions,
+curves, checkpoint) are written first, each atomically (temp file + rename); the row commits
+last, in one transaction with its predictions. A crash anywhere leaves either a complete stage or
+no trace of it in the database, so re-running the same command redoes only unfinished stages.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from harness.errors import BenchError
+from harness.types import Prediction
+
+RESULTS_ENV = "BENCH_RESULTS"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, task TEXT NOT NULL, model TEXT NOT NULL, method TEXT NOT NULL,
+    preset TEXT NOT NULL, config TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS stages (
+    run_id TEXT NOT NULL REFERENCES runs(run_id), stage TEXT NOT NULL, seconds REAL NOT NULL,
+    metrics TEXT NOT NULL, info TEXT NOT NULL, finished_at REAL NOT NULL,
+    PRIMARY KEY (run_id, stage));
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id TEXT NOT NULL, stage TEXT NOT NULL, idx INTEGER NOT NULL, example_id TEXT NOT NULL,
+    gold INTEGER NOT NULL, label INTEGER, scores TEXT NOT NULL,
+    PRIMARY KEY (run_id, stage, idx));
+"""
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,200}$")
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    run_id: str
+    stage: str
+    seconds: float
+    metrics: dict[str, Any]
+    info: dict[str, Any]
+
+
+def results_dir(option: str | None) -> Path:
+    return Path(option or os.environ.get(RESULTS_ENV) or "results")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, path)
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.db_path = root / "bench.sqlite"
+        self._db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=60000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def run_dir(self, run_id: str) -> Path:
+        if not SAFE_ID.match(run_id):
+            raise BenchError(f"invalid run id {run_id!r}: letters, digits, '.', '_', '=', '-' only")
+        return self.root / "runs" / run_id
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def stage(self, run_id: str, stage: str) -> StageRecord | None:
+        row = self._db.execute("SELECT seconds, metrics, info FROM stages WHERE run_id=? AND stage=?",
+                               (run_id, stage)).fetchone()
+        return StageRecord(run_id, stage, row[0], json.loads(row[1]), json.loads(row[2])) if row else None
+
+    def predictions(self, run_id: str, stage: str) -> list[Prediction]:
+        rows = self._db.execute("SELECT example_id, gold, label, scores FROM predictions WHERE run_id=? AND stage=? "
+                                "ORDER BY idx", (run_id, stage)).fetchall()
+        return [Prediction(r[0], r[1], r[2], tuple(json.loads(r[3]))) for r in rows]
+
+    def complete_stage(self, run_id: str, stage: str, *, config: dict[str, Any], seconds: float,
+                       metrics: dict[str, Any], info: dict[str, Any],
+                       predictions: Sequence[Prediction] = (), curves: Sequence[dict[str, Any]] = ()) -> StageRecord:
+        """Write the stage's files, then commit its row and predictions in one transaction."""
+        folder = self.run_dir(run_id)
+        atomic_write(folder / "config.json", json.dumps(config, indent=2, sort_keys=True, default=str))
+        stage_dir = folder / stage.replace(":", "-")
+        atomic_write(stage_dir / "metrics.json", json.dumps({"metrics": metrics, "info": info}, indent=2, default=str))
+        if predictions:
+            atomic_write(stage_dir / "predictions.jsonl", "".join(
+                json.dumps({"id": p.example_id, "gold": p.gold, "pred": p.label, "scores": p.scores}) + "\n"
+                for p in predictions))
+        if curves:
+            atomic_write(stage_dir / "curves.jsonl", "".join(json.dumps(point) + "\n" for point in curves))
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?)",
+                       (run_id, config["task"], config["model"], config["method"], config["preset"],
+                        json.dumps(config, sort_keys=True, default=str), time.time()))
+            db.execute("DELETE FROM predictions WHERE run_id=? AND stage=?", (run_id, stage))
+            db.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?)", [
+                (run_id, stage, i, p.example_id, p.gold, p.label, json.dumps(p.scores))
+                for i, p in enumerate(predictions)])
+            db.execute("INSERT OR REPLACE INTO stages VALUES (?,?,?,?,?,?)",
+                       (run_id, stage, seconds, json.dumps(metrics, default=str), json.dumps(info, default=str),
+                        time.time()))
+        return StageRecord(run_id, stage, seconds, metrics, info)
+
+    def runs(self, task: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT run_id, task, model, method, preset, config FROM runs"
+        rows = self._db.execute(query + (" WHERE task=?" if task else "") + " ORDER BY created_at",
+                                (task,) if task else ()).fetchall()
+        return [dict(run_id=r[0], task=r[1], model=r[2], method=r[3], preset=r[4], config=json.loads(r[5]))
+                for r in rows]
+
+    def stages_of(self, run_id: str) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT stage FROM stages WHERE run_id=? ORDER BY finished_at",
+                                               (run_id,))]

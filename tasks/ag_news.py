@@ -1,0 +1,21 @@
+"""AG News topic classification (4 classes: World, Sports, Business, Science/Technology).
+
+Data: fancyzhx/ag_news (120k train / 7.6k test). Offline copies may lack the train split; then
+train is carved from test with the run's seed, disjoint from the eval sample, and the table says so.
+Paper: Zhang, Zhao & LeCun, 2015, "Character-level Convolutional Networks for Text Classification".
+Metrics: accuracy, precision/recall/F1. Verbalizers are multi-token for most tokenizers.
+"""
+from harness.registry import task
+from harness.spec import Classify, HubData, TaskSpec
+
+
+@task("ag_news")
+def ag_news() -> TaskSpec:
+    return TaskSpec(
+        name="ag_news",
+        description=__doc__.splitlines()[0],
+        data=HubData("fancyzhx/ag_news", local="ag_news", train="train", eval="test"),
+        kind=Classify(fields=("text",), labels=("World", "Sports", "Business", "Science/Technology")),
+        prompt="Article: {text}\nTopic:",
+        presets={"paper": {"epochs": 3, "lr": 2e-5, "weight_decay": 0.01}},
+    )

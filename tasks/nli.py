@@ -1,0 +1,25 @@
+"""Natural language inference, 3 classes (entailment / neutral / contradiction).
+
+Data: SICK (RobZamp/sick; 4.4k train / 495 validation / 4.9k test), the 3-way NLI set available
+offline here (SNLI/MNLI were not). Paper: Marelli et al., 2014, "A SICK cure for the evaluation of
+compositional distributional semantic models". Metrics: accuracy, precision/recall/F1.
+The pair (premise, hypothesis) goes to classification heads as a sentence pair.
+"""
+from harness.registry import task
+from harness.spec import Classify, HubData, TaskSpec
+
+
+@task("nli")
+def nli() -> TaskSpec:
+    return TaskSpec(
+        name="nli",
+        description=__doc__.splitlines()[0],
+        data=HubData("RobZamp/sick", local="sick", train="train", validation="validation", eval="test"),
+        kind=Classify(
+            fields=("premise", "hypothesis"),
+            labels=("entailment", "neutral", "contradiction"),
+            verbalizers=(" True", " Neither", " False"),
+        ),
+        prompt="{premise}\nQuestion: {hypothesis} True, False or Neither?\nAnswer:",
+        presets={"paper": {"epochs": 3, "lr": 2e-5, "weight_decay": 0.01}},
+    )
