@@ -35,6 +35,8 @@ class Comparison:
     f1_macro_after: float
     trainable_pct: float
     trainable_params: int
+    base_params: int
+    added_params: int
     baseline_seconds: float
     train_seconds: float
     eval_seconds: float
@@ -71,6 +73,7 @@ def compare(store: Store, run_id: str, config: dict[str, Any], records: dict[str
             mcnemar_b=test.b, mcnemar_c=test.c, p_value=test.p_value,
             f1_macro_before=mb["f1_macro"]["value"], f1_macro_after=ma["f1_macro"]["value"],
             trainable_pct=tuned.info["params"]["trainable_pct"], trainable_params=tuned.info["params"]["trainable"],
+            base_params=tuned.info["params"]["base"], added_params=tuned.info["params"]["added"],
             baseline_seconds=round(before_record.seconds, 1), train_seconds=tuned.info["train_seconds"],
             eval_seconds=round(after_record.seconds, 1), tokens_per_second=tuned.info["tokens_per_second"],
             peak_memory_mb=max(r.info.get("peak_memory_mb", 0.0) for r in records.values())))

