@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
     run.add_argument("--models", type=_csv, required=True, help="comma-separated aliases, hub ids or local folders")
     run.add_argument("--method", help="full | lora (default) | qlora | freeze:N | head")
-    run.add_argument("--objective", help="head (classification head, default) or lm (causal LM on the verbalizer)")
+    run.add_argument("--objective", help="auto (default: lm for causal/seq2seq models, head for encoders) | head (new classification head) | lm (train the LM on the label verbalizer, prompt masked)")
     run.add_argument("--lr", type=float, help="learning rate (default by method: lora 5e-4, full 5e-5, head 1e-3)")
     run.add_argument("--epochs", type=float, help="epochs (fractions allowed)")
     run.add_argument("--batch-size", type=int, help="train batch size (default 16)")
@@ -108,7 +108,7 @@ def cmd_list(what: str | None) -> int:
         for alias in ALIASES.values():
             print(f"  {alias.name:<14} {alias.hub_id:<40} {alias.note}")
     if what in (None, "methods"):
-        print("methods: " + ", ".join(METHODS) + "   baselines: prompt, head   objectives: head, lm")
+        print("methods: " + ", ".join(METHODS) + "   baselines: prompt, head   objectives: auto, head, lm")
     return 0
 
 

@@ -16,7 +16,7 @@ from harness.errors import BenchError
 from harness.spec import TaskSpec
 
 METHODS = ("full", "lora", "qlora", "freeze:N", "head")
-OBJECTIVES = ("head", "lm")
+OBJECTIVES = ("auto", "head", "lm")  # auto: lm for models with an LM head, head for encoders
 BASELINES = ("auto", "prompt", "head")  # auto: prompt for LMs, head for encoders
 OPTIMIZERS = ("adamw", "sgd", "sgd-momentum")
 SCHEDULES = ("linear", "cosine", "constant")
@@ -39,7 +39,7 @@ class RunConfig:
     task: str
     model: str
     method: str = "lora"
-    objective: str = "head"
+    objective: str = "auto"
     baselines: tuple[str, ...] = ("auto",)
     shots: int = 0
     preset: str = "quick"

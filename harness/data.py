@@ -10,6 +10,7 @@ import hashlib
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -114,18 +115,23 @@ def to_examples(frame: pd.DataFrame, spec: TaskSpec, where: str) -> list[Example
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         allowed = ", ".join(f"{i}={name}" for i, name in enumerate(kind.labels))
-        raise BenchError(f"{where}: label {frame[kind.label_column].iloc[row]!r} in row {row} is outside the label set ({allowed})")
+        raise BenchError(f"{where}: label {_plain(frame[kind.label_column].iloc[row])!r} in row {row} is outside the label set ({allowed})")
     for column in kind.fields:
         texts = frame[column]
         not_text = texts.map(lambda value: not isinstance(value, str))
         if not_text.any():
             row = int(np.flatnonzero(not_text.to_numpy())[0])
-            raise BenchError(f"{where}: column {column!r} row {row} is {texts.iloc[row]!r}, not a text; "
+            raise BenchError(f"{where}: column {column!r} row {row} is {_plain(texts.iloc[row])!r}, not a text; "
                              "fix or drop that row")
     ids = frame["id"].astype(str) if "id" in frame.columns else pd.Series(frame.index.astype(str))
     columns = [frame[column].tolist() for column in kind.fields]
     return [Example(id=str(ids.iloc[i]), texts=tuple(column[i] for column in columns), label=int(labels.iloc[i]))
             for i in range(len(frame))]
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python values, so messages read `7`, not `np.int64(7)`."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def drop_blank(examples: list[Example], where: str, notes: list[str]) -> list[Example]:

@@ -17,7 +17,12 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     from harness.models import resolve_model
     from harness.pipeline import Runner, quiet_transformers
     from harness.registry import get_task
-    from harness.stages import CHECKPOINT_FILE, evaluate_baseline, evaluate_model, load_checkpoint
+    from harness.stages import (
+        CHECKPOINT_FILE,
+        evaluate_baseline,
+        evaluate_model,
+        load_checkpoint,
+    )
     from harness.store import Store, results_dir
 
     spec = get_task(args.task, labels=args.labels)

@@ -126,8 +126,8 @@ def resolve_model(name: str) -> ModelRef:
     if alias is not None:
         local = alias.offline() if alias.offline else None
         source = str(local) if local else alias.hub_id
-    elif os.path.sep in name or name.startswith("."):
-        if not Path(name).is_dir():
+    elif _looks_local(name):
+        if not Path(name).expanduser().is_dir():
             raise BenchError(f"model path {name} does not exist; pass a folder with config.json, a hub id or an "
                              f"alias ({', '.join(ALIASES)})")
     config = _load_config(name, source)
@@ -139,6 +139,11 @@ def resolve_model(name: str) -> ModelRef:
     else:
         family = "causal"
     return ModelRef(name=name, source=source, family=family, model_type=model_type)
+
+
+def _looks_local(name: str) -> bool:
+    """A path, not a hub id: hub ids are `name` or `org/name`, never absolute, relative or deeper."""
+    return Path(name).expanduser().exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1
 
 
 def _load_config(name: str, source: str) -> Any:
@@ -219,7 +224,7 @@ def parameter_counts(model: Any) -> dict[str, float]:
         base += 0 if is_added else count
         trainable += count if param.requires_grad else 0
     total = base + added
-    return {"base": base, "added": added, "trainable": trainable,
+    return {"base": base, "added": added, "total": total, "trainable": trainable,
             "trainable_pct": round(100.0 * trainable / total, 4) if total else 0.0}
 
 

@@ -6,7 +6,7 @@ options) before the first stage runs, so a bad command writes nothing.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import platform
 import re
 import resource
@@ -20,10 +20,10 @@ from harness.config import RunConfig, resolve
 from harness.data import build_splits
 from harness.errors import BenchError
 from harness.metrics.classification import classification_report
-from harness.models import ModelRef, parameter_counts, resolve_model
+from harness.models import ModelRef, resolve_model
 from harness.spec import TaskSpec
 from harness.store import StageRecord, Store
-from harness.types import Example, Prediction, Splits
+from harness.types import Prediction, Splits
 
 Log = Callable[[str], None]
 PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "numpy", "scikit-learn", "pandas")
@@ -51,6 +51,14 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
     for name in models:
         config = resolve(spec, name, overrides, preset)
         ref = resolve_model(name)
+        if config.objective == "auto":
+            # Models that can be prompted keep their LM head and learn the verbalizer, so before and
+            # after are scored the same way; encoders have no LM head to prompt and get a new head.
+            # `--method head` trains a classification head by definition.
+            lm = ref.can_prompt and config.method_name != "head"
+            config = dataclasses.replace(config, objective="lm" if lm else "head")
+        if config.method_name == "head" and config.objective == "lm":
+            raise BenchError("--method head trains only a new classification head: use --objective head")
         baselines = tuple(dict.fromkeys(
             ("prompt" if ref.can_prompt else "head") if b == "auto" else b for b in config.baselines))
         if "prompt" in baselines and not ref.can_prompt:
@@ -105,6 +113,7 @@ class Runner:
         def evaluate_finetuned() -> tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
             if trained:
                 model, tokenizer = trained[0]
+                model = training.merged_for_inference(model, config)
             else:
                 model, tokenizer, _ = training.load_checkpoint(self.store.run_dir(run_id) / "checkpoint")
             return training.evaluate_model(self.spec, planned.ref, config, model, tokenizer, splits)
@@ -135,12 +144,14 @@ class Runner:
 
 def quiet_transformers() -> None:
     """Our own progress lines are the log; library deprecation chatter is not news to users."""
+    import logging
     import warnings
 
     import transformers
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # optional-kernel notices on CPU
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

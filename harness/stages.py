@@ -11,17 +11,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.backends.hf import encode_for_head
 from harness.config import RunConfig
 from harness.errors import BenchError
 from harness.evaluate import predict_with_head, predict_with_prompt
 from harness.finetune import TrainItem, TrainResult, train
-from harness.metrics.classification import classification_report
 from harness.methods import apply_method
-from harness.models import ModelRef, load_classifier, load_lm, load_tokenizer, parameter_counts
+from harness.metrics.classification import classification_report
+from harness.models import (
+    ModelRef,
+    load_classifier,
+    load_lm,
+    load_tokenizer,
+    parameter_counts,
+)
 from harness.prompts import build_contexts, choose_shots, verbalizer_ids
 from harness.spec import TaskSpec
 from harness.types import Example, Prediction, Splits
-from harness.backends.hf import encode_for_head
 
 CHECKPOINT_FILE = "bench_checkpoint.json"
 StageOutput = tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]
@@ -114,6 +120,14 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
             "tokens_per_second": round(result.tokens_per_second, 1), "stopped_early": result.stopped_early,
             "device": str(device()), "checkpoint": str(checkpoint)}
     return model, tokenizer, result, info
+
+
+def merged_for_inference(model: Any, config: RunConfig) -> Any:
+    """LoRA folded into the weights (as `load_checkpoint` does): evaluation then runs at base speed.
+    QLoRA adapters stay separate: merging into 4-bit weights would re-quantize them."""
+    if config.method_name == "lora" and hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
 
 
 def save_checkpoint(model: Any, tokenizer: Any, path: Path, spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:

@@ -62,17 +62,28 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 class Store:
+    """The SQLite index plus run folders under `root`. Nothing is created on disk until the first
+    query, so a command that fails validation leaves no trace."""
+
     def __init__(self, root: Path):
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
         self.db_path = root / "bench.sqlite"
-        self._db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=60000")
-        self._db.executescript(SCHEMA)
+        self._connection: sqlite3.Connection | None = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._connection = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA busy_timeout=60000")
+            self._connection.executescript(SCHEMA)
+        return self._connection
 
     def close(self) -> None:
-        self._db.close()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def run_dir(self, run_id: str) -> Path:
         if not SAFE_ID.match(run_id):

@@ -188,7 +188,15 @@ _VOCAB_SIZE = 800
 
 @functools.lru_cache(maxsize=None)
 def _trained_tokenizer_json(kind: str) -> str:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     corpus = _corpus_sentences()
 

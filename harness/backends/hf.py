@@ -30,6 +30,7 @@ def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[li
     scores: list[list[float]] = [[] for _ in contexts]
     multi_token = [j for j, choice in enumerate(choices) if len(choice) > 1]
     first_ids = torch.tensor([choice[0] for choice in choices], device=device)
+    cache_arg = _cache_argument(model)
     model.eval()
     with torch.inference_mode():
         for batch in length_sorted_batches([len(c) for c in contexts], batch_size):
@@ -46,13 +47,13 @@ def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[li
                         use_cache=bool(multi_token), logits_to_keep=1)
             last = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
             batch_scores = last[:, first_ids].clone()  # [B, K]: first token of every label
-            cache = out.past_key_values
+            cache = getattr(out, cache_arg)
             next_position = positions[:, -1:] + 1
             for j in multi_token:
                 rest = torch.tensor(choices[j], device=device)
                 feed = rest[:-1].expand(len(batch), -1)  # tokens 0..n-2 predict tokens 1..n-1
                 steps = feed.shape[1]
-                step_out = model(input_ids=feed, past_key_values=cache, use_cache=True,
+                step_out = model(input_ids=feed, **{cache_arg: cache}, use_cache=True,
                                  attention_mask=torch.cat([mask, mask.new_ones(len(batch), steps)], dim=1),
                                  position_ids=next_position + torch.arange(steps, device=device))
                 logp = torch.log_softmax(step_out.logits.float(), dim=-1)
@@ -62,6 +63,14 @@ def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[li
             for row, i in enumerate(batch):
                 scores[i] = batch_scores[row].tolist()
     return scores
+
+
+def _cache_argument(model: Any) -> str:
+    """transformers 5.x renamed `past_key_values` to `cache` (argument and output field)."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrappers take **kwargs
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 def score_seq2seq(model: Any, contexts: Sequence[list[int]], choices: Sequence[list[int]], pad_id: int,

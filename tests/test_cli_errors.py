@@ -1,0 +1,209 @@
+"""Bad input fails fast and cleanly: one `error: ...` line naming the problem, exit code 2, and
+nothing half-written in the results store (so a corrected re-run starts from a clean slate)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.registry import task_names
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ("--train-samples", "8", "--eval-samples", "8", "--validation-samples", "4")
+
+
+def assert_clean_failure(result: tuple[int, str, str], expected: str, results: Path) -> None:
+    """Exit 2, a single `error:` line that contains `expected`, and no stage, run or table stored."""
+    code, out, err = result
+    lines = err.strip().splitlines()
+    assert code == 2, (code, out, err)
+    assert len(lines) == 1, f"expected one stderr line, got:\n{err}"
+    assert lines[0].startswith("error: "), lines[0]
+    assert expected in lines[0], f"{expected!r} not in {lines[0]!r}"
+    assert out == ""
+    assert_store_empty(results)
+
+
+def assert_store_empty(results: Path) -> None:
+    """Validation happens before the store is opened: a bad command creates no store at all."""
+    assert not (results / "bench.sqlite").exists()
+    assert not (results / "runs").exists()
+    assert not (results / "tables").exists()
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    return tmp_path / "results"
+
+
+@pytest.fixture
+def run_sst2(bench, tiny_model, data_dir, results):
+    """`bench run sst2` with a valid tiny model and tiny sample sizes, plus the flags under test."""
+
+    def run(*extra: str, models: str | None = None, data: Path | None = None) -> tuple[int, str, str]:
+        return bench("run", "sst2", "--models", models or str(tiny_model("gpt2")), "--data-dir", str(data or data_dir),
+                     "--results", str(results), *FAST, *extra)
+
+    return run
+
+
+# ---------------------------------------------------------------- task, model, data dir
+
+def test_unknown_task(bench, tiny_model, data_dir, results):
+    """A typo in the task name lists the known tasks instead of failing somewhere deeper."""
+    result = bench("run", "sst3", "--models", str(tiny_model("gpt2")), "--data-dir", str(data_dir),
+                   "--results", str(results), *FAST)
+    assert_clean_failure(result, "unknown task 'sst3'", results)
+
+
+def test_unknown_model_path(run_sst2, tmp_path, results):
+    """A local path that does not exist is reported as such, not as a hub lookup failure."""
+    missing = tmp_path / "no-such-model"
+    assert_clean_failure(run_sst2(models=str(missing)), f"model path {missing} does not exist", results)
+
+
+@pytest.mark.parametrize("name", ["no-such-model-zz", "no-such-org/no-such-model"])
+def test_unknown_model_name_offline(monkeypatch, data_dir, results, tmp_path, name):
+    """A name that is neither an alias nor a folder, with the hub unreachable, fails with a hint.
+
+    Runs in a subprocess: huggingface_hub reads HF_HUB_OFFLINE once, at import, and this test
+    process has imported it already (online-but-unreachable, the lookup retries ~25 s, logging each try).
+    """
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("BENCH_DATA_DIR", raising=False)
+    argv = ["run", "sst2", "--models", name, "--data-dir", str(data_dir), "--results", str(results), *FAST]
+    script = "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", script, *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert_clean_failure((proc.returncode, proc.stdout, proc.stderr), f"cannot load model {name!r}", results)
+    assert "not an alias, not a local folder" in proc.stderr
+
+
+def test_missing_data_dir(run_sst2, results):
+    assert_clean_failure(run_sst2(data=Path("/nonexistent")), "data dir /nonexistent does not exist", results)
+
+
+# ---------------------------------------------------------------- broken datasets
+
+GOOD = pd.DataFrame({"sentence": ["a fine film ", "a dull film ", "great fun ", "a bore "] * 5,
+                     "label": [1, 0, 1, 0] * 5})
+EMPTY = GOOD.iloc[:0]
+NO_SENTENCE = GOOD.rename(columns={"sentence": "text"})
+
+
+@pytest.mark.parametrize("files, expected", [
+    pytest.param({"train": GOOD}, "split 'validation' missing", id="missing-split"),
+    pytest.param({"train": NO_SENTENCE, "validation": GOOD}, "sst2/train lacks column(s) sentence",
+                 id="missing-column"),
+    pytest.param({"train": EMPTY, "validation": GOOD}, "sst2/train is empty", id="empty-split"),
+    pytest.param({}, "has no folder 'sst2'", id="no-task-folder"),
+])
+def test_broken_data(run_sst2, tmp_path, results, files, expected):
+    """Data problems are found while building splits, before any stage is stored."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if files:
+        (data / "sst2").mkdir()
+    for split, frame in files.items():
+        frame.to_parquet(data / "sst2" / f"{split}.parquet", index=False)
+    assert_clean_failure(run_sst2(data=data), expected, results)
+
+
+def test_label_outside_label_set(run_sst2, tmp_path, results):
+    """The message names the split, the bad value, its row and the labels allowed."""
+    data = tmp_path / "data"
+    (data / "sst2").mkdir(parents=True)
+    GOOD.to_parquet(data / "sst2" / "train.parquet", index=False)
+    GOOD.assign(label=[1, 0, 7, 0] * 5).to_parquet(data / "sst2" / "validation.parquet", index=False)
+    result = run_sst2(data=data)
+    assert_clean_failure(result, "label 7 in row 2 is outside the label set (0=negative, 1=positive)", results)
+    assert "sst2/validation: label" in result[2] and "7" in result[2]
+
+
+# ---------------------------------------------------------------- options
+
+@pytest.mark.parametrize("flags, expected", [
+    pytest.param(("--lr", "0"), "--lr must be positive", id="lr-zero"),
+    pytest.param(("--lr=-1",), "--lr must be positive", id="lr-negative"),
+    pytest.param(("--lora-rank", "0"), "--lora-rank must be positive", id="lora-rank-zero"),
+    pytest.param(("--method", "adapter"), "unknown method 'adapter'", id="unknown-method"),
+    pytest.param(("--method", "lora:2"), "unknown method 'lora:2'", id="method-with-count"),
+    pytest.param(("--method", "freeze:0"), "use freeze:N with N >= 1", id="freeze-zero"),
+    pytest.param(("--optimizer", "adam8bit"), "unknown --optimizer 'adam8bit'", id="unknown-optimizer"),
+    pytest.param(("--labels", "4"), "task 'sst2' takes no option --labels", id="undeclared-task-option"),
+])
+def test_bad_option(run_sst2, results, flags, expected):
+    assert_clean_failure(run_sst2(*flags), expected, results)
+
+
+def test_goemotions_label_count(bench, tiny_model, data_dir, results):
+    """GoEmotions subsets exist for 2, 4, 8 and 16 labels only."""
+    result = bench("run", "goemotions", "--labels", "3", "--models", str(tiny_model("gpt2")),
+                   "--data-dir", str(data_dir), "--results", str(results), *FAST)
+    assert_clean_failure(result, "goemotions --labels must be one of 2, 4, 8, 16 (got 3)", results)
+
+
+def test_qlora_without_4bit(run_sst2, results, monkeypatch):
+    """Without a working bitsandbytes, qlora is refused up front with the fallback named."""
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # `import bitsandbytes` now raises ImportError
+    expected = "--method qlora needs 4-bit bitsandbytes: bitsandbytes is not installed"
+    assert_clean_failure(run_sst2("--method", "qlora"), expected, results)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    pytest.param(("--objective", "lm"), "--objective lm needs a causal or seq2seq model", id="objective-lm"),
+    pytest.param(("--baseline", "prompt"), "--baseline prompt needs a language-model head", id="baseline-prompt"),
+])
+def test_encoder_cannot_prompt(run_sst2, tiny_model, results, flags, expected):
+    """An encoder has no LM head: prompt scoring and the LM objective are refused, not crashed into."""
+    assert_clean_failure(run_sst2(*flags, models=str(tiny_model("bert"))), expected, results)
+
+
+# ---------------------------------------------------------------- report and eval
+
+def test_report_without_store(bench, results):
+    assert_clean_failure(bench("report", "--results", str(results)), "no results store at", results)
+    assert not results.exists()
+
+
+def test_eval_missing_model(bench, data_dir, tmp_path, results):
+    missing = tmp_path / "no-such-checkpoint"
+    result = bench("eval", "sst2", "--model", str(missing), "--data-dir", str(data_dir), "--results", str(results),
+                   *FAST)
+    assert_clean_failure(result, f"model path {missing} does not exist", results)
+
+
+# ---------------------------------------------------------------- the light commands
+
+def test_help_and_list_do_not_import_torch():
+    """`bench --help` and `bench list` must answer instantly: no torch, transformers or pandas."""
+    script = (
+        "import contextlib, io, sys\n"
+        "from harness.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['list']) == 0\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "        raise AssertionError('--help did not exit')\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0\n"
+        "heavy = sorted({'torch', 'transformers', 'pandas'} & set(sys.modules))\n"
+        "print(','.join(heavy) or 'none')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "none", f"imported: {proc.stdout.strip()}"
+
+
+def test_list_prints_every_task(bench):
+    """Every registered task (tasks/ and entry points) shows up, one per indented line after `tasks:`."""
+    code, out, err = bench("list")
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    after = lines[lines.index("tasks:") + 1:]
+    block = after[:next((i for i, line in enumerate(after) if not line.startswith("  ")), len(after))]
+    assert [line.split()[0] for line in block] == task_names()

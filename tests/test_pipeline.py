@@ -1,0 +1,136 @@
+"""`bench run` end to end on tiny real models and the real datasets: every task, every method,
+every objective and baseline, every model family; then `bench eval` on the saved checkpoint and
+`bench report` from the store alone."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from harness.registry import task_names  # noqa: E402
+
+SMALL = ("--train-samples", "24", "--eval-samples", "16", "--validation-samples", "8", "--eval-batch-size", "8",
+         "--batch-size", "8", "--max-length", "96")
+
+
+def run(bench, data_dir: Path, results: Path, task: str, model: Path, *extra: str) -> tuple[str, str]:
+    code, out, err = bench("run", task, "--models", model, "--data-dir", data_dir, "--results", results, *SMALL, *extra)
+    assert code == 0, err
+    return out, err
+
+
+def stage_rows(results: Path) -> dict[tuple[str, str], dict]:
+    with sqlite3.connect(results / "bench.sqlite") as db:
+        rows = db.execute("SELECT run_id, stage, metrics, info FROM stages").fetchall()
+    return {(r[0], r[1]): {"metrics": json.loads(r[2]), "info": json.loads(r[3])} for r in rows}
+
+
+def only_run(results: Path) -> Path:
+    (folder,) = (results / "runs").iterdir()
+    return folder
+
+
+@pytest.mark.parametrize("task", sorted(set(task_names())))
+def test_every_task_runs_baseline_finetune_and_evaluation(task, bench, data_dir, tiny_model, tmp_path):
+    out, _ = run(bench, data_dir, tmp_path, task, tiny_model("gpt2"), *(["--labels", "2"] if task == "goemotions" else []))
+    assert "before / after fine-tuning" in out and "| prompt 0-shot | 16 |" in out
+    stages = {stage for _, stage in stage_rows(tmp_path)}
+    assert stages == {"baseline:prompt", "finetune", "finetuned"}
+    folder = only_run(tmp_path)
+    for name in ("config.json", "baseline-prompt/predictions.jsonl", "finetuned/metrics.json",
+                 "finetune/curves.jsonl", "checkpoint/bench_checkpoint.json"):
+        assert (folder / name).is_file(), name
+    assert list((tmp_path / "tables").glob("*.csv")) and list((tmp_path / "tables").glob("*.md"))
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "freeze:1", "head"])
+def test_every_method_trains_what_it_should(method, bench, data_dir, tiny_model, tmp_path):
+    run(bench, data_dir, tmp_path, "sst2", tiny_model("gpt2"), "--method", method)
+    rows = stage_rows(tmp_path)
+    (finetune,) = [row for (_, stage), row in rows.items() if stage == "finetune"]
+    params = finetune["info"]["params"]
+    assert 0 < params["trainable"] <= params["total"]
+    if method == "full":
+        assert params["trainable"] == params["total"]
+    else:
+        assert params["trainable_pct"] < 50, params  # only adapters, the last block(s) or the head train
+    if method == "head":
+        assert params["trainable"] == params["added"]  # the head and nothing else
+    assert finetune["info"]["train_tokens"] > 0 and finetune["info"]["tokens_per_second"] > 0
+    curves = [json.loads(line) for line in (only_run(tmp_path) / "finetune" / "curves.jsonl").read_text().splitlines()]
+    assert any("loss" in point for point in curves) and any("val_accuracy" in point for point in curves)
+
+
+def test_qlora_trains_on_4bit_weights_where_bitsandbytes_runs(bench, data_dir, tiny_model, tmp_path):
+    from harness.methods import four_bit_unavailable
+
+    reason = four_bit_unavailable()
+    if reason:
+        pytest.skip(f"4-bit not available here: {reason}")
+    run(bench, data_dir, tmp_path, "sst2", tiny_model("llama"), "--method", "qlora")
+    checkpoint = only_run(tmp_path) / "checkpoint"
+    assert (checkpoint / "adapter_model.safetensors").is_file()
+    code, out, err = bench("eval", "sst2", "--model", checkpoint, "--data-dir", data_dir, "--results", tmp_path, *SMALL[:6])
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("family", ["gpt_neo", "llama", "bert", "t5"])
+def test_every_model_family_runs_with_its_default_baseline(family, bench, data_dir, tiny_model, tmp_path):
+    out, _ = run(bench, data_dir, tmp_path, "sst2", tiny_model(family))
+    expected = "head (untrained)" if family == "bert" else "prompt 0-shot"
+    assert f"| {expected} | 16 |" in out
+    # objective auto: encoders train a new head, models with an LM head learn the verbalizer
+    (after,) = [row for (_, stage), row in stage_rows(tmp_path).items() if stage == "finetuned"]
+    assert after["info"]["mode"] == ("head" if family == "bert" else "prompt")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "t5"])
+def test_lm_objective_fine_tunes_the_verbalizer(family, bench, data_dir, tiny_model, tmp_path):
+    out, _ = run(bench, data_dir, tmp_path, "sst2", tiny_model(family), "--objective", "lm", "--lr", "1e-3")
+    rows = stage_rows(tmp_path)
+    (after,) = [row for (_, stage), row in rows.items() if stage == "finetuned"]
+    assert after["info"]["mode"] == "prompt"  # scored the same way as the zero-shot baseline
+    assert after["metrics"]["n"] == 16 and after["metrics"]["failures"] == 0
+
+
+def test_both_baselines_and_few_shot_are_recorded(bench, data_dir, tiny_model, tmp_path):
+    out, _ = run(bench, data_dir, tmp_path, "sst2", tiny_model("gpt2"), "--baseline", "prompt,head", "--shots", "2")
+    assert "| prompt 2-shot | 16 |" in out and "| head (untrained) | 16 |" in out
+    stages = {stage for _, stage in stage_rows(tmp_path)}
+    assert {"baseline:prompt", "baseline:head"} <= stages
+
+
+def test_training_options_and_early_stopping(bench, data_dir, tiny_model, tmp_path):
+    _, err = run(bench, data_dir, tmp_path, "sst2", tiny_model("gpt2"), "--optimizer", "sgd-momentum", "--schedule",
+                 "cosine", "--grad-accum", "2", "--epochs", "4", "--evals-per-epoch", "2", "--patience", "1",
+                 "--lr", "1e-9", "--early-stop-metric", "accuracy")
+    rows = stage_rows(tmp_path)
+    (finetune,) = [row for (_, stage), row in rows.items() if stage == "finetune"]
+    # lr 1e-9 cannot move validation accuracy, so patience 1 stops after the second evaluation.
+    assert finetune["info"]["stopped_early"] is True
+    assert finetune["info"]["epochs"] < 4
+
+
+def test_checkpoint_re_evaluates_to_the_stored_metrics(bench, data_dir, tiny_model, tmp_path):
+    """`bench eval` on the saved adapter must reproduce the fine-tuned stage's predictions."""
+    run(bench, data_dir, tmp_path, "sst2", tiny_model("gpt2"), "--lr", "1e-2")
+    rows = stage_rows(tmp_path)
+    (after,) = [row for (_, stage), row in rows.items() if stage == "finetuned"]
+    checkpoint = only_run(tmp_path) / "checkpoint"
+    code, out, err = bench("eval", "sst2", "--model", checkpoint, "--data-dir", data_dir, "--results", tmp_path,
+                           *SMALL[:6], "--max-length", "96")
+    assert code == 0, err
+    assert f"accuracy {after['metrics']['accuracy']['value']:.4f}" in out
+
+
+def test_report_rebuilds_the_table_from_the_store(bench, data_dir, tiny_model, tmp_path):
+    run(bench, data_dir, tmp_path, "sst2", tiny_model("bert"))
+    code, out, err = bench("report", "--results", tmp_path)
+    assert code == 0, err
+    assert "| head (untrained) | 16 |" in out
+    code, out, err = bench("report", "--results", tmp_path, "--format", "csv")
+    assert code == 0 and out.splitlines()[0].startswith("run_id,task,")

@@ -1,0 +1,184 @@
+"""Every registered task builds sound splits from the real data: non-empty, valid labels, balanced
+seeded training samples, reproducible, and no example shared between training and evaluation."""
+from __future__ import annotations
+
+import importlib
+import math
+import pkgutil
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import tasks
+from harness.data import build_splits
+from harness.errors import BenchError
+from harness.registry import get_task, task_names
+from harness.spec import TaskSpec
+from harness.types import Splits
+
+TASKS = task_names()
+TRAIN, EVAL, VALIDATION = 120, 200, 100  # 120 splits evenly over 2, 3 and 4 labels
+TASK_MODULES = sorted(module.name for module in pkgutil.iter_modules(tasks.__path__))
+
+
+@lru_cache(maxsize=None)
+def splits_of(name: str, data_dir: Path, seed: int = 0) -> Splits:
+    """Built once per (task, seed) and shared by the tests below: reading the real data is the slow part."""
+    return fresh_splits(get_task(name), data_dir, seed)
+
+
+def fresh_splits(spec: TaskSpec, data_dir: Path, seed: int, train_samples: int | None = TRAIN) -> Splits:
+    return build_splits(spec, data_dir, train_samples=train_samples, eval_samples=EVAL,
+                        validation_samples=VALIDATION, seed=seed)
+
+
+def source_of(spec: TaskSpec, data_dir: Path) -> dict[str, str]:
+    """Which file each split's examples come from: ids are only unique within one file."""
+    folder = data_dir / spec.data.local
+    train = spec.data.train if (folder / f"{spec.data.train}.parquet").is_file() else spec.data.eval
+    has_validation = spec.data.validation and (folder / f"{spec.data.validation}.parquet").is_file()
+    validation = spec.data.validation if has_validation else train
+    return {"train": train, "validation": validation, "eval": spec.data.eval}
+
+
+def assert_balanced(labels: list[int], num_labels: int) -> None:
+    counts = Counter(labels)
+    assert set(counts) == set(range(num_labels)), f"classes missing from the sample: {counts}"
+    assert max(counts.values()) - min(counts.values()) <= 1, f"unbalanced sample: {counts}"
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_splits_are_valid(name, data_dir):
+    """Non-empty splits of the sizes asked for, every label in range, every text non-blank."""
+    spec, splits = get_task(name), splits_of(name, data_dir)
+    assert (len(splits.train), len(splits.validation), len(splits.eval)) == (TRAIN, VALIDATION, EVAL)
+    for example in splits.train + splits.validation + splits.eval:
+        assert 0 <= example.label < len(spec.kind.labels), example
+        assert len(example.texts) == len(spec.kind.fields), example
+        assert all(isinstance(text, str) and text.strip() for text in example.texts), example
+    assert splits.source_hashes, "the record must say which files produced the splits"
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_train_sample_is_class_balanced(name, data_dir):
+    """Every class has far more than TRAIN / num_labels training rows, so the sample is balanced to +-1."""
+    spec, splits = get_task(name), splits_of(name, data_dir)
+    assert_balanced([example.label for example in splits.train], len(spec.kind.labels))
+    assert len({example.id for example in splits.train}) == len(splits.train), "an example was drawn twice"
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_seed_decides_the_sample(name, data_dir):
+    """Same seed -> the same examples in the same order (resume and paired comparisons rely on it);
+    another seed -> another sample."""
+
+    def ids(splits: Splits) -> dict[str, list[str]]:
+        return {part: [e.id for e in getattr(splits, part)] for part in ("train", "validation", "eval")}
+
+    first = splits_of(name, data_dir, seed=0)
+    again = fresh_splits(get_task(name), data_dir, seed=0)
+    other = splits_of(name, data_dir, seed=1)
+    assert ids(again) == ids(first)
+    assert again.notes == first.notes
+    for part in ("train", "eval"):
+        assert set(ids(other)[part]) != set(ids(first)[part]), f"seed 1 drew the same {part} sample as seed 0"
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_no_example_in_two_splits(name, data_dir):
+    """Training and early stopping never see an eval example (nor each other's), carved splits included."""
+    spec, splits = get_task(name), splits_of(name, data_dir)
+    source = source_of(spec, data_dir)
+    keys = {part: {(source[part], e.id) for e in getattr(splits, part)} for part in ("train", "validation", "eval")}
+    assert not keys["train"] & keys["eval"]
+    assert not keys["validation"] & keys["eval"]
+    assert not keys["train"] & keys["validation"]
+
+
+def test_ag_news_carves_train_from_test(data_dir):
+    """The offline AG News copy has no train split: train comes out of test, and the table notes say so."""
+    assert not (data_dir / "ag_news" / "train.parquet").exists(), "real train split present: update this test"
+    notes = " | ".join(splits_of("ag_news", data_dir).notes)
+    assert "train split missing: train carved from test" in notes
+    assert "validation carved from train" in notes
+
+
+# ---------------------------------------------------------------- goemotions subsets
+
+@lru_cache(maxsize=None)
+def goemotions_train(data_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(data_dir / "goemotions" / "train.parquet")
+
+
+@pytest.mark.parametrize("labels", [2, 4, 8, 16])
+def test_goemotions_label_set_size(labels):
+    spec = get_task("goemotions", labels=labels)
+    assert len(spec.kind.labels) == labels == len(set(spec.kind.labels))
+    assert spec.key == f"goemotions-{labels}labels"  # variants get their own run ids
+
+
+def test_goemotions_subsets_nest(data_dir):
+    """The 2-label task is a prefix of the 4-label one (and so on): same rows, same label ids."""
+    raw = goemotions_train(data_dir)
+    assert raw["id"].is_unique
+    previous = None
+    for labels in (2, 4, 8, 16):
+        spec = get_task("goemotions", labels=labels)
+        rows = spec.prepare(raw).set_index("id")["label"]
+        assert sorted(rows.unique()) == list(range(labels))
+        if previous is not None:
+            smaller_spec, smaller_rows = previous
+            assert spec.kind.labels[: len(smaller_spec.kind.labels)] == smaller_spec.kind.labels
+            assert set(smaller_rows.index) <= set(rows.index)
+            assert (rows.loc[smaller_rows.index] == smaller_rows).all(), "a comment changed label between subsets"
+        previous = (spec, rows)
+
+
+@pytest.mark.parametrize("labels", [2, 4, 8, 16])
+@pytest.mark.parametrize("train_samples", [800, 1600, 2400])
+def test_goemotions_train_sizes(data_dir, labels, train_samples):
+    """The paper's 800/1600/2400 training sets: exactly that many, balanced across the K emotions."""
+    spec = get_task("goemotions", labels=labels)
+    available = Counter(spec.prepare(goemotions_train(data_dir))["label"])
+    if min(available.values()) < math.ceil(train_samples / labels):
+        pytest.skip(f"too few examples of some emotion for {train_samples} balanced: {available}")
+    splits = fresh_splits(spec, data_dir, seed=0, train_samples=train_samples)
+    assert len(splits.train) == train_samples
+    assert_balanced([example.label for example in splits.train], labels)
+
+
+# ---------------------------------------------------------------- task cards and options
+
+@pytest.mark.parametrize("module_name", TASK_MODULES)
+def test_task_module_has_a_card(module_name):
+    """Each task module's docstring is its card: what it is, the data, the paper, the metrics."""
+    card = importlib.import_module(f"tasks.{module_name}").__doc__
+    assert card and card.strip(), f"tasks/{module_name}.py has no docstring"
+    for section in ("Data:", "Paper:", "Metrics:"):
+        assert section in card, f"tasks/{module_name}.py card lacks {section!r}"
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_description_is_the_card_title(name):
+    """`bench list` shows the first line of the task's card."""
+    titles = {importlib.import_module(f"tasks.{m}").__doc__.splitlines()[0] for m in TASK_MODULES}
+    assert get_task(name).description in titles
+
+
+@pytest.mark.parametrize("name, options, flag", [
+    ("sst2", {"labels": 4}, "--labels"),
+    ("goemotions", {"num_labels": 4}, "--num-labels"),
+    ("nli", {"labels": 3, "shots": 2}, "--labels, --shots"),
+])
+def test_undeclared_task_option_is_an_error(name, options, flag):
+    """An option the task does not declare is refused, not silently ignored."""
+    with pytest.raises(BenchError, match=f"task '{name}' takes no option {flag}"):
+        get_task(name, **options)
+
+
+def test_unknown_task_is_an_error():
+    with pytest.raises(BenchError, match="unknown task 'sst3'; known tasks: "):
+        get_task("sst3")
