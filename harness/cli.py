@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--models", type=_csv, required=True, help="comma-separated aliases, hub ids or local folders")
     run.add_argument("--method", help="full | lora (default) | qlora | freeze:N | head")
     run.add_argument("--objective", help="auto (default: lm for causal/seq2seq models, head for encoders) | head (new classification head) | lm (train the LM on the label verbalizer, prompt masked)")
-    run.add_argument("--lr", type=float, help="learning rate (default by method: lora 5e-4, full 5e-5, head 1e-3)")
+    run.add_argument("--lr", type=float, help="learning rate (default by method: lora/qlora 5e-4, or 2e-3 with a new head; full 5e-5; freeze 1e-4; head 1e-3)")
     run.add_argument("--epochs", type=float, help="epochs (fractions allowed)")
     run.add_argument("--batch-size", type=int, help="train batch size (default 16)")
     run.add_argument("--grad-accum", type=int, help="gradient accumulation steps (default 1)")

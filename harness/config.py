@@ -32,6 +32,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 # Learning rates that work per method when the preset does not fix one (LoRA and heads need more).
 METHOD_LR = {"full": 5e-5, "freeze": 1e-4, "head": 1e-3, "lora": 5e-4, "qlora": 5e-4}
+# A new classification head behind LoRA adapters needs a larger step than adapters on a pretrained
+# LM head (sst2 quick preset, minilm: accuracy 0.63 at 5e-4, 0.735 at 2e-3).
+LORA_HEAD_LR = 2e-3
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,14 @@ class RunConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
-def resolve(spec: TaskSpec, model: str, overrides: Mapping[str, Any], preset: str = "quick") -> RunConfig:
-    """Merge preset, task overrides, method defaults and explicit values, then validate."""
+def resolve(spec: TaskSpec, model: str, overrides: Mapping[str, Any], preset: str = "quick", *,
+            can_prompt: bool = True) -> RunConfig:
+    """Merge preset, task overrides, method defaults and explicit values, then validate.
+
+    `can_prompt` (the model has an LM head) settles `--objective auto`: such models keep their LM
+    head and learn the label verbalizer, so before and after are scored the same way; encoders,
+    and `--method head`, train a new classification head.
+    """
     if preset not in PRESETS:
         raise BenchError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     values: dict[str, Any] = dict(PRESETS[preset])
@@ -92,8 +101,13 @@ def resolve(spec: TaskSpec, model: str, overrides: Mapping[str, Any], preset: st
     explicit = {key: value for key, value in overrides.items() if value is not None}
     method = explicit.get("method", "lora")
     check_method(method)
+    method_name = method.split(":")[0]
+    objective = explicit.get("objective", "auto")
+    if objective == "auto":
+        objective = explicit["objective"] = "lm" if can_prompt and method_name != "head" else "head"
     if "lr" not in values:
-        values["lr"] = METHOD_LR[method.split(":")[0]]
+        lora_head = method_name in ("lora", "qlora") and objective == "head"
+        values["lr"] = LORA_HEAD_LR if lora_head else METHOD_LR[method_name]
     values.update(explicit)
     values.update(task=spec.key, model=model, preset=preset)
     known = {f.name for f in dataclasses.fields(RunConfig)}

@@ -49,14 +49,9 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
         raise BenchError("no models given: pass --models A,B (aliases: see `bench list models`)")
     planned = []
     for name in models:
-        config = resolve(spec, name, overrides, preset)
+        resolve(spec, name, overrides, preset)  # bad options fail before any model is resolved
         ref = resolve_model(name)
-        if config.objective == "auto":
-            # Models that can be prompted keep their LM head and learn the verbalizer, so before and
-            # after are scored the same way; encoders have no LM head to prompt and get a new head.
-            # `--method head` trains a classification head by definition.
-            lm = ref.can_prompt and config.method_name != "head"
-            config = dataclasses.replace(config, objective="lm" if lm else "head")
+        config = resolve(spec, name, overrides, preset, can_prompt=ref.can_prompt)
         if config.method_name == "head" and config.objective == "lm":
             raise BenchError("--method head trains only a new classification head: use --objective head")
         baselines = tuple(dict.fromkeys(
