@@ -47,8 +47,105 @@ class Comparison:
         return asdict(self)
 
 
-def compare(store: Store, run_id: str, config: dict[str, Any], records: dict[str, StageRecord]) -> list[Comparison]:
-    after_record, tuned = records["finetuned"], records["finetune"]
+@dataclass(frozen=True)
+class TextComparison:
+    """Before/after of a text task: the headline metric with CIs, the paired-bootstrap delta of
+    its per-example values (and p-value), and the other metrics before -> after."""
+
+    run_id: str
+    task: str
+    model: str
+    method: str
+    baseline: str
+    n: int
+    failures_before: int
+    failures_after: int
+    metric: str
+    before: float
+    before_ci: tuple[float, float]
+    after: float
+    after_ci: tuple[float, float]
+    delta_metric: str  # the per-example value resampled (nll per token for perplexity)
+    delta: float
+    delta_ci: tuple[float, float]
+    p_value: float
+    lower_is_better: bool
+    others: dict[str, tuple[float, float]]
+    trainable_pct: float
+    trainable_params: int
+    base_params: int
+    added_params: int
+    baseline_seconds: float
+    train_seconds: float
+    eval_seconds: float
+    tokens_per_second: float
+    peak_memory_mb: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Secondary metrics shown next to the headline, when the stage has them.
+SECONDARY = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "meteor", "exact", "f1", "HasAns_f1", "NoAns_f1",
+             "best_f1", "perplexity")
+PER_EXAMPLE = {"perplexity": "nll"}  # headline -> the per-example value behind it
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def compare(store: Store, run_id: str, config: dict[str, Any], records: dict[str, StageRecord]
+            ) -> list[Comparison | TextComparison]:
+    headline = records["finetuned"].metrics.get("headline", "accuracy")
+    if headline != "accuracy":
+        return compare_text(store, run_id, config, records, headline)
+    return compare_classification(store, run_id, config, records)
+
+
+def compare_text(store: Store, run_id: str, config: dict[str, Any], records: dict[str, StageRecord],
+                 headline: str) -> list[TextComparison]:
+    after_record = records["finetuned"]
+    after = store.predictions(run_id, "finetuned")
+    key = PER_EXAMPLE.get(headline, headline)
+    rows = []
+    for stage, before_record in records.items():
+        if not stage.startswith("baseline:"):
+            continue
+        before = store.predictions(run_id, stage)
+        _check_paired(before, after, run_id)
+        boot = paired_bootstrap([(p.values or {}).get(key, 0.0) for p in before],
+                                [(p.values or {}).get(key, 0.0) for p in after],
+                                resamples=BOOTSTRAP_RESAMPLES, seed=int(config.get("seed", 0)))
+        mb, ma = before_record.metrics, after_record.metrics
+        others = {name: (_value(mb, name), _value(ma, name)) for name in SECONDARY
+                  if name != headline and name in mb and name in ma}
+        rows.append(TextComparison(
+            run_id=run_id, task=config["task"], model=config["model"], method=config["method"],
+            baseline=stage.split(":", 1)[1] + _shots(before_record), n=len(before),
+            failures_before=mb.get("failures", 0), failures_after=ma.get("failures", 0), metric=headline,
+            before=_value(mb, headline), before_ci=tuple(mb[headline].get("ci", (math.nan,) * 2)),
+            after=_value(ma, headline), after_ci=tuple(ma[headline].get("ci", (math.nan,) * 2)),
+            delta_metric=key, delta=boot.delta, delta_ci=(boot.ci_low, boot.ci_high), p_value=boot.p_value,
+            lower_is_better=headline == "perplexity", others=others, **_costs(records, before_record)))
+    return rows
+
+
+def _value(metrics: dict[str, Any], name: str) -> float:
+    entry = metrics[name]
+    return float(entry["value"] if isinstance(entry, dict) else entry)
+
+
+def _costs(records: dict[str, StageRecord], before_record: StageRecord) -> dict[str, Any]:
+    tuned, after_record = records["finetune"], records["finetuned"]
+    params = tuned.info["params"]
+    return dict(trainable_pct=params["trainable_pct"], trainable_params=params["trainable"],
+                base_params=params["base"], added_params=params["added"],
+                baseline_seconds=round(before_record.seconds, 1), train_seconds=tuned.info["train_seconds"],
+                eval_seconds=round(after_record.seconds, 1), tokens_per_second=tuned.info["tokens_per_second"],
+                peak_memory_mb=max(r.info.get("peak_memory_mb", 0.0) for r in records.values()))
+
+
+def compare_classification(store: Store, run_id: str, config: dict[str, Any], records: dict[str, StageRecord]
+                           ) -> list[Comparison]:
+    after_record = records["finetuned"]
     after = store.predictions(run_id, "finetuned")
     rows = []
     for stage, before_record in records.items():
@@ -72,11 +169,7 @@ def compare(store: Store, run_id: str, config: dict[str, Any], records: dict[str
             delta_accuracy=boot.delta, delta_ci=(boot.ci_low, boot.ci_high),
             mcnemar_b=test.b, mcnemar_c=test.c, p_value=test.p_value,
             f1_macro_before=mb["f1_macro"]["value"], f1_macro_after=ma["f1_macro"]["value"],
-            trainable_pct=tuned.info["params"]["trainable_pct"], trainable_params=tuned.info["params"]["trainable"],
-            base_params=tuned.info["params"]["base"], added_params=tuned.info["params"]["added"],
-            baseline_seconds=round(before_record.seconds, 1), train_seconds=tuned.info["train_seconds"],
-            eval_seconds=round(after_record.seconds, 1), tokens_per_second=tuned.info["tokens_per_second"],
-            peak_memory_mb=max(r.info.get("peak_memory_mb", 0.0) for r in records.values())))
+            **_costs(records, before_record)))
     return rows
 
 

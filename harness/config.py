@@ -20,6 +20,7 @@ OBJECTIVES = ("auto", "head", "lm")  # auto: lm for models with an LM head, head
 BASELINES = ("auto", "prompt", "head")  # auto: prompt for LMs, head for encoders
 OPTIMIZERS = ("adamw", "sgd", "sgd-momentum")
 SCHEDULES = ("linear", "cosine", "constant")
+EARLY_STOP_METRICS = ("auto", "accuracy", "f1_macro", "loss")  # loss: validation loss, lower is better
 
 # quick: minutes on a 2-core CPU with a ~100M model; paper: the seeds' settings on full data.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -62,12 +63,14 @@ class RunConfig:
     weight_decay: float = 0.0
     evals_per_epoch: int = 4
     patience: int | None = None
-    early_stop_metric: str = "f1_macro"
+    early_stop_metric: str = "auto"  # auto: f1_macro for classification, validation loss for text tasks
     seed: int = 0
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] | None = None
+    chat_template: str = "auto"  # text generation: wrap prompts in the tokenizer's chat template (auto|on|off)
+    max_new_tokens: int | None = None  # text generation: override the task's default
     task_options: tuple[tuple[str, Any], ...] = ()
 
     @property
@@ -156,5 +159,9 @@ def validate(config: RunConfig) -> None:
     for baseline in config.baselines:
         if baseline not in BASELINES:
             raise BenchError(f"unknown baseline {baseline!r}; choose from: {', '.join(BASELINES)}")
-    if config.early_stop_metric not in ("accuracy", "f1_macro"):
-        raise BenchError("--early-stop-metric must be accuracy or f1_macro")
+    if config.early_stop_metric not in EARLY_STOP_METRICS:
+        raise BenchError(f"--early-stop-metric must be one of: {', '.join(EARLY_STOP_METRICS)}")
+    if config.chat_template not in ("auto", "on", "off"):
+        raise BenchError(f"--chat-template must be auto, on or off (got {config.chat_template!r})")
+    if config.max_new_tokens is not None and config.max_new_tokens < 1:
+        raise BenchError(f"--max-new-tokens must be at least 1 (got {config.max_new_tokens})")

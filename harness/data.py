@@ -10,13 +10,13 @@ import hashlib
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from harness.errors import BenchError
-from harness.spec import TaskSpec
+from harness.spec import Classify, ExtractiveQA, Generate, LanguageModel, TaskSpec
 from harness.types import Example, Splits
 
 DATA_DIR_ENV = "BENCH_DATA_DIR"
@@ -101,32 +101,67 @@ def _sha256(path: Path) -> str:
 
 
 def to_examples(frame: pd.DataFrame, spec: TaskSpec, where: str) -> list[Example]:
-    """Validate columns, texts and labels, then build Examples. `where` names the split in errors."""
+    """Validate columns, texts and labels or references, then build Examples. `where` names the
+    split in errors."""
     kind = spec.kind
-    needed = [*kind.fields, kind.label_column]
+    answer_column = {Classify: "label_column", Generate: "target", ExtractiveQA: "answers"}.get(type(kind))
+    needed = [*kind.fields, *([getattr(kind, answer_column)] if answer_column else [])]
     missing = [column for column in needed if column not in frame.columns]
     if missing:
         raise BenchError(f"{where} lacks column(s) {', '.join(missing)} (has: {', '.join(map(str, frame.columns))}); "
                          f"task {spec.name} needs {', '.join(needed)}")
     if len(frame) == 0:
         raise BenchError(f"{where} is empty: task {spec.name} needs at least one example")
-    labels = pd.to_numeric(frame[kind.label_column], errors="coerce")
-    bad = labels.isna() | (labels != labels.round()) | (labels < 0) | (labels >= len(kind.labels))
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        allowed = ", ".join(f"{i}={name}" for i, name in enumerate(kind.labels))
-        raise BenchError(f"{where}: label {_plain(frame[kind.label_column].iloc[row])!r} in row {row} is outside the label set ({allowed})")
-    for column in kind.fields:
+    _check_texts(frame, kind.fields, where)
+    ids = frame["id"].astype(str) if "id" in frame.columns else pd.Series(frame.index.astype(str))
+    columns = [frame[column].tolist() for column in kind.fields]
+    texts = [tuple(column[i] for column in columns) for i in range(len(frame))]
+    if isinstance(kind, Classify):
+        labels = _checked_labels(frame, kind, where)
+        return [Example(id=str(ids.iloc[i]), texts=texts[i], label=labels[i]) for i in range(len(frame))]
+    if isinstance(kind, LanguageModel):
+        return [Example(id=str(ids.iloc[i]), texts=texts[i]) for i in range(len(frame))]
+    if isinstance(kind, ExtractiveQA) or kind.metrics == "squad_v2":
+        column = kind.answers if isinstance(kind, ExtractiveQA) else kind.target
+        answers = [_answers(value, where, row, column) for row, value in enumerate(frame[column])]
+        return [Example(id=str(ids.iloc[i]), texts=texts[i], references=answers[i][0], answer_starts=answers[i][1])
+                for i in range(len(frame))]
+    _check_texts(frame, (kind.target,), where)
+    targets = frame[kind.target].tolist()
+    return [Example(id=str(ids.iloc[i]), texts=texts[i], references=(targets[i],)) for i in range(len(frame))]
+
+
+def _answers(value: Any, where: str, row: int, column: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """SQuAD's answers struct {text: [...], answer_start: [...]}; both empty = unanswerable."""
+    if not isinstance(value, dict) or "text" not in value or "answer_start" not in value:
+        raise BenchError(f"{where}: column {column!r} row {row} is not a SQuAD answers struct "
+                         "{text: [...], answer_start: [...]}")
+    texts = tuple(str(text) for text in value["text"])
+    starts = tuple(int(start) for start in value["answer_start"])
+    if len(texts) != len(starts):
+        raise BenchError(f"{where}: column {column!r} row {row} has {len(texts)} answers but {len(starts)} offsets")
+    return texts, starts
+
+
+def _check_texts(frame: pd.DataFrame, fields: Sequence[str], where: str) -> None:
+    for column in fields:
         texts = frame[column]
         not_text = texts.map(lambda value: not isinstance(value, str))
         if not_text.any():
             row = int(np.flatnonzero(not_text.to_numpy())[0])
             raise BenchError(f"{where}: column {column!r} row {row} is {_plain(texts.iloc[row])!r}, not a text; "
                              "fix or drop that row")
-    ids = frame["id"].astype(str) if "id" in frame.columns else pd.Series(frame.index.astype(str))
-    columns = [frame[column].tolist() for column in kind.fields]
-    return [Example(id=str(ids.iloc[i]), texts=tuple(column[i] for column in columns), label=int(labels.iloc[i]))
-            for i in range(len(frame))]
+
+
+def _checked_labels(frame: pd.DataFrame, kind: Classify, where: str) -> list[int]:
+    labels = pd.to_numeric(frame[kind.label_column], errors="coerce")
+    bad = labels.isna() | (labels != labels.round()) | (labels < 0) | (labels >= len(kind.labels))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        allowed = ", ".join(f"{i}={name}" for i, name in enumerate(kind.labels))
+        raise BenchError(f"{where}: label {_plain(frame[kind.label_column].iloc[row])!r} in row {row} is outside "
+                         f"the label set ({allowed})")
+    return [int(label) for label in labels]
 
 
 def _plain(value: Any) -> Any:
@@ -208,8 +243,11 @@ def build_splits(spec: TaskSpec, data_dir: Path | None, *, train_samples: int | 
         notes.append(f"validation carved from train ({len(validation)} examples, seed {seed})")
     if not train_pool:
         raise BenchError(f"task {spec.name}: no training examples left after carving eval/validation splits")
-    train = balanced_sample(train_pool, train_samples, len(spec.kind.labels), rng)
-    notes.append(f"train {len(train)} (class-balanced sample of {len(train_pool)}), validation {len(validation)}, "
+    if isinstance(spec.kind, Classify):
+        train, how = balanced_sample(train_pool, train_samples, len(spec.kind.labels), rng), "class-balanced sample"
+    else:
+        train, how = random_sample(train_pool, train_samples, rng), "random sample"
+    notes.append(f"train {len(train)} ({how} of {len(train_pool)}), validation {len(validation)}, "
                  f"eval {len(eval_set)} of {len(eval_pool)} in {data.eval}")
     return Splits(train=tuple(train), validation=tuple(validation), eval=tuple(eval_set), notes=tuple(notes),
                   source_hashes=dict(source.hashes))

@@ -25,6 +25,8 @@ class TrainItem:
     input_ids: list[int]
     label: int | None = None
     lm_labels: list[int] | None = None  # -100 where the loss is masked (the prompt)
+    span: tuple[int, int] | None = None  # extractive QA: answer start/end token (0, 0 = no answer)
+    token_type_ids: list[int] | None = None  # segment ids for encoders that use them (BERT pairs)
 
 
 @dataclass
@@ -65,6 +67,15 @@ def collate(items: Sequence[TrainItem], pad_id: int, device: Any) -> dict[str, A
         ids[row, : len(item.input_ids)] = torch.tensor(item.input_ids)
         mask[row, : len(item.input_ids)] = 1
     batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    if items[0].token_type_ids is not None:
+        types = torch.zeros((len(items), width), dtype=torch.long)
+        for row, item in enumerate(items):
+            types[row, : len(item.token_type_ids)] = torch.tensor(item.token_type_ids)  # type: ignore[arg-type]
+        batch["token_type_ids"] = types.to(device)
+    if items[0].span is not None:
+        batch["start_positions"] = torch.tensor([item.span[0] for item in items], device=device)  # type: ignore[index]
+        batch["end_positions"] = torch.tensor([item.span[1] for item in items], device=device)  # type: ignore[index]
+        return batch
     if items[0].lm_labels is not None:
         # Causal LM targets align with the input; seq2seq targets are their own (shorter) sequence.
         label_width = max(len(item.lm_labels or ()) for item in items)
@@ -151,10 +162,13 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
                 model.train()
                 started = time.perf_counter()
                 result.curves.append({"step": step, **{f"val_{k}": v for k, v in scores.items()}})
-                metric = scores[config.early_stop_metric]
-                log(f"  step {step}/{total_steps}  loss {result.curves[-2]['loss']:.4f}  "
-                    f"val {config.early_stop_metric} {metric:.4f}")
-                if result.best_metric is None or metric > result.best_metric:
+                name = next(iter(scores)) if config.early_stop_metric == "auto" else config.early_stop_metric
+                if name not in scores:
+                    raise BenchError(f"--early-stop-metric {name}: this task validates on {', '.join(scores)}")
+                metric = scores[name]
+                log(f"  step {step}/{total_steps}  loss {result.curves[-2]['loss']:.4f}  val {name} {metric:.4f}")
+                best = result.best_metric
+                if best is None or (metric < best if name == "loss" else metric > best):
                     result.best_metric, result.best_step, evals_without_gain = metric, step, 0
                     best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
                 else:

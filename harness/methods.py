@@ -32,6 +32,9 @@ def four_bit_unavailable() -> str | None:
     return None
 
 
+HEAD_TASKS = ("SEQ_CLS", "QUESTION_ANS")  # peft task types whose new head must train in full
+
+
 def apply_method(model: Any, config: RunConfig, task_type: str) -> Any:
     """Return the model ready to train: frozen parts frozen, adapters attached."""
     method = config.method_name
@@ -43,7 +46,7 @@ def apply_method(model: Any, config: RunConfig, task_type: str) -> Any:
         return model
     for param in model.parameters():
         param.requires_grad = False
-    if task_type == "SEQ_CLS":
+    if task_type in HEAD_TASKS:
         _unfreeze_head(model)
     if method == "freeze":
         blocks = transformer_blocks(model)
@@ -57,7 +60,7 @@ def apply_method(model: Any, config: RunConfig, task_type: str) -> Any:
             if name.split(".")[-1] in FINAL_NORMS and not any(f".{c}." in f".{name}." for c in BLOCK_CONTAINERS):
                 for param in module.parameters():
                     param.requires_grad = True
-    elif task_type != "SEQ_CLS":
+    elif task_type not in HEAD_TASKS:
         raise BenchError("--method head needs a classification head: use --objective head")
     return model
 
@@ -90,7 +93,7 @@ def _attach_lora(model: Any, config: RunConfig, task_type: str) -> Any:
     if config.method_name == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     heads = sorted({name.split(".")[-1] for name, _ in model.named_modules()
-                    if name.split(".")[-1] in HEAD_MODULE_NAMES}) if task_type == "SEQ_CLS" else None
+                    if name.split(".")[-1] in HEAD_MODULE_NAMES}) if task_type in HEAD_TASKS else None
     lora = LoraConfig(task_type=task_type, r=config.lora_rank, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout,
                       target_modules=list(config.lora_targets) if config.lora_targets else None,

@@ -199,6 +199,19 @@ def load_classifier(ref: ModelRef, labels: tuple[str, ...], pad_token_id: int, *
     return model
 
 
+def load_span_model(ref: ModelRef, *, seed: int, quantize_4bit: bool = False) -> Any:
+    """Base model + a new extractive-QA head (start/end logits), seeded like `load_classifier`."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    torch.manual_seed(seed)
+    try:
+        return AutoModelForQuestionAnswering.from_pretrained(ref.source, **_load_kwargs(quantize_4bit))
+    except ValueError as exc:  # architectures without a QA head class
+        raise BenchError(f"{ref.name} has no extractive-QA head in transformers ({str(exc).splitlines()[0][:120]}); "
+                         "use an encoder such as minilm or bert-base, or --mode generate") from None
+
+
 def _load_kwargs(quantize_4bit: bool) -> dict[str, Any]:
     if not quantize_4bit:
         return {}

@@ -6,7 +6,6 @@ options) before the first stage runs, so a bad command writes nothing.
 """
 from __future__ import annotations
 
-import dataclasses
 import platform
 import re
 import resource
@@ -19,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 from harness.config import RunConfig, resolve
 from harness.data import build_splits
 from harness.errors import BenchError
-from harness.metrics.classification import classification_report
+from harness.scoring import headline_metric, score_stage
 from harness.models import ModelRef, resolve_model
 from harness.spec import TaskSpec
 from harness.store import StageRecord, Store
@@ -128,9 +127,10 @@ class Runner:
         predictions, metrics, info, curves = work()
         seconds = time.perf_counter() - started
         if predictions:
-            metrics = {**classification_report([p.gold for p in predictions], [p.label for p in predictions],
-                                               self.spec.kind.labels, seed=planned.config.seed), **metrics}
-            self.log(f"  {stage}: accuracy {metrics['accuracy']['value']:.4f}  ({seconds:.1f} s)")
+            scored, predictions = score_stage(self.spec, splits.eval, predictions, planned.config.seed)
+            name = headline_metric(self.spec)
+            metrics = {**scored, **metrics, "headline": name}
+            self.log(f"  {stage}: {name} {metrics[name]['value']:.4f}  ({seconds:.1f} s)")
         info = {**info, "peak_memory_mb": peak_memory_mb(), "data_notes": list(splits.notes),
                 "data_hashes": splits.source_hashes, "versions": package_versions(), "baselines": planned.baselines}
         return self.store.complete_stage(planned.run_id, stage, config=planned.config.to_dict(), seconds=seconds,

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from harness.errors import BenchError
 from harness.spec import TaskSpec
 from harness.types import Example
 
@@ -70,3 +71,43 @@ def _encode(tokenizer: Any, text: str, strip_eos: bool) -> list[int]:
 
 def verbalizer_ids(spec: TaskSpec, tokenizer: Any) -> list[list[int]]:
     return [tokenizer(v, add_special_tokens=False)["input_ids"] for v in spec.kind.verbalizers]
+
+
+def use_chat_template(tokenizer: Any, setting: str, seq2seq: bool) -> bool:
+    """`--chat-template auto` applies the template when the tokenizer has one (instruct models)."""
+    has_template = bool(getattr(tokenizer, "chat_template", None)) and not seq2seq
+    if setting == "on" and not has_template:
+        raise BenchError("--chat-template on: this model's tokenizer has no chat template; use auto or off")
+    return has_template if setting == "auto" else setting == "on"
+
+
+def encode_prompt(tokenizer: Any, text: str, *, chat: bool, strip_eos: bool) -> list[int]:
+    """Prompt text -> ids, wrapped as one user turn plus the assistant cue when `chat`."""
+    if chat:
+        wrapped = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                tokenize=False)
+        return tokenizer(wrapped, add_special_tokens=False)["input_ids"]
+    return _encode(tokenizer, text, strip_eos)
+
+
+def build_prompts(spec: TaskSpec, tokenizer: Any, examples: Sequence[Example], budget: int, *, chat: bool,
+                  strip_eos: bool) -> list[list[int]]:
+    """Generation prompts within `budget` tokens: long fields (a dialogue, a context) are clipped
+    from the end so the instruction and the answer cue always survive."""
+    fields = len(spec.kind.fields)
+    fixed = len(encode_prompt(tokenizer, spec.render([""] * fields), chat=chat, strip_eos=strip_eos))
+    prompts = []
+    for example in examples:
+        ids = encode_prompt(tokenizer, spec.render(example.texts), chat=chat, strip_eos=strip_eos)
+        if len(ids) > budget:
+            lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in example.texts]
+            room = max(fields, budget - fixed - 2 * fields)
+            # Clip only the fields longer than a fair share, so a short question keeps every word.
+            share = room // fields
+            spare = room - sum(min(n, share) for n in lengths)
+            long_fields = sum(1 for n in lengths if n > share) or 1
+            limits = [n if n <= share else share + spare // long_fields for n in lengths]
+            clipped = [clip_text(tokenizer, t, limit) for t, limit in zip(example.texts, limits)]
+            ids = encode_prompt(tokenizer, spec.render(clipped), chat=chat, strip_eos=strip_eos)[-budget:]
+        prompts.append(ids)
+    return prompts

@@ -6,7 +6,7 @@ so a plugin only says what differs between tasks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
 
 if TYPE_CHECKING:  # pandas is heavy; `bench --help` and `bench list` must not import it
     import pandas as pd
@@ -52,12 +52,73 @@ class Classify:
 
 
 @dataclass(frozen=True)
+class Generate:
+    """Write text from a prompt: a summary, an answer, an instruction's response.
+
+    Zero-shot = greedy generation from the prompt; fine-tuning = supervised on `target` with the
+    prompt tokens masked out of the loss (causal) or as the decoder target (seq2seq). `metrics`
+    picks the scorer: "text" (ROUGE-1/2/L/Lsum, BLEU, METEOR) or "squad_v2" (EM/F1 with
+    unanswerable questions, plus the text metrics on the answers).
+    """
+
+    fields: tuple[str, ...]
+    target: str  # column with the reference text (for "squad_v2": the answers struct)
+    max_new_tokens: int = 64
+    stop: tuple[str, ...] = ()  # generation is cut at the first of these strings
+    metrics: str = "text"
+    no_answer: str = "unanswerable"  # what the model is taught to say when there is no answer (squad_v2)
+
+    @property
+    def headline(self) -> str:
+        return "f1" if self.metrics == "squad_v2" else "rougeL"
+
+
+@dataclass(frozen=True)
+class LanguageModel:
+    """Model raw text: token-weighted perplexity over held-out documents (rolling windows with a
+    stride), and continuation quality (BLEU, ROUGE) from the first `prompt_tokens` of each."""
+
+    field: str = "text"
+    stride: int = 256  # tokens scored per window step; each window sees up to max_length of context
+    prompt_tokens: int = 32
+    continuation_tokens: int = 32
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return (self.field,)
+
+    headline = "nll"
+
+
+@dataclass(frozen=True)
+class ExtractiveQA:
+    """Point at the answer span in the context, or at nothing when the question is unanswerable
+    (SQuAD v2). Long contexts are split into windows of max_length tokens overlapping by
+    `doc_stride`; the answer is the best span over all windows unless the null score wins."""
+
+    question: str = "question"
+    context: str = "context"
+    answers: str = "answers"
+    doc_stride: int = 128
+    max_answer_tokens: int = 30
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return (self.question, self.context)
+
+    headline = "f1"
+
+
+Kind = Union[Classify, Generate, LanguageModel, ExtractiveQA]
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     description: str
     data: HubData
-    kind: Classify
-    prompt: str  # str.format template over the kind's fields
+    kind: Kind
+    prompt: str  # str.format template over the kind's fields ("" for raw-text tasks)
     # Optional row transform applied to every raw split before validation (e.g. GoEmotions
     # keeps single-label rows of the chosen emotions and renumbers them).
     prepare: Callable[["pd.DataFrame"], "pd.DataFrame"] | None = None
@@ -69,6 +130,10 @@ class TaskSpec:
     @property
     def key(self) -> str:
         return f"{self.name}-{self.variant}" if self.variant else self.name
+
+    @property
+    def is_classification(self) -> bool:
+        return isinstance(self.kind, Classify)
 
     def render(self, texts: Sequence[str]) -> str:
         return self.prompt.format(**dict(zip(self.kind.fields, texts)))

@@ -18,15 +18,10 @@ from harness.evaluate import predict_with_head, predict_with_prompt
 from harness.finetune import TrainItem, TrainResult, train
 from harness.methods import apply_method
 from harness.metrics.classification import classification_report
-from harness.models import (
-    ModelRef,
-    load_classifier,
-    load_lm,
-    load_tokenizer,
-    parameter_counts,
-)
+from harness.models import ModelRef, load_classifier, load_lm, load_span_model, load_tokenizer, parameter_counts
 from harness.prompts import build_contexts, choose_shots, verbalizer_ids
-from harness.spec import TaskSpec
+from harness.spec import ExtractiveQA, TaskSpec
+from harness.text_stages import predict_text, text_train_items, validation_loss
 from harness.types import Example, Prediction, Splits
 
 CHECKPOINT_FILE = "bench_checkpoint.json"
@@ -45,9 +40,18 @@ def evaluate_baseline(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline
     if baseline == "prompt":
         model = load_lm(ref).to(device())
     else:
-        model = load_classifier(ref, spec.kind.labels, tokenizer.pad_token_id, seed=config.seed).to(device())
+        model = _load_head_model(spec, ref, config, tokenizer).to(device())
     objective = "lm" if baseline == "prompt" else "head"
     return _evaluate(spec, ref, config, model, tokenizer, splits, objective)
+
+
+def _load_head_model(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any,
+                     quantize_4bit: bool = False) -> Any:
+    """A new, seeded head: span start/end for extractive QA, else classification."""
+    if isinstance(spec.kind, ExtractiveQA):
+        return load_span_model(ref, seed=config.seed, quantize_4bit=quantize_4bit)
+    return load_classifier(ref, spec.kind.labels, tokenizer.pad_token_id, seed=config.seed,
+                           quantize_4bit=quantize_4bit)
 
 
 def evaluate_model(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any,
@@ -60,7 +64,8 @@ def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, toke
     started = time.perf_counter()
     predictions = _predict(spec, ref, config, model, tokenizer, splits.eval, splits.train, objective)
     seconds = time.perf_counter() - started
-    info = {"mode": "prompt" if objective == "lm" else "head", "shots": config.shots if objective == "lm" else 0,
+    shots = config.shots if objective == "lm" and spec.is_classification else 0
+    info = {"mode": "prompt" if objective == "lm" else "head", "shots": shots,
             "params": parameter_counts(model), "examples": len(predictions),
             "examples_per_second": round(len(predictions) / seconds, 2) if seconds else None}
     return predictions, {}, info, []
@@ -68,6 +73,8 @@ def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, toke
 
 def _predict(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any,
              examples: tuple[Example, ...], train_pool: tuple[Example, ...], objective: str) -> list[Prediction]:
+    if not spec.is_classification:
+        return predict_text(spec, ref, config, model, tokenizer, examples)
     if objective == "lm":
         demos = choose_shots(train_pool, config.shots, len(spec.kind.labels), config.seed)
         return predict_with_prompt(spec, ref, model, tokenizer, examples, demos, config.max_length,
@@ -78,7 +85,9 @@ def _predict(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, token
 def train_items(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any,
                 examples: tuple[Example, ...]) -> list[TrainItem]:
     """Head objective: the text(s) and the class. LM objective: prompt + verbalizer, loss on the
-    verbalizer tokens only (the prompt is masked with -100)."""
+    verbalizer tokens only (the prompt is masked with -100). Text tasks: see text_stages."""
+    if not spec.is_classification:
+        return text_train_items(spec, ref, config, tokenizer, examples)
     if config.objective == "head":
         encoded = encode_for_head(tokenizer, examples, config.max_length)
         return [TrainItem(ids, label=e.label) for ids, e in zip(encoded, examples)]
@@ -96,8 +105,8 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
     tokenizer = load_tokenizer(ref)
     quantize = config.method_name == "qlora"
     if config.objective == "head":
-        model = load_classifier(ref, spec.kind.labels, tokenizer.pad_token_id, seed=config.seed, quantize_4bit=quantize)
-        task_type = "SEQ_CLS"
+        model = _load_head_model(spec, ref, config, tokenizer, quantize)
+        task_type = "QUESTION_ANS" if isinstance(spec.kind, ExtractiveQA) else "SEQ_CLS"
     else:
         model = load_lm(ref, quantize_4bit=quantize)
         task_type = "SEQ_2_SEQ_LM" if ref.family == "seq2seq" else "CAUSAL_LM"
@@ -106,12 +115,15 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
     model = apply_method(model, config, task_type)
     items = train_items(spec, ref, config, tokenizer, splits.train)
 
-    def validate(current: Any) -> dict[str, float]:
-        predictions = _predict(spec, ref, config, current, tokenizer, splits.validation, splits.train, config.objective)
-        report = classification_report([p.gold for p in predictions], [p.label for p in predictions],
-                                       spec.kind.labels, resamples=0)
-        return {"accuracy": report["accuracy"]["value"], "f1_macro": report["f1_macro"]["value"]}
+    if not spec.is_classification:
+        # Text tasks validate on held-out loss: generating for every validation example at every
+        # evaluation would cost more than the training itself on a CPU.
+        held_out = train_items(spec, ref, config, tokenizer, splits.validation)
 
+        def validate(current: Any) -> dict[str, float]:
+            return {"loss": validation_loss(current, held_out, tokenizer.pad_token_id, config.eval_batch_size)}
+    else:
+        validate = _classification_validator(spec, ref, config, tokenizer, splits)
     result = train(model, items, config, tokenizer.pad_token_id, validate, log)
     save_checkpoint(model, tokenizer, checkpoint, spec, ref, config)
     info = {"params": parameter_counts(model), "steps": result.steps, "epochs": round(result.epochs, 3),
@@ -130,6 +142,18 @@ def merged_for_inference(model: Any, config: RunConfig) -> Any:
     return model
 
 
+def _classification_validator(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any,
+                              splits: Splits) -> Any:
+    def validate(current: Any) -> dict[str, float]:
+        predictions = _predict(spec, ref, config, current, tokenizer, splits.validation, splits.train, config.objective)
+        report = classification_report([p.gold for p in predictions], [p.label for p in predictions],
+                                       spec.kind.labels, resamples=0)
+        # The first metric is the default early-stopping criterion.
+        return {"f1_macro": report["f1_macro"]["value"], "accuracy": report["accuracy"]["value"]}
+
+    return validate
+
+
 def save_checkpoint(model: Any, tokenizer: Any, path: Path, spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
     """Adapter (LoRA/QLoRA, with the trained head) or full weights, plus what is needed to reload
     it; written to a temp folder and renamed, so a checkpoint folder is always whole."""
@@ -137,7 +161,8 @@ def save_checkpoint(model: Any, tokenizer: Any, path: Path, spec: TaskSpec, ref:
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    meta = {"task": spec.key, "labels": list(spec.kind.labels), "model": ref.name, "base_source": ref.source,
+    meta = {"task": spec.key, "kind": type(spec.kind).__name__, "labels": list(getattr(spec.kind, "labels", ())),
+            "model": ref.name, "base_source": ref.source,
             "family": ref.family, "method": config.method, "objective": config.objective,
             "adapter": config.method_name in ("lora", "qlora")}
     (staging / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2))
@@ -159,15 +184,19 @@ def load_checkpoint(path: Path) -> tuple[Any, Any, dict[str, Any]]:
         # QLoRA adapters were trained against 4-bit weights: reload them on the same 4-bit base.
         quantized = meta["method"] == "qlora"
         base_ref = ModelRef(meta["model"], meta["base_source"], meta["family"], "")
-        base = (load_classifier(base_ref, tuple(meta["labels"]), tokenizer.pad_token_id, seed=0,
-                                quantize_4bit=quantized)
-                if meta["objective"] == "head" else load_lm(base_ref, quantize_4bit=quantized))
+        base = _reload_base(meta, base_ref, tokenizer, quantized)
         model = PeftModel.from_pretrained(base, path)
         if quantized:
             return model, tokenizer, meta
         model = model.merge_and_unload()  # plain weights evaluate faster than base + adapter
     else:
-        local = ModelRef(meta["model"], str(path), meta["family"], "")
-        model = (load_classifier(local, tuple(meta["labels"]), tokenizer.pad_token_id, seed=0)
-                 if meta["objective"] == "head" else load_lm(local))
+        model = _reload_base(meta, ModelRef(meta["model"], str(path), meta["family"], ""), tokenizer, False)
     return model.to(device()), tokenizer, meta
+
+
+def _reload_base(meta: dict[str, Any], ref: ModelRef, tokenizer: Any, quantized: bool) -> Any:
+    if meta["objective"] != "head":
+        return load_lm(ref, quantize_4bit=quantized)
+    if meta.get("kind") == "ExtractiveQA":
+        return load_span_model(ref, seed=0, quantize_4bit=quantized)
+    return load_classifier(ref, tuple(meta["labels"]), tokenizer.pad_token_id, seed=0, quantize_4bit=quantized)

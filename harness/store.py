@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS stages (
     PRIMARY KEY (run_id, stage));
 CREATE TABLE IF NOT EXISTS predictions (
     run_id TEXT NOT NULL, stage TEXT NOT NULL, idx INTEGER NOT NULL, example_id TEXT NOT NULL,
-    gold INTEGER NOT NULL, label INTEGER, scores TEXT NOT NULL,
+    gold INTEGER NOT NULL, label INTEGER, scores TEXT NOT NULL, output TEXT, metric_values TEXT,
     PRIMARY KEY (run_id, stage, idx));
 """
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,200}$")
@@ -61,6 +61,18 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(temp, path)
 
 
+def _prediction_row(p: Prediction) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": p.example_id}
+    if p.output is None:
+        row.update(gold=p.gold, pred=p.label)
+    else:
+        row["output"] = p.output
+    row["scores"] = p.scores
+    if p.values is not None:
+        row["values"] = p.values
+    return row
+
+
 class Store:
     """The SQLite index plus run folders under `root`. Nothing is created on disk until the first
     query, so a command that fails validation leaves no trace."""
@@ -78,7 +90,16 @@ class Store:
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.execute("PRAGMA busy_timeout=60000")
             self._connection.executescript(SCHEMA)
+            self._migrate(self._connection)
         return self._connection
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Stores written before text tasks existed lack the output columns: add them in place."""
+        have = {row[1] for row in db.execute("PRAGMA table_info(predictions)")}
+        for column in ("output", "metric_values"):
+            if column not in have:
+                db.execute(f"ALTER TABLE predictions ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         if self._connection is not None:
@@ -106,9 +127,10 @@ class Store:
         return StageRecord(run_id, stage, row[0], json.loads(row[1]), json.loads(row[2])) if row else None
 
     def predictions(self, run_id: str, stage: str) -> list[Prediction]:
-        rows = self._db.execute("SELECT example_id, gold, label, scores FROM predictions WHERE run_id=? AND stage=? "
-                                "ORDER BY idx", (run_id, stage)).fetchall()
-        return [Prediction(r[0], r[1], r[2], tuple(json.loads(r[3]))) for r in rows]
+        rows = self._db.execute("SELECT example_id, gold, label, scores, output, metric_values FROM predictions "
+                                "WHERE run_id=? AND stage=? ORDER BY idx", (run_id, stage)).fetchall()
+        return [Prediction(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], json.loads(r[5]) if r[5] else None)
+                for r in rows]
 
     def complete_stage(self, run_id: str, stage: str, *, config: dict[str, Any], seconds: float,
                        metrics: dict[str, Any], info: dict[str, Any],
@@ -119,9 +141,8 @@ class Store:
         stage_dir = folder / stage.replace(":", "-")
         atomic_write(stage_dir / "metrics.json", json.dumps({"metrics": metrics, "info": info}, indent=2, default=str))
         if predictions:
-            atomic_write(stage_dir / "predictions.jsonl", "".join(
-                json.dumps({"id": p.example_id, "gold": p.gold, "pred": p.label, "scores": p.scores}) + "\n"
-                for p in predictions))
+            atomic_write(stage_dir / "predictions.jsonl", "".join(json.dumps(_prediction_row(p)) + "\n"
+                                                                  for p in predictions))
         if curves:
             atomic_write(stage_dir / "curves.jsonl", "".join(json.dumps(point) + "\n" for point in curves))
         with self._transaction() as db:
@@ -129,8 +150,9 @@ class Store:
                        (run_id, config["task"], config["model"], config["method"], config["preset"],
                         json.dumps(config, sort_keys=True, default=str), time.time()))
             db.execute("DELETE FROM predictions WHERE run_id=? AND stage=?", (run_id, stage))
-            db.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?)", [
-                (run_id, stage, i, p.example_id, p.gold, p.label, json.dumps(p.scores))
+            db.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?)", [
+                (run_id, stage, i, p.example_id, p.gold, p.label, json.dumps(p.scores), p.output,
+                 json.dumps(p.values) if p.values is not None else None)
                 for i, p in enumerate(predictions)])
             db.execute("INSERT OR REPLACE INTO stages VALUES (?,?,?,?,?,?)",
                        (run_id, stage, seconds, json.dumps(metrics, default=str), json.dumps(info, default=str),

@@ -6,11 +6,15 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Example:
-    """One eval or train item: its source id, the task's text fields, the gold label index."""
+    """One eval or train item: its source id and the task's text fields, plus what is right:
+    a label index (classification) or reference texts (generation; for extractive QA the gold
+    answers, empty when the question is unanswerable, with their character offsets)."""
 
     id: str
     texts: tuple[str, ...]
-    label: int
+    label: int = -1
+    references: tuple[str, ...] = ()
+    answer_starts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -26,9 +30,15 @@ class Splits:
 
 @dataclass(frozen=True)
 class Prediction:
-    """A scored example. `label` is None when the example could not be scored (a failure)."""
+    """A scored example. `label` is None when a classification example could not be scored (a
+    failure). Text tasks keep the model's `output` (None = failure); `values` holds the
+    per-example metric values computed from it (recomputed by `bench rescore`)."""
 
     example_id: str
     gold: int
     label: int | None
-    scores: tuple[float, ...]  # per-label log-likelihoods (prompt) or probabilities (head)
+    # What the model measured: per-label log-likelihoods (prompt) or probabilities (head); for
+    # language modelling (nll sum, tokens); for span QA the no-answer score.
+    scores: tuple[float, ...]
+    output: str | None = None
+    values: dict[str, float] | None = None

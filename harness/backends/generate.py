@@ -1,0 +1,91 @@
+"""Text out of a model: batched greedy generation, and rolling-window log-likelihood for perplexity.
+
+Generation sorts prompts by length so a batch pads little, pads on the left (causal models) so
+every prompt ends in the last column and new tokens line up, reuses the KV cache (`generate`),
+and stops a row at EOS or at a stop string. Outputs come back in input order.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from harness.backends.hf import length_sorted_batches
+
+
+def generate_greedy(model: Any, tokenizer: Any, prompts: Sequence[list[int]], *, max_new_tokens: int,
+                    batch_size: int, stop: Sequence[str] = (), seq2seq: bool = False) -> list[str]:
+    """Greedy continuation of each prompt (token ids), decoded and cut at the first stop string."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    outputs: list[str] = [""] * len(prompts)
+    extra: dict[str, Any] = {"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}
+    model.eval()
+    with torch.inference_mode():
+        for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
+            width = max(len(prompts[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                span = slice(0, len(prompts[i])) if seq2seq else slice(width - len(prompts[i]), width)
+                ids[row, span] = torch.tensor(prompts[i])
+                mask[row, span] = 1
+            generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                       num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                                       eos_token_id=_stop_ids(model, tokenizer), **extra)
+            new_tokens = generated if seq2seq else generated[:, width:]
+            for row, i in enumerate(batch):
+                outputs[i] = cut_at_stop(tokenizer.decode(new_tokens[row], skip_special_tokens=True), stop)
+    return outputs
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    """EOS of the tokenizer and of the model's generation config (chat models end turns with their own)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = min((text.find(s) for s in stop if s and s in text), default=len(text))
+    return text[:cut].strip()
+
+
+def rolling_nll(model: Any, documents: Sequence[list[int]], *, max_length: int, stride: int,
+                batch_size: int) -> list[tuple[float, int]]:
+    """Per document: (sum of negative log-likelihoods, tokens scored), every token after the first
+    scored exactly once. Windows of up to `max_length` tokens advance by `stride`; each window
+    scores only its last tokens not scored before, with the rest as context (the Hugging Face
+    perplexity recipe), so a token sees at least max_length - stride tokens of history."""
+    import torch
+
+    windows: list[tuple[int, list[int], int]] = []  # (document, window ids, tokens to score at its end)
+    for doc, ids in enumerate(documents):
+        scored_until = 1  # the first token has no context: it is never scored
+        for begin in range(0, max(1, len(ids) - 1), stride):
+            end = min(begin + max_length, len(ids))
+            if end > scored_until:
+                windows.append((doc, ids[begin:end], end - scored_until))
+                scored_until = end
+            if end == len(ids):
+                break
+    totals = [[0.0, 0] for _ in documents]
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.inference_mode():
+        for batch in length_sorted_batches([len(w[1]) for w in windows], batch_size):
+            width = max(len(windows[i][1]) for i in batch)
+            ids = torch.zeros((len(batch), width), dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, : len(windows[i][1])] = torch.tensor(windows[i][1])
+                mask[row, : len(windows[i][1])] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+            for row, i in enumerate(batch):
+                doc, window, count = windows[i]
+                scored = logp[row, len(window) - 1 - count: len(window) - 1]
+                totals[doc][0] -= float(scored.sum())
+                totals[doc][1] += count
+    return [(nll, int(count)) for nll, count in totals]

@@ -1,0 +1,112 @@
+"""Predictions + the examples they answer -> a stage's metrics, and each prediction's own metric
+values (what paired before/after statistics resample). One function per task kind; `bench
+rescore` calls the same function on stored outputs, so a metric fix never needs the model again.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from harness.spec import Classify, ExtractiveQA, Generate, LanguageModel, TaskSpec
+from harness.types import Example, Prediction
+
+
+def headline_metric(spec: TaskSpec) -> str:
+    """The stage metric shown first and compared before/after."""
+    kind = spec.kind
+    if isinstance(kind, Classify):
+        return "accuracy"
+    if isinstance(kind, LanguageModel):
+        return "perplexity"
+    return kind.headline
+
+
+def score_stage(spec: TaskSpec, examples: Sequence[Example], predictions: Sequence[Prediction],
+                seed: int) -> tuple[dict[str, Any], list[Prediction]]:
+    by_id = {e.id: e for e in examples}
+    matched = [by_id[p.example_id] for p in predictions]
+    kind = spec.kind
+    if isinstance(kind, Classify):
+        from harness.metrics.classification import classification_report
+
+        report = classification_report([p.gold for p in predictions], [p.label for p in predictions], kind.labels,
+                                       seed=seed)
+        return report, list(predictions)
+    if isinstance(kind, LanguageModel):
+        return _language_model(kind, matched, predictions, seed)
+    if isinstance(kind, ExtractiveQA) or (isinstance(kind, Generate) and kind.metrics == "squad_v2"):
+        return _squad(kind, matched, predictions, seed)
+    return _text(matched, predictions, seed)
+
+
+def _with_values(predictions: Sequence[Prediction], per_example: dict[str, list[float]]) -> list[Prediction]:
+    names = list(per_example)
+    return [Prediction(p.example_id, p.gold, p.label, p.scores, p.output,
+                       {name: round(float(per_example[name][i]), 6) for name in names})
+            for i, p in enumerate(predictions)]
+
+
+def _text(examples: Sequence[Example], predictions: Sequence[Prediction], seed: int
+          ) -> tuple[dict[str, Any], list[Prediction]]:
+    from harness.metrics.text import text_report
+
+    report = text_report([p.output for p in predictions], [list(e.references) for e in examples], seed=seed)
+    per_example = report.pop("per_example")
+    return report, _with_values(predictions, per_example)
+
+
+def _squad(kind: Any, examples: Sequence[Example], predictions: Sequence[Prediction], seed: int
+           ) -> tuple[dict[str, Any], list[Prediction]]:
+    """SQuAD v2 EM/F1 over every question (unanswerable ones included: the right answer is no
+    answer), plus ROUGE/BLEU/METEOR of the answers on the answerable questions."""
+    from harness.metrics.squad_v2 import normalize_no_answer, squad_v2_report
+    from harness.metrics.text import text_report
+
+    generative = isinstance(kind, Generate)
+    answers = [normalize_no_answer(p.output or "") if generative else (p.output or "") for p in predictions]
+    # Span heads give a no-answer score (null minus best span logit sum); its logistic is the
+    # no-answer probability the best-threshold search sweeps (monotone, so thresholds keep their order).
+    na_probs = None if generative else [1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, p.scores[0]))))
+                                        for p in predictions]
+    report = squad_v2_report(answers, [list(e.references) for e in examples], na_probs=na_probs,
+                             resamples=1000, seed=seed)
+    # Per-example values on the same 0-100 scale as the aggregates, so deltas read in points.
+    per_example = {name: [100.0 * v for v in values] for name, values in report.pop("per_example").items()}
+    answerable = [i for i, e in enumerate(examples) if e.references]
+    if answerable:
+        text = text_report([answers[i] for i in answerable], [list(examples[i].references) for i in answerable],
+                           seed=seed)
+        text.pop("per_example")
+        report["answer_text_metrics"] = text
+    report["failures"] = sum(p.output is None for p in predictions)
+    return report, _with_values(predictions, per_example)
+
+
+def _language_model(kind: LanguageModel, examples: Sequence[Example], predictions: Sequence[Prediction], seed: int
+                    ) -> tuple[dict[str, Any], list[Prediction]]:
+    """Token-weighted perplexity over the documents (the headline), continuation BLEU/ROUGE."""
+    import numpy as np
+
+    from harness.metrics.perplexity import perplexity_from_totals
+    from harness.metrics.text import text_report
+    from harness.stats import bootstrap_ci
+    from harness.text_stages import continuation_split
+
+    totals = [(float(p.scores[0]), int(p.scores[1])) for p in predictions]
+    references = [continuation_split(e.texts[0], kind)[1] for e in examples]
+    report = text_report([p.output for p in predictions], references, meteor=False, seed=seed)
+    per_example = report.pop("per_example")
+    nll_per_token = [nll / tokens if tokens else 0.0 for nll, tokens in totals]
+    tokens = sum(t for _, t in totals)
+    # CI of the token-weighted perplexity: resample documents, recompute the weighted mean NLL.
+    rng = np.random.default_rng(seed)
+    nll, counts = np.array([t[0] for t in totals]), np.array([t[1] for t in totals])
+    draws = rng.integers(0, len(totals), size=(1000, len(totals)))
+    ppl_draws = np.exp(nll[draws].sum(1) / np.maximum(1, counts[draws].sum(1)))
+    report.update(
+        perplexity={"value": perplexity_from_totals(totals),
+                    "ci": [float(np.percentile(ppl_draws, 2.5)), float(np.percentile(ppl_draws, 97.5))]},
+        nll_per_token={"value": float(nll.sum() / max(1, tokens)),
+                       "ci": list(bootstrap_ci(nll_per_token, seed=seed))},
+        tokens_scored=tokens)
+    return report, _with_values(predictions, {"nll": nll_per_token, **per_example})

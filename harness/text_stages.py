@@ -1,0 +1,122 @@
+"""Stage work for tasks whose answer is text: generation (summaries, answers, responses), language
+modelling (perplexity + continuations) and extractive QA (a span head).
+
+Like `stages.py` for classification: each function takes loaded parts and returns predictions or
+training items; the pipeline owns loading, timing, storing.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from harness.backends.generate import generate_greedy, rolling_nll
+from harness.config import RunConfig
+from harness.finetune import TrainItem
+from harness.models import ModelRef
+from harness.prompts import build_prompts, use_chat_template
+from harness.spec import ExtractiveQA, Generate, LanguageModel, TaskSpec
+from harness.types import Example, Prediction
+
+
+def predict_text(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any,
+                 examples: Sequence[Example]) -> list[Prediction]:
+    kind = spec.kind
+    if isinstance(kind, ExtractiveQA):
+        from harness.backends.qa_span import predict_spans
+
+        answers = predict_spans(model, tokenizer, examples, config.max_length, kind.doc_stride, config.eval_batch_size,
+                                max_answer_tokens=kind.max_answer_tokens)
+        return [Prediction(e.id, -1, None, (round(score, 6),), output=text) for e, (text, score) in zip(examples, answers)]
+    if isinstance(kind, LanguageModel):
+        return _language_model(kind, config, model, tokenizer, examples)
+    assert isinstance(kind, Generate)
+    seq2seq = ref.family == "seq2seq"
+    chat = use_chat_template(tokenizer, config.chat_template, seq2seq)
+    budget = config.max_length if seq2seq else config.max_length - kind.max_new_tokens
+    prompts = build_prompts(spec, tokenizer, examples, budget, chat=chat, strip_eos=not seq2seq)
+    outputs = generate_greedy(model, tokenizer, prompts, max_new_tokens=kind.max_new_tokens,
+                              batch_size=config.eval_batch_size, stop=kind.stop, seq2seq=seq2seq)
+    return [Prediction(e.id, -1, None, (), output=text) for e, text in zip(examples, outputs)]
+
+
+def continuation_split(text: str, kind: LanguageModel) -> tuple[str, str]:
+    """Held-out prompt and reference continuation, cut by words so every model gets the same pair."""
+    words = text.split()
+    return (" ".join(words[: kind.prompt_tokens]),
+            " ".join(words[kind.prompt_tokens: kind.prompt_tokens + kind.continuation_tokens]))
+
+
+def _language_model(kind: LanguageModel, config: RunConfig, model: Any, tokenizer: Any,
+                    examples: Sequence[Example]) -> list[Prediction]:
+    documents = [tokenizer(e.texts[0], add_special_tokens=False)["input_ids"] for e in examples]
+    nll = rolling_nll(model, documents, max_length=config.max_length, stride=min(kind.stride, config.max_length),
+                      batch_size=config.eval_batch_size)
+    prompts = [tokenizer(continuation_split(e.texts[0], kind)[0], add_special_tokens=False)["input_ids"] or
+               [tokenizer.eos_token_id] for e in examples]
+    # Words are ~1.3 tokens: leave room so the continuation can cover the reference's words.
+    continuations = generate_greedy(model, tokenizer, prompts, max_new_tokens=int(kind.continuation_tokens * 1.5),
+                                    batch_size=config.eval_batch_size)
+    return [Prediction(e.id, -1, None, (round(total, 4), count), output=" ".join(text.split()[: kind.continuation_tokens]))
+            for e, (total, count), text in zip(examples, nll, continuations)]
+
+
+def text_train_items(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any,
+                     examples: Sequence[Example]) -> list[TrainItem]:
+    """Supervised targets: the reference after the prompt (prompt masked out of the loss), the
+    whole text for language modelling, answer spans for extractive QA."""
+    kind = spec.kind
+    if isinstance(kind, ExtractiveQA):
+        from harness.backends.qa_span import span_train_items
+
+        return span_train_items(tokenizer, examples, config.max_length, kind.doc_stride)
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    if isinstance(kind, LanguageModel):
+        return _packed_blocks(tokenizer, examples, config.max_length, eos)
+    assert isinstance(kind, Generate)
+    seq2seq = ref.family == "seq2seq"
+    chat = use_chat_template(tokenizer, config.chat_template, seq2seq)
+    items = []
+    targets = [target_text(kind, e) for e in examples]
+    target_ids = [tokenizer(" " + t if not seq2seq and not chat else t, add_special_tokens=False)["input_ids"][
+                  : config.max_length // 2] + eos for t in targets]
+    budget = [config.max_length - (0 if seq2seq else len(ids)) for ids in target_ids]
+    for example, answer, room in zip(examples, target_ids, budget):
+        (prompt,) = build_prompts(spec, tokenizer, [example], room, chat=chat, strip_eos=not seq2seq)
+        if seq2seq:
+            items.append(TrainItem(prompt, lm_labels=answer))
+        else:
+            items.append(TrainItem(prompt + answer, lm_labels=[-100] * len(prompt) + answer))
+    return items
+
+
+def target_text(kind: Generate, example: Example) -> str:
+    """The text the model learns to write; an unanswerable question teaches the no-answer phrase."""
+    if kind.metrics == "squad_v2":
+        return example.references[0] if example.references else kind.no_answer
+    return example.references[0]
+
+
+def _packed_blocks(tokenizer: Any, examples: Sequence[Example], max_length: int, eos: list[int]) -> list[TrainItem]:
+    """Language modelling packs documents (EOS-separated) into full blocks: no padding is trained."""
+    stream: list[int] = []
+    for example in examples:
+        stream += tokenizer(example.texts[0], add_special_tokens=False)["input_ids"] + eos
+    blocks = [stream[i: i + max_length] for i in range(0, len(stream), max_length)]
+    return [TrainItem(block, lm_labels=list(block)) for block in blocks if len(block) > 1]
+
+
+def validation_loss(model: Any, items: Sequence[TrainItem], pad_id: int, batch_size: int) -> float:
+    """Mean loss over validation items (token-weighted through the model's own mean per batch)."""
+    import torch
+
+    from harness.finetune import collate
+
+    device = next(model.parameters()).device
+    total, weight = 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(items), batch_size):
+            chunk = items[start: start + batch_size]
+            batch = collate(chunk, pad_id, device)
+            total += float(model(**batch).loss) * len(chunk)
+            weight += len(chunk)
+    return total / max(1, weight)
