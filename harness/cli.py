@@ -12,7 +12,8 @@ from harness.errors import BenchError
 RUN_OPTIONS = ("method", "objective", "shots", "train_samples", "eval_samples", "validation_samples", "epochs", "lr",
                "batch_size", "eval_batch_size", "grad_accum", "max_length", "optimizer", "schedule", "warmup_ratio",
                "max_grad_norm", "weight_decay", "evals_per_epoch", "patience", "early_stop_metric", "seed",
-               "lora_rank", "lora_alpha", "lora_dropout")
+               "lora_rank", "lora_alpha", "lora_dropout", "chat_template", "max_new_tokens")
+TASK_OPTIONS = ("labels", "mode", "max_response_chars")
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -25,6 +26,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", help="results folder (SQLite store + run folders); env BENCH_RESULTS; default ./results")
     parser.add_argument("--preset", default="quick", help="quick (default: minutes on a CPU) or paper (the seeds' settings)")
     parser.add_argument("--labels", type=int, help="task option: number of labels (goemotions: 2, 4, 8, 16)")
+    parser.add_argument("--mode", help="task option: squad_v2 span (span head, default) or generate (prompted)")
+    parser.add_argument("--max-response-chars", type=int,
+                        help="task option: alpaca keeps responses shorter than this (the seed used 512)")
+    parser.add_argument("--chat-template", help="text tasks: auto (default: when the tokenizer has one) | on | off")
+    parser.add_argument("--max-new-tokens", type=int, help="text tasks: generation length (default per task)")
     parser.add_argument("--baseline", type=_csv, dest="baselines",
                         help="prompt, head or both (comma-separated); default auto: prompt for LMs, head for encoders")
     parser.add_argument("--shots", type=int, help="few-shot demonstrations in the prompt baseline (default 0)")
@@ -69,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(evaluate)
     evaluate.add_argument("--model", required=True, help="bench checkpoint folder, alias, hub id or local folder")
 
+    rescore = commands.add_parser("rescore", help="recompute a run's metrics from its stored outputs (no model)")
+    rescore.add_argument("run", help="run id (a folder name under results/runs)")
+    rescore.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
+    rescore.add_argument("--data-dir", help="local datasets folder; env BENCH_DATA_DIR")
+
     report = commands.add_parser("report", help="before/after tables from the store (no model loaded)")
     report.add_argument("--task", help="only this task")
     report.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
@@ -85,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "rescore":
+            from harness.rescore import rescore_command
+
+            return rescore_command(args)
         return cmd_report(args)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -116,8 +131,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     values = {name: getattr(args, name, None) for name in RUN_OPTIONS}
     values["baselines"] = args.baselines
     values["lora_targets"] = getattr(args, "lora_targets", None)
-    values["task_options"] = (("labels", args.labels),) if args.labels is not None else None
+    options = tuple((name, task_options(args)[name]) for name in TASK_OPTIONS if name in task_options(args))
+    values["task_options"] = options or None
     return values
+
+
+def task_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in TASK_OPTIONS if getattr(args, name, None) is not None}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -127,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.store import Store, results_dir
 
     started = time.perf_counter()
-    spec = get_task(args.task, labels=args.labels)
+    spec = get_task(args.task, **task_options(args))
     data_dir = data_dir_from(args.data_dir)
     planned = plan(spec, list(args.models), _overrides(args), args.preset)
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
@@ -139,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for item in planned:
             records = runner.run(item)
             rows += _compare(store, item.run_id, item.config.to_dict(), records)
-        _print_and_save(store, spec, rows, runner.splits(planned[0].config), time.perf_counter() - started)
+        print_and_save(store, spec, rows, runner.splits(planned[0].config), time.perf_counter() - started)
     finally:
         store.close()
     return 0
@@ -151,10 +171,10 @@ def _compare(store: Any, run_id: str, config: dict[str, Any], records: dict[str,
     return compare(store, run_id, config, records)
 
 
-def _print_and_save(store: Any, spec: Any, rows: list[Any], splits: Any, seconds: float) -> None:
+def print_and_save(store: Any, spec: Any, rows: list[Any], splits: Any, seconds: float) -> None:
     import hashlib
 
-    from harness.report import csv_table, markdown_table, sample_predictions
+    from harness.report import csv_table, markdown_table, sample_outputs, sample_predictions
     from harness.store import atomic_write
 
     table = markdown_table(rows, splits.notes)
@@ -162,7 +182,11 @@ def _print_and_save(store: Any, spec: Any, rows: list[Any], splits: Any, seconds
     print(table)
     texts = {e.id: " / ".join(e.texts) for e in splits.eval}
     for row in rows:
-        print(sample_predictions(store, row, spec.kind.labels, texts) + "\n")
+        if spec.is_classification:
+            print(sample_predictions(store, row, spec.kind.labels, texts) + "\n")
+        else:
+            references = {e.id: " | ".join(e.references) or "(no answer)" for e in splits.eval}
+            print(sample_outputs(store, row, texts, references) + "\n")
     name = f"{spec.key}__" + hashlib.sha256("|".join(r.run_id + r.baseline for r in rows).encode()).hexdigest()[:8]
     atomic_write(store.root / "tables" / f"{name}.md", f"# {spec.key}: before / after fine-tuning\n\n{table}")
     atomic_write(store.root / "tables" / f"{name}.csv", csv_table(rows))

@@ -6,6 +6,7 @@ Every check happens here, before any model is loaded or any record is written.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -103,6 +104,16 @@ def _sha256(path: Path) -> str:
 def to_examples(frame: pd.DataFrame, spec: TaskSpec, where: str) -> list[Example]:
     """Validate columns, texts and labels or references, then build Examples. `where` names the
     split in errors."""
+    group = spec.data.group
+    if group is not None and len(frame) and group not in frame.columns:
+        raise BenchError(f"{where} lacks column {group!r} that task {spec.name} groups examples by")
+    examples = _build_examples(frame, spec, where)
+    if group is None:
+        return examples
+    return [dataclasses.replace(e, group=str(g)) for e, g in zip(examples, frame[group].tolist())]
+
+
+def _build_examples(frame: pd.DataFrame, spec: TaskSpec, where: str) -> list[Example]:
     kind = spec.kind
     answer_column = {Classify: "label_column", Generate: "target", ExtractiveQA: "answers"}.get(type(kind))
     needed = [*kind.fields, *([getattr(kind, answer_column)] if answer_column else [])]
@@ -208,6 +219,24 @@ def random_sample(examples: list[Example], n: int | None, rng: np.random.Generat
     return [examples[i] for i in order[: n if n is not None else len(examples)]]
 
 
+def carve(pool: list[Example], n: int, rng: np.random.Generator) -> tuple[list[Example], list[Example]]:
+    """A seeded sample of `n` and the rest. With groups, whole groups go to the sample until it
+    holds `n`; their leftover rows are dropped rather than given to the rest (no group straddles)."""
+    if not any(e.group for e in pool):
+        shuffled = random_sample(pool, None, rng)
+        return shuffled[:n], shuffled[n:]
+    groups = sorted({e.group for e in pool})
+    taken: set[str] = set()
+    count = 0
+    for index in rng.permutation(len(groups)):
+        if count >= n:
+            break
+        taken.add(groups[index])
+        count += sum(1 for e in pool if e.group == groups[index])
+    held = random_sample([e for e in pool if e.group in taken], n, rng)
+    return held, [e for e in pool if e.group not in taken]
+
+
 def build_splits(spec: TaskSpec, data_dir: Path | None, *, train_samples: int | None, eval_samples: int | None,
                  validation_samples: int, seed: int) -> Splits:
     """Train, validation and eval examples, carving missing splits with `seed` (disjoint, reported)."""
@@ -218,18 +247,19 @@ def build_splits(spec: TaskSpec, data_dir: Path | None, *, train_samples: int | 
     if not source.has(data.eval):
         raise BenchError(f"split {data.eval!r} missing for task {spec.name}; it is the eval split")
     eval_pool = drop_blank(to_examples(source.read(data.eval), spec, where(data.eval)), where(data.eval), notes)
-    if source.has(data.train):
+    if source.has(data.train) and data.train != data.eval:
         eval_set = random_sample(eval_pool, eval_samples, rng)
         train_pool = drop_blank(to_examples(source.read(data.train), spec, where(data.train)), where(data.train), notes)
     else:
-        # No train split: hold out the eval sample first, train on what is left.
-        shuffled = random_sample(eval_pool, None, rng)
-        n_eval = eval_samples if eval_samples is not None else math.ceil(len(shuffled) / 2)
-        if n_eval >= len(shuffled):
-            raise BenchError(f"{where(data.eval)} has {len(shuffled)} rows: too few to carve a train split "
+        # No separate train split: hold out the eval sample first, train on what is left.
+        n_eval = eval_samples if eval_samples is not None else math.ceil(len(eval_pool) / 2)
+        if n_eval >= len(eval_pool):
+            raise BenchError(f"{where(data.eval)} has {len(eval_pool)} rows: too few to carve a train split "
                              f"and {n_eval} eval examples; lower --eval-samples")
-        eval_set, train_pool = shuffled[:n_eval], shuffled[n_eval:]
-        notes.append(f"train split missing: train carved from {data.eval} (seed {seed}), disjoint from the "
+        eval_set, train_pool = carve(eval_pool, n_eval, rng)
+        missing = "train split missing" if data.train != data.eval else f"only one split ({data.eval})"
+        grouped = f", whole {spec.data.group} groups kept apart" if spec.data.group else ""
+        notes.append(f"{missing}: train carved from {data.eval} (seed {seed}{grouped}), disjoint from the "
                      f"{len(eval_set)} eval examples")
     if source.has(data.validation):
         validation_pool = drop_blank(to_examples(source.read(data.validation), spec, where(data.validation)),
@@ -237,9 +267,8 @@ def build_splits(spec: TaskSpec, data_dir: Path | None, *, train_samples: int | 
         validation = random_sample(validation_pool, validation_samples, rng)
     else:
         # Carve validation out of train so early stopping never sees eval examples.
-        shuffled_train = random_sample(train_pool, None, rng)
-        n_val = min(validation_samples, max(1, len(shuffled_train) // 5))
-        validation, train_pool = shuffled_train[:n_val], shuffled_train[n_val:]
+        n_val = min(validation_samples, max(1, len(train_pool) // 5))
+        validation, train_pool = carve(train_pool, n_val, rng)
         notes.append(f"validation carved from train ({len(validation)} examples, seed {seed})")
     if not train_pool:
         raise BenchError(f"task {spec.name}: no training examples left after carving eval/validation splits")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,13 @@ from harness.errors import BenchError
 def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     import json
 
+    from harness.cli import task_options
     from harness.config import resolve
     from harness.data import data_dir_from
     from harness.models import resolve_model
-    from harness.pipeline import Runner, quiet_transformers
+    from harness.pipeline import Runner, peak_memory_mb, quiet_transformers
+    from harness.scoring import headline_metric, score_stage
+    from harness.spec import ExtractiveQA
     from harness.registry import get_task
     from harness.stages import (
         CHECKPOINT_FILE,
@@ -25,7 +29,7 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     )
     from harness.store import Store, results_dir
 
-    spec = get_task(args.task, labels=args.labels)
+    spec = get_task(args.task, **task_options(args))
     data_dir = data_dir_from(args.data_dir)
     path = Path(args.model)
     meta_file = path / CHECKPOINT_FILE
@@ -35,29 +39,32 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
                          f"evaluate it with `bench eval {meta['task']} --model {path}`")
     ref = resolve_model(meta["base_source"] if meta else args.model)
     config = resolve(spec, args.model, {**overrides, **({"objective": meta["objective"]} if meta else {})},
-                     args.preset)
+                     args.preset, can_prompt=ref.can_prompt)
     quiet_transformers()
     store = Store(results_dir(args.results))
     try:
         runner = Runner(spec, store, data_dir, lambda message: print(message, file=sys.stderr))
         splits = runner.splits(config)
+        started = time.perf_counter()
         if meta is not None:
             model, tokenizer, _ = load_checkpoint(path)
             predictions, _, info, _ = evaluate_model(spec, ref, config, model, tokenizer, splits)
         else:
-            baseline = (config.baselines[0] if config.baselines and config.baselines[0] != "auto"
-                        else "prompt" if ref.can_prompt else "head")
+            default = "prompt" if ref.can_prompt and not isinstance(spec.kind, ExtractiveQA) else "head"
+            baseline = config.baselines[0] if config.baselines and config.baselines[0] != "auto" else default
             predictions, _, info, _ = evaluate_baseline(spec, ref, config, baseline, splits)
-        from harness.metrics.classification import classification_report
-
-        metrics = classification_report([p.gold for p in predictions], [p.label for p in predictions],
-                                        spec.kind.labels, seed=config.seed)
+        seconds = time.perf_counter() - started
+        metrics, predictions = score_stage(spec, splits.eval, predictions, config.seed)
+        headline = headline_metric(spec)
+        metrics["headline"] = headline
         run_id = f"eval__{spec.key}__{config.digest()}"
-        store.complete_stage(run_id, "eval", config={**config.to_dict(), "method": "eval"}, seconds=0.0,
-                             metrics=metrics, info=info, predictions=predictions)
+        store.complete_stage(run_id, "eval", config={**config.to_dict(), "method": "eval"}, seconds=seconds,
+                             metrics=metrics, info={**info, "peak_memory_mb": peak_memory_mb()},
+                             predictions=predictions)
     finally:
         store.close()
-    acc, f1 = metrics["accuracy"], metrics["f1_macro"]
-    print(f"{spec.key} | {args.model} | {info['mode']} | n {metrics['n']} | failures {metrics['failures']} | "
-          f"accuracy {acc['value']:.4f} [{acc['ci'][0]:.4f}, {acc['ci'][1]:.4f}] | macro-F1 {f1['value']:.4f}")
+    value = metrics[headline]
+    extra = f" | macro-F1 {metrics['f1_macro']['value']:.4f}" if "f1_macro" in metrics else ""
+    print(f"{spec.key} | {args.model} | {info['mode']} | n {len(predictions)} | failures {metrics.get('failures', 0)} | "
+          f"{headline} {value['value']:.4f} [{value['ci'][0]:.4f}, {value['ci'][1]:.4f}]{extra} | {seconds:.1f} s")
     return 0

@@ -20,7 +20,7 @@ from harness.data import build_splits
 from harness.errors import BenchError
 from harness.scoring import headline_metric, score_stage
 from harness.models import ModelRef, resolve_model
-from harness.spec import TaskSpec
+from harness.spec import ExtractiveQA, TaskSpec
 from harness.store import StageRecord, Store
 from harness.types import Prediction, Splits
 
@@ -53,8 +53,11 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
         config = resolve(spec, name, overrides, preset, can_prompt=ref.can_prompt)
         if config.method_name == "head" and config.objective == "lm":
             raise BenchError("--method head trains only a new classification head: use --objective head")
+        span_task = isinstance(spec.kind, ExtractiveQA)
         baselines = tuple(dict.fromkeys(
-            ("prompt" if ref.can_prompt else "head") if b == "auto" else b for b in config.baselines))
+            ("prompt" if ref.can_prompt and not span_task else "head") if b == "auto" else b
+            for b in config.baselines))
+        check_kind_options(spec, name, config, baselines)
         if "prompt" in baselines and not ref.can_prompt:
             raise BenchError(f"--baseline prompt needs a language-model head; {name} is an encoder: use --baseline head")
         if config.objective == "lm" and not ref.can_prompt:
@@ -65,6 +68,23 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
                 raise BenchError(f"--method qlora needs 4-bit bitsandbytes: {reason}; use --method lora")
         planned.append(PlannedRun(ref, config, baselines))
     return planned
+
+
+def check_kind_options(spec: TaskSpec, name: str, config: RunConfig, baselines: Sequence[str]) -> None:
+    """Options that contradict the task kind fail here, before any work."""
+    if spec.is_classification:
+        return
+    kind = type(spec.kind).__name__
+    if isinstance(spec.kind, ExtractiveQA):
+        if "prompt" in baselines or config.objective != "head":
+            raise BenchError("squad_v2 --mode span trains and evaluates a span head: use --baseline head "
+                             "--objective head, or --mode generate for prompted answers")
+        return
+    if "head" in baselines or config.objective != "lm":
+        raise BenchError(f"{spec.name} is a text task ({kind}): it has no classification head; use --baseline "
+                         "prompt and --objective lm (the defaults)")
+    if config.shots:
+        raise BenchError(f"--shots applies to classification prompts; {spec.name} is a text task")
 
 
 class Runner:

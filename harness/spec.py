@@ -27,6 +27,9 @@ class HubData:
     eval: str = "test"
     validation: str | None = None
     config: str | None = None
+    # Rows sharing this column's value (e.g. SQuAD's article title) never straddle carved splits,
+    # so a context seen in training never reappears in eval.
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,8 @@ class TaskSpec:
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Extra words that identify this task variant in run ids (e.g. goemotions labels=4).
     variant: str = ""
+    # A prompt builder for templates `str.format` cannot express (e.g. Alpaca's optional input).
+    formatter: Callable[[tuple[str, ...]], str] | None = None
 
     @property
     def key(self) -> str:
@@ -136,4 +141,6 @@ class TaskSpec:
         return isinstance(self.kind, Classify)
 
     def render(self, texts: Sequence[str]) -> str:
+        if self.formatter is not None:
+            return self.formatter(tuple(texts))
         return self.prompt.format(**dict(zip(self.kind.fields, texts)))

@@ -166,6 +166,10 @@ class Store:
         return [dict(run_id=r[0], task=r[1], model=r[2], method=r[3], preset=r[4], config=json.loads(r[5]))
                 for r in rows]
 
+    def run_config(self, run_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT config FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
     def stages_of(self, run_id: str) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT stage FROM stages WHERE run_id=? ORDER BY finished_at",
                                                (run_id,))]

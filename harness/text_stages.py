@@ -31,9 +31,9 @@ def predict_text(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, t
     assert isinstance(kind, Generate)
     seq2seq = ref.family == "seq2seq"
     chat = use_chat_template(tokenizer, config.chat_template, seq2seq)
-    budget = config.max_length if seq2seq else config.max_length - kind.max_new_tokens
+    budget = config.max_length if seq2seq else config.max_length - (config.max_new_tokens or kind.max_new_tokens)
     prompts = build_prompts(spec, tokenizer, examples, budget, chat=chat, strip_eos=not seq2seq)
-    outputs = generate_greedy(model, tokenizer, prompts, max_new_tokens=kind.max_new_tokens,
+    outputs = generate_greedy(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens or kind.max_new_tokens,
                               batch_size=config.eval_batch_size, stop=kind.stop, seq2seq=seq2seq)
     return [Prediction(e.id, -1, None, (), output=text) for e, text in zip(examples, outputs)]
 

@@ -15,6 +15,7 @@ class Example:
     label: int = -1
     references: tuple[str, ...] = ()
     answer_starts: tuple[int, ...] = ()
+    group: str = ""  # rows of one group (e.g. one article) stay in one split when splits are carved
 
 
 @dataclass(frozen=True)

@@ -60,16 +60,15 @@ def rolling_nll(model: Any, documents: Sequence[list[int]], *, max_length: int, 
     perplexity recipe), so a token sees at least max_length - stride tokens of history."""
     import torch
 
+    stride = max(1, min(stride, max_length - 1))  # every scored token keeps at least one token of context
     windows: list[tuple[int, list[int], int]] = []  # (document, window ids, tokens to score at its end)
     for doc, ids in enumerate(documents):
         scored_until = 1  # the first token has no context: it is never scored
-        for begin in range(0, max(1, len(ids) - 1), stride):
-            end = min(begin + max_length, len(ids))
-            if end > scored_until:
-                windows.append((doc, ids[begin:end], end - scored_until))
-                scored_until = end
-            if end == len(ids):
-                break
+        end = min(max_length, len(ids))
+        while scored_until < len(ids):
+            begin = max(0, end - max_length)
+            windows.append((doc, ids[begin:end], end - scored_until))
+            scored_until, end = end, min(end + stride, len(ids))
     totals = [[0.0, 0] for _ in documents]
     device = next(model.parameters()).device
     model.eval()

@@ -1,0 +1,38 @@
+"""SQuAD v2 extractive QA with unanswerable questions: a span head, or generated answers.
+
+Data: rajpurkar/squad_v2 (130k train / 11.9k validation; the local copy has validation only, so
+train is carved from it by context: a paragraph is never in both train and eval). Paper:
+Rajpurkar et al., 2018, "Know What You Don't Know: Unanswerable Questions for SQuAD".
+`--mode span` (default for encoders): AutoModelForQuestionAnswering with doc-stride windows and a
+no-answer position; `--mode generate`: prompted generation where "unanswerable" (and variants) is
+recognised as no answer. `--train-samples 4000|24000` as in the seeds. Metrics: the official SQuAD
+v2 set (exact, f1, HasAns/NoAns, best thresholds) plus ROUGE/BLEU/METEOR on answerable questions.
+"""
+from harness.errors import BenchError
+from harness.registry import task
+from harness.spec import ExtractiveQA, Generate, HubData, TaskSpec
+
+PROMPT = ("Answer the question from the passage with a short span copied from it. If the passage does not "
+          "answer it, reply: unanswerable.\n\nPassage: {context}\n\nQuestion: {question}\n\nAnswer:")
+QUICK = {"train_samples": 1000, "eval_samples": 200, "validation_samples": 50, "max_length": 256}
+
+
+@task("squad_v2")
+def squad_v2(mode: str = "span") -> TaskSpec:
+    if mode not in ("span", "generate"):
+        raise BenchError(f"squad_v2 --mode must be span or generate (got {mode!r})")
+    span = mode == "span"
+    return TaskSpec(
+        name="squad_v2",
+        description=__doc__.splitlines()[0],
+        data=HubData("rajpurkar/squad_v2", local="squad_v2", train="train", eval="validation", group="context"),
+        kind=(ExtractiveQA(doc_stride=64) if span else
+              Generate(fields=("question", "context"), target="answers", max_new_tokens=16, stop=("\n",),
+                       metrics="squad_v2")),
+        prompt="" if span else PROMPT,
+        presets={"quick": QUICK if span else {**QUICK, "train_samples": 400, "eval_samples": 100,
+                                              "max_length": 320, "batch_size": 8, "eval_batch_size": 16},
+                 "paper": {"epochs": 2, "lr": 3e-5, "weight_decay": 0.01, "max_length": 384,
+                           "train_samples": 24000}},
+        variant="" if span else "generate",
+    )
