@@ -174,7 +174,12 @@ def _compare(store: Any, run_id: str, config: dict[str, Any], records: dict[str,
 def print_and_save(store: Any, spec: Any, rows: list[Any], splits: Any, seconds: float) -> None:
     import hashlib
 
-    from harness.report import csv_table, markdown_table, sample_outputs, sample_predictions
+    from harness.report import (
+        csv_table,
+        markdown_table,
+        sample_outputs,
+        sample_predictions,
+    )
     from harness.store import atomic_write
 
     table = markdown_table(rows, splits.notes)

@@ -18,9 +18,9 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     from harness.data import data_dir_from
     from harness.models import resolve_model
     from harness.pipeline import Runner, peak_memory_mb, quiet_transformers
+    from harness.registry import get_task
     from harness.scoring import headline_metric, score_stage
     from harness.spec import ExtractiveQA
-    from harness.registry import get_task
     from harness.stages import (
         CHECKPOINT_FILE,
         evaluate_baseline,

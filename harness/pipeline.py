@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping, Sequence
 from harness.config import RunConfig, resolve
 from harness.data import build_splits
 from harness.errors import BenchError
-from harness.scoring import headline_metric, score_stage
 from harness.models import ModelRef, resolve_model
+from harness.scoring import headline_metric, score_stage
 from harness.spec import ExtractiveQA, TaskSpec
 from harness.store import StageRecord, Store
 from harness.types import Prediction, Splits

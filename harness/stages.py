@@ -18,7 +18,14 @@ from harness.evaluate import predict_with_head, predict_with_prompt
 from harness.finetune import TrainItem, TrainResult, train
 from harness.methods import apply_method
 from harness.metrics.classification import classification_report
-from harness.models import ModelRef, load_classifier, load_lm, load_span_model, load_tokenizer, parameter_counts
+from harness.models import (
+    ModelRef,
+    load_classifier,
+    load_lm,
+    load_span_model,
+    load_tokenizer,
+    parameter_counts,
+)
 from harness.prompts import build_contexts, choose_shots, verbalizer_ids
 from harness.spec import ExtractiveQA, TaskSpec
 from harness.text_stages import predict_text, text_train_items, validation_loss

@@ -19,7 +19,7 @@ def generate_greedy(model: Any, tokenizer: Any, prompts: Sequence[list[int]], *,
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     outputs: list[str] = [""] * len(prompts)
-    extra: dict[str, Any] = {"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}
+    extra: dict[str, Any] = {"stop_strings": list(stop), "tokenizer": tokenizer} if _can_stop_early(tokenizer, stop) else {}
     model.eval()
     with torch.inference_mode():
         for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
@@ -37,6 +37,20 @@ def generate_greedy(model: Any, tokenizer: Any, prompts: Sequence[list[int]], *,
             for row, i in enumerate(batch):
                 outputs[i] = cut_at_stop(tokenizer.decode(new_tokens[row], skip_special_tokens=True), stop)
     return outputs
+
+
+def _can_stop_early(tokenizer: Any, stop: Sequence[str]) -> bool:
+    """Stopping inside `generate` saves the tokens after a stop string; some vocabularies cannot
+    spell a stop string (T5 has no newline token), and then outputs are only cut afterwards."""
+    if not stop:
+        return False
+    try:
+        from transformers import StopStringCriteria
+
+        StopStringCriteria(tokenizer, list(stop))
+    except (ValueError, ImportError):
+        return False
+    return True
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
