@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from harness.registry import task_names  # noqa: E402
+from harness.registry import get_task, task_names  # noqa: E402
 
 SMALL = ("--train-samples", "24", "--eval-samples", "16", "--validation-samples", "8", "--eval-batch-size", "8",
          "--batch-size", "8", "--max-length", "96")
@@ -34,7 +34,10 @@ def only_run(results: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("task", sorted(set(task_names())))
+CLASSIFICATION = sorted(name for name in task_names() if get_task(name).is_classification)
+
+
+@pytest.mark.parametrize("task", CLASSIFICATION)  # text tasks: tests/test_text_tasks.py
 def test_every_task_runs_baseline_finetune_and_evaluation(task, bench, data_dir, tiny_model, tmp_path):
     out, _ = run(bench, data_dir, tmp_path, task, tiny_model("gpt2"), *(["--labels", "2"] if task == "goemotions" else []))
     assert "before / after fine-tuning" in out and "| prompt 0-shot | 16 |" in out

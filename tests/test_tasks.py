@@ -20,6 +20,8 @@ from harness.spec import TaskSpec
 from harness.types import Splits
 
 TASKS = task_names()
+CLASSIFICATION = [name for name in TASKS if get_task(name).is_classification]
+TEXT_TASKS = [name for name in TASKS if not get_task(name).is_classification]
 TRAIN, EVAL, VALIDATION = 120, 200, 100  # 120 splits evenly over 2, 3 and 4 labels
 TASK_MODULES = sorted(module.name for module in pkgutil.iter_modules(tasks.__path__))
 
@@ -50,7 +52,7 @@ def assert_balanced(labels: list[int], num_labels: int) -> None:
     assert max(counts.values()) - min(counts.values()) <= 1, f"unbalanced sample: {counts}"
 
 
-@pytest.mark.parametrize("name", TASKS)
+@pytest.mark.parametrize("name", CLASSIFICATION)
 def test_splits_are_valid(name, data_dir):
     """Non-empty splits of the sizes asked for, every label in range, every text non-blank."""
     spec, splits = get_task(name), splits_of(name, data_dir)
@@ -62,7 +64,7 @@ def test_splits_are_valid(name, data_dir):
     assert splits.source_hashes, "the record must say which files produced the splits"
 
 
-@pytest.mark.parametrize("name", TASKS)
+@pytest.mark.parametrize("name", CLASSIFICATION)
 def test_train_sample_is_class_balanced(name, data_dir):
     """Every class has far more than TRAIN / num_labels training rows, so the sample is balanced to +-1."""
     spec, splits = get_task(name), splits_of(name, data_dir)
@@ -70,7 +72,7 @@ def test_train_sample_is_class_balanced(name, data_dir):
     assert len({example.id for example in splits.train}) == len(splits.train), "an example was drawn twice"
 
 
-@pytest.mark.parametrize("name", TASKS)
+@pytest.mark.parametrize("name", CLASSIFICATION)
 def test_seed_decides_the_sample(name, data_dir):
     """Same seed -> the same examples in the same order (resume and paired comparisons rely on it);
     another seed -> another sample."""
@@ -87,7 +89,7 @@ def test_seed_decides_the_sample(name, data_dir):
         assert set(ids(other)[part]) != set(ids(first)[part]), f"seed 1 drew the same {part} sample as seed 0"
 
 
-@pytest.mark.parametrize("name", TASKS)
+@pytest.mark.parametrize("name", CLASSIFICATION)
 def test_no_example_in_two_splits(name, data_dir):
     """Training and early stopping never see an eval example (nor each other's), carved splits included."""
     spec, splits = get_task(name), splits_of(name, data_dir)
@@ -96,6 +98,24 @@ def test_no_example_in_two_splits(name, data_dir):
     assert not keys["train"] & keys["eval"]
     assert not keys["validation"] & keys["eval"]
     assert not keys["train"] & keys["validation"]
+
+
+@pytest.mark.parametrize("name", TEXT_TASKS)
+def test_text_task_splits_are_valid(name, data_dir):
+    """Text tasks: the sizes asked for, a non-blank input, and references (none only for
+    unanswerable SQuAD questions); eval is disjoint from train and validation."""
+    spec, splits = get_task(name), splits_of(name, data_dir)
+    assert (len(splits.train), len(splits.validation), len(splits.eval)) == (TRAIN, VALIDATION, EVAL)
+    for example in splits.train + splits.validation + splits.eval:
+        assert any(text.strip() for text in example.texts), example
+        if spec.kind.__class__.__name__ == "Generate" and name != "squad_v2":
+            assert example.references and example.references[0].strip(), example
+    eval_ids = {e.id for e in splits.eval}
+    folder = data_dir / spec.data.local
+    if spec.data.train == spec.data.eval or not (folder / f"{spec.data.train}.parquet").is_file():
+        assert not eval_ids & {e.id for e in splits.train}  # train carved from the eval file
+        if not (spec.data.validation and (folder / f"{spec.data.validation}.parquet").is_file()):
+            assert not eval_ids & {e.id for e in splits.validation}
 
 
 def test_ag_news_carves_train_from_test(data_dir):
