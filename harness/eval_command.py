@@ -17,7 +17,8 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     from harness.config import resolve
     from harness.data import data_dir_from
     from harness.models import resolve_model
-    from harness.pipeline import Runner, peak_memory_mb, quiet_transformers
+    from harness.memory import PeakMemory
+    from harness.pipeline import Runner, quiet_transformers
     from harness.registry import get_task
     from harness.scoring import headline_metric, score_stage
     from harness.spec import ExtractiveQA
@@ -46,20 +47,21 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
         runner = Runner(spec, store, data_dir, lambda message: print(message, file=sys.stderr))
         splits = runner.splits(config)
         started = time.perf_counter()
-        if meta is not None:
-            model, tokenizer, _ = load_checkpoint(path)
-            predictions, _, info, _ = evaluate_model(spec, ref, config, model, tokenizer, splits)
-        else:
-            default = "prompt" if ref.can_prompt and not isinstance(spec.kind, ExtractiveQA) else "head"
-            baseline = config.baselines[0] if config.baselines and config.baselines[0] != "auto" else default
-            predictions, _, info, _ = evaluate_baseline(spec, ref, config, baseline, splits)
+        with PeakMemory() as peak:
+            if meta is not None:
+                model, tokenizer, _ = load_checkpoint(path)
+                predictions, _, info, _ = evaluate_model(spec, ref, config, model, tokenizer, splits)
+            else:
+                default = "prompt" if ref.can_prompt and not isinstance(spec.kind, ExtractiveQA) else "head"
+                baseline = config.baselines[0] if config.baselines and config.baselines[0] != "auto" else default
+                predictions, _, info, _ = evaluate_baseline(spec, ref, config, baseline, splits)
         seconds = time.perf_counter() - started
         metrics, predictions = score_stage(spec, splits.eval, predictions, config.seed)
         headline = headline_metric(spec)
         metrics["headline"] = headline
         run_id = f"eval__{spec.key}__{config.digest()}"
         store.complete_stage(run_id, "eval", config={**config.to_dict(), "method": "eval"}, seconds=seconds,
-                             metrics=metrics, info={**info, "peak_memory_mb": peak_memory_mb()},
+                             metrics=metrics, info={**info, "peak_memory_mb": peak.mb},
                              predictions=predictions)
     finally:
         store.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import platform
 import re
-import resource
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -18,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 from harness.config import RunConfig, resolve
 from harness.data import build_splits
 from harness.errors import BenchError
+from harness.memory import PeakMemory
 from harness.models import ModelRef, resolve_model
 from harness.scoring import headline_metric, score_stage
 from harness.spec import ExtractiveQA, TaskSpec
@@ -144,14 +144,15 @@ class Runner:
             return done
         self.log(f"  {stage} ...")
         started = time.perf_counter()
-        predictions, metrics, info, curves = work()
+        with PeakMemory() as peak:
+            predictions, metrics, info, curves = work()
         seconds = time.perf_counter() - started
         if predictions:
             scored, predictions = score_stage(self.spec, splits.eval, predictions, planned.config.seed)
             name = headline_metric(self.spec)
             metrics = {**scored, **metrics, "headline": name}
             self.log(f"  {stage}: {name} {metrics[name]['value']:.4f}  ({seconds:.1f} s)")
-        info = {**info, "peak_memory_mb": peak_memory_mb(), "data_notes": list(splits.notes),
+        info = {**info, "peak_memory_mb": peak.mb, "data_notes": list(splits.notes),
                 "data_hashes": splits.source_hashes, "versions": package_versions(), "baselines": planned.baselines}
         return self.store.complete_stage(planned.run_id, stage, config=planned.config.to_dict(), seconds=seconds,
                                          metrics=metrics, info=info, predictions=predictions, curves=curves)
@@ -170,15 +171,6 @@ def quiet_transformers() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-
-
-def peak_memory_mb() -> float:
-    """Peak GPU memory when on CUDA, else the process's peak resident set size."""
-    import torch
-
-    if torch.cuda.is_available():
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def package_versions() -> dict[str, str]:

@@ -1,10 +1,15 @@
-"""Comparisons -> before/after tables (markdown, CSV) and a few sample predictions."""
+"""Comparisons -> before/after tables (markdown, CSV, LaTeX) and a few sample predictions.
+
+Tables are built once as plain cells (`Table`) and rendered per format, so the terminal, the
+exports, the LaTeX output and the HTML report always show the same numbers.
+"""
 from __future__ import annotations
 
 import csv
 import io
 import json
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 from harness.compare import Comparison, TextComparison, format_ci, format_p
@@ -16,36 +21,81 @@ COLUMNS = ("model", "method", "baseline", "n", "fail b/a", "acc before [95% CI]"
            "tok/s", "peak MB")
 
 
+@dataclass(frozen=True)
+class Table:
+    """A rendered-format-neutral table: header and rows of display strings."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
 def markdown_table(rows: Sequence[Comparison | TextComparison], notes: Sequence[str] = ()) -> str:
     """One table per kind of comparison: classification rows, then text rows (own columns)."""
-    tables = []
-    classification = [r for r in rows if isinstance(r, Comparison)]
-    text = [r for r in rows if isinstance(r, TextComparison)]
-    if classification:
-        tables.append(_classification_table(classification))
-    if text:
-        tables.append(_text_table(text))
-    body = "\n".join(tables)
+    body = "\n".join(to_markdown(table) for table in comparison_tables(rows))
     if notes:
         body += "\n" + "\n".join(f"- {note}" for note in notes) + "\n"
     return body
 
 
-def _text_table(rows: Sequence[TextComparison]) -> str:
+def comparison_tables(rows: Sequence[Comparison | TextComparison]) -> list[Table]:
+    """Classification rows and text rows have different columns, so each kind gets its own table.
+    Text rows are grouped by headline metric (ROUGE-L, F1, perplexity do not share a column)."""
+    tables = []
+    classification = [r for r in rows if isinstance(r, Comparison)]
+    if classification:
+        tables.append(_classification_table(classification))
+    text = [r for r in rows if isinstance(r, TextComparison)]
+    for metric in dict.fromkeys(r.metric for r in text):
+        tables.append(_text_table([r for r in text if r.metric == metric]))
+    return tables
+
+
+def to_markdown(table: Table) -> str:
+    lines = ["| " + " | ".join(_escape(c) for c in table.columns) + " |",
+             "|" + "|".join("---" for _ in table.columns) + "|"]
+    lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in table.rows]
+    return "\n".join(lines) + "\n"
+
+
+# LaTeX's special characters in text mode; `<`, `>` and `|` print as other glyphs in OT1 fonts.
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+          ">": r"\textgreater{}", "|": r"\textbar{}", "Δ": r"$\Delta$", "→": r"$\to$", "—": "---", "\n": " "}
+
+
+def latex_escape(text: str) -> str:
+    escaped = "".join(_LATEX.get(char, char) for char in text)
+    # A row starting with `[` would be read as the optional argument of the previous row's `\\`.
+    return "{}" + escaped if escaped.startswith("[") else escaped
+
+
+def to_latex(table: Table, caption: str = "") -> str:
+    """A booktabs table (needs \\usepackage{booktabs}); every cell escaped."""
+    spec = "".join("l" if i < 3 else "r" for i in range(len(table.columns)))
+    lines = [r"\begin{table}[ht]", r"\centering", r"\small"]
+    if caption:
+        lines.append(r"\caption{" + latex_escape(caption) + "}")
+    lines += [r"\begin{tabular}{" + spec + "}", r"\toprule",
+              " & ".join(latex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in table.rows]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _text_table(rows: Sequence[TextComparison]) -> Table:
     metric = rows[0].metric
     columns = ("model", "method", "baseline", "n", "fail b/a", f"{metric} before [95% CI]", f"{metric} after [95% CI]",
                f"Δ{rows[0].delta_metric} [95% CI]", "bootstrap p", "other metrics before → after", "trainable",
                "base s", "train s", "tok/s", "peak MB")
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    cells = []
     for r in rows:
         others = ", ".join(f"{name} {_num(b)}→{_num(a)}" for name, (b, a) in r.others.items())
-        cells = (r.model, r.method, r.baseline, str(r.n), f"{r.failures_before}/{r.failures_after}",
-                 _num_ci(r.before, r.before_ci), _num_ci(r.after, r.after_ci),
-                 format_ci(r.delta, r.delta_ci, signed=True), format_p(r.p_value), others,
-                 f"{_count(r.trainable_params)} ({r.trainable_pct:.2f}%)", f"{r.baseline_seconds:.0f}",
-                 f"{r.train_seconds:.0f}", f"{r.tokens_per_second:.0f}", f"{r.peak_memory_mb:.0f}")
-        lines.append("| " + " | ".join(_escape(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+        cells.append((r.model, r.method, r.baseline, str(r.n), f"{r.failures_before}/{r.failures_after}",
+                      _num_ci(r.before, r.before_ci), _num_ci(r.after, r.after_ci),
+                      format_ci(r.delta, r.delta_ci, signed=True), format_p(r.p_value), others,
+                      f"{_count(r.trainable_params)} ({r.trainable_pct:.2f}%)", f"{r.baseline_seconds:.0f}",
+                      f"{r.train_seconds:.0f}", f"{r.tokens_per_second:.0f}", f"{r.peak_memory_mb:.0f}"))
+    return Table(columns, tuple(cells))
 
 
 def _num(value: float) -> str:
@@ -57,17 +107,17 @@ def _num_ci(value: float, ci: Sequence[float]) -> str:
     return f"{_num(value)} [{_num(ci[0])}, {_num(ci[1])}]"
 
 
-def _classification_table(rows: Sequence[Comparison]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+def _classification_table(rows: Sequence[Comparison]) -> Table:
+    cells = []
     for r in rows:
-        cells = (r.model, r.method, r.baseline, str(r.n), f"{r.failures_before}/{r.failures_after}",
-                 format_ci(r.accuracy_before, r.accuracy_before_ci), format_ci(r.accuracy_after, r.accuracy_after_ci),
-                 format_ci(r.delta_accuracy, r.delta_ci, signed=True), format_p(r.p_value),
-                 f"{r.f1_macro_before:.3f}", f"{r.f1_macro_after:.3f}",
-                 f"{_count(r.trainable_params)} ({r.trainable_pct:.2f}%)", f"{r.baseline_seconds:.0f}",
-                 f"{r.train_seconds:.0f}", f"{r.tokens_per_second:.0f}", f"{r.peak_memory_mb:.0f}")
-        lines.append("| " + " | ".join(_escape(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+        cells.append((r.model, r.method, r.baseline, str(r.n), f"{r.failures_before}/{r.failures_after}",
+                      format_ci(r.accuracy_before, r.accuracy_before_ci),
+                      format_ci(r.accuracy_after, r.accuracy_after_ci),
+                      format_ci(r.delta_accuracy, r.delta_ci, signed=True), format_p(r.p_value),
+                      f"{r.f1_macro_before:.3f}", f"{r.f1_macro_after:.3f}",
+                      f"{_count(r.trainable_params)} ({r.trainable_pct:.2f}%)", f"{r.baseline_seconds:.0f}",
+                      f"{r.train_seconds:.0f}", f"{r.tokens_per_second:.0f}", f"{r.peak_memory_mb:.0f}"))
+    return Table(COLUMNS, tuple(cells))
 
 
 def csv_table(rows: Sequence[Comparison]) -> str:
@@ -85,13 +135,8 @@ def csv_table(rows: Sequence[Comparison]) -> str:
 def sample_outputs(store: Store, row: TextComparison, texts: dict[str, str], references: dict[str, str],
                    count: int = 3) -> str:
     """Text tasks: the examples the fine-tuned model improved most, then the one it hurt most."""
-    stage = "baseline:" + row.baseline.split(" ")[0]
-    before, after = store.predictions(row.run_id, stage), store.predictions(row.run_id, "finetuned")
     key = row.delta_metric
-    sign = -1.0 if row.lower_is_better else 1.0
-    gains = sorted(zip(before, after), key=lambda pair: -sign * ((pair[1].values or {}).get(key, 0.0)
-                                                                 - (pair[0].values or {}).get(key, 0.0)))
-    chosen = gains[: count - 1] + gains[-1:] if len(gains) >= count else gains
+    chosen = output_pairs(store, row, count)
     lines = [f"Sample outputs, {row.model} ({row.baseline} -> fine-tuned {row.method}):"]
     for b, a in chosen:
         lines.append(f"  [{b.example_id}] input: {_short(texts.get(b.example_id, ''))}")
@@ -99,6 +144,21 @@ def sample_outputs(store: Store, row: TextComparison, texts: dict[str, str], ref
         lines.append(f"      before ({key} {(b.values or {}).get(key, float('nan')):.3f}): {_short(b.output or '')}")
         lines.append(f"      after  ({key} {(a.values or {}).get(key, float('nan')):.3f}): {_short(a.output or '')}")
     return "\n".join(lines)
+
+
+def output_pairs(store: Store, row: TextComparison, count: int) -> list[tuple[Prediction, Prediction]]:
+    """(before, after) of the `count - 1` examples fine-tuning improved most, then the one it hurt most."""
+    before, after = store.predictions(row.run_id, baseline_stage(row)), store.predictions(row.run_id, "finetuned")
+    key = row.delta_metric
+    sign = -1.0 if row.lower_is_better else 1.0
+    gains = sorted(zip(before, after), key=lambda pair: -sign * ((pair[1].values or {}).get(key, 0.0)
+                                                                 - (pair[0].values or {}).get(key, 0.0)))
+    return gains[: count - 1] + gains[-1:] if len(gains) >= count else gains
+
+
+def baseline_stage(row: Comparison | TextComparison) -> str:
+    """The store stage behind a row's baseline label ("prompt 0-shot" -> "baseline:prompt")."""
+    return "baseline:" + row.baseline.split(" ")[0]
 
 
 def _short(text: str, limit: int = 110) -> str:
@@ -109,19 +169,31 @@ def _short(text: str, limit: int = 110) -> str:
 def sample_predictions(store: Store, row: Comparison, labels: Sequence[str], texts: dict[str, str],
                        count: int = 4) -> str:
     """Examples where the fine-tuned model changed its answer first (fixed, then broken), then agreed."""
-    stage = "baseline:" + row.baseline.split(" ")[0]
-    before, after = store.predictions(row.run_id, stage), store.predictions(row.run_id, "finetuned")
-    pairs = list(zip(before, after))
-    fixed = [(b, a) for b, a in pairs if b.label != b.gold and a.label == a.gold]
-    broken = [(b, a) for b, a in pairs if b.label == b.gold and a.label != a.gold]
-    same = [(b, a) for b, a in pairs if b.label == a.label]
-    chosen = (fixed[:2] + broken[:1] + same)[:count]
+    chosen = label_pairs(store, row, count)
     lines = [f"Sample predictions, {row.model} ({row.baseline} -> fine-tuned {row.method}):"]
     for b, a in chosen:
         text = " ".join(texts.get(b.example_id, "").split())
         lines.append(f"  [{b.example_id}] {text[:90]!r}{'...' if len(text) > 90 else ''}")
         lines.append(f"      gold {labels[b.gold]}  |  before {_label(b, labels)}  |  after {_label(a, labels)}")
     return "\n".join(lines)
+
+
+def label_pairs(store: Store, row: Comparison, count: int) -> list[tuple[Prediction, Prediction]]:
+    """(before, after) pairs: up to `count // 2` fixed by fine-tuning, then up to `count // 4` broken,
+    then unchanged answers, then the rest (2 fixed + 1 broken of 4, as the terminal always showed)."""
+    before, after = store.predictions(row.run_id, baseline_stage(row)), store.predictions(row.run_id, "finetuned")
+    pairs = list(zip(before, after))
+    fixed = [(b, a) for b, a in pairs if b.label != b.gold and a.label == a.gold]
+    broken = [(b, a) for b, a in pairs if b.label == b.gold and a.label != a.gold]
+    same = [(b, a) for b, a in pairs if b.label == a.label]
+    chosen = fixed[: max(1, count // 2)] + broken[: max(1, count // 4)]
+    chosen += [pair for pair in same + pairs if pair not in chosen]
+    return chosen[:count]
+
+
+def label_text(prediction: Prediction, labels: Sequence[str]) -> str:
+    """"positive (p=0.61)", or FAILED when the example could not be scored."""
+    return _label(prediction, labels)
 
 
 def _label(prediction: Prediction, labels: Sequence[str]) -> str:
