@@ -183,12 +183,11 @@ def label_pairs(store: Store, row: Comparison, count: int) -> list[tuple[Predict
     then unchanged answers, then the rest (2 fixed + 1 broken of 4, as the terminal always showed)."""
     before, after = store.predictions(row.run_id, baseline_stage(row)), store.predictions(row.run_id, "finetuned")
     pairs = list(zip(before, after))
-    fixed = [(b, a) for b, a in pairs if b.label != b.gold and a.label == a.gold]
-    broken = [(b, a) for b, a in pairs if b.label == b.gold and a.label != a.gold]
-    same = [(b, a) for b, a in pairs if b.label == a.label]
-    chosen = fixed[: max(1, count // 2)] + broken[: max(1, count // 4)]
-    chosen += [pair for pair in same + pairs if pair not in chosen]
-    return chosen[:count]
+    fixed = [i for i, (b, a) in enumerate(pairs) if b.label != b.gold and a.label == a.gold]
+    broken = [i for i, (b, a) in enumerate(pairs) if b.label == b.gold and a.label != a.gold]
+    same = [i for i, (b, a) in enumerate(pairs) if b.label == a.label]
+    order = fixed[: max(1, count // 2)] + broken[: max(1, count // 4)] + same + list(range(len(pairs)))
+    return [pairs[i] for i in list(dict.fromkeys(order))[:count]]
 
 
 def label_text(prediction: Prediction, labels: Sequence[str]) -> str:

@@ -52,7 +52,25 @@ def _text(examples: Sequence[Example], predictions: Sequence[Prediction], seed: 
 
     report = text_report([p.output for p in predictions], [list(e.references) for e in examples], seed=seed)
     per_example = report.pop("per_example")
+    if predictions and all(len(p.scores) == 2 for p in predictions):
+        # Reference (response-token) perplexity, token-weighted, as for language modelling.
+        totals = [(float(p.scores[0]), int(p.scores[1])) for p in predictions]
+        report["perplexity"] = _perplexity_with_ci(totals, seed)
+        per_example["nll"] = [nll / tokens if tokens else 0.0 for nll, tokens in totals]
     return report, _with_values(predictions, per_example)
+
+
+def _perplexity_with_ci(totals: Sequence[tuple[float, int]], seed: int) -> dict[str, Any]:
+    """Token-weighted perplexity; its CI resamples examples and recomputes the weighted mean NLL."""
+    import numpy as np
+
+    from harness.metrics.perplexity import perplexity_from_totals
+
+    nll, counts = np.array([t[0] for t in totals]), np.array([t[1] for t in totals])
+    draws = np.random.default_rng(seed).integers(0, len(totals), size=(1000, len(totals)))
+    ppl = np.exp(nll[draws].sum(1) / np.maximum(1, counts[draws].sum(1)))
+    return {"value": perplexity_from_totals(totals),
+            "ci": [float(np.percentile(ppl, 2.5)), float(np.percentile(ppl, 97.5))]}
 
 
 def _squad(kind: Any, examples: Sequence[Example], predictions: Sequence[Prediction], seed: int
@@ -85,9 +103,6 @@ def _squad(kind: Any, examples: Sequence[Example], predictions: Sequence[Predict
 def _language_model(kind: LanguageModel, examples: Sequence[Example], predictions: Sequence[Prediction], seed: int
                     ) -> tuple[dict[str, Any], list[Prediction]]:
     """Token-weighted perplexity over the documents (the headline), continuation BLEU/ROUGE."""
-    import numpy as np
-
-    from harness.metrics.perplexity import perplexity_from_totals
     from harness.metrics.text import text_report
     from harness.stats import bootstrap_ci
     from harness.text_stages import continuation_split
@@ -98,15 +113,8 @@ def _language_model(kind: LanguageModel, examples: Sequence[Example], prediction
     per_example = report.pop("per_example")
     nll_per_token = [nll / tokens if tokens else 0.0 for nll, tokens in totals]
     tokens = sum(t for _, t in totals)
-    # CI of the token-weighted perplexity: resample documents, recompute the weighted mean NLL.
-    rng = np.random.default_rng(seed)
-    nll, counts = np.array([t[0] for t in totals]), np.array([t[1] for t in totals])
-    draws = rng.integers(0, len(totals), size=(1000, len(totals)))
-    ppl_draws = np.exp(nll[draws].sum(1) / np.maximum(1, counts[draws].sum(1)))
-    report.update(
-        perplexity={"value": perplexity_from_totals(totals),
-                    "ci": [float(np.percentile(ppl_draws, 2.5)), float(np.percentile(ppl_draws, 97.5))]},
-        nll_per_token={"value": float(nll.sum() / max(1, tokens)),
-                       "ci": list(bootstrap_ci(nll_per_token, seed=seed))},
-        tokens_scored=tokens)
+    report.update(perplexity=_perplexity_with_ci(totals, seed),
+                  nll_per_token={"value": sum(t[0] for t in totals) / max(1, tokens),
+                                 "ci": list(bootstrap_ci(nll_per_token, seed=seed))},
+                  tokens_scored=tokens)
     return report, _with_values(predictions, {"nll": nll_per_token, **per_example})

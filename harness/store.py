@@ -173,3 +173,11 @@ class Store:
     def stages_of(self, run_id: str) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT stage FROM stages WHERE run_id=? ORDER BY finished_at",
                                                (run_id,))]
+
+    def curves(self, run_id: str) -> list[dict[str, Any]]:
+        """The fine-tuning curves written with the finetune stage (loss and lr per step, validation
+        metrics per evaluation); empty when the run was not fine-tuned or recorded none."""
+        path = self.run_dir(run_id) / "finetune" / "curves.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

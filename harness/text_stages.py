@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from harness.backends.generate import generate_greedy, rolling_nll
+from harness.backends.generate import generate_greedy, rolling_nll, target_nll
 from harness.config import RunConfig
 from harness.finetune import TrainItem
 from harness.models import ModelRef
@@ -35,7 +35,15 @@ def predict_text(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, t
     prompts = build_prompts(spec, tokenizer, examples, budget, chat=chat, strip_eos=not seq2seq)
     outputs = generate_greedy(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens or kind.max_new_tokens,
                               batch_size=config.eval_batch_size, stop=kind.stop, seq2seq=seq2seq)
-    return [Prediction(e.id, -1, None, (), output=text) for e, text in zip(examples, outputs)]
+    if kind.metrics == "squad_v2":
+        return [Prediction(e.id, -1, None, (), output=text) for e, text in zip(examples, outputs)]
+    # How likely the model finds the reference itself (response tokens only): perplexity needs no
+    # generation and moves even when greedy outputs barely change.
+    items = text_train_items(spec, ref, config, tokenizer, examples)
+    nll = target_nll(model, items, pad_id=tokenizer.pad_token_id, batch_size=max(1, config.eval_batch_size // 2),
+                     seq2seq=seq2seq)
+    return [Prediction(e.id, -1, None, (round(total, 4), count), output=text)
+            for e, text, (total, count) in zip(examples, outputs, nll)]
 
 
 def continuation_split(text: str, kind: LanguageModel) -> tuple[str, str]:

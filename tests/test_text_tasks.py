@@ -46,6 +46,8 @@ def test_text_task_runs_end_to_end(task, family, extra, headline, bench, data_di
     assert len(predictions) == 8 and all(p["output"] is not None for p in predictions)
     per_example = {"perplexity": "nll"}.get(headline, headline)
     assert all(per_example in p["values"] for p in predictions)
+    if task in ("samsum", "alpaca"):  # reference perplexity on response tokens, next to the text metrics
+        assert metrics["perplexity"]["value"] > 1 and all("nll" in p["values"] for p in predictions)
     (run,) = (tmp_path / "runs").iterdir()
     assert (run / "checkpoint" / "bench_checkpoint.json").is_file()
 
@@ -152,3 +154,26 @@ def test_chat_template_wraps_prompts_and_on_without_template_is_an_error(tiny_mo
     assert use_chat_template(tokenizer, "auto", seq2seq=False) is True
     wrapped = tokenizer.decode(encode_prompt(tokenizer, "hello there", chat=True, strip_eos=True))
     assert wrapped.replace(" ", "").endswith("hellothere</s>ASSISTANT:")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "t5"])
+def test_target_nll_counts_only_target_tokens(family, tiny_model):
+    from harness.backends.generate import target_nll
+    from harness.finetune import TrainItem
+
+    path = tiny_model(family)
+    seq2seq = family == "t5"
+    auto = transformers.AutoModelForSeq2SeqLM if seq2seq else transformers.AutoModelForCausalLM
+    model = auto.from_pretrained(path).eval()
+    prompt, target = [5, 6, 7, 8], [9, 10, 11]
+    item = TrainItem(prompt, lm_labels=target) if seq2seq else TrainItem(prompt + target, lm_labels=[-100] * 4 + target)
+    with torch.inference_mode():
+        if seq2seq:
+            logp = torch.log_softmax(model(input_ids=torch.tensor([prompt]), labels=torch.tensor([target])).logits[0], -1)
+            exact = -sum(logp[k, t].item() for k, t in enumerate(target))
+        else:
+            logp = torch.log_softmax(model(input_ids=torch.tensor([prompt + target])).logits[0], -1)
+            exact = -sum(logp[3 + k, t].item() for k, t in enumerate(target))
+    short = TrainItem(prompt[:2], lm_labels=target[:1]) if seq2seq else TrainItem([5, 9], lm_labels=[-100, 9])
+    (total, count), (_, short_count) = target_nll(model, [item, short], pad_id=0, batch_size=2, seq2seq=seq2seq)
+    assert count == 3 and short_count == 1 and total == pytest.approx(exact, rel=1e-4)

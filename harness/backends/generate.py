@@ -102,3 +102,29 @@ def rolling_nll(model: Any, documents: Sequence[list[int]], *, max_length: int, 
                 totals[doc][0] -= float(scored.sum())
                 totals[doc][1] += count
     return [(nll, int(count)) for nll, count in totals]
+
+
+def target_nll(model: Any, items: Sequence[Any], *, pad_id: int, batch_size: int, seq2seq: bool = False
+               ) -> list[tuple[float, int]]:
+    """Teacher-forced (sum of NLL, tokens) of each item's target tokens (`lm_labels` != -100): the
+    response perplexity of instruction tuning, counted on response tokens only."""
+    import torch
+
+    from harness.finetune import collate
+
+    device = next(model.parameters()).device
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(items)
+    model.eval()
+    with torch.inference_mode():
+        for batch in length_sorted_batches([len(item.input_ids) for item in items], batch_size):
+            inputs = collate([items[i] for i in batch], pad_id, device)
+            labels = inputs.pop("labels")
+            if seq2seq:
+                logits = model(**inputs, labels=labels).logits.float()
+            else:
+                logits, labels = model(**inputs).logits[:, :-1].float(), labels[:, 1:]
+            mask = labels != -100
+            logp = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            for row, i in enumerate(batch):
+                results[i] = (-float(logp[row][mask[row]].sum()), int(mask[row].sum()))
+    return results

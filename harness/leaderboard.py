@@ -1,0 +1,164 @@
+"""The leaderboard: one row per task x model x method (x baseline), read from the store alone.
+
+A store often holds several configurations of the same model and method (a sweep, a re-run with
+another learning rate). The leaderboard shows one of them per row, chosen by the validation score
+the fine-tuning stage recorded, never by the eval score it reports: picking the best eval result
+out of many would overstate it. Every configuration stays in the before/after table.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence, Union
+
+from harness.compare import Comparison, TextComparison, compare, format_ci, format_p
+from harness.errors import BenchError
+from harness.report import Table, to_markdown
+from harness.store import Store
+
+Row = Union[Comparison, TextComparison]
+
+COLUMNS = ("task", "model", "method", "baseline", "metric", "baseline score", "fine-tuned", "Δ [95% CI]", "p",
+           "n", "fail b/a", "trainable %", "train s", "peak MB", "configs")
+SELECTION_NOTE = ("Where a model x method has several configurations in the store (`configs` > 1), the row shows "
+                  "the one with the best validation score; the eval score never picks it.")
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    task: str
+    model: str
+    method: str
+    baseline: str
+    metric: str
+    before: float
+    after: float
+    delta: float
+    delta_ci: tuple[float, float]
+    p_value: float
+    n: int
+    failures_before: int
+    failures_after: int
+    trainable_pct: float
+    trainable_params: int
+    train_seconds: float
+    peak_memory_mb: float
+    lower_is_better: bool
+    configs: int  # configurations of this task x model x method x baseline in the store
+    selected_by: str  # "only", "validation <metric>", or "latest" when validation scores do not compare
+    run_id: str
+
+
+def select_runs(store: Store, task: str | None = None, run_ids: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Runs by id (in the order given) or all runs, optionally of one task: `--task goemotions`
+    matches every variant (goemotions-4labels, ...), an exact key matches only itself."""
+    runs = store.runs()
+    if run_ids:
+        by_id = {run["run_id"]: run for run in runs}
+        for run_id in run_ids:
+            if run_id not in by_id:
+                raise BenchError(f"run {run_id!r} is not in the store at {store.root}; "
+                                 "see `bench report --format csv` for run ids")
+        runs = [by_id[run_id] for run_id in dict.fromkeys(run_ids)]
+    if task:
+        runs = [run for run in runs if run["task"] == task or run["task"].startswith(task + "-")]
+    return runs
+
+
+def collect(store: Store, runs: Sequence[dict[str, Any]]) -> list[Row]:
+    """Paired before/after comparisons of the runs that finished their fine-tuned evaluation."""
+    rows: list[Row] = []
+    for run in runs:
+        stages = store.stages_of(run["run_id"])
+        if "finetuned" not in stages:
+            continue
+        records = {stage: store.stage(run["run_id"], stage) for stage in stages}
+        rows += compare(store, run["run_id"], run["config"], records)
+    return rows
+
+
+def leaderboard(store: Store, rows: Sequence[Row]) -> list[LeaderboardRow]:
+    """One entry per task x model x method x baseline, best fine-tuned score first within a task."""
+    groups: dict[tuple[str, str, str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.task, row.model, row.method, row.baseline), []).append(row)
+    entries = []
+    for group in groups.values():
+        chosen, how = _select(store, group)
+        entries.append(_entry(chosen, len(group), how))
+    return sorted(entries, key=lambda e: (e.task, e.after if e.lower_is_better else -e.after, e.model, e.method))
+
+
+def _select(store: Store, group: Sequence[Row]) -> tuple[Row, str]:
+    """The configuration with the best validation score (the early-stopping criterion the run used).
+    Runs that stopped on different criteria, or recorded none, cannot be ranked: the latest wins."""
+    if len(group) == 1:
+        return group[0], "only"
+    scored = []
+    for row in group:
+        record = store.stage(row.run_id, "finetune")
+        value = record.metrics.get("best_validation") if record else None
+        criterion = (store.run_config(row.run_id) or {}).get("early_stop_metric", "auto")
+        if criterion == "auto":  # the first validation score: loss for text tasks, macro F1 for classification
+            criterion = "loss" if isinstance(row, TextComparison) else "f1_macro"
+        scored.append((row, value, criterion))
+    criteria = {criterion for _, _, criterion in scored}
+    if len(criteria) != 1 or any(not isinstance(value, (int, float)) for _, value, _ in scored):
+        return group[-1], "latest"
+    criterion = criteria.pop()
+    sign = -1.0 if criterion == "loss" else 1.0
+    best = max(scored, key=lambda item: sign * float(item[1]))
+    return best[0], f"validation {criterion}"
+
+
+def _entry(row: Row, configs: int, selected_by: str) -> LeaderboardRow:
+    if isinstance(row, Comparison):
+        metric, before, after, delta, lower = "accuracy", row.accuracy_before, row.accuracy_after, row.delta_accuracy, False
+    else:
+        metric, before, after, delta, lower = row.metric, row.before, row.after, row.delta, row.lower_is_better
+    return LeaderboardRow(
+        task=row.task, model=row.model, method=row.method, baseline=row.baseline, metric=metric, before=before,
+        after=after, delta=delta, delta_ci=tuple(row.delta_ci), p_value=row.p_value, n=row.n,
+        failures_before=row.failures_before, failures_after=row.failures_after, trainable_pct=row.trainable_pct,
+        trainable_params=row.trainable_params, train_seconds=row.train_seconds, peak_memory_mb=row.peak_memory_mb,
+        lower_is_better=lower, configs=configs, selected_by=selected_by, run_id=row.run_id)
+
+
+def leaderboard_table(entries: Sequence[LeaderboardRow]) -> Table:
+    cells = []
+    for e in entries:
+        # Text deltas are in the per-example value resampled (e.g. NLL for perplexity), like the
+        # before/after table; the scores are the headline metric.
+        cells.append((e.task, e.model, e.method, e.baseline, e.metric + (" (lower is better)" if e.lower_is_better
+                                                                         else ""),
+                      _score(e.before), _score(e.after), format_ci(e.delta, e.delta_ci, signed=True),
+                      format_p(e.p_value), str(e.n), f"{e.failures_before}/{e.failures_after}",
+                      f"{e.trainable_pct:.2f}", f"{e.train_seconds:.1f}", f"{e.peak_memory_mb:.0f}", str(e.configs)))
+    return Table(COLUMNS, tuple(cells))
+
+
+def leaderboard_markdown(entries: Sequence[LeaderboardRow]) -> str:
+    text = to_markdown(leaderboard_table(entries))
+    if any(e.configs > 1 for e in entries):
+        text += "\n" + SELECTION_NOTE + "\n"
+    return text
+
+
+def leaderboard_csv(entries: Sequence[LeaderboardRow]) -> str:
+    """Full precision, one column per number (the CI as two columns), for spreadsheets and pandas."""
+    out = io.StringIO()
+    fields = [f for f in LeaderboardRow.__dataclass_fields__ if f != "delta_ci"]
+    fields[fields.index("delta") + 1:fields.index("delta") + 1] = ["delta_ci_low", "delta_ci_high"]
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    for e in entries:
+        row = asdict(e)
+        low, high = row.pop("delta_ci")
+        writer.writerow({**row, "delta_ci_low": low, "delta_ci_high": high})
+    return out.getvalue()
+
+
+def _score(value: float) -> str:
+    """3 decimals for 0-1 scores, 1 for 0-100 scores and perplexities (as in the before/after table)."""
+    return f"{value:.3f}" if abs(value) < 1.5 else f"{value:.1f}"
