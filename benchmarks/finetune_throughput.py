@@ -1,0 +1,127 @@
+"""Fine-tuning throughput: bench's training loop vs the seeds' recipe (Hugging Face Trainer,
+`padding="max_length"`, default collator), same model, data, epochs, batch size, lr and seed.
+
+Both fine-tune a new classification head + full weights on the same IMDB sample and are then
+evaluated on the same validation sample; the figure of merit is real (non-padding) train tokens
+per second, and accuracy must agree within about 1 point.
+
+    HF_HUB_OFFLINE=1 python benchmarks/finetune_throughput.py --data-dir ../shared/data --model minilm
+
+Levers on bench's side: dynamic padding to the longest row of each batch, length-grouped batches
+(shuffled windows), tokenize once. On a GPU add bf16/SDPA (not measured here: CPU only).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def splits(data_dir: Path, train: int, validation: int):
+    from harness.data import build_splits
+    from harness.registry import get_task
+
+    spec = get_task("imdb")
+    built = build_splits(spec, data_dir, train_samples=train, eval_samples=validation, validation_samples=10, seed=0)
+    return spec, built
+
+
+def accuracy(model, tokenizer, examples, max_length: int) -> float:
+    from harness.evaluate import predict_with_head
+
+    predictions = predict_with_head(model, tokenizer, examples, max_length, 32)
+    return sum(p.label == p.gold for p in predictions) / len(predictions)
+
+
+def run_bench(ref, spec, data, config) -> tuple[float, int, float]:
+    from harness.finetune import train
+    from harness.methods import apply_method
+    from harness.models import load_classifier, load_tokenizer
+    from harness.stages import train_items
+
+    tokenizer = load_tokenizer(ref)
+    model = apply_method(load_classifier(ref, spec.kind.labels, tokenizer.pad_token_id, seed=0), config, "SEQ_CLS")
+    items = train_items(spec, ref, config, tokenizer, data.train)
+    started = time.perf_counter()
+    result = train(model, items, config, tokenizer.pad_token_id, lambda m: {"f1_macro": 0.0}, log=lambda _: None)
+    seconds = time.perf_counter() - started
+    return seconds, result.train_tokens, accuracy(model, tokenizer, data.eval, config.max_length)
+
+
+def run_trainer(ref, spec, data, config, workdir: str) -> tuple[float, int, float]:
+    """The seeds' recipe: tokenize with padding="max_length", Trainer with its default collator."""
+    import datasets
+    from transformers import Trainer, TrainingArguments
+
+    from harness.models import load_classifier, load_tokenizer
+
+    tokenizer = load_tokenizer(ref)
+    model = load_classifier(ref, spec.kind.labels, tokenizer.pad_token_id, seed=0)
+    rows = datasets.Dataset.from_dict({"text": [e.texts[0] for e in data.train], "label": [e.label for e in data.train]})
+    encoded = rows.map(lambda batch: tokenizer(batch["text"], padding="max_length", truncation=True,
+                                               max_length=config.max_length), batched=True, remove_columns=["text"])
+    real_tokens = sum(sum(mask) for mask in encoded["attention_mask"])
+    arguments = TrainingArguments(output_dir=workdir, per_device_train_batch_size=config.batch_size,
+                                  num_train_epochs=config.epochs, learning_rate=config.lr,
+                                  warmup_steps=int(config.warmup_ratio * math.ceil(len(rows) / config.batch_size)),
+                                  weight_decay=config.weight_decay, lr_scheduler_type="linear", seed=config.seed,
+                                  save_strategy="no", report_to=[], logging_strategy="no", use_cpu=True,
+                                  disable_tqdm=True, dataloader_num_workers=0)
+    trainer = Trainer(model=model, args=arguments, train_dataset=encoded)
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    return seconds, int(real_tokens * config.epochs), accuracy(model, tokenizer, data.eval, config.max_length)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", "../shared/data"))
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--train-samples", type=int, default=400)
+    parser.add_argument("--validation-samples", type=int, default=300)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    import tempfile
+
+    import torch
+
+    from harness.config import RunConfig
+    from harness.models import resolve_model
+
+    ref = resolve_model(args.model)
+    spec, data = splits(Path(args.data_dir), args.train_samples, args.validation_samples)
+    config = replace(RunConfig(task="imdb", model=args.model, method="full", objective="head"), lr=args.lr,
+                     batch_size=args.batch_size, max_length=args.max_length, epochs=1.0, weight_decay=0.01,
+                     evals_per_epoch=1, warmup_ratio=0.06)
+    print(f"imdb, {args.model} full fine-tune, {len(data.train)} train / {len(data.eval)} validation, "
+          f"max length {args.max_length}, batch {args.batch_size}, 1 epoch, CPU threads {torch.get_num_threads()}, "
+          f"median of {args.repeats}")
+    results = {"bench": [], "trainer": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeats):
+            results["bench"].append(run_bench(ref, spec, data, config))
+            results["trainer"].append(run_trainer(ref, spec, data, config, tmp))
+    print("| recipe | train s | real tokens/s | validation acc |")
+    print("|---|---|---|---|")
+    rates = {}
+    for name, runs in results.items():
+        seconds = statistics.median(r[0] for r in runs)
+        rates[name] = statistics.median(r[1] / r[0] for r in runs)
+        print(f"| {name} | {seconds:.1f} | {rates[name]:.0f} | {statistics.median(r[2] for r in runs):.3f} |")
+    print(f"bench / Trainer(padding=max_length) throughput: {rates['bench'] / rates['trainer']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

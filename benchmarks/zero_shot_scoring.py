@@ -1,0 +1,124 @@
+"""Zero-shot classification scoring: bench's scorer vs lm-evaluation-harness's HF backend.
+
+Same model, same rendered prompts, same verbalizers, same batch size, same dtype (fp32), same
+device; each side runs `--repeats` times and the median wall time is compared. lm-eval gets a
+local custom task (YAML + JSONL written to a temp folder) whose `doc_to_text` is the exact prompt
+bench scores, so accuracy must agree to float noise (target: within 0.5 points).
+
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python benchmarks/zero_shot_scoring.py \
+        --data-dir ../shared/data --model smollm2 --cases sst2,sst2-5shot,ag_news,goemotions16
+
+Needs `pip install "lm-eval>=0.4,<0.5"`. Cases: sst2 (validation, 872, one-token labels),
+sst2-5shot (5 demonstrations: a long shared prefix), ag_news (multi-token label names),
+goemotions16 (16 labels). `--limit N` caps the examples per case.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CASES = {"sst2": ("sst2", {}, 0), "sst2-5shot": ("sst2", {}, 5), "ag_news": ("ag_news", {}, 0),
+         "goemotions16": ("goemotions", {"labels": 16}, 0)}
+
+
+def prompts_for(case: str, data_dir: Path, limit: int | None, tokenizer, max_length: int):
+    """The rendered prompt texts bench scores (demos included), their gold labels, the spec."""
+    from harness.data import build_splits
+    from harness.prompts import build_contexts, choose_shots
+    from harness.registry import get_task
+
+    name, options, shots = CASES[case]
+    spec = get_task(name, **options)
+    splits = build_splits(spec, data_dir, train_samples=2000, eval_samples=limit, validation_samples=10, seed=0)
+    demos = choose_shots(splits.train, shots, len(spec.kind.labels), seed=0)
+    contexts = build_contexts(spec, tokenizer, splits.eval, demos, max_length)
+    texts = [tokenizer.decode(ids) for ids in contexts]
+    return spec, texts, [e.label for e in splits.eval]
+
+
+def run_bench(model, tokenizer, spec, texts, batch_size: int) -> tuple[float, float]:
+    from harness.backends.hf import score_causal
+    from harness.prompts import verbalizer_ids
+
+    started = time.perf_counter()
+    contexts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    scores = score_causal(model, contexts, verbalizer_ids(spec, tokenizer), tokenizer.pad_token_id, batch_size)
+    seconds = time.perf_counter() - started
+    return seconds, scores
+
+
+def run_lm_eval(model_dir: str, spec, texts, golds, batch_size: int, workdir: Path) -> tuple[float, float]:
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    data = workdir / "docs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": t, "label": g}) + "\n" for t, g in zip(texts, golds)))
+    choices = [v[1:] if v.startswith(" ") else v for v in spec.kind.verbalizers]
+    (workdir / "bench_case.yaml").write_text(
+        "task: bench_case\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\noutput_type: multiple_choice\n"
+        'doc_to_text: "{{prompt}}"\n'
+        f"doc_to_choice: {json.dumps(choices)}\n"
+        "doc_to_target: label\ntarget_delimiter: \" \"\n"
+        "metric_list:\n  - metric: acc\n")
+    started = time.perf_counter()
+    result = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", tasks=["bench_case"],
+                                     task_manager=TaskManager(include_path=str(workdir)), batch_size=batch_size,
+                                     device="cpu", bootstrap_iters=0, log_samples=False)
+    seconds = time.perf_counter() - started
+    return seconds, result["results"]["bench_case"]["acc,none"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", "../shared/data"))
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--cases", default="sst2,sst2-5shot,ag_news,goemotions16")
+    parser.add_argument("--limit", type=int, help="examples per case (default: all of sst2 validation, 500 others)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-length", type=int, default=512)
+    args = parser.parse_args()
+
+    import logging
+
+    import torch
+
+    from harness.models import load_lm, load_tokenizer, resolve_model
+
+    logging.getLogger("lm-eval").setLevel(logging.ERROR)
+    torch.set_grad_enabled(False)
+    ref = resolve_model(args.model)
+    tokenizer = load_tokenizer(ref)
+    model = load_lm(ref).eval()
+    print(f"model {args.model} ({ref.source}), fp32, CPU threads {torch.get_num_threads()}, batch {args.batch_size}, "
+          f"median of {args.repeats}")
+    print("| case | n | labels | bench s | lm-eval s | speed-up | bench acc | lm-eval acc |")
+    print("|---|---|---|---|---|---|---|---|")
+    for case in args.cases.split(","):
+        limit = args.limit or (None if case.startswith("sst2") else 500)
+        spec, texts, golds = prompts_for(case, Path(args.data_dir), limit, tokenizer, args.max_length)
+        bench_times, lm_times, bench_acc, lm_acc = [], [], 0.0, 0.0
+        with tempfile.TemporaryDirectory() as tmp:
+            for _ in range(args.repeats):
+                seconds, scores = run_bench(model, tokenizer, spec, texts, args.batch_size)
+                bench_times.append(seconds)
+                bench_acc = sum(max(range(len(s)), key=s.__getitem__) == g for s, g in zip(scores, golds)) / len(golds)
+                seconds, lm_acc = run_lm_eval(ref.source, spec, texts, golds, args.batch_size, Path(tmp))
+                lm_times.append(seconds)
+        b, lm = statistics.median(bench_times), statistics.median(lm_times)
+        print(f"| {case} | {len(texts)} | {len(spec.kind.labels)} | {b:.1f} | {lm:.1f} | {lm / b:.2f}x | "
+              f"{bench_acc:.4f} | {lm_acc:.4f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
