@@ -1,11 +1,12 @@
-"""`bench run|eval|list|report`: parse, call, print. Heavy imports happen inside commands only,
-so `bench --help` and `bench list` answer instantly."""
+"""`bench run|sweep|eval|rescore|list|report|export`: parse, call, print. Heavy imports happen
+inside commands only, so `bench --help` and `bench list` answer instantly."""
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from harness.errors import BenchError
 
@@ -14,6 +15,9 @@ RUN_OPTIONS = ("method", "objective", "shots", "train_samples", "eval_samples", 
                "max_grad_norm", "weight_decay", "evals_per_epoch", "patience", "early_stop_metric", "seed",
                "lora_rank", "lora_alpha", "lora_dropout", "chat_template", "max_new_tokens")
 TASK_OPTIONS = ("labels", "mode", "max_response_chars")
+# Grid keys besides RUN_OPTIONS and TASK_OPTIONS: the model, and freeze=N for method=freeze:N.
+GRID_EXTRAS: dict[str, Callable[[str], Any]] = {"model": str, "freeze": int}
+REPORT_FORMATS = ("md", "csv", "html", "latex")
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -52,6 +56,58 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="baseline, fine-tune and re-evaluate each model; print the before/after table")
     _common(run)
     run.add_argument("--models", type=_csv, required=True, help="comma-separated aliases, hub ids or local folders")
+    _training(run)
+
+    sweep = commands.add_parser("sweep", help="a grid of runs (--grid lora_rank=2,4 lr=1e-4,5e-5): table + heatmap",
+                                description="Every cell is an ordinary `bench run` in the store; re-running the same "
+                                "sweep skips what is complete. Example: bench sweep sst2 --models minilm "
+                                "--grid lora_rank=2,4,8 lr=1e-4,5e-5")
+    _common(sweep)
+    sweep.add_argument("--models", type=_csv, help="comma-separated models (or a model=A,B grid axis)")
+    sweep.add_argument("--grid", nargs="+", action="extend", required=True, metavar="KEY=V1,V2",
+                       help="axes: any run option (lora_rank, lr, batch_size, method, ...), freeze=N (method "
+                            "freeze:N), a task option (labels) or model; the heatmap uses the first two")
+    sweep.add_argument("--metric", help="heatmap/table metric: the fine-tuned headline (default), delta, before, "
+                                        "or a metric name such as f1_macro")
+    _training(sweep)
+
+    evaluate = commands.add_parser("eval", help="evaluate a model or a bench checkpoint on a task")
+    _common(evaluate)
+    evaluate.add_argument("--model", required=True, help="bench checkpoint folder, alias, hub id or local folder")
+
+    rescore = commands.add_parser("rescore", help="recompute a run's metrics from its stored outputs (no model)")
+    rescore.add_argument("run", help="run id (a folder name under results/runs)")
+    rescore.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
+    rescore.add_argument("--data-dir", help="local datasets folder; env BENCH_DATA_DIR")
+
+    report = commands.add_parser("report", help="before/after table + leaderboard from the store (no model loaded)",
+                                 description="md and latex print both tables; csv prints one (--table); html writes "
+                                 "a self-contained report to results/reports/<name>.html (or --out), printing the path")
+    _selection(report)
+    report.add_argument("--sweep", help="only this sweep's runs, with its table and heatmap (a name under "
+                                        "results/sweeps)")
+    report.add_argument("--format", default="md", choices=REPORT_FORMATS)
+    report.add_argument("--table", choices=("comparison", "leaderboard", "sweep"), default="comparison",
+                        help="csv: which table (default comparison, the before/after rows)")
+    report.add_argument("--out", help="write to this file instead (html default: results/reports/<name>.html)")
+    report.add_argument("--data-dir", help="datasets folder, to show example texts in html sample predictions; "
+                                           "env BENCH_DATA_DIR")
+
+    export = commands.add_parser("export", help="write leaderboard CSV + markdown and before/after CSV to a folder")
+    _selection(export)
+    export.add_argument("--to", required=True, help="folder to create/fill (no '..' components)")
+    return parser
+
+
+def _selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", help="only this task (a name such as goemotions matches all its variants)")
+    parser.add_argument("--runs", type=_csv, help="only these run ids (comma-separated)")
+    parser.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
+
+
+def _training(run: argparse.ArgumentParser) -> None:
+    """Options of `run` and `sweep` (a sweep's fixed settings; any of them can be a grid axis)."""
+    run.add_argument("--log-to", type=_csv, help="also log curves and metrics to tensorboard and/or wandb (optional)")
     run.add_argument("--method", help="full | lora (default) | qlora | freeze:N | head")
     run.add_argument("--objective", help="auto (default: lm for causal/seq2seq models, head for encoders) | head (new classification head) | lm (train the LM on the label verbalizer, prompt masked)")
     run.add_argument("--lr", type=float, help="learning rate (default by method: lora/qlora 5e-4, or 2e-3 with a new head; full 5e-5; freeze 1e-4; head 1e-3)")
@@ -71,20 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lora-dropout", type=float, help="LoRA dropout (default 0.05)")
     run.add_argument("--lora-targets", type=_csv, help="module names to adapt (default: per architecture)")
 
-    evaluate = commands.add_parser("eval", help="evaluate a model or a bench checkpoint on a task")
-    _common(evaluate)
-    evaluate.add_argument("--model", required=True, help="bench checkpoint folder, alias, hub id or local folder")
 
-    rescore = commands.add_parser("rescore", help="recompute a run's metrics from its stored outputs (no model)")
-    rescore.add_argument("run", help="run id (a folder name under results/runs)")
-    rescore.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
-    rescore.add_argument("--data-dir", help="local datasets folder; env BENCH_DATA_DIR")
-
-    report = commands.add_parser("report", help="before/after tables from the store (no model loaded)")
-    report.add_argument("--task", help="only this task")
-    report.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
-    report.add_argument("--format", default="md", choices=("md", "csv"))
-    return parser
+def grid_types() -> dict[str, Callable[[str], Any]]:
+    """Grid key -> value converter: the run and task options `bench run` takes, with the types
+    argparse applies to them, so a grid value parses exactly as the option would."""
+    options = argparse.ArgumentParser(add_help=False)
+    _common(options)
+    _training(options)
+    converters = {action.dest: action.type or str for action in options._actions if action.option_strings}
+    allowed = {name: converters[name] for name in RUN_OPTIONS + TASK_OPTIONS if name in converters}
+    return {**allowed, **GRID_EXTRAS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,10 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
         if args.command == "rescore":
             from harness.rescore import rescore_command
 
             return rescore_command(args)
+        if args.command == "export":
+            return cmd_export(args)
         return cmd_report(args)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -140,24 +196,41 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in TASK_OPTIONS if getattr(args, name, None) is not None}
 
 
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _after_run(loggers: Sequence[str], store: Any) -> Callable[[str, dict[str, Any], dict[str, Any]], None]:
+    """What happens after each run, besides the store: the optional `--log-to` loggers."""
+    def after(run_id: str, config: dict[str, Any], records: dict[str, Any]) -> None:
+        if loggers:
+            from harness.loggers import log_run
+
+            log_run(loggers, store.root, run_id, config, records, store.curves(run_id))
+
+    return after
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.data import data_dir_from
+    from harness.loggers import check_loggers
     from harness.pipeline import Runner, plan
     from harness.registry import get_task
     from harness.store import Store, results_dir
 
     started = time.perf_counter()
+    loggers = check_loggers(args.log_to)
     spec = get_task(args.task, **task_options(args))
     data_dir = data_dir_from(args.data_dir)
     planned = plan(spec, list(args.models), _overrides(args), args.preset)
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     store = Store(results_dir(args.results))
     try:
-        runner = Runner(spec, store, data_dir, log)
+        runner = Runner(spec, store, data_dir, _log)
         runner.splits(planned[0].config)  # data problems surface before any model loads
         rows = []
         for item in planned:
             records = runner.run(item)
+            _after_run(loggers, store)(item.run_id, item.config.to_dict(), records)
             rows += _compare(store, item.run_id, item.config.to_dict(), records)
         print_and_save(store, spec, rows, runner.splits(planned[0].config), time.perf_counter() - started)
     finally:
@@ -204,28 +277,210 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return evaluate_command(args, _overrides(args))
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from harness.compare import compare
-    from harness.report import csv_table, markdown_table
+def _open_store(results: str | None) -> Any:
     from harness.store import Store, results_dir
 
-    root = results_dir(args.results)
+    root = results_dir(results)
     if not (root / "bench.sqlite").is_file():
         raise BenchError(f"no results store at {root}/bench.sqlite; run `bench run` first or pass --results")
-    store = Store(root)
+    return Store(root)
+
+
+def _selected(store: Any, args: argparse.Namespace, sweep: Any = None) -> tuple[list[Any], list[Any]]:
+    """(runs, comparison rows) chosen by --runs / --task, within a sweep's cells if given; none is an error."""
+    from harness.leaderboard import collect, select_runs
+
+    chosen = select_runs(store, args.task, tuple(args.runs or ()))
+    if sweep is not None:
+        cells = {cell.run_id for cell in sweep.cells}
+        chosen = [run for run in chosen if run["run_id"] in cells]
+    rows = collect(store, chosen)
+    if not rows:
+        where = f" of sweep {sweep.name}" if sweep is not None else f" for task {args.task}" if args.task else ""
+        raise BenchError("no complete runs in the store" + where)
+    return chosen, rows
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown, leaderboard_table
+    from harness.report import comparison_tables, csv_table, markdown_table, to_latex
+
+    if args.table == "sweep" and not args.sweep:
+        raise BenchError("--table sweep needs --sweep NAME")
+    store = _open_store(args.results)
     try:
-        rows = []
-        for run in store.runs(args.task):
-            stages = store.stages_of(run["run_id"])
-            if "finetuned" not in stages:
-                continue
-            records = {stage: store.stage(run["run_id"], stage) for stage in stages}
-            rows += compare(store, run["run_id"], run["config"], records)
-        if not rows:
-            raise BenchError("no complete runs in the store" + (f" for task {args.task}" if args.task else ""))
-        print(markdown_table(rows) if args.format == "md" else csv_table(rows), end="")
+        plan = results = None
+        if args.sweep:
+            from harness.sweep import load_plan, results_from_store
+
+            plan = load_plan(store.root, args.sweep)
+            results = results_from_store(store, plan)
+        runs, rows = _selected(store, args, plan)
+        entries = leaderboard(store, rows)
+        out = args.out
+        if args.format == "html":
+            text, default = _html_report(store, args, runs, rows, plan, results)
+            out = out or str(default)
+        elif args.format == "csv":
+            text = {"comparison": lambda: csv_table(rows), "leaderboard": lambda: leaderboard_csv(entries),
+                    "sweep": lambda: _sweep_text(plan, results, "csv")}[args.table]()
+        elif args.format == "latex":
+            parts = [to_latex(table, "Before / after fine-tuning") for table in comparison_tables(rows)]
+            parts.append(to_latex(leaderboard_table(entries), "Leaderboard"))
+            if plan:
+                parts.append(_sweep_text(plan, results, "latex"))
+            text = "% bench report: needs \\usepackage{booktabs}\n" + "\n".join(parts)
+        else:
+            parts = ["## Before / after fine-tuning\n\n" + markdown_table(rows),
+                     "## Leaderboard\n\n" + leaderboard_markdown(entries)]
+            if plan:
+                parts.insert(0, f"## Sweep {plan.name}\n\n" + _sweep_text(plan, results, "md"))
+            text = "\n".join(parts)
+        _emit(text, out)
     finally:
         store.close()
+    return 0
+
+
+def _sweep_text(plan: Any, results: Any, fmt: str) -> str:
+    from harness.report import to_latex, to_markdown
+    from harness.sweep import sweep_csv, sweep_table
+
+    if fmt == "csv":
+        return sweep_csv(plan, results)
+    table = sweep_table(plan, results)
+    return to_latex(table, f"Sweep {plan.name}") if fmt == "latex" else to_markdown(table)
+
+
+def _html_report(store: Any, args: argparse.Namespace, runs: list[Any], rows: list[Any], plan: Any,
+                 results: Any) -> tuple[str, Path]:
+    """The page, and where it goes by default: results/reports/ + the sweep's name, the single
+    run's id, or report__<task>__<hash of the run ids>."""
+    import hashlib
+
+    from harness.data import data_dir_from
+    from harness.html_report import build_report, render
+
+    data_dir = data_dir_from(args.data_dir)
+    ids = sorted({row.run_id for row in rows})
+    if plan:
+        title, name, sweep = f"bench sweep {plan.name}", plan.name, _sweep_section(plan, results)
+    elif len(ids) == 1:
+        title, name, sweep = f"bench run {ids[0]}", ids[0], None
+    else:
+        digest = hashlib.sha256("|".join(ids).encode()).hexdigest()[:8]
+        title, sweep = f"bench report: {args.task or 'all tasks'}", None
+        name = f"report__{args.task or 'all'}__{digest}"
+    text = render(build_report(store, runs, rows, data_dir, title, sweep))
+    return text, store.root / "reports" / f"{name}.html"
+
+
+def _sweep_section(plan: Any, results: Any) -> Any:
+    from harness.html_report import SweepSection
+    from harness.sweep import heatmap, sweep_table
+
+    done = [r for r in results if r.rows]
+    png, caption = heatmap(plan, results) if done else (None, "no cell is complete yet")
+    axes = " × ".join(f"{axis.key} ({len(axis.values)})" for axis in plan.axes)
+    description = (f"{len(plan.cells)} cells over {axes}; {len(done)} complete. Every cell is an ordinary run "
+                   f"(see Runs below); the heatmap uses the first two axes.")
+    return SweepSection(plan.name, description, png, caption, sweep_table(plan, results))
+
+
+def _emit(text: str, out: str | None) -> None:
+    """Print, or write to `out` and print its path."""
+    from harness.store import atomic_write
+
+    if out is None:
+        print(text, end="")
+        return
+    atomic_write(Path(out), text)
+    print(out)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Leaderboard as CSV and markdown, plus the before/after rows as CSV, into a folder."""
+    from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown
+    from harness.report import csv_table
+    from harness.store import atomic_write
+
+    target = Path(args.to)
+    if ".." in target.parts:
+        raise BenchError(f"--to {args.to}: '..' components are not allowed; give the folder without them")
+    if target.exists() and not target.is_dir():
+        raise BenchError(f"--to {args.to} exists and is not a folder")
+    store = _open_store(args.results)
+    try:
+        _, rows = _selected(store, args)
+        entries = leaderboard(store, rows)
+        files = {"leaderboard.csv": leaderboard_csv(entries),
+                 "leaderboard.md": "# Leaderboard\n\n" + leaderboard_markdown(entries),
+                 "comparisons.csv": csv_table(rows)}
+        for name, text in files.items():
+            atomic_write(target / name, text)
+            print(target / name)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.data import data_dir_from
+    from harness.loggers import check_loggers
+    from harness.report import to_markdown
+    from harness.store import Store, atomic_write, results_dir
+    from harness.sweep import (
+        execute,
+        metric_label,
+        parse_grid,
+        plan_sweep,
+        prepare_runners,
+        save_plan,
+        sweep_csv,
+        sweep_table,
+    )
+
+    started = time.perf_counter()
+    loggers = check_loggers(args.log_to)
+    overrides = _overrides(args)
+    options = task_options(args)
+    axes = parse_grid(args.grid, grid_types(), {**overrides, **options, "models": args.models})
+    plan, planned = plan_sweep(args.task, axes, models=list(args.models or ()), overrides=overrides,
+                               task_options=options, preset=args.preset, metric=args.metric)
+    data_dir = data_dir_from(args.data_dir)
+    store = Store(results_dir(args.results))
+    try:
+        _log(f"sweep {plan.name}: {len(planned)} cells")
+        runners = prepare_runners(planned, store, data_dir, _log)
+        save_plan(store.root, plan)  # before the first cell: an interrupted sweep can still be reported
+        results = execute(planned, runners, store, _log, after_run=_after_run(loggers, store))
+        table = to_markdown(sweep_table(plan, results))
+        folder = store.root / "sweeps"
+        atomic_write(folder / f"{plan.name}.md", f"# {plan.name}\n\n{table}")
+        atomic_write(folder / f"{plan.name}.csv", sweep_csv(plan, results))
+        section = _sweep_section(plan, results)
+        if section.heatmap_png:
+            (folder / f"{plan.name}.png").write_bytes(section.heatmap_png)
+        print(f"\n## {plan.name}: {metric_label(results, plan.metric)} per cell\n\n{table}")
+        if section.heatmap_png:
+            print(section.heatmap_caption + "\n")
+        rows = [row for result in results for row in result.rows]
+        if rows:
+            from harness.html_report import build_report, render
+
+            runs = [run for run in store.runs() if run["run_id"] in {row.run_id for row in rows}]
+            report = build_report(store, runs, rows, data_dir, f"bench sweep {plan.name}", section)
+            atomic_write(store.root / "reports" / f"{plan.name}.html", render(report))
+            print(f"report: {store.root / 'reports' / plan.name}.html")
+        print(f"tables: {folder / plan.name}.md and .csv   heatmap: {folder / plan.name}.png   "
+              f"wall time {time.perf_counter() - started:.1f} s")
+    finally:
+        store.close()
+    failed = [result for result in results if result.error]
+    if failed:
+        print(f"{len(failed)} of {len(results)} cells failed: " + "; ".join(f"{r.cell.label}: {r.error}"
+                                                                          for r in failed), file=sys.stderr)
+        return 1
     return 0
 
 

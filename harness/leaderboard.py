@@ -10,18 +10,18 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
 from harness.compare import Comparison, TextComparison, compare, format_ci, format_p
 from harness.errors import BenchError
 from harness.report import Table, to_markdown
 from harness.store import Store
 
-Row = Union[Comparison, TextComparison]
+Row = Comparison | TextComparison
 
 COLUMNS = ("task", "model", "method", "baseline", "metric", "baseline score", "fine-tuned", "Δ [95% CI]", "p",
            "n", "fail b/a", "trainable %", "train s", "peak MB", "configs")
-SELECTION_NOTE = ("Where a model x method has several configurations in the store (`configs` > 1), the row shows "
+SELECTION_NOTE = ("Where a model x method has several configurations in the store (configs > 1), the row shows "
                   "the one with the best validation score; the eval score never picks it.")
 
 
@@ -114,7 +114,8 @@ def _select(store: Store, group: Sequence[Row]) -> tuple[Row, str]:
 
 def _entry(row: Row, configs: int, selected_by: str) -> LeaderboardRow:
     if isinstance(row, Comparison):
-        metric, before, after, delta, lower = "accuracy", row.accuracy_before, row.accuracy_after, row.delta_accuracy, False
+        metric, before, after, delta, lower = ("accuracy", row.accuracy_before, row.accuracy_after,
+                                               row.delta_accuracy, False)
     else:
         metric, before, after, delta, lower = row.metric, row.before, row.after, row.delta, row.lower_is_better
     return LeaderboardRow(

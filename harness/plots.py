@@ -42,6 +42,8 @@ def curves_png(curves: Sequence[dict[str, Any]], title: str) -> bytes | None:
     names = sorted({k for p in curves for k in p if k.startswith("val_")})
     if not loss and not names:
         return None
+    from matplotlib.ticker import MaxNLocator
+
     figure = _figure(9.0, 3.2)
     left, right = figure.subplots(1, 2)
     if loss:
@@ -58,6 +60,7 @@ def curves_png(curves: Sequence[dict[str, Any]], title: str) -> bytes | None:
         right.legend(loc="best", fontsize="small")
     for axes in (left, right):
         axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     figure.suptitle(plain(title), fontsize="medium")
     return _png(figure)
 

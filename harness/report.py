@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -16,7 +17,7 @@ from harness.compare import Comparison, TextComparison, format_ci, format_p
 from harness.store import Store
 from harness.types import Prediction
 
-COLUMNS = ("model", "method", "baseline", "n", "fail b/a", "acc before [95% CI]", "acc after [95% CI]",
+COLUMNS = ("task", "model", "method", "baseline", "n", "fail b/a", "acc before [95% CI]", "acc after [95% CI]",
            "Δacc [95% CI]", "McNemar p", "F1m before", "F1m after", "trainable", "base s", "train s",
            "tok/s", "peak MB")
 
@@ -60,7 +61,9 @@ def to_markdown(table: Table) -> str:
 # LaTeX's special characters in text mode; `<`, `>` and `|` print as other glyphs in OT1 fonts.
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
-          ">": r"\textgreater{}", "|": r"\textbar{}", "Δ": r"$\Delta$", "→": r"$\to$", "—": "---", "\n": " "}
+          ">": r"\textgreater{}", "|": r"\textbar{}", "Δ": r"$\Delta$", "→": r"$\to$", "—": "---", "−": "$-$",
+          "×": r"$\times$", "·": r"$\cdot$", "…": r"\ldots{}", "\n": " "}
+_NUMERIC = re.compile(r"^([+\-−]?[\d.]|<1e-4$|—$)")
 
 
 def latex_escape(text: str) -> str:
@@ -71,7 +74,9 @@ def latex_escape(text: str) -> str:
 
 def to_latex(table: Table, caption: str = "") -> str:
     """A booktabs table (needs \\usepackage{booktabs}); every cell escaped."""
-    spec = "".join("l" if i < 3 else "r" for i in range(len(table.columns)))
+    # numbers right-aligned: a column whose every cell starts like a number (or is empty: —)
+    spec = "".join("r" if table.rows and all(_NUMERIC.match(row[i]) for row in table.rows) else "l"
+                   for i in range(len(table.columns)))
     lines = [r"\begin{table}[ht]", r"\centering", r"\small"]
     if caption:
         lines.append(r"\caption{" + latex_escape(caption) + "}")
@@ -84,33 +89,34 @@ def to_latex(table: Table, caption: str = "") -> str:
 
 def _text_table(rows: Sequence[TextComparison]) -> Table:
     metric = rows[0].metric
-    columns = ("model", "method", "baseline", "n", "fail b/a", f"{metric} before [95% CI]", f"{metric} after [95% CI]",
+    columns = ("task", "model", "method", "baseline", "n", "fail b/a", f"{metric} before [95% CI]", f"{metric} after [95% CI]",
                f"Δ{rows[0].delta_metric} [95% CI]", "bootstrap p", "other metrics before → after", "trainable",
                "base s", "train s", "tok/s", "peak MB")
     cells = []
     for r in rows:
-        others = ", ".join(f"{name} {_num(b)}→{_num(a)}" for name, (b, a) in r.others.items())
-        cells.append((r.model, r.method, r.baseline, str(r.n), f"{r.failures_before}/{r.failures_after}",
-                      _num_ci(r.before, r.before_ci), _num_ci(r.after, r.after_ci),
+        others = ", ".join(f"{name} {_num(b, name)}→{_num(a, name)}" for name, (b, a) in r.others.items())
+        cells.append((r.task, r.model, r.method, r.baseline, str(r.n), f"{r.failures_before}/{r.failures_after}",
+                      _num_ci(r.before, r.before_ci, r.metric), _num_ci(r.after, r.after_ci, r.metric),
                       format_ci(r.delta, r.delta_ci, signed=True), format_p(r.p_value), others,
                       f"{_count(r.trainable_params)} ({r.trainable_pct:.2f}%)", f"{r.baseline_seconds:.0f}",
                       f"{r.train_seconds:.0f}", f"{r.tokens_per_second:.0f}", f"{r.peak_memory_mb:.0f}"))
     return Table(columns, tuple(cells))
 
 
-def _num(value: float) -> str:
-    """3 decimals for 0-1 scores, 1 for 0-100 scores (BLEU, SQuAD) and perplexities."""
-    return f"{value:.3f}" if abs(value) < 1.5 else f"{value:.1f}"
+def _num(value: float, name: str = "") -> str:
+    """3 decimals for 0-1 scores, 1 for 0-100 scales (BLEU, SQuAD) and perplexities."""
+    wide = name.split("_")[-1] in ("bleu", "exact", "f1", "perplexity") or name.startswith(("bleu", "perplexity"))
+    return f"{value:.1f}" if wide or abs(value) >= 1.5 else f"{value:.3f}"
 
 
-def _num_ci(value: float, ci: Sequence[float]) -> str:
-    return f"{_num(value)} [{_num(ci[0])}, {_num(ci[1])}]"
+def _num_ci(value: float, ci: Sequence[float], name: str = "") -> str:
+    return f"{_num(value, name)} [{_num(ci[0], name)}, {_num(ci[1], name)}]"
 
 
 def _classification_table(rows: Sequence[Comparison]) -> Table:
     cells = []
     for r in rows:
-        cells.append((r.model, r.method, r.baseline, str(r.n), f"{r.failures_before}/{r.failures_after}",
+        cells.append((r.task, r.model, r.method, r.baseline, str(r.n), f"{r.failures_before}/{r.failures_after}",
                       format_ci(r.accuracy_before, r.accuracy_before_ci),
                       format_ci(r.accuracy_after, r.accuracy_after_ci),
                       format_ci(r.delta_accuracy, r.delta_ci, signed=True), format_p(r.p_value),

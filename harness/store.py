@@ -58,6 +58,7 @@ def atomic_write(path: Path, text: str) -> None:
         out.write(text)
         out.flush()
         os.fsync(out.fileno())
+    os.chmod(temp, 0o644)  # mkstemp creates 0600; results are meant to be shared and read
     os.replace(temp, path)
 
 

@@ -1,0 +1,411 @@
+"""`bench sweep TASK --models M --grid lora_rank=2,4 lr=1e-4,5e-5`: a grid of ordinary runs, then
+one table and one heatmap of a chosen metric with the cost of every cell.
+
+Each cell is planned and run exactly as `bench run` plans and runs it (`pipeline.plan` + `Runner`),
+so it is an ordinary run in the store under the same run id the equivalent `bench run` command
+would get. Resuming is therefore the runs' own: re-running the same sweep skips every stage that
+is complete, an interrupted sweep continues in the cell it stopped in, and a cell that matches an
+earlier `bench run` reuses it. The whole grid (syntax, keys, value types, every cell's config,
+the data) is validated before the first cell runs; an invalid grid writes nothing.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from harness.compare import Comparison, TextComparison, compare
+from harness.errors import BenchError
+from harness.report import Table
+from harness.store import StageRecord, Store
+
+if TYPE_CHECKING:
+    from harness.pipeline import PlannedRun, Runner
+    from harness.spec import TaskSpec
+
+Row = Comparison | TextComparison
+Converter = Callable[[str], Any]
+Log = Callable[[str], None]
+AfterRun = Callable[[str, dict[str, Any], dict[str, StageRecord]], None]
+SPECIAL_METRICS = ("delta", "before")  # besides the fine-tuned stage's own metric names
+SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,200}$")
+
+
+@dataclass(frozen=True)
+class Axis:
+    key: str  # a run option (lora_rank, lr, method, ...), a task option (labels), `model` or `freeze`
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Cell:
+    values: tuple[tuple[str, Any], ...]  # (axis key, value) in axis order
+    run_id: str
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{key}={show(value)}" for key, value in self.values)
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep is, independent of its results: saved as a manifest next to its outputs so
+    `bench report --sweep NAME` can rebuild the table and heatmap from the store later."""
+
+    name: str
+    task: str
+    axes: tuple[Axis, ...]
+    cells: tuple[Cell, ...]
+    metric: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "task": self.task, "metric": self.metric,
+                           "axes": [{"key": a.key, "values": list(a.values)} for a in self.axes],
+                           "cells": [{"values": [list(pair) for pair in c.values], "run_id": c.run_id}
+                                     for c in self.cells]}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> SweepPlan:
+        data = json.loads(text)
+        return cls(data["name"], data["task"], tuple(Axis(a["key"], tuple(a["values"])) for a in data["axes"]),
+                   tuple(Cell(tuple((k, v) for k, v in c["values"]), c["run_id"]) for c in data["cells"]),
+                   data.get("metric"))
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    cell: Cell
+    spec: TaskSpec
+    run: PlannedRun
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell: Cell
+    records: dict[str, StageRecord] = field(default_factory=dict)
+    rows: tuple[Row, ...] = ()
+    error: str = ""
+
+
+def show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------- grid syntax
+
+def parse_grid(items: Sequence[str], types: Mapping[str, Converter], fixed: Mapping[str, Any]) -> tuple[Axis, ...]:
+    """`KEY=V1,V2,...` items -> axes. `types` maps each allowed key to its value converter (the
+    `run` command's own option types); `fixed` holds the options given explicitly, which a grid
+    key may not also set. `freeze=1,2` is shorthand for `method=freeze:1,freeze:2`."""
+    axes: list[Axis] = []
+    seen: set[str] = set()
+    for item in items:
+        key_text, sep, values_text = item.partition("=")
+        key = key_text.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise BenchError(f"--grid item {item!r}: expected KEY=V1,V2,... (e.g. lora_rank=2,4,8)")
+        if key not in types:
+            raise BenchError(f"--grid item {item!r}: unknown key {key!r}; grid keys: {', '.join(sorted(types))}")
+        raw = [value.strip() for value in values_text.split(",")]
+        if any(not value for value in raw):
+            raise BenchError(f"--grid item {item!r}: empty value; give KEY=V1,V2,... with no empty entries")
+        convert = types[key]
+        values = []
+        for text in raw:
+            try:
+                values.append(convert(text))
+            except (TypeError, ValueError):
+                kind = getattr(convert, "__name__", "value")
+                raise BenchError(f"--grid item {item!r}: {text!r} is not a valid {kind} for {key}") from None
+        if len({repr(value) for value in values}) != len(values):
+            raise BenchError(f"--grid item {item!r}: a value is repeated")
+        if key == "freeze" and any(value < 1 for value in values):
+            raise BenchError(f"--grid item {item!r}: freeze=N trains the last N blocks; N must be at least 1")
+        target = "method" if key == "freeze" else key
+        if target in seen:
+            raise BenchError(f"--grid item {item!r}: {target} is already a grid axis (freeze=N is method=freeze:N)")
+        option = "models" if target == "model" else target
+        if fixed.get(option) is not None:
+            raise BenchError(f"--grid item {item!r}: --{option.replace('_', '-')} is also given; drop one")
+        seen.add(target)
+        axes.append(Axis(key, tuple(values)))
+    if not axes:
+        raise BenchError("--grid needs at least one KEY=V1,V2,... item")
+    return tuple(axes)
+
+
+# ---------------------------------------------------------------- planning
+
+def plan_sweep(task: str, axes: Sequence[Axis], *, models: Sequence[str], overrides: Mapping[str, Any],
+               task_options: Mapping[str, Any], preset: str, metric: str | None
+               ) -> tuple[SweepPlan, list[PlannedCell]]:
+    """Every cell resolved (task variant, model, config) before anything runs. Several --models
+    and no model axis: the models become the last axis, so the grid's own axes head the heatmap."""
+    from harness.pipeline import plan
+    from harness.registry import get_task
+    from harness.registry import task_options as declared_options
+
+    declared = declared_options(task)  # an unknown task fails here, once
+    axes = list(axes)
+    keys = {axis.key for axis in axes}
+    for axis in axes:
+        if axis.key in OPTION_ORDER and axis.key not in declared:
+            raise BenchError(f"--grid {axis.key}=...: task {task!r} takes no option {axis.key}")
+    if "model" not in keys:
+        if not models:
+            raise BenchError("no models given: pass --models A,B or a model=A,B grid axis")
+        if len(models) > 1:
+            axes.append(Axis("model", tuple(models)))
+    planned = []
+    for combination in itertools.product(*(axis.values for axis in axes)):
+        values = tuple(zip((axis.key for axis in axes), combination))
+        cell_overrides, cell_options, model = dict(overrides), dict(task_options), models[0] if models else ""
+        for key, value in values:
+            if key == "model":
+                model = value
+            elif key == "freeze":
+                cell_overrides["method"] = f"freeze:{value}"
+            elif key in OPTION_ORDER:
+                cell_options[key] = value
+            else:
+                cell_overrides[key] = value
+        # The same task_options tuple `bench run` builds, so a cell has that run's id.
+        options = tuple((name, cell_options[name]) for name in OPTION_ORDER if name in cell_options)
+        cell_overrides["task_options"] = options or None
+        label = " ".join(f"{key}={show(value)}" for key, value in values)
+        try:
+            spec = get_task(task, **cell_options)
+            (run,) = plan(spec, [model], cell_overrides, preset)
+        except BenchError as exc:
+            raise BenchError(f"sweep cell {label}: {exc}") from None
+        planned.append(PlannedCell(Cell(values, run.run_id), spec, run))
+    check_metric(planned[0].spec, metric)
+    digest = hashlib.sha256("|".join(item.cell.run_id for item in planned).encode()).hexdigest()[:8]
+    name = f"sweep__{re.sub(r'[^A-Za-z0-9._-]+', '-', task)}__{digest}"
+    return SweepPlan(name, task, tuple(axes), tuple(item.cell for item in planned), metric), planned
+
+
+# Task options in the order `bench run` records them (harness.cli.TASK_OPTIONS).
+OPTION_ORDER = ("labels", "mode", "max_response_chars")
+
+
+def metric_names(spec: TaskSpec) -> list[str]:
+    """The metric names a fine-tuned stage of this task records with a value."""
+    from harness.compare import SECONDARY
+    from harness.scoring import headline_metric
+
+    if spec.is_classification:
+        from harness.metrics.classification import classification_report
+
+        report = classification_report([0], [0], spec.kind.labels, resamples=0)
+        return [name for name, value in report.items() if isinstance(value, dict) and "value" in value]
+    return list(dict.fromkeys([headline_metric(spec), *SECONDARY]))
+
+
+def check_metric(spec: TaskSpec, metric: str | None) -> None:
+    if metric is None or metric in SPECIAL_METRICS:
+        return
+    names = metric_names(spec)
+    if metric not in names:
+        raise BenchError(f"--metric {metric!r}: {spec.key} records {', '.join(names)}; or delta (fine-tuned minus "
+                         "baseline) or before (the baseline's headline)")
+
+
+# ---------------------------------------------------------------- running
+
+def prepare_runners(planned: Sequence[PlannedCell], store: Store, data_dir: Path | None, log: Log
+                    ) -> dict[str, Runner]:
+    """One Runner per task variant, with every cell's splits built: data problems surface before
+    any model loads or anything is written, as in `bench run`."""
+    from harness.pipeline import Runner
+
+    runners: dict[str, Runner] = {}
+    for item in planned:
+        runners.setdefault(item.spec.key, Runner(item.spec, store, data_dir, log)).splits(item.run.config)
+    return runners
+
+
+def execute(planned: Sequence[PlannedCell], runners: Mapping[str, Runner], store: Store, log: Log,
+            after_run: AfterRun | None = None) -> list[CellResult]:
+    """Run every cell in grid order. A cell that fails at run time (e.g. the loss diverges at a
+    large lr) is a result of the sweep, not the end of it: it is reported and the next cell runs.
+    Ctrl-C stops the sweep; the cells and stages already complete stay in the store."""
+    results = []
+    for number, item in enumerate(planned, 1):
+        log(f"[cell {number}/{len(planned)}] {item.cell.label}")
+        try:
+            records = runners[item.spec.key].run(item.run)
+        except BenchError as exc:
+            log(f"  cell failed: {exc}")
+            results.append(CellResult(item.cell, error=str(exc)))
+            continue
+        config = item.run.config.to_dict()
+        if after_run is not None:
+            after_run(item.run.run_id, config, records)
+        results.append(CellResult(item.cell, records, tuple(compare(store, item.run.run_id, config, records))))
+    return results
+
+
+def results_from_store(store: Store, plan: SweepPlan) -> list[CellResult]:
+    """The sweep's cells as the store has them now (for `bench report --sweep`)."""
+    results = []
+    for cell in plan.cells:
+        stages = store.stages_of(cell.run_id)
+        if "finetuned" not in stages:
+            results.append(CellResult(cell, error="not complete in the store (re-run the sweep to finish it)"))
+            continue
+        records = {stage: store.stage(cell.run_id, stage) for stage in stages}
+        config = store.run_config(cell.run_id) or {}
+        results.append(CellResult(cell, records, tuple(compare(store, cell.run_id, config, records))))
+    return results
+
+
+# ---------------------------------------------------------------- results
+
+def metric_label(results: Sequence[CellResult], metric: str | None) -> str:
+    if metric == "delta":
+        return "Δ " + next((_headline(r) for r in results if r.rows), "metric") + " (fine-tuned − baseline)"
+    if metric == "before":
+        return next((_headline(r) for r in results if r.rows), "metric") + " (baseline)"
+    return (metric or next((_headline(r) for r in results if r.rows), "metric")) + " (fine-tuned)"
+
+
+def _headline(result: CellResult) -> str:
+    return str(result.records["finetuned"].metrics.get("headline", "accuracy"))
+
+
+def cell_metric(result: CellResult, metric: str | None) -> float | None:
+    """The chosen metric of one cell: the fine-tuned headline by default, the paired delta or the
+    baseline score (first baseline), or any metric the fine-tuned stage recorded."""
+    if not result.rows:
+        return None
+    row = result.rows[0]
+    if metric == "delta":
+        return row.delta_accuracy if isinstance(row, Comparison) else row.delta
+    if metric == "before":
+        return row.accuracy_before if isinstance(row, Comparison) else row.before
+    after = result.records["finetuned"].metrics
+    entry = after.get(metric or after.get("headline", "accuracy"))
+    value = entry.get("value") if isinstance(entry, dict) else entry
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def sweep_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table:
+    """Every cell, in grid order: its axis values, the metric, the paired delta, and its cost."""
+    from harness.compare import format_ci, format_p
+
+    label = metric_label(results, plan.metric)
+    columns = (*(axis.key for axis in plan.axes), label, "Δ [95% CI]", "p", "train s", "peak MB", "trainable",
+               "run")
+    rows = []
+    for result in results:
+        values = tuple(show(value) for _, value in result.cell.values)
+        if not result.rows:
+            rows.append((*values, "—", "—", "—", "—", "—", "—", f"failed: {result.error}"))
+            continue
+        row = result.rows[0]
+        delta = row.delta_accuracy if isinstance(row, Comparison) else row.delta
+        value = cell_metric(result, plan.metric)
+        rows.append((*values, "—" if value is None else f"{value:.4f}", format_ci(delta, row.delta_ci, signed=True),
+                     format_p(row.p_value), f"{row.train_seconds:.1f}", f"{row.peak_memory_mb:.0f}",
+                     f"{_count(row.trainable_params)} ({row.trainable_pct:.2f}%)", result.cell.run_id))
+    return Table(columns, tuple(rows))
+
+
+def sweep_csv(plan: SweepPlan, results: Sequence[CellResult]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([*(axis.key for axis in plan.axes), "metric", "value", "delta", "delta_ci_low", "delta_ci_high",
+                     "p_value", "train_seconds", "peak_memory_mb", "trainable_params", "trainable_pct", "run_id",
+                     "error"])
+    name = metric_label(results, plan.metric)
+    for result in results:
+        values = [value for _, value in result.cell.values]
+        if not result.rows:
+            writer.writerow([*values, name, *[""] * 9, result.cell.run_id, result.error])
+            continue
+        row = result.rows[0]
+        delta = row.delta_accuracy if isinstance(row, Comparison) else row.delta
+        writer.writerow([*values, name, cell_metric(result, plan.metric), delta, *row.delta_ci, row.p_value,
+                         row.train_seconds, row.peak_memory_mb, row.trainable_params, row.trainable_pct,
+                         result.cell.run_id, ""])
+    return out.getvalue()
+
+
+def heatmap(plan: SweepPlan, results: Sequence[CellResult]) -> tuple[bytes, str]:
+    """The metric over the first two axes (one axis: a single row). With more axes, each heatmap
+    cell is the mean over the others, and the caption says so; the table lists every cell."""
+    from harness.plots import heatmap_png
+
+    first = plan.axes[0]
+    second = plan.axes[1] if len(plan.axes) > 1 else None
+    rows = [show(v) for v in first.values] if second else [""]
+    cols = [show(v) for v in (second.values if second else first.values)]
+    buckets: dict[tuple[int, int], list[CellResult]] = {}
+    for result in results:
+        values = dict(result.cell.values)
+        r = first.values.index(values[first.key]) if second else 0
+        c = second.values.index(values[second.key]) if second else first.values.index(values[first.key])
+        buckets.setdefault((r, c), []).append(result)
+    grid, notes = [], []
+    for r in range(len(rows)):
+        grid_row, note_row = [], []
+        for c in range(len(cols)):
+            bucket = buckets.get((r, c), [])
+            scores = [s for s in (cell_metric(x, plan.metric) for x in bucket) if s is not None]
+            value = sum(scores) / len(scores) if scores else math.nan
+            grid_row.append(value)
+            if not scores:
+                note_row.append("failed" if any(x.error for x in bucket) else "")
+            elif len(bucket) == 1 and bucket[0].rows:
+                note_row.append(f"{value:.3f}\n{bucket[0].rows[0].train_seconds:.0f} s train")
+            else:
+                note_row.append(f"{value:.3f}\nmean of {len(scores)}")
+        grid.append(grid_row)
+        notes.append(note_row)
+    label = metric_label(results, plan.metric)
+    others = [axis.key for axis in plan.axes[2:]]
+    caption = (f"{label} by {first.key} × {second.key}" if second else f"{label} by {first.key}")
+    if others:
+        caption += f"; heatmap uses the first two axes, each cell the mean over {', '.join(others)} (see the table)"
+    png = heatmap_png(grid, rows, cols, row_axis=first.key if second else "", col_axis=(second or first).key,
+                      title=f"{plan.task}: {label}", colorbar_label=label, annotations=notes)
+    return png, caption
+
+
+def _count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+# ---------------------------------------------------------------- files
+
+def sweeps_dir(root: Path) -> Path:
+    return root / "sweeps"
+
+
+def save_plan(root: Path, plan: SweepPlan) -> Path:
+    from harness.store import atomic_write
+
+    path = sweeps_dir(root) / f"{plan.name}.json"
+    atomic_write(path, plan.to_json())
+    return path
+
+
+def load_plan(root: Path, name: str) -> SweepPlan:
+    name = name.removesuffix(".json")
+    path = sweeps_dir(root) / f"{name}.json"
+    if not SWEEP_NAME.match(name) or not path.is_file():
+        known = sorted(p.stem for p in sweeps_dir(root).glob("*.json")) if sweeps_dir(root).is_dir() else []
+        raise BenchError(f"no sweep {name!r} under {sweeps_dir(root)}" + (f"; sweeps: {', '.join(known)}" if known
+                                                                          else "; run `bench sweep` first"))
+    return SweepPlan.from_json(path.read_text(encoding="utf-8"))

@@ -1,0 +1,314 @@
+"""`bench report` (md, csv, latex, html), `bench export` and the HTML report, from a store built
+here: two tiny-model sst2 runs on a copy of the data with hostile example texts, plus a text-task
+run written straight into the store with hostile outputs and a hostile model name. The HTML is
+checked as text, parsed, and loaded in headless Chromium (skipped, saying why, without it)."""
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from harness.store import Store  # noqa: E402
+from harness.types import Prediction  # noqa: E402
+
+SCRIPT = "<script>document.title='PWNED';document.body.setAttribute('data-pwned','1')</script>"
+IMG = "\"><img src=x onerror=\"document.title='PWNED'\">"
+HOSTILE = (SCRIPT, IMG, "</table></td></tr> a & b; 100% _under_ #hash {braces} $x$")
+TEXT_RUN = "samsum__evil__lora__0123456789"
+EVIL_MODEL = "evil&co_100%#1 <script>alert(1)</script>"
+SMALL = ("--train-samples", "16", "--eval-samples", "16", "--validation-samples", "8")
+CHROMIUM_APT = "apt-get install -y --no-install-recommends chromium"
+
+
+def hostile_data(source: Path, target: Path) -> Path:
+    """sst2 with 40 real train rows and an eval split of 6 rows, 3 of them hostile."""
+    import pandas as pd
+
+    folder = target / "sst2"
+    folder.mkdir(parents=True)
+    train = pd.read_parquet(source / "sst2" / "train.parquet").head(40)
+    train.to_json(folder / "train.jsonl", orient="records", lines=True)
+    evaluation = pd.read_parquet(source / "sst2" / "validation.parquet").head(3)
+    rows = [{"idx": 900 + i, "sentence": text, "label": i % 2} for i, text in enumerate(HOSTILE)]
+    pd.concat([evaluation, pd.DataFrame(rows)]).to_json(folder / "validation.jsonl", orient="records", lines=True)
+    return target
+
+
+def write_text_run(store: Store) -> None:
+    """A summarization run recorded directly: hostile outputs, a hostile model name, curves."""
+    config = {"task": "samsum", "model": EVIL_MODEL, "method": "lora", "preset": "quick", "seed": 0,
+              "early_stop_metric": "auto", "train_samples": 4, "eval_samples": 2, "validation_samples": 2}
+
+    def metrics(value: float) -> dict:
+        return {"n": 2, "failures": 0, "headline": "rougeL", "rougeL": {"value": value, "ci": [0.0, 1.0]},
+                "rouge1": {"value": value + 0.1, "ci": [0.0, 1.0]}}
+
+    def outputs(scores: tuple[float, float]) -> list[Prediction]:
+        return [Prediction(f"d{i}", 0, None, (), output=HOSTILE[i], values={"rougeL": scores[i]}) for i in range(2)]
+
+    info = {"mode": "prompt", "shots": 0, "peak_memory_mb": 10.0}
+    store.complete_stage(TEXT_RUN, "baseline:prompt", config=config, seconds=1.0, metrics=metrics(0.1), info=info,
+                         predictions=outputs((0.1, 0.1)))
+    store.complete_stage(TEXT_RUN, "finetune", config=config, seconds=2.0,
+                         metrics={"best_validation": 1.5, "best_step": 2},
+                         info={"params": {"base": 1000, "added": 10, "total": 1010, "trainable": 10,
+                                          "trainable_pct": 0.99}, "train_seconds": 2.0, "tokens_per_second": 50.0,
+                               "peak_memory_mb": 12.0},
+                         curves=[{"step": 1, "loss": 2.0, "lr": 1e-3}, {"step": 2, "loss": 1.6, "lr": 5e-4},
+                                 {"step": 2, "val_loss": 1.5}])
+    store.complete_stage(TEXT_RUN, "finetuned", config=config, seconds=1.0, metrics=metrics(0.3), info=info,
+                         predictions=outputs((0.5, 0.2)))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, tiny_model, data_dir) -> dict:
+    """The store: sst2 lora at two learning rates (one model x method, two configs) + the text run."""
+    from harness.cli import main
+
+    root = tmp_path_factory.mktemp("reports")
+    data = hostile_data(data_dir, root / "data")
+    results = root / "results"
+    model = tiny_model("gpt2")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("BENCH_DATA_DIR", raising=False)
+        patch.setenv("BENCH_CACHE", str(root / "cache"))
+        for lr in ("1e-3", "1e-2"):
+            assert main(["run", "sst2", "--models", str(model), "--data-dir", str(data), "--results", str(results),
+                         "--lr", lr, *SMALL]) == 0
+    store = Store(results)
+    write_text_run(store)
+    store.close()
+    return {"results": results, "data": data, "model": str(model)}
+
+
+class Dom(HTMLParser):
+    """Elements, attributes and text of a page, as a browser's parser sees them."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.title = ""
+        self._in_title = False
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        self._in_title = tag == "title"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_title = False
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._in_title:
+            self.title += data
+
+    def count(self, tag: str) -> int:
+        return sum(1 for name, _ in self.tags if name == tag)
+
+
+def assert_safe(page: str) -> Dom:
+    """No script element and no event handler anywhere; every hostile string is there as text;
+    nothing is fetched from outside the file."""
+    dom = Dom(page)
+    assert dom.count("script") == 0
+    assert not [(tag, name) for tag, attrs in dom.tags for name in attrs if name.startswith("on")]
+    assert not [attrs for tag, attrs in dom.tags if tag in ("link", "iframe", "object", "embed")]
+    for tag, attrs in dom.tags:
+        if tag == "img":
+            assert (attrs.get("src") or "").startswith("data:image/png;base64,"), attrs
+    text = "".join(dom.text)
+    for hostile in HOSTILE + (EVIL_MODEL,):
+        assert hostile in text, hostile
+    assert "PWNED" not in dom.title
+    return dom
+
+
+def test_markdown_report_has_before_after_and_leaderboard(bench, built):
+    code, out, err = bench("report", "--results", built["results"])
+    assert code == 0, err
+    assert "## Before / after fine-tuning" in out and "## Leaderboard" in out
+    leaderboard = out.split("## Leaderboard")[1]
+    header = next(line for line in leaderboard.splitlines() if line.startswith("| task"))
+    for column in ("baseline score", "fine-tuned", "Δ [95% CI]", "| p |", "| n |", "fail b/a", "trainable %",
+                   "train s", "peak MB", "configs"):
+        assert column in header, column
+    rows = [line for line in leaderboard.splitlines() if line.startswith(("| sst2", "| samsum"))]
+    assert len(rows) == 2  # one row per task x model x method: the two sst2 configs share one
+    assert "| 2 |" in rows[0] or "| 2 |" in rows[1]
+    assert "best validation score" in leaderboard
+
+
+def test_leaderboard_selects_by_validation_and_keeps_every_config_in_the_table(built):
+    from harness.leaderboard import collect, leaderboard, select_runs
+
+    store = Store(built["results"])
+    try:
+        rows = collect(store, select_runs(store))
+        entries = leaderboard(store, rows)
+    finally:
+        store.close()
+    assert len(rows) == 3  # both sst2 configs stay in the before/after rows
+    (sst2,) = [e for e in entries if e.task == "sst2"]
+    assert sst2.configs == 2 and sst2.selected_by == "validation f1_macro" and sst2.n == 6
+    (text,) = [e for e in entries if e.task == "samsum"]
+    assert text.metric == "rougeL" and text.after == pytest.approx(0.3) and text.trainable_pct == pytest.approx(0.99)
+
+
+def test_csv_outputs_parse(bench, built):
+    code, out, err = bench("report", "--results", built["results"], "--format", "csv", "--table", "leaderboard")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert {row["task"] for row in rows} == {"sst2", "samsum"}
+    for row in rows:
+        for name in ("before", "after", "delta", "delta_ci_low", "delta_ci_high", "p_value", "trainable_pct",
+                     "train_seconds", "peak_memory_mb"):
+            float(row[name])
+        assert int(row["n"]) > 0
+    code, out, err = bench("report", "--results", built["results"], "--format", "csv", "--task", "sst2")
+    assert code == 0 and out.startswith("run_id,task,") and len(list(csv.DictReader(io.StringIO(out)))) == 2
+
+
+def test_export_writes_csv_and_markdown_leaderboards(bench, built, tmp_path):
+    target = tmp_path / "exports" / "sst2"
+    code, out, err = bench("export", "--results", built["results"], "--to", target, "--task", "sst2")
+    assert code == 0, err
+    assert sorted(p.name for p in target.iterdir()) == ["comparisons.csv", "leaderboard.csv", "leaderboard.md"]
+    (row,) = csv.DictReader(io.StringIO((target / "leaderboard.csv").read_text()))
+    assert row["task"] == "sst2" and row["configs"] == "2"
+    markdown = (target / "leaderboard.md").read_text().splitlines()
+    assert markdown[0] == "# Leaderboard"
+    table = [line for line in markdown if line.startswith("|")]
+    assert table[0].startswith("| task | model | method |") and table[1].startswith("|---") and len(table) == 3
+
+
+@pytest.mark.parametrize("target", ["../escape", "a/../../b", "sub/.."])
+def test_export_refuses_dotdot(bench, built, tmp_path, target, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = bench("export", "--results", built["results"], "--to", target)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: --to") and "'..'" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_report_errors_are_one_line(bench, built, tmp_path):
+    code, out, err = bench("report", "--results", built["results"], "--runs", "no-such-run")
+    assert code == 2 and err.strip().splitlines() == [err.strip()] and "'no-such-run' is not in the store" in err
+    code, out, err = bench("report", "--results", tmp_path / "empty")
+    assert code == 2 and "no results store" in err and not (tmp_path / "empty").exists()
+
+
+def test_latex_escapes_specials(bench, built):
+    code, out, err = bench("report", "--results", built["results"], "--format", "latex")
+    assert code == 0, err
+    assert out.count(r"\begin{tabular}") == out.count(r"\end{tabular}") == 3  # classification, text, leaderboard
+    assert r"evil\&co\_100\%\#1 \textless{}script\textgreater{}alert(1)\textless{}/script\textgreater{}" in out
+    body = [line for line in out.splitlines() if not line.startswith("%")]
+    for line in body:
+        assert not re.search(r"(?<!\\)[%#_$^~]", line.replace("$\\Delta$", "").replace("$\\to$", "")
+                             .replace("$-$", "")), line  # every special escaped
+    unescaped = lambda char: len(re.findall(r"(?<!\\)" + re.escape(char), out))  # noqa: E731
+    assert unescaped("{") == unescaped("}")
+    for block in out.split(r"\begin{tabular}")[1:]:
+        spec = re.match(r"\{([lr]+)\}", block).group(1)
+        rows = [line for line in block.split(r"\end{tabular}")[0].splitlines() if line.endswith(r"\\")]
+        assert rows and all(len(re.findall(r"(?<!\\)&", row)) == len(spec) - 1 for row in rows)
+
+
+def test_html_report_is_self_contained_and_escaped(bench, built, tmp_path):
+    code, out, err = bench("report", "--results", built["results"], "--format", "html", "--data-dir", built["data"])
+    assert code == 0, err
+    path = Path(out.strip())
+    assert path.parent == built["results"] / "reports" and path.name.startswith("report__all__")
+    page = path.read_text()
+    assert not re.search(r"<\s*script", page, re.IGNORECASE)
+    assert "&lt;script&gt;document.title=&#x27;PWNED&#x27;" in page
+    assert "http://" not in page and "https://" not in page
+    dom = assert_safe(page)
+    assert dom.count("table") >= 8  # leaderboard, 2 before/after, per run: comparison + samples + config
+    assert dom.count("table") == page.count("</table>")  # the hostile </table> closed nothing
+    assert dom.count("img") == 3  # training curves of each run
+    text = "".join(dom.text)
+    assert "negative (p=" in text and "rougeL" in text  # classification samples, text samples
+    assert "example texts are not shown" in text  # the text run's data is not in this data dir
+
+
+def test_html_single_run_name_and_out(bench, built, tmp_path):
+    store = Store(built["results"])
+    run_id = next(run["run_id"] for run in store.runs("sst2"))
+    store.close()
+    code, out, err = bench("report", "--results", built["results"], "--runs", run_id, "--format", "html")
+    assert code == 0 and out.strip() == str(built["results"] / "reports" / f"{run_id}.html")
+    page = Path(out.strip()).read_text()
+    assert "pass --data-dir" in page  # without data, samples show ids and say how to get texts
+    code, out, err = bench("report", "--results", built["results"], "--format", "html", "--out", tmp_path / "r.html")
+    assert code == 0 and (tmp_path / "r.html").is_file()
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip(f"chromium not installed (CI: {CHROMIUM_APT})")
+
+
+def test_html_renders_in_headless_chromium_without_running_data(bench, built, tmp_path):
+    browser = chromium()
+    code, out, err = bench("report", "--results", built["results"], "--format", "html", "--data-dir", built["data"],
+                           "--out", tmp_path / "report.html")
+    assert code == 0, err
+    url = (tmp_path / "report.html").as_uri()
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    parsed = assert_safe(dom.stdout)  # the DOM after load: what any script would have changed
+    assert parsed.title.startswith("bench report")
+    assert not [tag for tag, attrs in parsed.tags if "data-pwned" in attrs]  # the data's script never ran
+    assert parsed.count("table") >= 8 and parsed.count("img") == 3
+    shot = tmp_path / "shot.png"
+    done = subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,1600", "--hide-scrollbars", url],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        assert image.size == (1280, 1600)
+        colours = image.convert("RGB").getcolors(maxcolors=1_000_000)
+        assert colours is not None and len(colours) > 50  # text, tables and figures, not a blank page
+
+
+def test_new_commands_keep_help_and_list_light():
+    """`bench list` and the help of the new commands must not pay for matplotlib, pandas, torch or
+    transformers (the report, sweep and plot modules import them inside commands only)."""
+    import sys
+
+    script = (
+        "import contextlib, io, sys\n"
+        "from harness.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['list']) == 0\n"
+        "    for command in ('sweep', 'report', 'export'):\n"
+        "        try:\n"
+        "            main([command, '--help'])\n"
+        "        except SystemExit as exit:\n"
+        "            assert exit.code == 0\n"
+        "heavy = sorted({'torch', 'transformers', 'pandas', 'matplotlib'} & set(sys.modules))\n"
+        "print(','.join(heavy) or 'none')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "none", f"imported: {done.stdout.strip()}"

@@ -1,0 +1,193 @@
+"""`bench sweep`: a 2x2 grid on sst2 with a tiny model is four ordinary runs, a table, a heatmap and
+an HTML report; the same command again redoes nothing; a bad grid is one `error:` line, exit 2,
+and nothing written. Grid planning (task options, freeze=N, several models, >2 axes) is checked
+without training."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("torch")
+
+from harness.cli import GRID_EXTRAS, grid_types  # noqa: E402
+from harness.errors import BenchError  # noqa: E402
+from harness.store import StageRecord  # noqa: E402
+from harness.sweep import (  # noqa: E402
+    Axis,
+    Cell,
+    CellResult,
+    SweepPlan,
+    heatmap,
+    parse_grid,
+    plan_sweep,
+    sweep_table,
+)
+
+SMALL = ("--train-samples", "16", "--eval-samples", "16", "--validation-samples", "8")
+STAGES = ("baseline:prompt", "finetune", "finetuned")
+
+
+def finished_at(results: Path) -> dict[tuple[str, str], float]:
+    with sqlite3.connect(results / "bench.sqlite") as db:
+        return {(r[0], r[1]): r[2] for r in db.execute("SELECT run_id, stage, finished_at FROM stages")}
+
+
+def test_sweep_runs_every_cell_once_and_resumes(bench, data_dir, tiny_model, tmp_path):
+    results = tmp_path / "results"
+    model = tiny_model("gpt2")
+    sweep = ("sweep", "sst2", "--models", model, "--data-dir", data_dir, "--results", results, *SMALL,
+             "--grid", "lora_rank=2,4", "lr=1e-4,5e-5")
+    code, out, err = bench(*sweep)
+    assert code == 0, err
+    stored = finished_at(results)
+    run_ids = sorted({run_id for run_id, _ in stored})
+    assert len(run_ids) == 4 and set(stored) == {(r, s) for r in run_ids for s in STAGES}
+
+    # the table: one row per cell, in grid order, with the metric and the cost of each cell
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| lora_rank | lr | accuracy (fine-tuned) | Δ [95% CI] | p | train s | peak MB |")
+    cells = [line.split(" | ")[:2] for line in table[1:]]
+    assert cells == [["| 2", "0.0001"], ["| 2", "5e-05"], ["| 4", "0.0001"], ["| 4", "5e-05"]]
+    assert all(run_id in out for run_id in run_ids)
+    (name,) = [p.stem for p in (results / "sweeps").glob("*.json")]
+    folder = results / "sweeps"
+    assert (folder / f"{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert (folder / f"{name}.md").read_text().count("\n| ") == 5  # header + 4 cells
+    rows = list(csv.DictReader(io.StringIO((folder / f"{name}.csv").read_text())))
+    assert [(r["lora_rank"], float(r["lr"])) for r in rows] == [("2", 1e-4), ("2", 5e-5), ("4", 1e-4), ("4", 5e-5)]
+    assert all(float(r["train_seconds"]) >= 0 and int(r["trainable_params"]) > 0 for r in rows)
+    assert rows[0]["trainable_params"] != rows[2]["trainable_params"]  # rank 4 trains twice rank 2's adapters
+    page = (results / "reports" / f"{name}.html").read_text()
+    assert "<script" not in page and page.count('src="data:image/png;base64,') == 5  # heatmap + 4 curves
+    assert "heatmap of sweep" in page
+
+    # the same command again: every stage of every cell is skipped, nothing is trained or rewritten
+    # (--log-to is not part of a run's config: with tensorboard installed, the re-run also logs every cell)
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
+    code, again, err = bench(*sweep, *(["--log-to", "tensorboard"] if tensorboard else []))
+    assert code == 0, err
+    assert err.count("complete in the store, skipped") == 4 * len(STAGES)
+    assert "finetune ..." not in err and "step " not in err
+    assert finished_at(results) == stored
+    assert [line for line in again.splitlines() if line.startswith("| ")] == table
+    if tensorboard:
+        assert all(list((results / "tb" / run_id).glob("events.out.tfevents.*")) for run_id in run_ids)
+
+    # a cell is an ordinary run: `bench run` with the cell's options finds it complete
+    code, _, err = bench("run", "sst2", "--models", model, "--data-dir", data_dir, "--results", results, *SMALL,
+                         "--lora-rank", "4", "--lr", "5e-5")
+    assert code == 0 and err.count("complete in the store, skipped") == len(STAGES), err
+
+    # and the report rebuilds the sweep from its manifest and the store
+    code, out, err = bench("report", "--results", results, "--sweep", name, "--format", "csv", "--table", "sweep")
+    assert code == 0 and len(list(csv.DictReader(io.StringIO(out)))) == 4
+
+
+def assert_clean_failure(result: tuple[int, str, str], expected: str, results: Path) -> None:
+    code, out, err = result
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "", (code, out, err)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
+    assert not results.exists()  # nothing written: no store, no manifest, no report
+
+
+@pytest.mark.parametrize("grid, extra, expected", [
+    (["lora_rank"], [], "--grid item 'lora_rank': expected KEY=V1,V2"),
+    (["lora_rank="], [], "--grid item 'lora_rank=': empty value"),
+    (["lora_rank=2,,4"], [], "--grid item 'lora_rank=2,,4': empty value"),
+    (["colour=red,blue"], [], "--grid item 'colour=red,blue': unknown key 'colour'"),
+    (["lora_rank=2,x"], [], "--grid item 'lora_rank=2,x': 'x' is not a valid int for lora_rank"),
+    (["lr=fast"], [], "'fast' is not a valid float for lr"),
+    (["lora_rank=2,2"], [], "a value is repeated"),
+    (["freeze=0"], [], "freeze=N trains the last N blocks"),
+    (["method=full", "freeze=1,2"], [], "method is already a grid axis"),
+    (["lr=1e-4,5e-5"], ["--lr", "1e-3"], "--grid item 'lr=1e-4,5e-5': --lr is also given"),
+    (["lr=1e-4,-1"], [], "sweep cell lr=-1: --lr must be positive"),
+    (["method=lora,sideways"], [], "sweep cell method=sideways: unknown method 'sideways'"),
+    (["labels=2,4"], [], "--grid labels=...: task 'sst2' takes no option labels"),
+    (["lr=1e-4"], ["--metric", "bleu"], "--metric 'bleu': sst2 records accuracy"),
+    (["lr=1e-4"], ["--log-to", "nothing"], "unknown --log-to 'nothing'"),
+])
+def test_invalid_grid_is_one_error_line_and_writes_nothing(bench, data_dir, tiny_model, tmp_path, grid, extra,
+                                                           expected):
+    results = tmp_path / "results"
+    result = bench("sweep", "sst2", "--models", tiny_model("gpt2"), "--data-dir", data_dir, "--results", results,
+                   *SMALL, *extra, "--grid", *grid)
+    assert_clean_failure(result, expected, results)
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "wandb"])
+def test_missing_logger_package_is_one_error_line(bench, data_dir, tiny_model, tmp_path, logger):
+    if importlib.util.find_spec(logger) is not None:
+        pytest.skip(f"{logger} is installed here")
+    results = tmp_path / "results"
+    result = bench("sweep", "sst2", "--models", tiny_model("gpt2"), "--data-dir", data_dir, "--results", results,
+                   "--log-to", logger, "--grid", "lr=1e-4")
+    assert_clean_failure(result, f"--log-to {logger} needs the {logger} package: pip install {logger}", results)
+
+
+def test_model_axis_and_models_option_conflict(bench, data_dir, tiny_model, tmp_path):
+    results = tmp_path / "results"
+    result = bench("sweep", "sst2", "--models", tiny_model("gpt2"), "--data-dir", data_dir, "--results", results,
+                   "--grid", f"model={tiny_model('gpt2')}")
+    assert_clean_failure(result, "--models is also given", results)
+
+
+def test_goemotions_grid_plans_task_variants_and_sizes(tiny_model):
+    """labels=2,4 builds a TaskSpec per cell, train_samples varies the config; four distinct runs."""
+    axes = parse_grid(["labels=2,4", "train_samples=800,1600"], grid_types(), {})
+    plan, planned = plan_sweep("goemotions", axes, models=[str(tiny_model("gpt2"))], overrides={},
+                               task_options={}, preset="quick", metric=None)
+    assert [item.spec.key for item in planned] == ["goemotions-2labels"] * 2 + ["goemotions-4labels"] * 2
+    assert [item.run.config.train_samples for item in planned] == [800, 1600, 800, 1600]
+    assert [dict(item.run.config.task_options) for item in planned] == [{"labels": 2}] * 2 + [{"labels": 4}] * 2
+    assert len({cell.run_id for cell in plan.cells}) == 4
+    assert all(cell.run_id.startswith("goemotions-") for cell in plan.cells)
+    assert plan.name.startswith("sweep__goemotions__")
+    assert SweepPlan.from_json(plan.to_json()) == plan  # the manifest round-trips
+    with pytest.raises(BenchError, match="sweep cell labels=3: goemotions --labels must be one of"):
+        plan_sweep("goemotions", parse_grid(["labels=2,3"], grid_types(), {}), models=[str(tiny_model("gpt2"))],
+                   overrides={}, task_options={}, preset="quick", metric=None)
+
+
+def test_freeze_shorthand_and_several_models_become_axes(tiny_model, tmp_path):
+    (tmp_path / "other").symlink_to(tiny_model("gpt2"))  # a second model name, no second model to build
+    models = [str(tiny_model("gpt2")), str(tmp_path / "other")]
+    plan, planned = plan_sweep("sst2", parse_grid(["freeze=1,2"], grid_types(), {}), models=models, overrides={},
+                               task_options={}, preset="quick", metric="delta")
+    assert [a.key for a in plan.axes] == ["freeze", "model"]  # the grid's axes first: they head the heatmap
+    assert [item.run.config.method for item in planned] == ["freeze:1", "freeze:1", "freeze:2", "freeze:2"]
+    assert [item.run.config.model for item in planned] == models * 2
+
+
+def test_grid_keys_are_the_run_options_with_their_types():
+    types = grid_types()
+    assert {"lora_rank", "lora_alpha", "lr", "batch_size", "optimizer", "warmup_ratio", "schedule", "max_length",
+            "train_samples", "epochs", "method", "labels", "seed"} <= set(types)
+    assert set(GRID_EXTRAS) <= set(types) and "lora_targets" not in types and "results" not in types
+    assert types["lora_rank"]("8") == 8 and types["lr"]("5e-5") == 5e-5 and types["epochs"]("2") == 2.0
+
+
+def test_more_than_two_axes_lists_every_cell_and_heatmaps_the_first_two():
+    axes = (Axis("lora_rank", (2, 4)), Axis("lr", (1e-4, 5e-5)), Axis("seed", (0, 1)))
+    results = []
+    for number, (rank, lr, seed) in enumerate([(r, lr, s) for r in (2, 4) for lr in (1e-4, 5e-5) for s in (0, 1)]):
+        cell = Cell((("lora_rank", rank), ("lr", lr), ("seed", seed)), f"run{number}")
+        if number == 7:
+            results.append(CellResult(cell, error="loss became nan"))
+            continue
+        record = StageRecord(cell.run_id, "finetuned", 1.0, {"headline": "accuracy",
+                                                             "accuracy": {"value": number / 10}}, {})
+        row = SimpleNamespace(train_seconds=1.0)  # the heatmap reads only the cost from the comparison
+        results.append(CellResult(cell, {"finetuned": record}, (row,)))
+    plan = SweepPlan("sweep__x", "sst2", axes, tuple(r.cell for r in results))
+    png, caption = heatmap(plan, results)
+    assert png.startswith(b"\x89PNG") and "first two axes" in caption and "mean over seed" in caption
+    assert len(sweep_table(plan, [r for r in results if r.error]).rows) == 1
+    assert sweep_table(plan, results[7:]).rows[0][-1] == "failed: loss became nan"
