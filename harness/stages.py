@@ -109,6 +109,11 @@ def train_items(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any
 
 def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, checkpoint: Path,
              log: Any) -> tuple[Any, Any, TrainResult, dict[str, Any]]:
+    import torch
+
+    # Seed before anything random is built (heads, LoRA matrices): a resumed run that skipped the
+    # baseline must initialise exactly like an uninterrupted one.
+    torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(ref)
     quantize = config.method_name == "qlora"
     if config.objective == "head":
