@@ -263,12 +263,23 @@ def print_and_save(store: Any, spec: Any, rows: list[Any], splits: Any, seconds:
         if spec.is_classification:
             print(sample_predictions(store, row, spec.kind.labels, texts) + "\n")
         else:
-            references = {e.id: " | ".join(e.references) or "(no answer)" for e in splits.eval}
-            print(sample_outputs(store, row, texts, references) + "\n")
+            print(sample_outputs(store, row, *sample_texts(spec, splits.eval)) + "\n")
     name = f"{spec.key}__" + hashlib.sha256("|".join(r.run_id + r.baseline for r in rows).encode()).hexdigest()[:8]
     atomic_write(store.root / "tables" / f"{name}.md", f"# {spec.key}: before / after fine-tuning\n\n{table}")
     atomic_write(store.root / "tables" / f"{name}.csv", csv_table(rows))
     print(f"tables: {store.root / 'tables' / name}.md and .csv   wall time {seconds:.1f} s")
+
+
+def sample_texts(spec: Any, examples: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """What each text-task example showed the model, and what it should have written."""
+    from harness.spec import LanguageModel
+    from harness.text_stages import continuation_split
+
+    if isinstance(spec.kind, LanguageModel):
+        pairs = {e.id: continuation_split(e.texts[0], spec.kind) for e in examples}
+        return {k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()}
+    return ({e.id: " / ".join(e.texts) for e in examples},
+            {e.id: " | ".join(e.references) or "(no answer)" for e in examples})
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 Data: Salesforce/wikitext, config wikitext-2-v1 (the tokenized version; the local copy has
 validation and test only, so train is carved from test by paragraph, seeded). Each example is one
-paragraph (blank and heading lines dropped). Paper: Merity et al., 2016, "Pointer Sentinel Mixture
+paragraph of at least 48 words (headings, blank lines and fragments dropped). Paper: Merity et al., 2016, "Pointer Sentinel Mixture
 Models". Metrics: token-weighted perplexity (rolling windows with a stride), BLEU with 1-4-gram
 precisions and ROUGE of greedy continuations of each paragraph's first 32 words.
 """
@@ -17,11 +17,16 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+MIN_WORDS = 48
+
+
 def paragraphs(rows: pd.DataFrame) -> pd.DataFrame:
     if "text" not in rows.columns:
         return rows
     text = rows["text"].astype(str).str.strip()
-    keep = (text.str.len() > 0) & ~text.str.match(r"^=.*=$")
+    # Headings and fragments (table cells, captions) are not prose: keep paragraphs long enough to
+    # hold a 32-word prompt and its continuation.
+    keep = ~text.str.match(r"^=.*=$") & (text.str.split().str.len() >= MIN_WORDS)
     return rows.assign(text=text)[keep]
 
 
