@@ -1,0 +1,67 @@
+"""Generation: bench's batched, length-sorted greedy decoding vs a one-example-at-a-time loop.
+
+Same model, prompts (samsum test dialogues with the task's prompt and chat template), greedy,
+max_new_tokens and stop strings; outputs must be identical, and the figure is the wall-time ratio.
+
+    HF_HUB_OFFLINE=1 python benchmarks/generation_speed.py --data-dir ../shared/data --limit 200
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", "../shared/data"))
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=60)
+    parser.add_argument("--max-length", type=int, default=384)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    import torch
+
+    from harness.backends.generate import generate_greedy
+    from harness.data import build_splits
+    from harness.models import load_lm, load_tokenizer, resolve_model
+    from harness.prompts import build_prompts, use_chat_template
+    from harness.registry import get_task
+
+    torch.set_grad_enabled(False)
+    spec = get_task("samsum")
+    splits = build_splits(spec, Path(args.data_dir), train_samples=10, eval_samples=args.limit, validation_samples=5,
+                          seed=0)
+    ref = resolve_model(args.model)
+    tokenizer, model = load_tokenizer(ref), load_lm(ref).eval()
+    chat = use_chat_template(tokenizer, "auto", ref.family == "seq2seq")
+    prompts = build_prompts(spec, tokenizer, splits.eval, args.max_length - args.max_new_tokens, chat=chat,
+                            strip_eos=True)
+    options = dict(max_new_tokens=args.max_new_tokens, stop=spec.kind.stop)
+    batched_times, single_times = [], []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        batched = generate_greedy(model, tokenizer, prompts, batch_size=args.batch_size, **options)
+        batched_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        single = [generate_greedy(model, tokenizer, [p], batch_size=1, **options)[0] for p in prompts]
+        single_times.append(time.perf_counter() - started)
+    same = sum(a == b for a, b in zip(batched, single))
+    b, s = statistics.median(batched_times), statistics.median(single_times)
+    print(f"samsum, {len(prompts)} dialogues, {args.model}, greedy, max_new_tokens {args.max_new_tokens}, "
+          f"batch {args.batch_size}, CPU threads {torch.get_num_threads()}, median of {args.repeats}")
+    print("| loop | wall s | dialogues/s |\n|---|---|---|")
+    print(f"| bench batched | {b:.1f} | {len(prompts) / b:.2f} |\n| one at a time | {s:.1f} | {len(prompts) / s:.2f} |")
+    print(f"speed-up {s / b:.2f}x; identical outputs {same}/{len(prompts)}")
+
+
+if __name__ == "__main__":
+    main()
