@@ -40,7 +40,7 @@ def alpaca(max_response_chars: int | None = None) -> TaskSpec:
         prompt=PROMPT,
         formatter=render_alpaca,
         prepare=short_responses,
-        presets={"quick": {"train_samples": 300, "eval_samples": 50, "validation_samples": 20, "max_length": 320,
+        presets={"quick": {"train_samples": 160, "eval_samples": 40, "validation_samples": 20, "max_length": 320,
                            "batch_size": 8, "eval_batch_size": 16, "evals_per_epoch": 2, "schedule": "cosine"},
                  "paper": {"epochs": 3, "lr": 2e-5, "schedule": "cosine", "warmup_ratio": 0.03}},
         variant=f"max{max_response_chars}chars" if max_response_chars else "",

@@ -40,7 +40,7 @@ def wikitext() -> TaskSpec:
         kind=LanguageModel(field="text", stride=128),
         prompt="",
         prepare=paragraphs,
-        presets={"quick": {"train_samples": 300, "eval_samples": 100, "validation_samples": 30, "max_length": 256,
+        presets={"quick": {"train_samples": 150, "eval_samples": 50, "validation_samples": 30, "max_length": 256,
                            "batch_size": 8, "eval_batch_size": 8, "evals_per_epoch": 2},
                  "paper": {"epochs": 3, "lr": 5e-5, "max_length": 1024}},
     )
