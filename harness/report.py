@@ -98,7 +98,7 @@ def _text_table(rows: Sequence[TextComparison]) -> Table:
         cells.append((r.task, r.model, r.method, r.baseline, str(r.n), f"{r.failures_before}/{r.failures_after}",
                       _num_ci(r.before, r.before_ci, r.metric), _num_ci(r.after, r.after_ci, r.metric),
                       format_ci(r.delta, r.delta_ci, signed=True), format_p(r.p_value), others,
-                      f"{_count(r.trainable_params)} ({r.trainable_pct:.2f}%)", f"{r.baseline_seconds:.0f}",
+                      f"{count_label(r.trainable_params)} ({r.trainable_pct:.2f}%)", f"{r.baseline_seconds:.0f}",
                       f"{r.train_seconds:.0f}", f"{r.tokens_per_second:.0f}", f"{r.peak_memory_mb:.0f}"))
     return Table(columns, tuple(cells))
 
@@ -121,7 +121,7 @@ def _classification_table(rows: Sequence[Comparison]) -> Table:
                       format_ci(r.accuracy_after, r.accuracy_after_ci),
                       format_ci(r.delta_accuracy, r.delta_ci, signed=True), format_p(r.p_value),
                       f"{r.f1_macro_before:.3f}", f"{r.f1_macro_after:.3f}",
-                      f"{_count(r.trainable_params)} ({r.trainable_pct:.2f}%)", f"{r.baseline_seconds:.0f}",
+                      f"{count_label(r.trainable_params)} ({r.trainable_pct:.2f}%)", f"{r.baseline_seconds:.0f}",
                       f"{r.train_seconds:.0f}", f"{r.tokens_per_second:.0f}", f"{r.peak_memory_mb:.0f}"))
     return Table(COLUMNS, tuple(cells))
 
@@ -216,7 +216,8 @@ def _probabilities(scores: Sequence[float]) -> list[float]:
     return [w / sum(weights) for w in weights]
 
 
-def _count(n: int) -> str:
+def count_label(n: int) -> str:
+    """Parameter counts as 4.2k, 460.8k, 1.2B."""
     for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= size:
             return f"{n / size:.1f}{unit}"

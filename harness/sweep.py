@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from harness.compare import Comparison, TextComparison, compare
 from harness.errors import BenchError
-from harness.report import Table
+from harness.report import Table, count_label
 from harness.store import StageRecord, Store
 
 if TYPE_CHECKING:
@@ -315,7 +315,7 @@ def sweep_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table:
         value = cell_metric(result, plan.metric)
         rows.append((*values, "—" if value is None else f"{value:.4f}", format_ci(delta, row.delta_ci, signed=True),
                      format_p(row.p_value), f"{row.train_seconds:.1f}", f"{row.peak_memory_mb:.0f}",
-                     f"{_count(row.trainable_params)} ({row.trainable_pct:.2f}%)", result.cell.run_id))
+                     f"{count_label(row.trainable_params)} ({row.trainable_pct:.2f}%)", result.cell.run_id))
     return Table(columns, tuple(rows))
 
 
@@ -378,13 +378,6 @@ def heatmap(plan: SweepPlan, results: Sequence[CellResult]) -> tuple[bytes, str]
     png = heatmap_png(grid, rows, cols, row_axis=first.key if second else "", col_axis=(second or first).key,
                       title=f"{plan.task}: {label}", colorbar_label=label, annotations=notes)
     return png, caption
-
-
-def _count(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
 
 
 # ---------------------------------------------------------------- files

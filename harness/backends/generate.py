@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from harness.backends.hf import length_sorted_batches
+from harness.backends.hf import length_sorted_batches, pad_batch
 
 
 def generate_greedy(model: Any, tokenizer: Any, prompts: Sequence[list[int]], *, max_new_tokens: int,
@@ -23,14 +23,9 @@ def generate_greedy(model: Any, tokenizer: Any, prompts: Sequence[list[int]], *,
     model.eval()
     with torch.inference_mode():
         for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
-            width = max(len(prompts[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                span = slice(0, len(prompts[i])) if seq2seq else slice(width - len(prompts[i]), width)
-                ids[row, span] = torch.tensor(prompts[i])
-                mask[row, span] = 1
-            generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+            ids, mask = pad_batch([prompts[i] for i in batch], pad_id, left=not seq2seq, device=device)
+            width = ids.shape[1]
+            generated = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                        num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
                                        eos_token_id=_stop_ids(model, tokenizer), **extra)
             new_tokens = generated if seq2seq else generated[:, width:]
@@ -88,14 +83,9 @@ def rolling_nll(model: Any, documents: Sequence[list[int]], *, max_length: int, 
     model.eval()
     with torch.inference_mode():
         for batch in length_sorted_batches([len(w[1]) for w in windows], batch_size):
-            width = max(len(windows[i][1]) for i in batch)
-            ids = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, : len(windows[i][1])] = torch.tensor(windows[i][1])
-                mask[row, : len(windows[i][1])] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+            ids, mask = pad_batch([windows[i][1] for i in batch], 0, left=False, device=device)
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
             for row, i in enumerate(batch):
                 doc, window, count = windows[i]
                 scored = logp[row, len(window) - 1 - count: len(window) - 1]

@@ -21,6 +21,22 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[l
         yield order[start:start + batch_size]
 
 
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, left: bool, device: Any = None) -> tuple[Any, Any]:
+    """Token ids and attention mask of one batch, padded to its longest row. Left padding puts every
+    prompt's last token in the last column (causal scoring and generation); right padding suits
+    encoders and teacher-forced windows."""
+    import torch
+
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        span = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, span] = torch.tensor(list(seq), dtype=torch.long)
+        mask[row, span] = 1
+    return (ids.to(device), mask.to(device)) if device is not None else (ids, mask)
+
+
 def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[list[int]], pad_id: int,
                  batch_size: int) -> list[list[float]]:
     """log P(choice | context) for every context x choice, with a shared KV cache per batch."""
@@ -34,14 +50,7 @@ def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[li
     model.eval()
     with torch.inference_mode():
         for batch in length_sorted_batches([len(c) for c in contexts], batch_size):
-            width = max(len(contexts[i]) for i in batch)
-            # Left padding puts every prompt's last token in the last column.
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, width - len(contexts[i]):] = torch.tensor(contexts[i])
-                mask[row, width - len(contexts[i]):] = 1
-            ids, mask = ids.to(device), mask.to(device)
+            ids, mask = pad_batch([contexts[i] for i in batch], pad_id, left=True, device=device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
                         use_cache=bool(multi_token), logits_to_keep=1)
@@ -83,13 +92,7 @@ def score_seq2seq(model: Any, contexts: Sequence[list[int]], choices: Sequence[l
     model.eval()
     with torch.inference_mode():
         for batch in length_sorted_batches([len(c) for c in contexts], batch_size):
-            width = max(len(contexts[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, : len(contexts[i])] = torch.tensor(contexts[i])
-                mask[row, : len(contexts[i])] = 1
-            ids, mask = ids.to(device), mask.to(device)
+            ids, mask = pad_batch([contexts[i] for i in batch], pad_id, left=False, device=device)
             encoded = model.get_encoder()(input_ids=ids, attention_mask=mask)
             batch_scores = torch.zeros((len(batch), len(choices)), device=device)
             for j, choice in enumerate(choices):
