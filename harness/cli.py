@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.errors import BenchError
+from harness.judging.command import add_judge_options
 
 RUN_OPTIONS = ("method", "objective", "shots", "train_samples", "eval_samples", "validation_samples", "epochs", "lr",
                "batch_size", "eval_batch_size", "grad_accum", "max_length", "optimizer", "schedule", "warmup_ratio",
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
     run.add_argument("--models", type=_csv, required=True, help="comma-separated aliases, hub ids or local folders")
     _training(run)
+    add_judge_options(run, required=False)
 
     sweep = commands.add_parser("sweep", help="a grid of runs (--grid lora_rank=2,4 lr=1e-4,5e-5): table + heatmap",
                                 description="Every cell is an ordinary `bench run` in the store; re-running the same "
@@ -92,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="write to this file instead (html default: results/reports/<name>.html)")
     report.add_argument("--data-dir", help="datasets folder, to show example texts in html sample predictions; "
                                            "env BENCH_DATA_DIR")
+
+    judge = commands.add_parser("judge", help="LLM-judge a run's stored generations (baseline and fine-tuned)",
+                                description="Scores stored outputs 0-100 against the reference and compares "
+                                "baseline with fine-tuned in both orders. Example: bench judge alpaca --judge hf:smollm2")
+    judge.add_argument("target", metavar="RUN_OR_TASK", help="a run id, or a task name (all its runs in the store)")
+    judge.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
+    judge.add_argument("--data-dir", help="local datasets folder (references); env BENCH_DATA_DIR")
+    add_judge_options(judge, required=True)
 
     export = commands.add_parser("export", help="write leaderboard CSV + markdown and before/after CSV to a folder")
     _selection(export)
@@ -156,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return rescore_command(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "judge":
+            from harness.judging.command import judge_command
+
+            return judge_command(args)
         return cmd_report(args)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -214,6 +228,7 @@ def _after_run(loggers: Sequence[str], store: Any) -> Callable[[str, dict[str, A
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.data import data_dir_from
     from harness.loggers import check_loggers
+    from harness.judging.command import Judging, print_judge_table, settings_from
     from harness.pipeline import Runner, plan
     from harness.registry import get_task
     from harness.store import Store, results_dir
@@ -223,17 +238,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = get_task(args.task, **task_options(args))
     data_dir = data_dir_from(args.data_dir)
     planned = plan(spec, list(args.models), _overrides(args), args.preset)
+    judge_settings = settings_from(args)
+    if judge_settings is not None and spec.is_classification:
+        raise BenchError(f"--judge grades generated text; {spec.name} is a classification task (its labels are "
+                         "scored exactly): drop --judge")
     store = Store(results_dir(args.results))
+    judging = None
     try:
+        judging = Judging(judge_settings, store, _log) if judge_settings else None  # a bad spec fails here
         runner = Runner(spec, store, data_dir, _log)
         runner.splits(planned[0].config)  # data problems surface before any model loads
-        rows = []
+        rows, judged = [], []
         for item in planned:
             records = runner.run(item)
             _after_run(loggers, store)(item.run_id, item.config.to_dict(), records)
             rows += _compare(store, item.run_id, item.config.to_dict(), records)
-        print_and_save(store, spec, rows, runner.splits(planned[0].config), time.perf_counter() - started)
+            if judging is not None:
+                judged.append(judging.judge_run(item.run_id, spec, runner.splits(item.config).eval))
+        name = print_and_save(store, spec, rows, runner.splits(planned[0].config), time.perf_counter() - started)
+        print_judge_table([record for record in judged if record], store, name)
     finally:
+        if judging is not None:
+            judging.close()
         store.close()
     return 0
 
@@ -244,7 +270,7 @@ def _compare(store: Any, run_id: str, config: dict[str, Any], records: dict[str,
     return compare(store, run_id, config, records)
 
 
-def print_and_save(store: Any, spec: Any, rows: list[Any], splits: Any, seconds: float) -> None:
+def print_and_save(store: Any, spec: Any, rows: list[Any], splits: Any, seconds: float) -> str:
     import hashlib
 
     from harness.report import (
@@ -268,6 +294,7 @@ def print_and_save(store: Any, spec: Any, rows: list[Any], splits: Any, seconds:
     atomic_write(store.root / "tables" / f"{name}.md", f"# {spec.key}: before / after fine-tuning\n\n{table}")
     atomic_write(store.root / "tables" / f"{name}.csv", csv_table(rows))
     print(f"tables: {store.root / 'tables' / name}.md and .csv   wall time {seconds:.1f} s")
+    return name
 
 
 def sample_texts(spec: Any, examples: Any) -> tuple[dict[str, str], dict[str, str]]:

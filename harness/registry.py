@@ -1,7 +1,10 @@
-"""The one registry: task factories by name, filled by importing `tasks/` and entry points.
+"""The one registry: task factories by name, and judge backends by spec scheme, filled by
+importing `tasks/` and `judges/` and the `bench.tasks` / `bench.judges` entry points.
 
 A task factory is a function returning a TaskSpec; keyword parameters it declares (such as
-GoEmotions' `labels`) become task options on the command line.
+GoEmotions' `labels`) become task options on the command line. A judge factory takes a parsed
+judge spec (`gemini:MODEL` -> scheme "gemini") and returns a backend; it must not load a model or
+call a network until asked to judge, so a bad command fails before any work.
 """
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ from harness.errors import BenchError
 from harness.spec import TaskSpec
 
 TaskFactory = Callable[..., TaskSpec]
+JudgeFactory = Callable[..., Any]  # (JudgeSpec, JudgeOptions) -> JudgeBackend
 _TASKS: dict[str, TaskFactory] = {}
+_JUDGES: dict[str, JudgeFactory] = {}
 _discovered = False
 
 
@@ -31,17 +36,43 @@ def task(name: str) -> Callable[[TaskFactory], TaskFactory]:
     return register
 
 
+def judge(scheme: str) -> Callable[[JudgeFactory], JudgeFactory]:
+    """Register a judge backend factory for specs `scheme:...`."""
+
+    def register(factory: JudgeFactory) -> JudgeFactory:
+        if scheme in _JUDGES and _JUDGES[scheme] is not factory:
+            raise ValueError(f"judge scheme {scheme!r} registered twice")
+        _JUDGES[scheme] = factory
+        return factory
+
+    return register
+
+
 def _discover() -> None:
     global _discovered
     if _discovered:
         return
     _discovered = True
+    import judges
     import tasks
 
-    for module in pkgutil.iter_modules(tasks.__path__):
-        importlib.import_module(f"tasks.{module.name}")
-    for entry in entry_points(group="bench.tasks"):
-        entry.load()
+    for package in (tasks, judges):
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+    for group in ("bench.tasks", "bench.judges"):
+        for entry in entry_points(group=group):
+            entry.load()
+
+
+def get_judge(text: str, options: Any) -> Any:
+    """The backend for a judge spec such as `hf:smollm2`; an unknown scheme is an error."""
+    from harness.judging.backend import SPEC_HELP, parse_judge_spec
+
+    spec = parse_judge_spec(text)
+    _discover()
+    if spec.scheme not in _JUDGES:
+        raise BenchError(f"--judge {text!r}: unknown judge {spec.scheme!r}; use {SPEC_HELP}")
+    return _JUDGES[spec.scheme](spec, options)
 
 
 def task_names() -> list[str]:

@@ -131,6 +131,9 @@ class TaskSpec:
     variant: str = ""
     # A prompt builder for templates `str.format` cannot express (e.g. Alpaca's optional input).
     formatter: Callable[[tuple[str, ...]], str] | None = None
+    # The LLM judge's single-answer template for this task ({prompt}, {reference}, {response});
+    # None: the default 0-100 grading against the reference.
+    judge_template: str | None = None
 
     @property
     def key(self) -> str:

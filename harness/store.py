@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS predictions (
     run_id TEXT NOT NULL, stage TEXT NOT NULL, idx INTEGER NOT NULL, example_id TEXT NOT NULL,
     gold INTEGER NOT NULL, label INTEGER, scores TEXT NOT NULL, output TEXT, metric_values TEXT,
     PRIMARY KEY (run_id, stage, idx));
+CREATE TABLE IF NOT EXISTS judgments (
+    run_id TEXT NOT NULL, judge TEXT NOT NULL, setup TEXT NOT NULL, metrics TEXT NOT NULL, info TEXT NOT NULL,
+    finished_at REAL NOT NULL, PRIMARY KEY (run_id, judge, setup));
 """
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,200}$")
 
@@ -159,6 +162,23 @@ class Store:
                        (run_id, stage, seconds, json.dumps(metrics, default=str), json.dumps(info, default=str),
                         time.time()))
         return StageRecord(run_id, stage, seconds, metrics, info)
+
+    def complete_judgment(self, run_id: str, judge: str, setup: str, *, metrics: dict[str, Any],
+                          info: dict[str, Any], items: Sequence[dict[str, Any]]) -> None:
+        """Per-item judgments go to the run folder first (atomically); the summary row commits last."""
+        slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", f"{judge}__{setup}").strip("-")[:180]
+        atomic_write(self.run_dir(run_id) / "judge" / f"{slug}.jsonl",
+                     "".join(json.dumps(item, default=str) + "\n" for item in items))
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO judgments VALUES (?,?,?,?,?,?)",
+                       (run_id, judge, setup, json.dumps(metrics, default=str),
+                        json.dumps({**info, "items_file": f"judge/{slug}.jsonl"}, default=str), time.time()))
+
+    def judgments(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT judge, setup, metrics, info FROM judgments WHERE run_id=? ORDER BY finished_at",
+                                (run_id,)).fetchall()
+        return [dict(run_id=run_id, judge=r[0], setup=r[1], metrics=json.loads(r[2]), info=json.loads(r[3]))
+                for r in rows]
 
     def runs(self, task: str | None = None) -> list[dict[str, Any]]:
         query = "SELECT run_id, task, model, method, preset, config FROM runs"

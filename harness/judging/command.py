@@ -1,0 +1,275 @@
+"""`bench judge RUN_OR_TASK --judge SPEC` and `bench run ... --judge SPEC`: judge a run's stored
+generations (baseline and fine-tuned), store the summary with the run, print the judge table."""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from harness.errors import BenchError
+
+Log = Callable[[str], None]
+MODES = ("both", "single", "pairwise")
+MAX_SAMPLES = 50
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    spec: str
+    samples: int = 1
+    mode: str = "both"
+    template_path: str | None = None
+    concurrency: int = 4
+    timeout: float = 60.0
+    parse_retries: int = 2
+
+
+def add_judge_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("--judge", required=required, metavar="SPEC",
+                        help="gemini:MODEL | openai:URL#MODEL | hf:MODEL_ID_OR_ALIAS (keys from the environment: "
+                             "GEMINI_API_KEY, BENCH_JUDGE_API_KEY or OPENAI_API_KEY)")
+    parser.add_argument("--judge-samples", type=int, default=1,
+                        help="ask each judgment N times (sampled); report mean, sd and per-item spread")
+    parser.add_argument("--judge-mode", default="both", choices=MODES,
+                        help="single (0-100 vs reference), pairwise (baseline vs fine-tuned, both orders) or both")
+    parser.add_argument("--judge-template", help="single-answer template file with {prompt} {reference} {response}")
+    parser.add_argument("--judge-concurrency", type=int, default=4, help="HTTP requests in flight (default 4)")
+    parser.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per judge request (default 60)")
+
+
+def settings_from(args: argparse.Namespace) -> JudgeSettings | None:
+    """Validated judge settings, or None when no --judge was given."""
+    if not getattr(args, "judge", None):
+        return None
+    if not 1 <= args.judge_samples <= MAX_SAMPLES:
+        raise BenchError(f"--judge-samples must be between 1 and {MAX_SAMPLES} (got {args.judge_samples})")
+    if args.judge_concurrency < 1:
+        raise BenchError(f"--judge-concurrency must be at least 1 (got {args.judge_concurrency})")
+    if not args.judge_timeout > 0 or math.isinf(args.judge_timeout):
+        raise BenchError(f"--judge-timeout must be a positive number of seconds (got {args.judge_timeout})")
+    return JudgeSettings(args.judge, args.judge_samples, args.judge_mode, args.judge_template,
+                         args.judge_concurrency, args.judge_timeout)
+
+
+class Judging:
+    """One judge backend and cache, used for every run of a command."""
+
+    def __init__(self, settings: JudgeSettings, store: Any, log: Log):
+        from harness.judging.backend import JudgeOptions
+        from harness.judging.cache import JudgeCache
+        from harness.registry import get_judge
+
+        self.settings, self.store, self.log = settings, store, log
+        self.backend = get_judge(settings.spec, JudgeOptions(timeout=settings.timeout,
+                                                             concurrency=settings.concurrency))
+        self.cache = JudgeCache(store.root / "judge_cache.sqlite")
+
+    def close(self) -> None:
+        self.cache.close()
+
+    def judge_run(self, run_id: str, spec: Any, examples: Sequence[Any]) -> dict[str, Any] | None:
+        """Judge one run's stored outputs; None (and a log line) when it has nothing to judge."""
+        from harness.judging.engine import EngineSettings, ask_all
+        from harness.judging.grading import plan_queries, summarize
+        from harness.judging.templates import PAIRWISE, single_template
+        from harness.spec import Generate
+
+        if not isinstance(spec.kind, Generate):
+            raise BenchError(f"judging needs generated text; {spec.name} is a {type(spec.kind).__name__} task "
+                             "(judge alpaca, samsum or squad_v2 --mode generate)")
+        config = self.store.run_config(run_id) or {}
+        before_stage, after_stage = self._stages(run_id)
+        if before_stage is None and after_stage is None:
+            self.log(f"  judge: {run_id} has no stored generations yet, skipped")
+            return None
+        items = self._items(run_id, spec, examples, before_stage, after_stage)
+        single = (single_template(spec.judge_template, self.settings.template_path)
+                  if self.settings.mode != "pairwise" else None)
+        pairwise = PAIRWISE if self.settings.mode != "single" and before_stage and after_stage else None
+        if single is None and pairwise is None:
+            raise BenchError(f"--judge-mode pairwise needs baseline and fine-tuned outputs; {run_id} has only "
+                             f"{before_stage or after_stage}: use --judge-mode single")
+        planned = plan_queries(self.backend.id, single, pairwise, items, self.settings.samples)
+        warnings = self._hygiene(config)
+        started = time.perf_counter()
+        answers = ask_all(self.backend, [q for _, q in planned], self.cache,
+                          EngineSettings(self.settings.samples, self.settings.parse_retries), self.log)
+        metrics, records = summarize(items, self.settings.samples, [s for s, _ in planned], answers,
+                                     seed=int(config.get("seed", 0)))
+        used = [t for t in (single, pairwise) if t is not None]
+        setup = "+".join(t.version for t in used) + f"|k={self.settings.samples}"
+        info = {"judge": self.backend.id, "templates": {t.kind: t.version for t in used},
+                "samples": self.settings.samples, "mode": self.settings.mode, "before_stage": before_stage,
+                "after_stage": after_stage, "warnings": warnings, "seconds": time.perf_counter() - started,
+                "parse_retries": self.settings.parse_retries}
+        self.store.complete_judgment(run_id, self.backend.id, setup, metrics=metrics, info=info, items=records)
+        return {"run_id": run_id, "judge": self.backend.id, "setup": setup, "metrics": metrics, "info": info,
+                "config": config}
+
+    def _stages(self, run_id: str) -> tuple[str | None, str | None]:
+        stages = self.store.stages_of(run_id)
+        baselines = [s for s in stages if s.startswith("baseline:") and self._has_outputs(run_id, s)]
+        after = "finetuned" if "finetuned" in stages and self._has_outputs(run_id, "finetuned") else None
+        return (baselines[0] if baselines else None), after
+
+    def _has_outputs(self, run_id: str, stage: str) -> bool:
+        return any(p.output is not None for p in self.store.predictions(run_id, stage))
+
+    def _items(self, run_id: str, spec: Any, examples: Sequence[Any], before: str | None, after: str | None) -> list[Any]:
+        from harness.judging.grading import Item
+
+        outputs = {stage: {p.example_id: p.output for p in self.store.predictions(run_id, stage)}
+                   for stage in (before, after) if stage}
+        by_id = {e.id: e for e in examples}
+        stored = set().union(*(set(o) for o in outputs.values()))
+        if stored - set(by_id):
+            raise BenchError(f"stored outputs of {run_id} do not match the data's eval examples: pass the "
+                             "--data-dir the run used")
+        items = []
+        for example_id in sorted(stored, key=list(by_id).index):
+            example = by_id[example_id]
+            items.append(Item(example_id, task_text(spec, example.texts),
+                              " | ".join(example.references) or "(no answer: the question cannot be answered)",
+                              outputs.get(before, {}).get(example_id) if before else None,
+                              outputs.get(after, {}).get(example_id) if after else None))
+        return items
+
+    def _hygiene(self, config: dict[str, Any]) -> list[str]:
+        judged = str(config.get("model", ""))
+        if judged and same_model(self.backend.model, judged):
+            warning = (f"judge {self.backend.id} is the model being judged ({judged}): it tends to prefer its own "
+                       "outputs; prefer a different judge")
+            print(f"warning: {warning}", file=sys.stderr)
+            return [warning]
+        return []
+
+
+def task_text(spec: Any, texts: Sequence[str]) -> str:
+    """What the model was asked, without the prompt scaffolding: the task's fields by name."""
+    fields = spec.kind.fields
+    if len(fields) == 1:
+        return texts[0]
+    return "\n\n".join(f"{name.capitalize()}: {text}" for name, text in zip(fields, texts) if text.strip())
+
+
+def same_model(judge_model: str, judged_model: str) -> bool:
+    from harness.models import ALIASES
+
+    def canonical(name: str) -> str:
+        alias = ALIASES.get(name)
+        name = alias.hub_id if alias else name
+        return re.sub(r"[^a-z0-9]", "", name.rstrip("/").split("/")[-1].lower())
+
+    return canonical(judge_model) == canonical(judged_model)
+
+
+def judge_table(records: Sequence[dict[str, Any]]) -> Any:
+    from harness.compare import format_p
+    from harness.report import Table
+
+    columns = ("model", "method", "judge", "k", "n", "score before [95% CI]", "score after [95% CI]",
+               "Δscore [95% CI]", "p", "item sd b/a", "win rate after [95% CI]", "W/T/L", "flip rate",
+               "parse fail", "missing", "calls (cached)", "tokens in/out")
+    rows = []
+    for r in records:
+        m, config = r["metrics"], r["config"]
+        before, after = m.get("score_before", {}), m.get("score_after", {})
+        delta, pair = m.get("score_delta"), m.get("pairwise")
+        rows.append((
+            str(config.get("model", r["run_id"])), str(config.get("method", "")), r["judge"], str(m["samples"]),
+            str(m["n"]), _score(before), _score(after),
+            _ci(delta["value"], delta["ci"], signed=True) if delta else "—", format_p(delta["p"]) if delta else "—",
+            f"{_num(before.get('item_sd'))}/{_num(after.get('item_sd'))}" if m["samples"] > 1 else "—",
+            _ci(pair["win_rate"], pair["ci"], digits=3) if pair and pair["n_judged"] else "—",
+            f"{pair['wins']}/{pair['ties']}/{pair['losses']}" if pair else "—",
+            f"{pair['flip_rate']:.0%}" if pair and not math.isnan(pair["flip_rate"]) else "—",
+            f"{m['parse_failure_rate']:.0%}" if not math.isnan(m["parse_failure_rate"]) else "—",
+            str(m["missing_answers"]), f"{m['calls']} ({m['cache_hits']})",
+            f"{m['input_tokens']}/{m['output_tokens']}" if m["input_tokens"] else "—"))
+    return Table(columns, tuple(rows))
+
+
+def _score(summary: dict[str, Any]) -> str:
+    if not summary or summary.get("n_scored", 0) == 0:
+        return "—"
+    return _ci(summary["value"], summary["ci"])
+
+
+def _ci(value: float, ci: Sequence[float], signed: bool = False, digits: int = 1) -> str:
+    sign = "+" if signed else ""
+    return f"{value:{sign}.{digits}f} [{ci[0]:{sign}.{digits}f}, {ci[1]:{sign}.{digits}f}]"
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def judge_notes(records: Sequence[dict[str, Any]]) -> list[str]:
+    notes = []
+    for r in records:
+        templates = ", ".join(f"{k} {v}" for k, v in r["info"]["templates"].items() if v)
+        notes.append(f"{r['run_id']}: {r['info']['before_stage']} vs {r['info']['after_stage']}; templates {templates}")
+        notes += [f"warning: {w}" for w in r["info"]["warnings"]]
+    notes.append("score: 0-100 against the reference, mean over items (missing answers left out, counted); "
+                 "win rate: fine-tuned vs baseline, ties count 1/2; a verdict that flips with the order is a tie")
+    return notes
+
+
+def print_judge_table(records: Sequence[dict[str, Any]], store: Any, name: str) -> None:
+    from harness.report import to_markdown
+    from harness.store import atomic_write
+
+    if not records:
+        return
+    body = to_markdown(judge_table(records)) + "\n".join(f"- {note}" for note in judge_notes(records)) + "\n"
+    print("\n## LLM judge\n")
+    print(body)
+    atomic_write(store.root / "tables" / f"{name}__judge.md", f"# {name}: LLM judge\n\n{body}")
+
+
+def judge_command(args: argparse.Namespace) -> int:
+    """`bench judge RUN_OR_TASK`: a run id, or a task name (all its runs in the store)."""
+    from harness.data import build_splits, data_dir_from
+    from harness.leaderboard import select_runs
+    from harness.registry import get_task
+    from harness.rescore import _task_name
+    from harness.store import Store, results_dir
+
+    settings = settings_from(args)
+    assert settings is not None  # --judge is required by the parser
+    data_dir = data_dir_from(args.data_dir)
+    root = results_dir(args.results)
+    if not (root / "bench.sqlite").is_file():
+        raise BenchError(f"no results store at {root}/bench.sqlite; run `bench run` first or pass --results")
+    store = Store(root)
+    judging = None
+    try:
+        if store.run_config(args.target) is not None:
+            runs = [args.target]
+        else:
+            runs = [run["run_id"] for run in select_runs(store, args.target)]
+            if not runs:
+                raise BenchError(f"{args.target!r} is neither a run id nor a task with runs in {root}/bench.sqlite")
+        judging = Judging(settings, store, lambda message: print(message, file=sys.stderr, flush=True))
+        records = []
+        for run_id in runs:
+            config = store.run_config(run_id) or {}
+            spec = get_task(_task_name(config["task"]), **dict(config.get("task_options") or ()))
+            splits = build_splits(spec, data_dir, train_samples=config["train_samples"],
+                                  eval_samples=config["eval_samples"],
+                                  validation_samples=config["validation_samples"], seed=config["seed"])
+            record = judging.judge_run(run_id, spec, splits.eval)
+            if record:
+                records.append(record)
+        if not records:
+            raise BenchError(f"nothing to judge in {args.target}: no stored generations")
+        print_judge_table(records, store, re.sub(r"[^A-Za-z0-9._=-]+", "-", args.target))
+    finally:
+        if judging is not None:
+            judging.close()
+        store.close()
+    return 0

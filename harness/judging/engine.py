@@ -1,0 +1,129 @@
+"""Ask a judge many questions: cache first, then the backend (batched or concurrent, with
+retries), then strict parsing; an unparseable reply is asked again, up to `parse_retries` times.
+
+Every question ends as an Answer with a value, or as missing with the raw replies and the reason.
+Work proceeds in rounds (attempt 0 for all, then attempt 1 for the unparsed, ...), and each reply
+is cached the moment it arrives, so a crash mid-round loses nothing already paid for.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from harness.judging.backend import AnswerFormat, JudgeBackend, JudgeRequest, Reply
+from harness.judging.cache import JudgeCache, cache_key
+from harness.judging.retry import GaveUp, RetryPolicy, call_with_retries
+
+Log = Callable[[str], None]
+# Sampling temperature for repeated samples and for re-asking after an unparseable reply:
+# asking a deterministic judge the same thing again would return the same reply.
+SAMPLE_TEMPERATURE = 0.7
+
+
+@dataclass(frozen=True)
+class Query:
+    key: str  # hash of (judge, template version, rendered prompt, sample index)
+    template: str
+    prompt: str
+    sample: int
+    answer: AnswerFormat
+    parse: Callable[[str], Any]
+
+
+@dataclass
+class Answer:
+    value: Any = None
+    raw: list[str] = field(default_factory=list)
+    error: str | None = None
+    calls: int = 0        # requests sent (retries included)
+    cache_hits: int = 0
+    unparsed: int = 0     # replies the parser rejected
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    samples: int = 1
+    parse_retries: int = 2
+    retry: RetryPolicy = RetryPolicy()
+
+
+def ask_all(backend: JudgeBackend, queries: Sequence[Query], cache: JudgeCache, settings: EngineSettings,
+            log: Log = lambda _: None) -> list[Answer]:
+    answers = [Answer() for _ in queries]
+    pending = list(range(len(queries)))
+    for attempt in range(settings.parse_retries + 1):
+        to_fetch = []
+        for i in pending:
+            hit = cache.get(_attempt_key(queries[i], attempt))
+            if hit is None:
+                to_fetch.append(i)
+            else:
+                answers[i].cache_hits += 1
+                _record(answers[i], queries[i], hit)
+        if to_fetch:
+            log(f"  judge {backend.id}: {len(to_fetch)} requests (attempt {attempt + 1}), "
+                f"{len(pending) - len(to_fetch)} from the cache")
+            for i, result, calls in _fetch(backend, queries, to_fetch, attempt, settings):
+                answers[i].calls += calls
+                if isinstance(result, GaveUp):
+                    answers[i].error = str(result)
+                    continue
+                cache.put(_attempt_key(queries[i], attempt), backend.id, queries[i].template, result)
+                _record(answers[i], queries[i], result)
+        pending = [i for i in pending if answers[i].value is None and answers[i].error is None]
+        if not pending:
+            break
+    for i in pending:
+        answers[i].error = f"unparseable: {len(answers[i].raw)} replies, none in the asked format"
+    return answers
+
+
+def _attempt_key(query: Query, attempt: int) -> str:
+    return cache_key(query.key, attempt)
+
+
+def _record(answer: Answer, query: Query, reply: Reply) -> None:
+    answer.raw.append(reply.text)
+    answer.input_tokens += reply.input_tokens or 0
+    answer.output_tokens += reply.output_tokens or 0
+    value = query.parse(reply.text)
+    if value is None:
+        answer.unparsed += 1
+    else:
+        answer.value = value
+
+
+def _request(query: Query, attempt: int, samples: int) -> JudgeRequest:
+    greedy = samples == 1 and attempt == 0
+    return JudgeRequest(query.prompt, query.answer, temperature=0.0 if greedy else SAMPLE_TEMPERATURE,
+                        seed=query.sample * 1000 + attempt)
+
+
+def _fetch(backend: JudgeBackend, queries: Sequence[Query], indices: Sequence[int], attempt: int,
+           settings: EngineSettings):
+    """Yield (index, Reply or GaveUp, calls) as replies arrive."""
+    requests = {i: _request(queries[i], attempt, settings.samples) for i in indices}
+    batch = getattr(backend, "complete_batch", None)
+    if batch is not None:  # a local model: one batched pass, nothing transient to retry
+        for i, reply in zip(indices, batch([requests[i] for i in indices])):
+            yield i, reply, 1
+        return
+    with ThreadPoolExecutor(max_workers=max(1, backend.concurrency)) as pool:
+        futures = {pool.submit(_one, backend, requests[i], settings.retry, i): i for i in indices}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], *future.result()
+        except BaseException:
+            for future in futures:  # a fatal error (bad key) or Ctrl-C: stop sending more
+                future.cancel()
+            raise
+
+
+def _one(backend: JudgeBackend, request: JudgeRequest, policy: RetryPolicy, seed: int) -> tuple[Reply | GaveUp, int]:
+    try:
+        return call_with_retries(lambda: backend.complete(request), policy, seed=seed)
+    except GaveUp as exc:
+        return exc, policy.attempts

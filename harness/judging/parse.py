@@ -1,0 +1,69 @@
+"""Strict parsing of judge replies. A reply that does not say one clear thing is unparseable
+(None), never a default: a missing score must stay missing, not become 0 or 50."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+_OBJECT = re.compile(r"\{[^{}]*\}")
+_SCORE_FIELD = re.compile(r"""(?i)(?<![a-z])"?score"?\s*[:=]\s*"?(-?\d+(?:\.\d+)?)\b""")
+_BARE_NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*100)?\s*\.?\s*$")
+_WINNER_FIELD = re.compile(r"""(?i)"?winner"?\s*[:=]\s*"?\s*(A|B|tie)\b""")
+_BARE_VERDICT = re.compile(r"""(?i)^\s*(?:\[\[)?\s*"?(A|B|tie)"?\s*(?:\]\])?\s*\.?\s*$""")
+
+
+def _json_fields(text: str) -> list[dict[str, Any]]:
+    """Every JSON object in the reply: the whole reply, a fenced block, or objects inside prose."""
+    body = text.strip()
+    fenced = _FENCE.match(body)
+    if fenced:
+        body = fenced.group(1)
+    found = []
+    for candidate in [body] + _OBJECT.findall(body):
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            found.append(value)
+    return found
+
+
+def _one(values: list[Any]) -> Any | None:
+    """The value, when the reply states exactly one (repeats of the same value are fine)."""
+    distinct = list(dict.fromkeys(values))
+    return distinct[0] if len(distinct) == 1 else None
+
+
+def parse_score(text: str, low: float = 0.0, high: float = 100.0) -> float | None:
+    """The score in [low, high], or None when there is none, several disagree, or it is out of range."""
+    scores: list[float] = []
+    for obj in _json_fields(text):
+        value = obj.get("score")
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) or (isinstance(value, str) and _BARE_NUMBER.match(value)):
+            scores.append(float(value))
+    if not scores:
+        scores = [float(m) for m in _SCORE_FIELD.findall(text)]
+    if not scores:
+        bare = _BARE_NUMBER.match(text)
+        scores = [float(bare.group(1))] if bare else []
+    score = _one(scores)
+    if score is None or not low <= score <= high:
+        return None
+    return score
+
+
+def parse_verdict(text: str) -> str | None:
+    """'A', 'B' or 'tie', or None."""
+    verdicts = [str(obj["winner"]).strip() for obj in _json_fields(text) if "winner" in obj]
+    if not verdicts:
+        verdicts = _WINNER_FIELD.findall(text)
+    if not verdicts:
+        bare = _BARE_VERDICT.match(text)
+        verdicts = [bare.group(1)] if bare else []
+    normal = [{"a": "A", "b": "B", "tie": "tie"}.get(v.lower()) for v in verdicts]
+    return _one(normal) if None not in normal else None

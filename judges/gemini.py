@@ -1,0 +1,102 @@
+"""Gemini through Google's SDK. `gemini:gemini-2.5-flash`.
+
+google-genai is Google's maintained SDK and the one used. google-generativeai, which the seeds used,
+is deprecated (its import says so, support ended 2025, and offline it keeps retrying for ten
+minutes before failing), so it is not supported: its calls map one to one onto this. The key comes from GEMINI_API_KEY or GOOGLE_API_KEY, GEMINI_BASE_URL points
+the SDK at a proxy or a local test server, and the SDK's own retries are off: the engine retries
+(backoff, jitter, Retry-After) for every backend alike. Answers are asked for as JSON with a schema.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from harness.errors import BenchError
+from harness.judging.backend import (
+    JudgeOptions,
+    JudgeRequest,
+    JudgeSpec,
+    Reply,
+    TransientJudgeError,
+    redact,
+    retry_after_seconds,
+    secret_from_env,
+)
+from harness.registry import judge
+
+KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Timeouts and dropped connections of whichever httpx the SDK runs on."""
+    found: list[type[BaseException]] = [TimeoutError, ConnectionError]
+    for name in ("httpx", "httpx2"):
+        try:
+            module = __import__(name)
+            found.append(module.TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+class GeminiJudge:
+    def __init__(self, spec: JudgeSpec, options: JudgeOptions):
+        found = secret_from_env(*KEY_VARIABLES)
+        if found is None:
+            raise BenchError("--judge gemini needs an API key: export GEMINI_API_KEY (or GOOGLE_API_KEY)")
+        self._key = found[1]
+        self.model = spec.model.removeprefix("models/")
+        self.id = f"gemini:{self.model}"
+        self.concurrency, self.timeout = options.concurrency, options.timeout
+        self._client: Any = None
+
+    def _sdk(self) -> Any:
+        if self._client is None:
+            try:
+                from google import genai
+                from google.genai import types
+            except ImportError:
+                raise BenchError("--judge gemini needs Google's SDK: pip install google-genai") from None
+            http = types.HttpOptions(timeout=int(self.timeout * 1000), base_url=os.environ.get("GEMINI_BASE_URL"),
+                                     retry_options=types.HttpRetryOptions(attempts=1))
+            self._client = genai.Client(api_key=self._key, http_options=http)
+        return self._client
+
+    def complete(self, request: JudgeRequest) -> Reply:
+        from google.genai import errors, types
+
+        config = types.GenerateContentConfig(
+            temperature=request.temperature, seed=request.seed, max_output_tokens=request.answer.max_tokens,
+            response_mime_type="application/json", response_json_schema=request.answer.schema)
+        try:
+            response = self._sdk().models.generate_content(model=self.model, contents=request.prompt, config=config)
+        except errors.APIError as exc:
+            message = redact(str(exc), self._key)[:300]
+            if exc.code in TRANSIENT_STATUS:
+                headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+                raise TransientJudgeError(f"HTTP {exc.code}: {message}",
+                                          retry_after_seconds(headers.get("retry-after"))) from None
+            if exc.code in (401, 403):
+                raise BenchError(f"judge {self.id}: HTTP {exc.code} (not authorized); check GEMINI_API_KEY") from None
+            raise BenchError(f"judge {self.id} refused the request (HTTP {exc.code}): {message}") from None
+        except _transport_errors() as exc:
+            raise TransientJudgeError(f"{type(exc).__name__}: {redact(str(exc), self._key)[:200]}") from None
+        except ValueError as exc:  # the SDK could not read the reply body (garbage from a proxy)
+            raise TransientJudgeError(f"unreadable reply: {redact(str(exc), self._key)[:200]}") from None
+        text = _text(response)
+        usage = getattr(response, "usage_metadata", None)
+        return Reply(text, getattr(usage, "prompt_token_count", None), getattr(usage, "candidates_token_count", None))
+
+
+def _text(response: Any) -> str:
+    """The reply text; a blocked or empty candidate gives "" (unparseable, so asked again)."""
+    try:
+        return response.text or ""
+    except (ValueError, AttributeError):
+        return ""
+
+
+@judge("gemini")
+def gemini(spec: JudgeSpec, options: JudgeOptions) -> GeminiJudge:
+    return GeminiJudge(spec, options)

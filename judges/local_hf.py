@@ -1,0 +1,85 @@
+"""A local Hugging Face causal LM as the judge (`hf:smollm2`, `hf:/path/to/model`, `hf:org/name`),
+so judging works fully offline. Structured output the local way: the prompt (in the model's chat
+template when it has one) is followed by the start of the JSON answer (`{"score": `), and the
+model only writes the value. Greedy for a single sample; seeded sampling for repeated samples.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from harness.judging.backend import JudgeOptions, JudgeRequest, JudgeSpec, Reply
+from harness.registry import judge
+
+ANSWER_TOKENS = 8   # after the prefill a score or verdict is a few tokens; more is rambling
+MAX_PROMPT_TOKENS = 2048  # longer prompts keep their end, where the responses and the answer format are
+
+
+class LocalJudge:
+    concurrency = 1
+
+    def __init__(self, spec: JudgeSpec, options: JudgeOptions):
+        from harness.models import resolve_model
+
+        self.ref = resolve_model(spec.model)  # a bad name fails now, before any judging
+        if self.ref.family != "causal":
+            from harness.errors import BenchError
+
+            raise BenchError(f"--judge hf:{spec.model}: a local judge must be a causal LM (got {self.ref.family})")
+        self.model = spec.model
+        self.id = f"hf:{spec.model}"
+        self.batch_size = options.batch_size
+        self._loaded: tuple[Any, Any] | None = None
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._loaded is None:  # only when something is not in the cache
+            from harness.models import load_lm, load_tokenizer
+
+            tokenizer = load_tokenizer(self.ref, padding_side="left")
+            self._loaded = (load_lm(self.ref).eval(), tokenizer)
+        return self._loaded
+
+    def complete(self, request: JudgeRequest) -> Reply:
+        return self.complete_batch([request])[0]
+
+    def complete_batch(self, requests: Sequence[JudgeRequest]) -> list[Reply]:
+        import torch
+
+        from harness.backends.hf import length_sorted_batches, pad_batch
+
+        model, tokenizer = self._load()
+        window = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        keep = min(MAX_PROMPT_TOKENS, (window or MAX_PROMPT_TOKENS) - ANSWER_TOKENS)
+        prompts = [self._encode(tokenizer, r)[-keep:] for r in requests]
+        pad_id = tokenizer.pad_token_id
+        replies: list[Reply] = [Reply("")] * len(requests)
+        with torch.inference_mode():
+            for batch in length_sorted_batches([len(p) for p in prompts], self.batch_size):
+                ids, mask = pad_batch([prompts[i] for i in batch], pad_id, left=True, device=model.device)
+                first = requests[batch[0]]
+                sampling: dict[str, Any] = {"do_sample": False}
+                if first.temperature > 0:  # a batch shares one temperature: the engine asks each round alike
+                    torch.manual_seed(first.seed)
+                    sampling = {"do_sample": True, "temperature": first.temperature, "top_p": 1.0, "top_k": 0}
+                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=ANSWER_TOKENS,
+                                     pad_token_id=pad_id, **sampling)
+                for row, i in enumerate(batch):
+                    new = out[row, ids.shape[1]:]
+                    text = tokenizer.decode(new, skip_special_tokens=True)
+                    replies[i] = Reply(requests[i].answer.prefill + text, len(prompts[i]),
+                                       int((new != pad_id).sum()))
+        return replies
+
+    @staticmethod
+    def _encode(tokenizer: Any, request: JudgeRequest) -> list[int]:
+        if getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template([{"role": "user", "content": request.prompt}], tokenize=False,
+                                                 add_generation_prompt=True)
+            ids = tokenizer(text + request.answer.prefill, add_special_tokens=False)["input_ids"]
+        else:
+            ids = tokenizer(request.prompt + "\n\n" + request.answer.prefill)["input_ids"]
+        return list(ids)
+
+
+@judge("hf")
+def local_model(spec: JudgeSpec, options: JudgeOptions) -> LocalJudge:
+    return LocalJudge(spec, options)

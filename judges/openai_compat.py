@@ -1,0 +1,104 @@
+"""Any OpenAI-compatible chat-completions server: vLLM, llama.cpp server, Ollama, hosted APIs.
+
+`openai:http://localhost:8000/v1#MODEL` posts to {URL}/chat/completions. The key, if the server
+wants one, comes from BENCH_JUDGE_API_KEY or OPENAI_API_KEY; it travels only in the
+Authorization header and is masked out of any error text. Structured output is asked for with
+`response_format: json_schema`; a server that rejects that field is asked again without it (the
+strict parser still applies), and remembered.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from typing import Any
+
+from harness.errors import BenchError
+from harness.judging.backend import (
+    JudgeOptions,
+    JudgeRequest,
+    JudgeSpec,
+    Reply,
+    TransientJudgeError,
+    redact,
+    retry_after_seconds,
+    secret_from_env,
+)
+from harness.registry import judge
+
+KEY_VARIABLES = ("BENCH_JUDGE_API_KEY", "OPENAI_API_KEY")
+TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class OpenAICompatibleJudge:
+    def __init__(self, spec: JudgeSpec, options: JudgeOptions):
+        self.model, self.url = spec.model, spec.url
+        self.id = f"openai:{spec.url}#{spec.model}"
+        self.concurrency, self.timeout = options.concurrency, options.timeout
+        found = secret_from_env(*KEY_VARIABLES)
+        self._key = found[1] if found else ""
+        self._structured = True
+
+    def complete(self, request: JudgeRequest) -> Reply:
+        body: dict[str, Any] = {
+            "model": self.model, "messages": [{"role": "user", "content": request.prompt}],
+            "temperature": request.temperature, "max_tokens": request.answer.max_tokens, "seed": request.seed}
+        if self._structured:
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "judgment", "schema": request.answer.schema, "strict": True}}
+        try:
+            payload = self._post(body)
+        except _Rejected as exc:
+            if self._structured and "response_format" in exc.text:
+                self._structured = False  # this server has no structured output: plain text + strict parser
+                return self.complete(request)
+            raise BenchError(f"judge {self.id} refused the request (HTTP {exc.status}): {exc.text[:300]}") from None
+        try:
+            text = payload["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise TransientJudgeError(f"reply without choices[0].message.content: {str(payload)[:200]}") from None
+        usage = payload.get("usage") or {}
+        return Reply(text if isinstance(text, str) else json.dumps(text), usage.get("prompt_tokens"),
+                     usage.get("completion_tokens"))
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        request = urllib.request.Request(f"{self.url}/chat/completions", data=json.dumps(body).encode(),
+                                         headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            text = redact(exc.read().decode("utf-8", "replace"), self._key)
+            if exc.code in TRANSIENT_STATUS:
+                raise TransientJudgeError(f"HTTP {exc.code}: {text[:200]}",
+                                          retry_after_seconds(exc.headers.get("Retry-After"))) from None
+            if exc.code in (401, 403):
+                raise BenchError(f"judge {self.id}: HTTP {exc.code} (not authorized); set BENCH_JUDGE_API_KEY or "
+                                 "OPENAI_API_KEY to a valid key") from None
+            raise _Rejected(exc.code, text) from None
+        except (socket.timeout, TimeoutError) as exc:
+            raise TransientJudgeError(f"timed out after {self.timeout:g} s ({exc})") from None
+        except (urllib.error.URLError, ConnectionError, OSError) as exc:
+            raise TransientJudgeError(f"cannot reach {self.url}: {redact(str(exc), self._key)}") from None
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            raise TransientJudgeError(f"reply is not JSON: {raw[:200]!r}") from None
+        if not isinstance(payload, dict):
+            raise TransientJudgeError(f"reply is not a JSON object: {raw[:200]!r}")
+        return payload
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, text: str):
+        super().__init__(text)
+        self.status, self.text = status, text
+
+
+@judge("openai")
+def openai_compatible(spec: JudgeSpec, options: JudgeOptions) -> OpenAICompatibleJudge:
+    return OpenAICompatibleJudge(spec, options)
