@@ -9,6 +9,7 @@ the SDK at a proxy or a local test server, and the SDK's own retries are off: th
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from harness.errors import BenchError
@@ -50,18 +51,23 @@ class GeminiJudge:
         self.id = f"gemini:{self.model}"
         self.concurrency, self.timeout = options.concurrency, options.timeout
         self._client: Any = None
+        self._lock = threading.Lock()
 
     def _sdk(self) -> Any:
-        if self._client is None:
-            try:
-                from google import genai
-                from google.genai import types
-            except ImportError:
-                raise BenchError("--judge gemini needs Google's SDK: pip install google-genai") from None
-            http = types.HttpOptions(timeout=int(self.timeout * 1000), base_url=os.environ.get("GEMINI_BASE_URL"),
-                                     retry_options=types.HttpRetryOptions(attempts=1))
-            self._client = genai.Client(api_key=self._key, http_options=http)
-        return self._client
+        with self._lock:  # one client for all worker threads (a dropped client closes its connections)
+            if self._client is None:
+                self._client = self._new_client()
+            return self._client
+
+    def _new_client(self) -> Any:
+        try:
+            from google import genai
+            from google.genai import types
+        except ImportError:
+            raise BenchError("--judge gemini needs Google's SDK: pip install google-genai") from None
+        http = types.HttpOptions(timeout=int(self.timeout * 1000), base_url=os.environ.get("GEMINI_BASE_URL"),
+                                 retry_options=types.HttpRetryOptions(attempts=1))
+        return genai.Client(api_key=self._key, http_options=http)
 
     def complete(self, request: JudgeRequest) -> Reply:
         from google.genai import errors, types

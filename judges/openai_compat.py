@@ -50,7 +50,7 @@ class OpenAICompatibleJudge:
         try:
             payload = self._post(body)
         except _Rejected as exc:
-            if self._structured and "response_format" in exc.text:
+            if "response_format" in body and "response_format" in exc.text:
                 self._structured = False  # this server has no structured output: plain text + strict parser
                 return self.complete(request)
             raise BenchError(f"judge {self.id} refused the request (HTTP {exc.status}): {exc.text[:300]}") from None

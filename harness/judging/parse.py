@@ -46,8 +46,7 @@ def parse_score(text: str, low: float = 0.0, high: float = 100.0) -> float | Non
             continue
         if isinstance(value, (int, float)) or (isinstance(value, str) and _BARE_NUMBER.match(value)):
             scores.append(float(value))
-    if not scores:
-        scores = [float(m) for m in _SCORE_FIELD.findall(text)]
+    scores += [float(m) for m in _SCORE_FIELD.findall(text)]  # also catches a second score in prose
     if not scores:
         bare = _BARE_NUMBER.match(text)
         scores = [float(bare.group(1))] if bare else []
@@ -60,8 +59,7 @@ def parse_score(text: str, low: float = 0.0, high: float = 100.0) -> float | Non
 def parse_verdict(text: str) -> str | None:
     """'A', 'B' or 'tie', or None."""
     verdicts = [str(obj["winner"]).strip() for obj in _json_fields(text) if "winner" in obj]
-    if not verdicts:
-        verdicts = _WINNER_FIELD.findall(text)
+    verdicts += _WINNER_FIELD.findall(text)
     if not verdicts:
         bare = _BARE_VERDICT.match(text)
         verdicts = [bare.group(1)] if bare else []
