@@ -279,6 +279,7 @@ def print_and_save(store: Any, spec: Any, rows: list[Any], splits: Any, seconds:
         sample_outputs,
         sample_predictions,
     )
+    from harness.faults import reached
     from harness.store import atomic_write
 
     table = markdown_table(rows, splits.notes)
@@ -292,6 +293,7 @@ def print_and_save(store: Any, spec: Any, rows: list[Any], splits: Any, seconds:
             print(sample_outputs(store, row, *sample_texts(spec, splits.eval)) + "\n")
     name = f"{spec.key}__" + hashlib.sha256("|".join(r.run_id + r.baseline for r in rows).encode()).hexdigest()[:8]
     atomic_write(store.root / "tables" / f"{name}.md", f"# {spec.key}: before / after fine-tuning\n\n{table}")
+    reached("report-written", 1)
     atomic_write(store.root / "tables" / f"{name}.csv", csv_table(rows))
     print(f"tables: {store.root / 'tables' / name}.md and .csv   wall time {seconds:.1f} s")
     return name

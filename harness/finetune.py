@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -39,6 +40,7 @@ class TrainResult:
     best_metric: float | None = None
     stopped_early: bool = False
     curves: list[dict[str, Any]] = field(default_factory=list)
+    oom_chunks: int = 1  # >1: the device ran out of memory and each batch ran in this many pieces
 
     @property
     def tokens_per_second(self) -> float:
@@ -116,9 +118,14 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 
 def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int,
-          validate: Callable[[Any], dict[str, float]], log: Callable[[str], None] = print) -> TrainResult:
-    """Train in place; the model ends holding the best validated weights."""
+          validate: Callable[[Any], dict[str, float]], log: Callable[[str], None] = print,
+          state_dir: Path | None = None) -> TrainResult:
+    """Train in place; the model ends holding the best validated weights. With `state_dir`, the
+    loop saves its full state at every validation and, if a state is there, resumes from it."""
     import torch
+
+    from harness.faults import reached
+    from harness.train_state import LoopState, load_state, save_state
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -133,19 +140,50 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
         optimizer, lambda step: lr_factor(step, total_steps, warmup, config.schedule))
     trainable = [p for p in model.parameters() if p.requires_grad]
     result, best_state, evals_without_gain = TrainResult(), None, 0
-    step, micro, window_loss, window_batches = 0, 0, 0.0, 0
+    step, micro, epoch, skip, window_loss, window_batches = 0, 0, 0, 0, 0.0, 0
+    chunks = 1  # each batch runs in this many pieces; doubled when the device runs out of memory
+    resumed = load_state(state_dir, model, optimizer, scheduler) if state_dir else None
+    if resumed is not None:
+        loop, best_state = resumed
+        step, micro, epoch, skip, evals_without_gain = loop.step, loop.micro, loop.epoch, loop.batches_done, \
+            loop.evals_without_gain
+        result = TrainResult(**loop.result)
+        rng.bit_generator.state = loop.epoch_rng
+        log(f"  resuming fine-tuning from its checkpoint at step {step}/{total_steps}")
+    saves, saved_step = 0, step
     started = time.perf_counter()
     model.train()
     while step < total_steps and not result.stopped_early:
-        for batch_ids in length_grouped_batches(lengths, config.batch_size, rng):
-            batch = collate([items[i] for i in batch_ids], pad_id, device)
-            loss = model(**batch).loss
-            if not torch.isfinite(loss):
-                raise BenchError(f"training loss became {loss.item()} at step {step}; lower --lr (now {config.lr}) "
-                                 "or raise --max-grad-norm clipping")
-            (loss / config.grad_accum).backward()
-            result.train_tokens += int(batch["attention_mask"].sum())
-            window_loss, window_batches, micro = window_loss + loss.item(), window_batches + 1, micro + 1
+        epoch_rng = rng.bit_generator.state
+        for done, batch_ids in enumerate(length_grouped_batches(lengths, config.batch_size, rng)):
+            if done < skip:  # trained on before the interruption
+                continue
+            batch = [items[i] for i in batch_ids]
+            while True:
+                try:
+                    if chunks == 1:
+                        reached("train-step", step)
+                    loss, tokens = _forward_backward(model, batch, chunks, config.grad_accum, pad_id, device)
+                    break
+                except torch.OutOfMemoryError:
+                    if chunks >= len(batch):
+                        raise BenchError(f"out of memory even at 1 example per forward pass (step {step}); lower "
+                                         "--max-length or use --method lora/qlora") from None
+                    # Drop the failed attempt's partial gradient; micro-batches already accumulated for
+                    # this step go with it (the step restarts its accumulation window), once per back-off.
+                    optimizer.zero_grad(set_to_none=True)
+                    micro -= micro % config.grad_accum
+                    window_loss, window_batches = 0.0, 0
+                    chunks *= 2
+                    _free_cache(device)
+                    log(f"  out of memory: batch now runs as {chunks} pieces of ~{math.ceil(len(batch) / chunks)} "
+                        "examples (same effective batch)")
+            if not math.isfinite(loss):
+                kept = f"; the last good training state (step {saved_step}) is kept in {state_dir}" if saved_step else ""
+                raise BenchError(f"training loss became {loss} at step {step}{kept}; lower --lr (now {config.lr}) "
+                                 "or --max-grad-norm and run again")
+            result.train_tokens += tokens
+            window_loss, window_batches, micro = window_loss + loss, window_batches + 1, micro + 1
             if micro % config.grad_accum:
                 continue
             torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
@@ -177,9 +215,17 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
                         result.stopped_early = True
                         log(f"  early stop: no gain in {config.patience} evaluations")
                         break
+                if state_dir is not None and step < total_steps:
+                    loop = LoopState(step, epoch, done + 1, micro, epoch_rng, evals_without_gain,
+                                     dict(result.__dict__))
+                    save_state(state_dir, model, optimizer, scheduler, best_state, loop)
+                    saves, saved_step = saves + 1, step
+                    reached("finetune-saved", saves)
             if step >= total_steps:
                 break
+        epoch, skip = epoch + 1, 0
     result.steps, result.epochs = step, step * config.grad_accum / batches_per_epoch
+    result.oom_chunks = chunks
     if best_state is not None:
         with torch.no_grad():
             for name, param in model.named_parameters():
@@ -187,3 +233,30 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
                     param.copy_(best_state[name])
     model.eval()
     return result
+
+
+def _forward_backward(model: Any, batch: Sequence[TrainItem], chunks: int, grad_accum: int, pad_id: int,
+                      device: Any) -> tuple[float, int]:
+    """Loss of the batch (a float) and its real tokens, gradients accumulated. In `chunks` pieces
+    the per-piece losses are weighted by piece size, so the gradient is the whole batch's (up to the
+    per-token averaging of LM losses inside each piece)."""
+    size = math.ceil(len(batch) / chunks)
+    total, tokens = 0.0, 0
+    for start in range(0, len(batch), size):
+        piece = batch[start:start + size]
+        inputs = collate(piece, pad_id, device)
+        loss = model(**inputs).loss
+        share = len(piece) / len(batch)
+        if not bool(loss.isfinite()):
+            return float(loss.item()), tokens
+        (loss * share / grad_accum).backward()
+        total += loss.item() * share
+        tokens += int(inputs["attention_mask"].sum())
+    return total, tokens
+
+
+def _free_cache(device: Any) -> None:
+    import torch
+
+    if getattr(device, "type", "") == "cuda":
+        torch.cuda.empty_cache()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -17,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 from harness.config import RunConfig, resolve
 from harness.data import build_splits
 from harness.errors import BenchError
+from harness.faults import reached
 from harness.memory import PeakMemory
 from harness.models import ModelRef, resolve_model
 from harness.scoring import headline_metric, score_stage
@@ -123,6 +125,7 @@ class Runner:
             return [], metrics, info, result.curves
 
         records["finetune"] = self._stage(planned, "finetune", splits, finetune)
+        shutil.rmtree(self.store.run_dir(run_id) / training.TRAIN_STATE, ignore_errors=True)  # stage committed
 
         def evaluate_finetuned() -> tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
             if trained:
@@ -143,6 +146,7 @@ class Runner:
             self.log(f"  {stage}: complete in the store, skipped")
             return done
         self.log(f"  {stage} ...")
+        reached(f"{stage.replace(':', '-')}-started", 1)
         started = time.perf_counter()
         with PeakMemory() as peak:
             predictions, metrics, info, curves = work()

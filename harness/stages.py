@@ -32,6 +32,7 @@ from harness.text_stages import predict_text, text_train_items, validation_loss
 from harness.types import Example, Prediction, Splits
 
 CHECKPOINT_FILE = "bench_checkpoint.json"
+TRAIN_STATE = "train_state"  # beside the checkpoint: the resumable mid-training state
 StageOutput = tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]
 
 
@@ -136,12 +137,14 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
             return {"loss": validation_loss(current, held_out, tokenizer.pad_token_id, config.eval_batch_size)}
     else:
         validate = _classification_validator(spec, ref, config, tokenizer, splits)
-    result = train(model, items, config, tokenizer.pad_token_id, validate, log)
+    result = train(model, items, config, tokenizer.pad_token_id, validate, log,
+                   state_dir=checkpoint.with_name(TRAIN_STATE))
     save_checkpoint(model, tokenizer, checkpoint, spec, ref, config)
     info = {"params": parameter_counts(model), "steps": result.steps, "epochs": round(result.epochs, 3),
             "train_examples": len(items), "train_tokens": result.train_tokens,
             "train_seconds": round(result.train_seconds, 2),
             "tokens_per_second": round(result.tokens_per_second, 1), "stopped_early": result.stopped_early,
+            "oom_backoff_pieces": result.oom_chunks,
             "device": str(device()), "checkpoint": str(checkpoint)}
     return model, tokenizer, result, info
 

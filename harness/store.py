@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from harness.errors import BenchError
+from harness.faults import reached
 from harness.types import Prediction
 
 RESULTS_ENV = "BENCH_RESULTS"
@@ -149,6 +150,7 @@ class Store:
                                                                   for p in predictions))
         if curves:
             atomic_write(stage_dir / "curves.jsonl", "".join(json.dumps(point) + "\n" for point in curves))
+        reached(f"{stage.replace(':', '-')}-files", 1)
         with self._transaction() as db:
             db.execute("INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?)",
                        (run_id, config["task"], config["model"], config["method"], config["preset"],

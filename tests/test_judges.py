@@ -300,12 +300,16 @@ def test_bench_judge_end_to_end_caches_and_never_writes_the_key(bench: Any, alpa
                                "--judge-samples", 2)
         assert code == 0, err
         paid = len(server.requests)
-        assert paid == 4 * 2 * 4  # 4 items x 2 samples x (2 single + 2 pairwise orders)
+        with sqlite3.connect(results / "judge_cache.sqlite") as cache:
+            distinct = cache.execute("SELECT count(*) FROM replies").fetchone()[0]
+        # 4 items x 2 samples x (2 single + 2 pairwise orders), identical questions asked once (a
+        # tiny model often writes the same text before and after)
+        assert paid == distinct and 0 < paid <= 4 * 2 * 4
         assert "## LLM judge" in out and "judge-model" in out and f"{paid} (0)" in out
         code, out, err = bench("judge", "alpaca", "--judge", spec, "--results", results, "--data-dir", data_dir,
                                "--judge-samples", 2)
         assert code == 0, err
-        assert len(server.requests) == paid and f"0 ({paid})" in out  # all from the cache
+        assert len(server.requests) == paid and re.search(r"\| 0 \(\d+\) \|", out)  # all from the cache
         assert all(r["headers"]["Authorization"] == f"Bearer {FAKE_KEY}" for r in server.requests)
     stored = sqlite3.connect(results / "bench.sqlite").execute("SELECT metrics, info FROM judgments").fetchall()
     assert len(stored) == 1
@@ -324,7 +328,11 @@ def test_bench_run_with_judge_judges_before_and_after(bench: Any, data_dir: Path
                                "--max-new-tokens", 4, "--epochs", 1, "--max-length", 96, "--judge-mode", "single",
                                "--judge", f"openai:{server.url}/v1#judge-model")
         assert code == 0, err
-        assert len(server.requests) == 3 * 2
+        assert 0 < len(server.requests) <= 3 * 2  # 3 items x before/after (identical outputs asked once)
+    metrics = json.loads(sqlite3.connect(tmp_path / "r" / "bench.sqlite").execute(
+        "SELECT metrics FROM judgments").fetchone()[0])
+    assert metrics["score_before"]["n_scored"] == metrics["score_after"]["n_scored"] == 3
+    assert "pairwise" not in metrics
     assert "## LLM judge" in out and list((tmp_path / "r" / "tables").glob("*__judge.md"))
 
 

@@ -52,27 +52,38 @@ class EngineSettings:
 
 def ask_all(backend: JudgeBackend, queries: Sequence[Query], cache: JudgeCache, settings: EngineSettings,
             log: Log = lambda _: None) -> list[Answer]:
+    from harness.faults import reached
+
     answers = [Answer() for _ in queries]
     pending = list(range(len(queries)))
+    cached = 0
     for attempt in range(settings.parse_retries + 1):
-        to_fetch = []
+        to_fetch: dict[str, list[int]] = {}  # identical questions (same key) are asked once
         for i in pending:
-            hit = cache.get(_attempt_key(queries[i], attempt))
+            key = _attempt_key(queries[i], attempt)
+            hit = cache.get(key)
             if hit is None:
-                to_fetch.append(i)
+                to_fetch.setdefault(key, []).append(i)
             else:
                 answers[i].cache_hits += 1
                 _record(answers[i], queries[i], hit)
         if to_fetch:
+            asking = sum(map(len, to_fetch.values()))
             log(f"  judge {backend.id}: {len(to_fetch)} requests (attempt {attempt + 1}), "
-                f"{len(pending) - len(to_fetch)} from the cache")
-            for i, result, calls in _fetch(backend, queries, to_fetch, attempt, settings):
-                answers[i].calls += calls
+                f"{len(pending) - asking} from the cache")
+            groups = list(to_fetch.values())
+            for first, result, calls in _fetch(backend, queries, [group[0] for group in groups], attempt, settings):
+                same = to_fetch[_attempt_key(queries[first], attempt)]
+                answers[first].calls += calls
                 if isinstance(result, GaveUp):
-                    answers[i].error = str(result)
+                    for i in same:
+                        answers[i].error = str(result)
                     continue
-                cache.put(_attempt_key(queries[i], attempt), backend.id, queries[i].template, result)
-                _record(answers[i], queries[i], result)
+                cache.put(_attempt_key(queries[first], attempt), backend.id, queries[first].template, result)
+                cached += 1
+                reached("judge-replies", cached)
+                for i in same:
+                    _record(answers[i], queries[i], result)
         pending = [i for i in pending if answers[i].value is None and answers[i].error is None]
         if not pending:
             break

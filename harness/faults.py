@@ -1,0 +1,36 @@
+"""Fault injection for the crash-safety tests, off unless BENCH_FAULTS is set.
+
+BENCH_FAULTS="kill@finetune-saved=1,oom@train-step=2" makes the process SIGKILL itself (a real
+kill -9, landing exactly there: a kill timed from outside would be flaky) or raise the device's
+out-of-memory error when the named point is reached with that value. Points (value):
+<stage>-started (1) as a stage's work begins and <stage>-files (1) after its files are written but
+before its row commits (stage names with ':' as '-': baseline-prompt, finetune, finetuned);
+finetune-saved (training states saved so far); train-step (the optimizer step about to run);
+judge-replies (judge replies cached so far); report-written (1, between the table files).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+ENV = "BENCH_FAULTS"
+
+
+def reached(point: str, value: int) -> None:
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    for fault in spec.split(","):
+        action, _, where = fault.strip().partition("@")
+        name, _, at = where.partition("=")
+        if name != point or not at.isdigit() or int(at) != value:
+            continue
+        if action == "kill":
+            # Sent to this thread, so it dies before its next instruction (a process-wide kill
+            # may let it run on a little while the kernel tears down other threads).
+            signal.pthread_kill(threading.get_ident(), signal.SIGKILL)
+        if action == "oom":
+            import torch
+
+            raise torch.OutOfMemoryError(f"injected out-of-memory at {point}={value} ({ENV})")
