@@ -45,6 +45,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, help="max tokens per example (default 128 quick, 512 paper)")
     parser.add_argument("--eval-batch-size", type=int, help="eval batch size (default 32)")
     parser.add_argument("--seed", type=int, help="seed for sampling, init and training (default 0)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow models whose repository ships its own Python code (off: such models are refused)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +203,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     values = {name: getattr(args, name, None) for name in RUN_OPTIONS}
     values["baselines"] = args.baselines
     values["lora_targets"] = getattr(args, "lora_targets", None)
+    values["trust_remote_code"] = getattr(args, "trust_remote_code", False) or None
     options = tuple((name, task_options(args)[name]) for name in TASK_OPTIONS if name in task_options(args))
     values["task_options"] = options or None
     return values
@@ -228,7 +231,7 @@ def _after_run(loggers: Sequence[str], store: Any) -> Callable[[str, dict[str, A
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.data import data_dir_from
     from harness.loggers import check_loggers
-    from harness.judging.command import Judging, print_judge_table, settings_from
+    from harness.judging.command import Judging, check_judgeable, print_judge_table, settings_from
     from harness.pipeline import Runner, plan
     from harness.registry import get_task
     from harness.store import Store, results_dir
@@ -239,9 +242,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_dir = data_dir_from(args.data_dir)
     planned = plan(spec, list(args.models), _overrides(args), args.preset)
     judge_settings = settings_from(args)
-    if judge_settings is not None and spec.is_classification:
-        raise BenchError(f"--judge grades generated text; {spec.name} is a classification task (its labels are "
-                         "scored exactly): drop --judge")
+    if judge_settings is not None:
+        check_judgeable(spec)
     store = Store(results_dir(args.results))
     judging = None
     try:
@@ -434,6 +436,8 @@ def _emit(text: str, out: str | None) -> None:
     if out is None:
         print(text, end="")
         return
+    if ".." in Path(out).parts:
+        raise BenchError(f"--out {out}: '..' components are not allowed; give the path without them")
     atomic_write(Path(out), text)
     print(out)
 

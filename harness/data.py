@@ -22,6 +22,9 @@ from harness.types import Example, Splits
 
 DATA_DIR_ENV = "BENCH_DATA_DIR"
 SUFFIXES = (".parquet", ".jsonl", ".csv")
+# Longer than any context this tool evaluates (~50k tokens): such a text is a broken row, and
+# tokenizing it would stall a run for nothing.
+MAX_TEXT_CHARS = 200_000
 
 
 def data_dir_from(option: str | None) -> Path | None:
@@ -125,6 +128,11 @@ def _build_examples(frame: pd.DataFrame, spec: TaskSpec, where: str) -> list[Exa
         raise BenchError(f"{where} is empty: task {spec.name} needs at least one example")
     _check_texts(frame, kind.fields, where)
     ids = frame["id"].astype(str) if "id" in frame.columns else pd.Series(frame.index.astype(str))
+    repeated = ids[ids.duplicated()]
+    if len(repeated):
+        # Before/after pairing, resume and judging all key on the example id.
+        raise BenchError(f"{where}: id {repeated.iloc[0]!r} appears more than once (row {int(repeated.index[0])}); "
+                         "example ids must be unique: fix the 'id' column or drop it (rows are then numbered)")
     columns = [frame[column].tolist() for column in kind.fields]
     texts = [tuple(column[i] for column in columns) for i in range(len(frame))]
     if isinstance(kind, Classify):
@@ -162,6 +170,12 @@ def _check_texts(frame: pd.DataFrame, fields: Sequence[str], where: str) -> None
             row = int(np.flatnonzero(not_text.to_numpy())[0])
             raise BenchError(f"{where}: column {column!r} row {row} is {_plain(texts.iloc[row])!r}, not a text; "
                              "fix or drop that row")
+        too_long = texts.str.len() > MAX_TEXT_CHARS
+        if too_long.any():
+            row = int(np.flatnonzero(too_long.to_numpy())[0])
+            raise BenchError(f"{where}: column {column!r} row {row} has {len(texts.iloc[row]):,} characters, over the "
+                             f"{MAX_TEXT_CHARS:,} a text may have (no model here reads that much: a broken row?); "
+                             "drop or truncate it")
 
 
 def _checked_labels(frame: pd.DataFrame, kind: Classify, where: str) -> list[int]:

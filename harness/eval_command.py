@@ -38,7 +38,7 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     if meta is not None and meta["task"] != spec.key:
         raise BenchError(f"checkpoint {path} was trained on task {meta['task']}, not {spec.key}; "
                          f"evaluate it with `bench eval {meta['task']} --model {path}`")
-    ref = resolve_model(meta["base_source"] if meta else args.model)
+    ref = resolve_model(meta["base_source"] if meta else args.model, trust_remote_code=args.trust_remote_code)
     config = resolve(spec, args.model, {**overrides, **({"objective": meta["objective"]} if meta else {})},
                      args.preset, can_prompt=ref.can_prompt)
     quiet_transformers()

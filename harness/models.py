@@ -113,13 +113,14 @@ class ModelRef:
     source: str  # local folder or hub id
     family: str  # "causal" | "encoder" | "seq2seq"
     model_type: str
+    trust_remote_code: bool = False  # run the repository's own model code (--trust-remote-code)
 
     @property
     def can_prompt(self) -> bool:
         return self.family in ("causal", "seq2seq")
 
 
-def resolve_model(name: str) -> ModelRef:
+def resolve_model(name: str, trust_remote_code: bool = False) -> ModelRef:
     """Alias, local folder, or hub id -> ModelRef. Fails fast with a fix when nothing loads."""
     alias = ALIASES.get(name)
     source: str = name
@@ -130,7 +131,9 @@ def resolve_model(name: str) -> ModelRef:
         if not Path(name).expanduser().is_dir():
             raise BenchError(f"model path {name} does not exist; pass a folder with config.json, a hub id or an "
                              f"alias ({', '.join(ALIASES)})")
-    config = _load_config(name, source)
+    if Path(source).is_dir():
+        check_safetensors(Path(source), name)
+    config = _load_config(name, source, trust_remote_code)
     model_type = getattr(config, "model_type", "")
     if getattr(config, "is_encoder_decoder", False):
         family = "seq2seq"
@@ -138,7 +141,22 @@ def resolve_model(name: str) -> ModelRef:
         family = "encoder"
     else:
         family = "causal"
-    return ModelRef(name=name, source=source, family=family, model_type=model_type)
+    return ModelRef(name=name, source=source, family=family, model_type=model_type,
+                    trust_remote_code=trust_remote_code)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_safetensors(folder: Path, name: str) -> None:
+    """Weights load from safetensors only: a pickle file (pytorch_model.bin, *.pt) can run any
+    code when loaded. A folder with only pickle weights is refused, with the conversion named."""
+    files = [p for p in folder.iterdir() if p.is_file()]
+    pickles = sorted(p.name for p in files if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
+    if pickles and not any(p.suffix in (".safetensors", ".gguf") for p in files):
+        raise BenchError(f"model {name}: {folder} has only pickle weights ({', '.join(pickles[:3])}); bench loads "
+                         "safetensors only (unpickling can run code): convert with `model.save_pretrained(dir, "
+                         "safe_serialization=True)` from a trusted environment")
 
 
 def _looks_local(name: str) -> bool:
@@ -146,14 +164,15 @@ def _looks_local(name: str) -> bool:
     return Path(name).expanduser().exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1
 
 
-def _load_config(name: str, source: str) -> Any:
+def _load_config(name: str, source: str, trust_remote_code: bool) -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(source, trust_remote_code=False)
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except Exception as exc:
-        if "trust_remote_code" in str(exc):
-            raise BenchError(f"model {name} needs custom code from its repository; bench does not run remote code") from None
+        if "trust_remote_code" in str(exc) or "custom code" in str(exc):
+            raise BenchError(f"model {name} needs custom code from its repository, which bench does not run by "
+                             "default; read that code, then pass --trust-remote-code") from None
         local = Path(source).is_dir()
         hint = ("the folder has no readable config.json" if local else
                 f"not an alias, not a local folder, and the Hugging Face Hub did not answer ({type(exc).__name__}); "
@@ -164,7 +183,7 @@ def _load_config(name: str, source: str) -> Any:
 def load_tokenizer(ref: ModelRef, *, padding_side: str = "right") -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(ref.source)
+    tokenizer = AutoTokenizer.from_pretrained(ref.source, trust_remote_code=ref.trust_remote_code)
     if tokenizer.pad_token is None:
         # GPT-2-family tokenizers have no pad token: reuse EOS (masked out everywhere it pads).
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -180,7 +199,7 @@ def load_lm(ref: ModelRef, *, quantize_4bit: bool = False) -> Any:
         raise BenchError(f"{ref.name} is an encoder without a language-model head: prompt baselines and "
                          "--objective lm need a causal or seq2seq model; use --baseline head")
     auto = AutoModelForSeq2SeqLM if ref.family == "seq2seq" else AutoModelForCausalLM
-    return auto.from_pretrained(ref.source, **_load_kwargs(quantize_4bit))
+    return auto.from_pretrained(ref.source, **_load_kwargs(ref, quantize_4bit))
 
 
 def load_classifier(ref: ModelRef, labels: tuple[str, ...], pad_token_id: int, *, seed: int,
@@ -194,7 +213,7 @@ def load_classifier(ref: ModelRef, labels: tuple[str, ...], pad_token_id: int, *
     model = AutoModelForSequenceClassification.from_pretrained(
         ref.source, num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)}, pad_token_id=pad_token_id,
-        ignore_mismatched_sizes=True, **_load_kwargs(quantize_4bit))
+        ignore_mismatched_sizes=True, **_load_kwargs(ref, quantize_4bit))
     model.config.pad_token_id = pad_token_id
     return model
 
@@ -206,20 +225,22 @@ def load_span_model(ref: ModelRef, *, seed: int, quantize_4bit: bool = False) ->
 
     torch.manual_seed(seed)
     try:
-        return AutoModelForQuestionAnswering.from_pretrained(ref.source, **_load_kwargs(quantize_4bit))
+        return AutoModelForQuestionAnswering.from_pretrained(ref.source, **_load_kwargs(ref, quantize_4bit))
     except ValueError as exc:  # architectures without a QA head class
         raise BenchError(f"{ref.name} has no extractive-QA head in transformers ({str(exc).splitlines()[0][:120]}); "
                          "use an encoder such as minilm or bert-base, or --mode generate") from None
 
 
-def _load_kwargs(quantize_4bit: bool) -> dict[str, Any]:
+def _load_kwargs(ref: ModelRef, quantize_4bit: bool) -> dict[str, Any]:
+    # use_safetensors: a hub repository with only pickle weights fails instead of unpickling them.
+    common = {"use_safetensors": True, "trust_remote_code": ref.trust_remote_code}
     if not quantize_4bit:
-        return {}
+        return common
     import torch
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+    return {**common, "quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                       bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)}
 
 

@@ -51,7 +51,7 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
     planned = []
     for name in models:
         resolve(spec, name, overrides, preset)  # bad options fail before any model is resolved
-        ref = resolve_model(name)
+        ref = resolve_model(name, trust_remote_code=bool(overrides.get("trust_remote_code")))
         config = resolve(spec, name, overrides, preset, can_prompt=ref.can_prompt)
         if config.method_name == "head" and config.objective == "lm":
             raise BenchError("--method head trains only a new classification head: use --objective head")

@@ -20,6 +20,7 @@ from harness.methods import apply_method
 from harness.metrics.classification import classification_report
 from harness.models import (
     ModelRef,
+    check_safetensors,
     load_classifier,
     load_lm,
     load_span_model,
@@ -192,6 +193,7 @@ def load_checkpoint(path: Path) -> tuple[Any, Any, dict[str, Any]]:
         raise BenchError(f"{path} is not a bench checkpoint (no {CHECKPOINT_FILE}); evaluate a plain model with "
                          "`bench eval TASK --model PATH --baseline prompt|head`")
     meta = json.loads(meta_file.read_text())
+    check_safetensors(path, str(path))
     tokenizer = load_tokenizer(ModelRef(meta["model"], str(path), meta["family"], ""))
     if meta["adapter"]:
         from peft import PeftModel

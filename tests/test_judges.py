@@ -352,4 +352,4 @@ def test_bad_judge_options_fail_before_any_work(bench: Any, data_dir: Path, tiny
 def test_judging_a_classification_task_is_refused(bench: Any, data_dir: Path, tiny_model: Any, tmp_path: Path) -> None:
     code, _, err = bench("run", "sst2", "--models", tiny_model("gpt2"), "--data-dir", data_dir, "--results",
                          tmp_path / "r", "--judge", "hf:smollm2")
-    assert code == 2 and "classification task" in err
+    assert code == 2 and "judging needs generated text" in err

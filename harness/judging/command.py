@@ -76,11 +76,8 @@ class Judging:
         from harness.judging.engine import EngineSettings, ask_all
         from harness.judging.grading import plan_queries, summarize
         from harness.judging.templates import PAIRWISE, single_template
-        from harness.spec import Generate
 
-        if not isinstance(spec.kind, Generate):
-            raise BenchError(f"judging needs generated text; {spec.name} is a {type(spec.kind).__name__} task "
-                             "(judge alpaca, samsum or squad_v2 --mode generate)")
+        check_judgeable(spec)
         config = self.store.run_config(run_id) or {}
         before_stage, after_stage = self._stages(run_id)
         if before_stage is None and after_stage is None:
@@ -146,6 +143,14 @@ class Judging:
             print(f"warning: {warning}", file=sys.stderr)
             return [warning]
         return []
+
+
+def check_judgeable(spec: Any) -> None:
+    from harness.spec import Generate
+
+    if not isinstance(spec.kind, Generate):
+        raise BenchError(f"judging needs generated text; {spec.name} is a {type(spec.kind).__name__} task "
+                         "(judge alpaca, samsum or squad_v2 --mode generate)")
 
 
 def task_text(spec: Any, texts: Sequence[str]) -> str:
@@ -254,11 +259,14 @@ def judge_command(args: argparse.Namespace) -> int:
             runs = [run["run_id"] for run in select_runs(store, args.target)]
             if not runs:
                 raise BenchError(f"{args.target!r} is neither a run id nor a task with runs in {root}/bench.sqlite")
+        specs = {}
+        for run_id in runs:  # every run's task is checked before a judge model loads or a request goes out
+            config = store.run_config(run_id) or {}
+            specs[run_id] = (config, get_task(_task_name(config["task"]), **dict(config.get("task_options") or ())))
+            check_judgeable(specs[run_id][1])
         judging = Judging(settings, store, lambda message: print(message, file=sys.stderr, flush=True))
         records = []
-        for run_id in runs:
-            config = store.run_config(run_id) or {}
-            spec = get_task(_task_name(config["task"]), **dict(config.get("task_options") or ()))
+        for run_id, (config, spec) in specs.items():
             splits = build_splits(spec, data_dir, train_samples=config["train_samples"],
                                   eval_samples=config["eval_samples"],
                                   validation_samples=config["validation_samples"], seed=config["seed"])

@@ -1,0 +1,190 @@
+"""Hostile and broken inputs, beyond the basics in test_cli_errors.py: malformed files, wrong
+types, oversized and duplicate rows, contradictory options, unsafe models and paths. Each gets one
+`error:` line naming the problem and the fix, exit code 2, and leaves the store as it was."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from test_cli_errors import FAST, assert_clean_failure
+
+GOOD = pd.DataFrame({"sentence": ["a fine film ", "a dull film ", "great fun ", "a bore "] * 5,
+                     "label": [1, 0, 1, 0] * 5})
+
+
+def _data(tmp_path: Path, train: Any, validation: Any = GOOD, suffix: str = ".parquet") -> Path:
+    """A data dir whose sst2/train is `train`: a DataFrame (written as `suffix`) or raw bytes."""
+    folder = tmp_path / "data" / "sst2"
+    folder.mkdir(parents=True)
+    validation.to_parquet(folder / "validation.parquet", index=False)
+    target = folder / f"train{suffix}"
+    if isinstance(train, bytes):
+        target.write_bytes(train)
+    elif suffix == ".csv":
+        train.to_csv(target, index=False)
+    elif suffix == ".jsonl":
+        train.to_json(target, orient="records", lines=True)
+    else:
+        train.to_parquet(target, index=False)
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("train, suffix, expected", [
+    pytest.param(b"PAR1 this is not parquet", ".parquet", "cannot read", id="malformed-parquet"),
+    pytest.param(b"sentence,label\n\"unclosed,1\nfine,0,extra,fields\n", ".csv", "cannot read", id="malformed-csv"),
+    pytest.param(b'{"sentence": "ok", "label": 1}\n{"sentence": broken\n', ".jsonl", "cannot read",
+                 id="malformed-jsonl"),
+    pytest.param("sentence,label\ncaf\xe9 cr\xe8me,1\n".encode("latin-1"), ".csv", "cannot read", id="non-utf8-csv"),
+    pytest.param(GOOD.assign(sentence=list(range(20))), ".parquet", "row 0 is 0, not a text", id="int-texts"),
+    pytest.param(GOOD.assign(label=["pos", "neg"] * 10), ".parquet", "label 'pos' in row 0 is outside",
+                 id="string-labels"),
+    pytest.param(GOOD.assign(label=[0.5] * 20), ".parquet", "label 0.5 in row 0 is outside", id="fractional-label"),
+    pytest.param(GOOD.assign(label=[-1] * 20), ".parquet", "label -1 in row 0 is outside", id="negative-label"),
+    pytest.param(GOOD.assign(sentence=[np.nan] + ["ok "] * 19), ".parquet", "row 0 is nan, not a text",
+                 id="nan-text"),
+    pytest.param(GOOD.assign(sentence=["  "] * 20), ".parquet", "has no non-blank texts", id="all-blank"),
+    pytest.param(GOOD.assign(sentence=["x" * 1_048_576] + ["ok "] * 19), ".parquet", "1,048,576 characters",
+                 id="one-megabyte-example"),
+    pytest.param(GOOD.assign(id=["a", "b", "a", "c"] * 5), ".parquet", "id 'a' appears more than once",
+                 id="duplicate-ids"),
+    pytest.param(GOOD.assign(sentence=["ok"] * 20).astype({"label": "float64"}).assign(label=np.nan), ".parquet",
+                 "label nan in row 0", id="nan-labels"),
+    pytest.param(GOOD.assign(label=[1, 0, 1, 0] * 5), ".jsonl", None, id="valid-jsonl-control"),
+])
+def test_broken_files(bench: Any, tiny_model: Any, tmp_path: Path, train: Any, suffix: str,
+                      expected: str | None) -> None:
+    data = _data(tmp_path, train, suffix=suffix)
+    results = tmp_path / "results"
+    args = ("run", "sst2", "--models", tiny_model("gpt2"), "--data-dir", data, "--results", results, *FAST,
+            "--epochs", "0.5")
+    if expected is None:  # the control: the same layout with valid rows runs
+        assert bench(*args)[0] == 0
+        return
+    assert_clean_failure(bench(*args), expected, results)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    pytest.param(("--epochs", "0"), "--epochs must be positive", id="epochs-zero"),
+    pytest.param(("--batch-size", "0"), "--batch-size must be positive", id="batch-size-zero"),
+    pytest.param(("--grad-accum", "-2"), "--grad-accum must be positive", id="grad-accum-negative"),
+    pytest.param(("--eval-samples", "0"), "--eval-samples must be at least 1", id="eval-samples-zero"),
+    pytest.param(("--max-length", "4"), "--max-length must be at least 16", id="max-length-tiny"),
+    pytest.param(("--warmup-ratio", "1.5"), "--warmup-ratio must be in [0, 1)", id="warmup-over-one"),
+    pytest.param(("--shots", "-1"), "--shots must be 0 or more", id="shots-negative"),
+    pytest.param(("--lora-dropout", "1"), "--lora-dropout must be in [0, 1)", id="dropout-one"),
+    pytest.param(("--method", "head", "--objective", "lm"), "--method head trains only a new classification head",
+                 id="head-with-lm-objective"),
+    pytest.param(("--schedule", "exponential"), "unknown --schedule 'exponential'", id="unknown-schedule"),
+    pytest.param(("--baseline", "oracle"), "unknown baseline 'oracle'", id="unknown-baseline"),
+    pytest.param(("--preset", "huge"), "unknown preset 'huge'", id="unknown-preset"),
+])
+def test_bad_hyperparameters(bench: Any, tiny_model: Any, data_dir: Path, tmp_path: Path,
+                             flags: tuple[str, ...], expected: str) -> None:
+    results = tmp_path / "results"
+    assert_clean_failure(bench("run", "sst2", "--models", tiny_model("gpt2"), "--data-dir", data_dir,
+                               "--results", results, *FAST, *flags), expected, results)
+
+
+@pytest.mark.parametrize("task, flags, expected", [
+    pytest.param("alpaca", ("--shots", "2"), "--shots applies to classification prompts", id="shots-on-text-task"),
+    pytest.param("squad_v2", ("--baseline", "prompt"), "squad_v2 --mode span trains and evaluates a span head",
+                 id="span-with-prompt-baseline"),
+    pytest.param("alpaca", ("--baseline", "head"), "it has no classification head", id="text-task-head"),
+    pytest.param("squad_v2", ("--mode", "extract"), "--mode", id="unknown-squad-mode"),
+])
+def test_contradictory_options(bench: Any, tiny_model: Any, data_dir: Path, tmp_path: Path, task: str,
+                               flags: tuple[str, ...], expected: str) -> None:
+    results = tmp_path / "results"
+    model = tiny_model("bert" if task == "squad_v2" and "--mode" not in flags else "gpt2")
+    assert_clean_failure(bench("run", task, "--models", model, "--data-dir", data_dir, "--results", results,
+                               *FAST, *flags), expected, results)
+
+
+@pytest.mark.parametrize("grid, expected", [
+    pytest.param(("lora_rank",), "expected KEY=V1,V2", id="grid-no-equals"),
+    pytest.param(("colour=red,blue",), "unknown key 'colour'", id="grid-unknown-key"),
+    pytest.param(("lr=fast,slow",), "'fast' is not a valid", id="grid-bad-value"),
+    pytest.param(("lora_rank=2,,4",), "empty value", id="grid-empty-value"),
+    pytest.param(("lora_rank=2,2",), "a value is repeated", id="grid-repeated"),
+])
+def test_invalid_grid_syntax(bench: Any, tiny_model: Any, data_dir: Path, tmp_path: Path,
+                             grid: tuple[str, ...], expected: str) -> None:
+    results = tmp_path / "results"
+    assert_clean_failure(bench("sweep", "sst2", "--models", tiny_model("gpt2"), "--data-dir", data_dir,
+                               "--results", results, *FAST, "--grid", *grid), expected, results)
+
+
+def _copy_model(source: Path, target: Path) -> Path:
+    target.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.is_file():
+            (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def test_model_that_needs_remote_code_is_refused(bench: Any, tiny_model: Any, data_dir: Path, tmp_path: Path) -> None:
+    model = _copy_model(tiny_model("gpt2"), tmp_path / "custom")
+    config = json.loads((model / "config.json").read_text())
+    config.update(model_type="evil-gpt", auto_map={"AutoConfig": "configuration_evil.EvilConfig"})
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "configuration_evil.py").write_text("raise SystemExit('remote code ran')\n")
+    results = tmp_path / "results"
+    assert_clean_failure(bench("run", "sst2", "--models", model, "--data-dir", data_dir, "--results", results, *FAST),
+                         "pass --trust-remote-code", results)
+
+
+def test_pickle_only_weights_are_refused(bench: Any, tiny_model: Any, data_dir: Path, tmp_path: Path) -> None:
+    model = _copy_model(tiny_model("gpt2"), tmp_path / "pickled")
+    (model / "model.safetensors").unlink()
+    (model / "pytorch_model.bin").write_bytes(b"\x80\x04pretend pickle")
+    results = tmp_path / "results"
+    assert_clean_failure(bench("run", "sst2", "--models", model, "--data-dir", data_dir, "--results", results, *FAST),
+                         "bench loads safetensors only", results)
+
+
+# --- commands against an existing store: refused, and the store is left exactly as it was ------
+
+@pytest.fixture(scope="module")
+def store(tiny_model: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    results = tmp_path_factory.mktemp("store") / "results"
+    code = main(["run", "sst2", "--models", str(tiny_model("gpt2")), "--data-dir", str(data_dir), "--results",
+                 str(results), *FAST, "--epochs", "0.5"])
+    assert code == 0
+    return results
+
+
+def _snapshot(results: Path) -> tuple[Any, ...]:
+    with sqlite3.connect(results / "bench.sqlite") as db:
+        rows = tuple(tuple(db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall())
+                     for table in ("runs", "stages", "predictions"))
+    files = tuple(sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file()
+                         and not p.name.startswith("bench.sqlite")))
+    return rows, files
+
+
+@pytest.mark.parametrize("command, expected", [
+    pytest.param(("rescore", "../../etc"), "no run '../../etc'", id="rescore-path-traversal"),
+    pytest.param(("export", "--to", "../outside"), "'..' components are not allowed", id="export-traversal"),
+    pytest.param(("report", "--format", "html", "--out", "../x.html"), "'..' components", id="report-out-traversal"),
+    pytest.param(("report", "--sweep", "../../secrets"), "no sweep", id="sweep-name-traversal"),
+    pytest.param(("judge", "../../etc", "--judge", "hf:smollm2"), "neither a run id nor a task", id="judge-target"),
+    pytest.param(("judge", "sst2", "--judge", "hf:smollm2"), "judging needs generated text", id="judge-classification"),
+    pytest.param(("eval", "nli", "--model", "CHECKPOINT"), "was trained on task sst2", id="checkpoint-other-task"),
+])
+def test_commands_on_a_store_fail_cleanly_and_leave_it_intact(bench: Any, store: Path, data_dir: Path,
+                                                               command: tuple[str, ...], expected: str) -> None:
+    before = _snapshot(store)
+    run_dir = next((store / "runs").iterdir())
+    command = tuple(str(run_dir / "checkpoint") if part == "CHECKPOINT" else part for part in command)
+    code, out, err = bench(*command, "--results", store, *(("--data-dir", data_dir) if command[0] in
+                                                          ("eval", "judge") else ()))
+    assert code == 2 and err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+    assert _snapshot(store) == before
+    assert not (store.parent / "outside").exists() and not (store.parent / "x.html").exists()
