@@ -1,8 +1,9 @@
 """Fault injection for the crash-safety tests, off unless BENCH_FAULTS is set.
 
 BENCH_FAULTS="kill@finetune-saved=1,oom@train-step=2" makes the process SIGKILL itself (a real
-kill -9, landing exactly there: a kill timed from outside would be flaky) or raise the device's
-out-of-memory error when the named point is reached with that value. Points (value):
+kill -9, landing exactly there: a kill timed from outside would be flaky), raise the device's
+out-of-memory error, or (nan@train-step=N) turn that step's loss into NaN, when the named point is
+reached with that value. Points (value):
 <stage>-started (1) as a stage's work begins and <stage>-files (1) after its files are written but
 before its row commits (stage names with ':' as '-': baseline-prompt, finetune, finetuned);
 finetune-saved (training states saved so far); train-step (the optimizer step about to run);
@@ -17,10 +18,12 @@ import threading
 ENV = "BENCH_FAULTS"
 
 
-def reached(point: str, value: int) -> None:
+def reached(point: str, value: int) -> bool:
+    """True when a `nan` fault fires here (the caller then poisons its loss); `kill` and `oom`
+    act themselves."""
     spec = os.environ.get(ENV)
     if not spec:
-        return
+        return False
     for fault in spec.split(","):
         action, _, where = fault.strip().partition("@")
         name, _, at = where.partition("=")
@@ -34,3 +37,6 @@ def reached(point: str, value: int) -> None:
             import torch
 
             raise torch.OutOfMemoryError(f"injected out-of-memory at {point}={value} ({ENV})")
+        if action == "nan":
+            return True
+    return False

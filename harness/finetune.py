@@ -161,9 +161,9 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
             batch = [items[i] for i in batch_ids]
             while True:
                 try:
-                    if chunks == 1:
-                        reached("train-step", step)
+                    poisoned = chunks == 1 and reached("train-step", step)
                     loss, tokens = _forward_backward(model, batch, chunks, config.grad_accum, pad_id, device)
+                    loss = math.nan if poisoned else loss
                     break
                 except torch.OutOfMemoryError:
                     if chunks >= len(batch):

@@ -105,12 +105,16 @@ class Runner:
         return self._splits[key]
 
     def run(self, planned: PlannedRun) -> dict[str, StageRecord]:
+        quiet_transformers()
+        self.log(f"[{planned.ref.name}] run {planned.run_id}")
+        with self.store.run_lock(planned.run_id, self.log):
+            return self._run_stages(planned)
+
+    def _run_stages(self, planned: PlannedRun) -> dict[str, StageRecord]:
         from harness import stages as training
 
-        quiet_transformers()
         config, run_id = planned.config, planned.run_id
         splits = self.splits(config)
-        self.log(f"[{planned.ref.name}] run {run_id}")
         records: dict[str, StageRecord] = {}
         for baseline in planned.baselines:
             records[f"baseline:{baseline}"] = self._stage(planned, f"baseline:{baseline}", splits, lambda b=baseline: (

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from harness.errors import BenchError
 from harness.faults import reached
@@ -115,6 +115,26 @@ class Store:
         if not SAFE_ID.match(run_id):
             raise BenchError(f"invalid run id {run_id!r}: letters, digits, '.', '_', '=', '-' only")
         return self.root / "runs" / run_id
+
+    @contextmanager
+    def run_lock(self, run_id: str, log: Callable[[str], None]) -> Iterator[None]:
+        """Exclusive use of one run across processes: a second `bench` on the same run waits, then
+        finds the stages the first one completed and skips them (never trains into the same
+        checkpoint folder twice at once). An OS file lock: released even by a kill -9."""
+        import fcntl
+
+        path = self.root / "locks" / f"{self.run_dir(run_id).name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"  waiting: another bench process is working on run {run_id}")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -316,8 +316,12 @@ def test_bench_judge_end_to_end_caches_and_never_writes_the_key(bench: Any, alpa
     metrics, info = json.loads(stored[0][0]), json.loads(stored[0][1])
     assert metrics["pairwise"]["ties"] == 4 and info["templates"]["single"] == SINGLE.version
     assert (results / "runs" / run_id / info["items_file"]).is_file()
+    for command in (("report", "--format", "html"), ("report", "--format", "md"), ("export", "--to", results / "x")):
+        code, report_out, report_err = bench(*command, "--results", results)
+        assert code == 0, report_err
+        out, err = out + report_out, err + report_err
     leaked = [path for path in results.rglob("*") if path.is_file() and FAKE_KEY.encode() in path.read_bytes()]
-    assert leaked == [] and FAKE_KEY not in out + err
+    assert leaked == [] and FAKE_KEY not in out + err  # store, cache, tables, html, exports, logs
 
 
 def test_bench_run_with_judge_judges_before_and_after(bench: Any, data_dir: Path, tiny_model: Any,
