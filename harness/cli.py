@@ -345,7 +345,8 @@ def _selected(store: Any, args: argparse.Namespace, sweep: Any = None) -> tuple[
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown, leaderboard_table
-    from harness.report import comparison_tables, csv_table, markdown_table, to_latex
+    from harness.judging.command import judge_table, stored_judgments
+    from harness.report import comparison_tables, csv_table, markdown_table, to_latex, to_markdown
 
     if args.table == "sweep" and not args.sweep:
         raise BenchError("--table sweep needs --sweep NAME")
@@ -375,6 +376,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         else:
             parts = ["## Before / after fine-tuning\n\n" + markdown_table(rows),
                      "## Leaderboard\n\n" + leaderboard_markdown(entries)]
+            judged = stored_judgments(store, [row.run_id for row in rows])
+            if judged:
+                parts.append("## LLM judge\n\n" + to_markdown(judge_table(judged)))
             if plan:
                 parts.insert(0, f"## Sweep {plan.name}\n\n" + _sweep_text(plan, results, "md"))
             text = "\n".join(parts)

@@ -7,6 +7,7 @@ reached with that value. Points (value):
 <stage>-started (1) as a stage's work begins and <stage>-files (1) after its files are written but
 before its row commits (stage names with ':' as '-': baseline-prompt, finetune, finetuned);
 finetune-saved (training states saved so far); train-step (the optimizer step about to run);
+eval-batch (the eval batch size a stage is about to predict with);
 judge-replies (judge replies cached so far); report-written (1, between the table files).
 """
 from __future__ import annotations

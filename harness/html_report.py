@@ -175,7 +175,11 @@ def build_report(store: Store, runs: Sequence[dict[str, Any]], rows: Sequence[Ro
 
     entries = leaderboard(store, rows)
     note = SELECTION_NOTE if any(e.configs > 1 for e in entries) else ""
-    return Report(title, str(store.root), leaderboard_table(entries), note, tuple(comparison_tables(rows)),
+    from harness.judging.command import judge_table, stored_judgments
+
+    judged = stored_judgments(store, [row.run_id for row in rows])
+    tables = tuple(comparison_tables(rows)) + ((judge_table(judged),) if judged else ())
+    return Report(title, str(store.root), leaderboard_table(entries), note, tables,
                   tuple(run_sections(store, runs, rows, data_dir)), sweep)
 
 

@@ -5,6 +5,8 @@ pipeline owns skipping, timing and storing.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 import time
@@ -70,11 +72,27 @@ def evaluate_model(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any,
 
 def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any, splits: Splits,
               objective: str) -> StageOutput:
+    import torch
+
+    from harness.faults import reached
+
     started = time.perf_counter()
-    predictions = _predict(spec, ref, config, model, tokenizer, splits.eval, splits.train, objective)
+    batch = config.eval_batch_size
+    while True:  # out of device memory: halve the batch and redo the stage's predictions
+        try:
+            reached("eval-batch", batch)
+            predictions = _predict(spec, ref, dataclasses.replace(config, eval_batch_size=batch), model, tokenizer,
+                                   splits.eval, splits.train, objective)
+            break
+        except torch.OutOfMemoryError:
+            if batch == 1:
+                raise BenchError("out of memory evaluating one example at a time; lower --max-length") from None
+            batch //= 2
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     seconds = time.perf_counter() - started
     shots = config.shots if objective == "lm" and spec.is_classification else 0
-    info = {"mode": "prompt" if objective == "lm" else "head", "shots": shots,
+    info = {"mode": "prompt" if objective == "lm" else "head", "shots": shots, "eval_batch_size": batch,
             "params": parameter_counts(model), "examples": len(predictions),
             "examples_per_second": round(len(predictions) / seconds, 2) if seconds else None}
     return predictions, {}, info, []
@@ -141,13 +159,36 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
     result = train(model, items, config, tokenizer.pad_token_id, validate, log,
                    state_dir=checkpoint.with_name(TRAIN_STATE))
     save_checkpoint(model, tokenizer, checkpoint, spec, ref, config)
-    info = {"params": parameter_counts(model), "steps": result.steps, "epochs": round(result.epochs, 3),
+    params = parameter_counts(model)
+    info = {"params": params, **flops_accounting(params["total"], result.train_tokens, result.train_seconds),
+            "steps": result.steps, "epochs": round(result.epochs, 3),
             "train_examples": len(items), "train_tokens": result.train_tokens,
             "train_seconds": round(result.train_seconds, 2),
             "tokens_per_second": round(result.tokens_per_second, 1), "stopped_early": result.stopped_early,
             "oom_backoff_pieces": result.oom_chunks,
             "device": str(device()), "checkpoint": str(checkpoint)}
     return model, tokenizer, result, info
+
+
+# Dense bf16 tensor-core peaks (FLOP/s) of common training GPUs, for MFU; others report no MFU.
+GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12,
+                 "RTX 4090": 165e12}
+
+
+def flops_accounting(parameters: float, train_tokens: int, seconds: float) -> dict[str, Any]:
+    """Training FLOPs by the 6N-per-token rule (2N forward + 4N backward; an overestimate for
+    LoRA, whose frozen weights get no weight gradients), achieved FLOP/s, and on a known GPU the
+    model FLOPs utilisation against its dense bf16 peak."""
+    import torch
+
+    flops = 6.0 * parameters * train_tokens
+    achieved = flops / seconds if seconds else 0.0
+    found: dict[str, Any] = {"train_flops": flops, "train_tflops_per_s": round(achieved / 1e12, 4)}
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        peak = next((value for key, value in GPU_PEAK_BF16.items() if key in name), None)
+        found.update(gpu=name, mfu=round(achieved / peak, 4) if peak else None)
+    return found
 
 
 def merged_for_inference(model: Any, config: RunConfig) -> Any:

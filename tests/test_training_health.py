@@ -52,3 +52,26 @@ def test_out_of_memory_backs_off_the_batch(bench: Any, tiny_model: Any, data_dir
     with sqlite3.connect(results / "bench.sqlite") as db:
         info = json.loads(db.execute("SELECT info FROM stages WHERE stage='finetune'").fetchone()[0])
     assert info["oom_backoff_pieces"] == 2 and info["steps"] == 8
+
+
+def test_out_of_memory_in_evaluation_halves_the_eval_batch(bench: Any, tiny_model: Any, data_dir: Path,
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    found = {}
+    for name, faults in (("reference", ""), ("oom", "oom@eval-batch=32,oom@eval-batch=16")):
+        monkeypatch.setenv("BENCH_FAULTS", faults)
+        code, _, err = bench("eval", "sst2", "--model", tiny_model("gpt2"), "--data-dir", data_dir, "--results",
+                             tmp_path / name, "--eval-samples", "24", "--eval-batch-size", "32" if faults else "8")
+        assert code == 0, err
+        with sqlite3.connect(tmp_path / name / "bench.sqlite") as db:
+            info = json.loads(db.execute("SELECT info FROM stages").fetchone()[0])
+            found[name] = (info["eval_batch_size"], db.execute("SELECT label FROM predictions ORDER BY idx").fetchall())
+    assert found["oom"][0] == 8 and found["oom"][1] == found["reference"][1]  # 32 -> 16 -> 8, same predictions
+
+
+def test_training_records_flops(bench: Any, tiny_model: Any, data_dir: Path, tmp_path: Path) -> None:
+    code, _, err = _run(bench, tiny_model, data_dir, tmp_path / "results", "--epochs", "0.5")
+    assert code == 0, err
+    with sqlite3.connect(tmp_path / "results" / "bench.sqlite") as db:
+        info = json.loads(db.execute("SELECT info FROM stages WHERE stage='finetune'").fetchone()[0])
+    assert info["train_flops"] == 6.0 * info["params"]["total"] * info["train_tokens"] > 0
+    assert info["train_tflops_per_s"] > 0

@@ -224,6 +224,15 @@ def judge_notes(records: Sequence[dict[str, Any]]) -> list[str]:
     return notes
 
 
+def stored_judgments(store: Any, run_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The judge records of these runs, as `judge_table` takes them (for `bench report`)."""
+    records = []
+    for run_id in dict.fromkeys(run_ids):
+        config = store.run_config(run_id) or {}
+        records += [{**record, "config": config} for record in store.judgments(run_id)]
+    return records
+
+
 def print_judge_table(records: Sequence[dict[str, Any]], store: Any, name: str) -> None:
     from harness.report import to_markdown
     from harness.store import atomic_write
