@@ -297,9 +297,11 @@ def test_bench_judge_end_to_end_caches_and_never_writes_the_key(bench: Any, alpa
     with JudgeServer(_scripted_judge) as server:
         spec = f"openai:{server.url}/v1#judge-model"
         code, out, err = bench("judge", run_id, "--judge", spec, "--results", results, "--data-dir", data_dir,
-                               "--judge-samples", 2)
+                               "--judge-samples", 2, "--judge-price", "1,10")
         assert code == 0, err
         paid = len(server.requests)
+        # the server reports 100 input and 5 output tokens per reply: $1 and $10 per million
+        assert f"| {paid * 100}/{paid * 5} | {(paid * 100 * 1 + paid * 5 * 10) / 1e6:.4f} |" in out
         with sqlite3.connect(results / "judge_cache.sqlite") as cache:
             distinct = cache.execute("SELECT count(*) FROM replies").fetchone()[0]
         # 4 items x 2 samples x (2 single + 2 pairwise orders), identical questions asked once (a
@@ -344,7 +346,7 @@ def test_bench_run_with_judge_judges_before_and_after(bench: Any, data_dir: Path
     (("--judge", "foo:bar"), "unknown judge"), (("--judge", "hf:/no/such/model"), "does not exist"),
     (("--judge", "hf:x", "--judge-samples", "0"), "--judge-samples must be between"),
     (("--judge", "hf:x", "--judge-concurrency", "0"), "--judge-concurrency"),
-    (("--judge", "openai:ftp://x#m"), "http://")])
+    (("--judge", "openai:ftp://x#m"), "http://"), (("--judge", "hf:x", "--judge-price", "free"), "--judge-price")])
 def test_bad_judge_options_fail_before_any_work(bench: Any, data_dir: Path, tiny_model: Any, tmp_path: Path,
                                                 extra: tuple[str, ...], message: str) -> None:
     code, out, err = bench("run", "alpaca", "--models", tiny_model("gpt2"), "--data-dir", data_dir,

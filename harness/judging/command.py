@@ -26,6 +26,7 @@ class JudgeSettings:
     concurrency: int = 4
     timeout: float = 60.0
     parse_retries: int = 2
+    price: tuple[float, float] | None = None  # USD per million input, output tokens
 
 
 def add_judge_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -39,6 +40,8 @@ def add_judge_options(parser: argparse.ArgumentParser, *, required: bool) -> Non
     parser.add_argument("--judge-template", help="single-answer template file with {prompt} {reference} {response}")
     parser.add_argument("--judge-concurrency", type=int, default=4, help="HTTP requests in flight (default 4)")
     parser.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per judge request (default 60)")
+    parser.add_argument("--judge-price", metavar="IN,OUT",
+                        help="USD per million input and output tokens, to show the judging cost (e.g. 0.30,2.50)")
 
 
 def settings_from(args: argparse.Namespace) -> JudgeSettings | None:
@@ -52,7 +55,19 @@ def settings_from(args: argparse.Namespace) -> JudgeSettings | None:
     if not args.judge_timeout > 0 or math.isinf(args.judge_timeout):
         raise BenchError(f"--judge-timeout must be a positive number of seconds (got {args.judge_timeout})")
     return JudgeSettings(args.judge, args.judge_samples, args.judge_mode, args.judge_template,
-                         args.judge_concurrency, args.judge_timeout)
+                         args.judge_concurrency, args.judge_timeout, price=_price(args.judge_price))
+
+
+def _price(text: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 2 or any(not math.isfinite(v) or v < 0 for v in values):
+        raise BenchError(f"--judge-price {text!r}: expected IN,OUT in USD per million tokens, e.g. 0.30,2.50")
+    return values[0], values[1]
 
 
 class Judging:
@@ -97,6 +112,9 @@ class Judging:
                           EngineSettings(self.settings.samples, self.settings.parse_retries), self.log)
         metrics, records = summarize(items, self.settings.samples, [s for s, _ in planned], answers,
                                      seed=int(config.get("seed", 0)))
+        if self.settings.price:  # what these judgments cost, cached ones included
+            metrics["cost_usd"] = (metrics["input_tokens"] * self.settings.price[0]
+                                   + metrics["output_tokens"] * self.settings.price[1]) / 1e6
         used = [t for t in (single, pairwise) if t is not None]
         setup = "+".join(t.version for t in used) + f"|k={self.settings.samples}"
         info = {"judge": self.backend.id, "templates": {t.kind: t.version for t in used},
@@ -178,7 +196,7 @@ def judge_table(records: Sequence[dict[str, Any]]) -> Any:
 
     columns = ("model", "method", "judge", "k", "n", "score before [95% CI]", "score after [95% CI]",
                "Δscore [95% CI]", "p", "item sd b/a", "win rate after [95% CI]", "W/T/L", "flip rate",
-               "parse fail", "missing", "calls (cached)", "tokens in/out")
+               "parse fail", "missing", "calls (cached)", "tokens in/out", "cost $")
     rows = []
     for r in records:
         m, config = r["metrics"], r["config"]
@@ -194,7 +212,8 @@ def judge_table(records: Sequence[dict[str, Any]]) -> Any:
             f"{pair['flip_rate']:.0%}" if pair and not math.isnan(pair["flip_rate"]) else "—",
             f"{m['parse_failure_rate']:.0%}" if not math.isnan(m["parse_failure_rate"]) else "—",
             str(m["missing_answers"]), f"{m['calls']} ({m['cache_hits']})",
-            f"{m['input_tokens']}/{m['output_tokens']}" if m["input_tokens"] else "—"))
+            f"{m['input_tokens']}/{m['output_tokens']}" if m["input_tokens"] else "—",
+            f"{m['cost_usd']:.4f}" if "cost_usd" in m else "—"))
     return Table(columns, tuple(rows))
 
 

@@ -57,6 +57,12 @@ def ask_all(backend: JudgeBackend, queries: Sequence[Query], cache: JudgeCache, 
     answers = [Answer() for _ in queries]
     pending = list(range(len(queries)))
     cached = 0
+    counted: set[str] = set()  # replies whose tokens are counted (identical questions share one reply)
+
+    def record(i: int, key: str, reply: Reply) -> None:
+        _record(answers[i], queries[i], reply, count_tokens=key not in counted)
+        counted.add(key)
+
     for attempt in range(settings.parse_retries + 1):
         to_fetch: dict[str, list[int]] = {}  # identical questions (same key) are asked once
         for i in pending:
@@ -66,7 +72,7 @@ def ask_all(backend: JudgeBackend, queries: Sequence[Query], cache: JudgeCache, 
                 to_fetch.setdefault(key, []).append(i)
             else:
                 answers[i].cache_hits += 1
-                _record(answers[i], queries[i], hit)
+                record(i, key, hit)
         if to_fetch:
             asking = sum(map(len, to_fetch.values()))
             log(f"  judge {backend.id}: {len(to_fetch)} requests (attempt {attempt + 1}), "
@@ -83,7 +89,7 @@ def ask_all(backend: JudgeBackend, queries: Sequence[Query], cache: JudgeCache, 
                 cached += 1
                 reached("judge-replies", cached)
                 for i in same:
-                    _record(answers[i], queries[i], result)
+                    record(i, _attempt_key(queries[first], attempt), result)
         pending = [i for i in pending if answers[i].value is None and answers[i].error is None]
         if not pending:
             break
@@ -96,10 +102,11 @@ def _attempt_key(query: Query, attempt: int) -> str:
     return cache_key(query.key, attempt)
 
 
-def _record(answer: Answer, query: Query, reply: Reply) -> None:
+def _record(answer: Answer, query: Query, reply: Reply, count_tokens: bool = True) -> None:
     answer.raw.append(reply.text)
-    answer.input_tokens += reply.input_tokens or 0
-    answer.output_tokens += reply.output_tokens or 0
+    if count_tokens:
+        answer.input_tokens += reply.input_tokens or 0
+        answer.output_tokens += reply.output_tokens or 0
     value = query.parse(reply.text)
     if value is None:
         answer.unparsed += 1
