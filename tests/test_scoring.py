@@ -76,3 +76,23 @@ def test_scores_do_not_depend_on_batch_composition(tiny_model):
     many = score_causal(model, contexts, labels, tokenizer.eos_token_id, 4)
     for a, b in zip(one, many):
         assert a == pytest.approx(b, abs=1e-4)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_shared_few_shot_prefix_is_encoded_once_with_the_same_scores(tiny_model, family):
+    """Few-shot contexts share their demonstrations: scoring them from one prefix KV cache gives
+    the scores of encoding every context whole (single- and multi-token labels)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from harness.backends.hf import score_causal, shared_prefix_length
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model(family)).eval()
+    prefix = list(range(5, 45))
+    contexts = [prefix + [50 + i] * (1 + i % 4) for i in range(9)]
+    choices = [[7], [8, 9, 10]]
+    assert shared_prefix_length(contexts) == 40 and shared_prefix_length([[1, 2], [1, 2]]) == 1
+    shared = score_causal(model, contexts, choices, pad_id=0, batch_size=4)
+    whole = score_causal(model, contexts, choices, pad_id=0, batch_size=4, share_prefix=False)
+    assert torch.allclose(torch.tensor(shared), torch.tensor(whole), atol=1e-4)

@@ -38,8 +38,15 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, left: bool, de
 
 
 def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[list[int]], pad_id: int,
-                 batch_size: int) -> list[list[float]]:
-    """log P(choice | context) for every context x choice, with a shared KV cache per batch."""
+                 batch_size: int, *, share_prefix: bool = True) -> list[list[float]]:
+    """log P(choice | context) for every context x choice, with a shared KV cache per batch.
+
+    When every context starts with the same tokens (few-shot demonstrations), that prefix is
+    encoded once and its KV cache is copied into each batch: only the example and the labels are
+    computed per example. Causal attention makes the prefix's keys and values independent of what
+    follows, so the scores are the same (up to float rounding)."""
+    import copy
+
     import torch
 
     device = next(model.parameters()).device
@@ -47,13 +54,27 @@ def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[li
     multi_token = [j for j, choice in enumerate(choices) if len(choice) > 1]
     first_ids = torch.tensor([choice[0] for choice in choices], device=device)
     cache_arg = _cache_argument(model)
+    shared = shared_prefix_length(contexts) if share_prefix else 0
     model.eval()
     with torch.inference_mode():
+        prefix_cache = None
+        if shared >= MIN_SHARED_PREFIX:
+            out = model(input_ids=torch.tensor([contexts[0][:shared]], device=device), use_cache=True,
+                        logits_to_keep=1)
+            prefix_cache = getattr(out, cache_arg)
+        else:
+            shared = 0
         for batch in length_sorted_batches([len(c) for c in contexts], batch_size):
-            ids, mask = pad_batch([contexts[i] for i in batch], pad_id, left=True, device=device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            ids, mask = pad_batch([contexts[i][shared:] for i in batch], pad_id, left=True, device=device)
+            positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+            extra: dict[str, Any] = {}
+            if prefix_cache is not None:  # [prefix | left pads | example]: pads masked, positions contiguous
+                batch_cache = copy.deepcopy(prefix_cache)
+                batch_cache.batch_repeat_interleave(len(batch))
+                extra = {cache_arg: batch_cache}
+                mask = torch.cat([mask.new_ones(len(batch), shared), mask], dim=1)
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                        use_cache=bool(multi_token), logits_to_keep=1)
+                        use_cache=bool(multi_token) or prefix_cache is not None, logits_to_keep=1, **extra)
             last = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
             batch_scores = last[:, first_ids].clone()  # [B, K]: first token of every label
             cache = getattr(out, cache_arg)
@@ -72,6 +93,26 @@ def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[li
             for row, i in enumerate(batch):
                 scores[i] = batch_scores[row].tolist()
     return scores
+
+
+# Below this many shared tokens, copying the prefix cache per batch saves less than it costs.
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix_length(contexts: Sequence[Sequence[int]]) -> int:
+    """Tokens every context starts with, leaving each at least one token of its own (whose logits
+    are the ones read)."""
+    if len(contexts) < 2:
+        return 0
+    first, length = contexts[0], min(len(c) for c in contexts) - 1
+    for context in contexts[1:]:
+        common = 0
+        while common < length and context[common] == first[common]:
+            common += 1
+        length = common
+        if not length:
+            break
+    return max(0, length)
 
 
 def _cache_argument(model: Any) -> str:
