@@ -6,7 +6,8 @@ out-of-memory error, or (nan@train-step=N) turn that step's loss into NaN, when 
 reached with that value. Points (value):
 <stage>-started (1) as a stage's work begins and <stage>-files (1) after its files are written but
 before its row commits (stage names with ':' as '-': baseline-prompt, finetune, finetuned);
-finetune-saved (training states saved so far); train-step (the optimizer step about to run);
+finetune-saved (training states saved so far); train-state-staged (the step of a training state
+written beside its place, not yet renamed into it); train-step (the optimizer step about to run);
 eval-batch (the eval batch size a stage is about to predict with);
 judge-replies (judge replies cached so far); report-written (1, between the table files).
 """

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.faults import reached
+
 STATE_FILE = "state.json"
 TENSORS_FILE = "tensors.safetensors"
 
@@ -57,6 +59,7 @@ def save_state(folder: Path, model: Any, optimizer: Any, scheduler: Any, best_st
     staging.mkdir(parents=True)
     save_file(tensors, str(staging / TENSORS_FILE))
     (staging / STATE_FILE).write_text(json.dumps(meta, default=_plain))
+    reached("train-state-staged", loop.step)
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():

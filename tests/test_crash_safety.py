@@ -60,6 +60,7 @@ def reference(data_dir: Path, tiny_model: Any, tmp_path_factory: pytest.TempPath
     ("kill@train-step=4", None),                            # fine-tuning, before its first checkpoint
     ("kill@finetune-saved=1", "resuming fine-tuning from its checkpoint at step 4"),   # right after one
     ("kill@train-step=17", "resuming fine-tuning from its checkpoint at step 16"),   # between checkpoints
+    ("kill@train-state-staged=8", "resuming fine-tuning from its checkpoint at step 4"),  # while saving one
     ("kill@finetune-files=1", "resuming fine-tuning"),     # trained, checkpoint saved, stage not committed
     ("kill@finetuned-started=1", None),                     # during the post-fine-tune evaluation
     ("kill@finetuned-files=1", None),
