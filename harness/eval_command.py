@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,8 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     from harness.config import resolve
     from harness.data import data_dir_from
     from harness.models import resolve_model
-    from harness.memory import PeakMemory
     from harness.pipeline import Runner, quiet_transformers
     from harness.registry import get_task
-    from harness.scoring import headline_metric, score_stage
     from harness.spec import ExtractiveQA
     from harness.stages import (
         CHECKPOINT_FILE,
@@ -46,27 +43,25 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     try:
         runner = Runner(spec, store, data_dir, lambda message: print(message, file=sys.stderr))
         splits = runner.splits(config)
-        started = time.perf_counter()
-        with PeakMemory() as peak:
+
+        def work() -> Any:
             if meta is not None:
                 model, tokenizer, _ = load_checkpoint(path)
-                predictions, _, info, _ = evaluate_model(spec, ref, config, model, tokenizer, splits)
-            else:
-                default = "prompt" if ref.can_prompt and not isinstance(spec.kind, ExtractiveQA) else "head"
-                baseline = config.baselines[0] if config.baselines and config.baselines[0] != "auto" else default
-                predictions, _, info, _ = evaluate_baseline(spec, ref, config, baseline, splits)
-        seconds = time.perf_counter() - started
-        metrics, predictions = score_stage(spec, splits.eval, predictions, config.seed)
-        headline = headline_metric(spec)
-        metrics["headline"] = headline
+                return evaluate_model(spec, ref, config, model, tokenizer, splits)
+            default = "prompt" if ref.can_prompt and not isinstance(spec.kind, ExtractiveQA) else "head"
+            baseline = config.baselines[0] if config.baselines and config.baselines[0] != "auto" else default
+            return evaluate_baseline(spec, ref, config, baseline, splits)
+
         run_id = f"eval__{spec.key}__{config.digest()}"
-        store.complete_stage(run_id, "eval", config={**config.to_dict(), "method": "eval"}, seconds=seconds,
-                             metrics=metrics, info={**info, "peak_memory_mb": peak.mb},
-                             predictions=predictions)
+        with store.run_lock(run_id, runner.log):
+            record = runner.stage(run_id, "eval", config, splits, work,
+                                  stored_config={**config.to_dict(), "method": "eval"})
     finally:
         store.close()
+    metrics, headline = record.metrics, record.metrics["headline"]
     value = metrics[headline]
     extra = f" | macro-F1 {metrics['f1_macro']['value']:.4f}" if "f1_macro" in metrics else ""
-    print(f"{spec.key} | {args.model} | {info['mode']} | n {len(predictions)} | failures {metrics.get('failures', 0)} | "
-          f"{headline} {value['value']:.4f} [{value['ci'][0]:.4f}, {value['ci'][1]:.4f}]{extra} | {seconds:.1f} s")
+    print(f"{spec.key} | {args.model} | {record.info['mode']} | n {record.info.get('examples', '?')} | failures "
+          f"{metrics.get('failures', 0)} | {headline} {value['value']:.4f} [{value['ci'][0]:.4f}, {value['ci'][1]:.4f}]"
+          f"{extra} | {record.seconds:.1f} s")
     return 0

@@ -27,6 +27,8 @@ from harness.store import StageRecord, Store
 from harness.types import Prediction, Splits
 
 Log = Callable[[str], None]
+# A stage's work: predictions, metrics, info, curves (scoring and storing are the Runner's).
+StageWork = Callable[[], tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]]
 PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "numpy", "scikit-learn", "pandas")
 
 
@@ -142,10 +144,15 @@ class Runner:
         records["finetuned"] = self._stage(planned, "finetuned", splits, evaluate_finetuned)
         return records
 
-    def _stage(self, planned: PlannedRun, stage: str, splits: Splits,
-               work: Callable[[], tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]]
-               ) -> StageRecord:
-        done = self.store.stage(planned.run_id, stage)
+    def _stage(self, planned: PlannedRun, stage: str, splits: Splits, work: StageWork) -> StageRecord:
+        return self.stage(planned.run_id, stage, planned.config, splits, work,
+                          extra_info={"baselines": planned.baselines})
+
+    def stage(self, run_id: str, stage: str, config: RunConfig, splits: Splits, work: StageWork, *,
+              stored_config: dict[str, Any] | None = None, extra_info: Mapping[str, Any] = {}) -> StageRecord:
+        """Run one stage unless the store has it complete: time it, measure peak memory, score its
+        predictions, and store it with its provenance (data notes and hashes, package versions)."""
+        done = self.store.stage(run_id, stage)
         if done is not None:
             self.log(f"  {stage}: complete in the store, skipped")
             return done
@@ -156,13 +163,13 @@ class Runner:
             predictions, metrics, info, curves = work()
         seconds = time.perf_counter() - started
         if predictions:
-            scored, predictions = score_stage(self.spec, splits.eval, predictions, planned.config.seed)
+            scored, predictions = score_stage(self.spec, splits.eval, predictions, config.seed)
             name = headline_metric(self.spec)
             metrics = {**scored, **metrics, "headline": name}
             self.log(f"  {stage}: {name} {metrics[name]['value']:.4f}  ({seconds:.1f} s)")
         info = {**info, "peak_memory_mb": peak.mb, "data_notes": list(splits.notes),
-                "data_hashes": splits.source_hashes, "versions": package_versions(), "baselines": planned.baselines}
-        return self.store.complete_stage(planned.run_id, stage, config=planned.config.to_dict(), seconds=seconds,
+                "data_hashes": splits.source_hashes, "versions": package_versions(), **extra_info}
+        return self.store.complete_stage(run_id, stage, config=stored_config or config.to_dict(), seconds=seconds,
                                          metrics=metrics, info=info, predictions=predictions, curves=curves)
 
 
