@@ -13,7 +13,30 @@ from harness.types import Prediction
 
 
 @dataclass(frozen=True)
-class Comparison:
+class RunCosts:
+    """What a run cost: parameters (from the fine-tune stage), wall times, throughput, memory.
+    The same for every kind of comparison, so both hold one."""
+
+    trainable_pct: float
+    trainable_params: int
+    base_params: int
+    added_params: int
+    baseline_seconds: float
+    train_seconds: float
+    eval_seconds: float
+    tokens_per_second: float
+    peak_memory_mb: float
+
+
+class _FlatRow:
+    def as_dict(self) -> dict[str, Any]:
+        """One flat record (CSV columns): the comparison's own fields, then its costs."""
+        fields = asdict(self)  # type: ignore[call-overload]
+        return {**{k: v for k, v in fields.items() if k != "costs"}, **fields["costs"]}
+
+
+@dataclass(frozen=True)
+class Comparison(_FlatRow):
     run_id: str
     task: str
     model: str
@@ -33,22 +56,11 @@ class Comparison:
     p_value: float
     f1_macro_before: float
     f1_macro_after: float
-    trainable_pct: float
-    trainable_params: int
-    base_params: int
-    added_params: int
-    baseline_seconds: float
-    train_seconds: float
-    eval_seconds: float
-    tokens_per_second: float
-    peak_memory_mb: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    costs: RunCosts
 
 
 @dataclass(frozen=True)
-class TextComparison:
+class TextComparison(_FlatRow):
     """Before/after of a text task: the headline metric with CIs, the paired-bootstrap delta of
     its per-example values (and p-value), and the other metrics before -> after."""
 
@@ -71,18 +83,7 @@ class TextComparison:
     p_value: float
     lower_is_better: bool
     others: dict[str, tuple[float, float]]
-    trainable_pct: float
-    trainable_params: int
-    base_params: int
-    added_params: int
-    baseline_seconds: float
-    train_seconds: float
-    eval_seconds: float
-    tokens_per_second: float
-    peak_memory_mb: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    costs: RunCosts
 
 
 # Secondary metrics shown next to the headline, when the stage has them.
@@ -124,7 +125,7 @@ def compare_text(store: Store, run_id: str, config: dict[str, Any], records: dic
             before=_value(mb, headline), before_ci=tuple(mb[headline].get("ci", (math.nan,) * 2)),
             after=_value(ma, headline), after_ci=tuple(ma[headline].get("ci", (math.nan,) * 2)),
             delta_metric=key, delta=boot.delta, delta_ci=(boot.ci_low, boot.ci_high), p_value=boot.p_value,
-            lower_is_better=headline == "perplexity", others=others, **_costs(records, before_record)))
+            lower_is_better=headline == "perplexity", others=others, costs=_costs(records, before_record)))
     return rows
 
 
@@ -133,10 +134,10 @@ def _value(metrics: dict[str, Any], name: str) -> float:
     return float(entry["value"] if isinstance(entry, dict) else entry)
 
 
-def _costs(records: dict[str, StageRecord], before_record: StageRecord) -> dict[str, Any]:
+def _costs(records: dict[str, StageRecord], before_record: StageRecord) -> RunCosts:
     tuned, after_record = records["finetune"], records["finetuned"]
     params = tuned.info["params"]
-    return dict(trainable_pct=params["trainable_pct"], trainable_params=params["trainable"],
+    return RunCosts(trainable_pct=params["trainable_pct"], trainable_params=params["trainable"],
                 base_params=params["base"], added_params=params["added"],
                 baseline_seconds=round(before_record.seconds, 1), train_seconds=tuned.info["train_seconds"],
                 eval_seconds=round(after_record.seconds, 1), tokens_per_second=tuned.info["tokens_per_second"],
@@ -169,7 +170,7 @@ def compare_classification(store: Store, run_id: str, config: dict[str, Any], re
             delta_accuracy=boot.delta, delta_ci=(boot.ci_low, boot.ci_high),
             mcnemar_b=test.b, mcnemar_c=test.c, p_value=test.p_value,
             f1_macro_before=mb["f1_macro"]["value"], f1_macro_after=ma["f1_macro"]["value"],
-            **_costs(records, before_record)))
+            costs=_costs(records, before_record)))
     return rows
 
 

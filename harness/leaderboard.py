@@ -121,8 +121,9 @@ def _entry(row: Row, configs: int, selected_by: str) -> LeaderboardRow:
     return LeaderboardRow(
         task=row.task, model=row.model, method=row.method, baseline=row.baseline, metric=metric, before=before,
         after=after, delta=delta, delta_ci=tuple(row.delta_ci), p_value=row.p_value, n=row.n,
-        failures_before=row.failures_before, failures_after=row.failures_after, trainable_pct=row.trainable_pct,
-        trainable_params=row.trainable_params, train_seconds=row.train_seconds, peak_memory_mb=row.peak_memory_mb,
+        failures_before=row.failures_before, failures_after=row.failures_after, trainable_pct=row.costs.trainable_pct,
+        trainable_params=row.costs.trainable_params, train_seconds=row.costs.train_seconds,
+        peak_memory_mb=row.costs.peak_memory_mb,
         lower_is_better=lower, configs=configs, selected_by=selected_by, run_id=row.run_id)
 
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from harness.compare import Comparison, TextComparison, format_ci, format_p
+from harness.compare import Comparison, RunCosts, TextComparison, format_ci, format_p
 from harness.store import Store
 from harness.types import Prediction
 
@@ -98,9 +98,14 @@ def _text_table(rows: Sequence[TextComparison]) -> Table:
         cells.append((r.task, r.model, r.method, r.baseline, str(r.n), f"{r.failures_before}/{r.failures_after}",
                       _num_ci(r.before, r.before_ci, r.metric), _num_ci(r.after, r.after_ci, r.metric),
                       format_ci(r.delta, r.delta_ci, signed=True), format_p(r.p_value), others,
-                      f"{count_label(r.trainable_params)} ({r.trainable_pct:.2f}%)", f"{r.baseline_seconds:.0f}",
-                      f"{r.train_seconds:.0f}", f"{r.tokens_per_second:.0f}", f"{r.peak_memory_mb:.0f}"))
+                      *_cost_cells(r.costs)))
     return Table(columns, tuple(cells))
+
+
+def _cost_cells(c: RunCosts) -> tuple[str, ...]:
+    """The trainable / base s / train s / tok/s / peak MB cells every before/after table ends with."""
+    return (f"{count_label(c.trainable_params)} ({c.trainable_pct:.2f}%)", f"{c.baseline_seconds:.0f}",
+            f"{c.train_seconds:.0f}", f"{c.tokens_per_second:.0f}", f"{c.peak_memory_mb:.0f}")
 
 
 def _num(value: float, name: str = "") -> str:
@@ -120,9 +125,7 @@ def _classification_table(rows: Sequence[Comparison]) -> Table:
                       format_ci(r.accuracy_before, r.accuracy_before_ci),
                       format_ci(r.accuracy_after, r.accuracy_after_ci),
                       format_ci(r.delta_accuracy, r.delta_ci, signed=True), format_p(r.p_value),
-                      f"{r.f1_macro_before:.3f}", f"{r.f1_macro_after:.3f}",
-                      f"{count_label(r.trainable_params)} ({r.trainable_pct:.2f}%)", f"{r.baseline_seconds:.0f}",
-                      f"{r.train_seconds:.0f}", f"{r.tokens_per_second:.0f}", f"{r.peak_memory_mb:.0f}"))
+                      f"{r.f1_macro_before:.3f}", f"{r.f1_macro_after:.3f}", *_cost_cells(r.costs)))
     return Table(COLUMNS, tuple(cells))
 
 

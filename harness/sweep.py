@@ -314,8 +314,8 @@ def sweep_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table:
         delta = row.delta_accuracy if isinstance(row, Comparison) else row.delta
         value = cell_metric(result, plan.metric)
         rows.append((*values, "—" if value is None else f"{value:.4f}", format_ci(delta, row.delta_ci, signed=True),
-                     format_p(row.p_value), f"{row.train_seconds:.1f}", f"{row.peak_memory_mb:.0f}",
-                     f"{count_label(row.trainable_params)} ({row.trainable_pct:.2f}%)", result.cell.run_id))
+                     format_p(row.p_value), f"{row.costs.train_seconds:.1f}", f"{row.costs.peak_memory_mb:.0f}",
+                     f"{count_label(row.costs.trainable_params)} ({row.costs.trainable_pct:.2f}%)", result.cell.run_id))
     return Table(columns, tuple(rows))
 
 
@@ -334,7 +334,7 @@ def sweep_csv(plan: SweepPlan, results: Sequence[CellResult]) -> str:
         row = result.rows[0]
         delta = row.delta_accuracy if isinstance(row, Comparison) else row.delta
         writer.writerow([*values, name, cell_metric(result, plan.metric), delta, *row.delta_ci, row.p_value,
-                         row.train_seconds, row.peak_memory_mb, row.trainable_params, row.trainable_pct,
+                         row.costs.train_seconds, row.costs.peak_memory_mb, row.costs.trainable_params, row.costs.trainable_pct,
                          result.cell.run_id, ""])
     return out.getvalue()
 
@@ -365,7 +365,7 @@ def heatmap(plan: SweepPlan, results: Sequence[CellResult]) -> tuple[bytes, str]
             if not scores:
                 note_row.append("failed" if any(x.error for x in bucket) else "")
             elif len(bucket) == 1 and bucket[0].rows:
-                note_row.append(f"{value:.3f}\n{bucket[0].rows[0].train_seconds:.0f} s train")
+                note_row.append(f"{value:.3f}\n{bucket[0].rows[0].costs.train_seconds:.0f} s train")
             else:
                 note_row.append(f"{value:.3f}\nmean of {len(scores)}")
         grid.append(grid_row)
