@@ -24,28 +24,24 @@ _JUDGES: dict[str, JudgeFactory] = {}
 _discovered = False
 
 
-def task(name: str) -> Callable[[TaskFactory], TaskFactory]:
-    """Register a task factory under `name`."""
-
-    def register(factory: TaskFactory) -> TaskFactory:
-        if name in _TASKS and _TASKS[name] is not factory:
-            raise ValueError(f"task {name!r} registered twice")
-        _TASKS[name] = factory
+def _registrar(table: dict[str, Any], what: str, name: str) -> Callable[[Any], Any]:
+    def register(factory: Any) -> Any:
+        if name in table and table[name] is not factory:
+            raise ValueError(f"{what} {name!r} registered twice")
+        table[name] = factory
         return factory
 
     return register
+
+
+def task(name: str) -> Callable[[TaskFactory], TaskFactory]:
+    """Register a task factory under `name`."""
+    return _registrar(_TASKS, "task", name)
 
 
 def judge(scheme: str) -> Callable[[JudgeFactory], JudgeFactory]:
     """Register a judge backend factory for specs `scheme:...`."""
-
-    def register(factory: JudgeFactory) -> JudgeFactory:
-        if scheme in _JUDGES and _JUDGES[scheme] is not factory:
-            raise ValueError(f"judge scheme {scheme!r} registered twice")
-        _JUDGES[scheme] = factory
-        return factory
-
-    return register
+    return _registrar(_JUDGES, "judge scheme", scheme)
 
 
 def _discover() -> None:

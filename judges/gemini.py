@@ -19,6 +19,7 @@ from harness.judging.backend import (
     JudgeSpec,
     Reply,
     TransientJudgeError,
+    http_failure,
     redact,
     retry_after_seconds,
     secret_from_env,
@@ -26,7 +27,7 @@ from harness.judging.backend import (
 from harness.registry import judge
 
 KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -78,14 +79,9 @@ class GeminiJudge:
         try:
             response = self._sdk().models.generate_content(model=self.model, contents=request.prompt, config=config)
         except errors.APIError as exc:
-            message = redact(str(exc), self._key)[:300]
-            if exc.code in TRANSIENT_STATUS:
-                headers = getattr(getattr(exc, "response", None), "headers", None) or {}
-                raise TransientJudgeError(f"HTTP {exc.code}: {message}",
-                                          retry_after_seconds(headers.get("retry-after"))) from None
-            if exc.code in (401, 403):
-                raise BenchError(f"judge {self.id}: HTTP {exc.code} (not authorized); check GEMINI_API_KEY") from None
-            raise BenchError(f"judge {self.id} refused the request (HTTP {exc.code}): {message}") from None
+            headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+            raise http_failure(self.id, exc.code, redact(str(exc), self._key),
+                               retry_after_seconds(headers.get("retry-after")), TRANSIENT_STATUS, KEY_VARIABLES) from None
         except _transport_errors() as exc:
             raise TransientJudgeError(f"{type(exc).__name__}: {redact(str(exc), self._key)[:200]}") from None
         except ValueError as exc:  # the SDK could not read the reply body (garbage from a proxy)

@@ -14,13 +14,13 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from harness.errors import BenchError
 from harness.judging.backend import (
     JudgeOptions,
     JudgeRequest,
     JudgeSpec,
     Reply,
     TransientJudgeError,
+    http_failure,
     redact,
     retry_after_seconds,
     secret_from_env,
@@ -28,7 +28,7 @@ from harness.judging.backend import (
 from harness.registry import judge
 
 KEY_VARIABLES = ("BENCH_JUDGE_API_KEY", "OPENAI_API_KEY")
-TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
 class OpenAICompatibleJudge:
@@ -53,7 +53,7 @@ class OpenAICompatibleJudge:
             if "response_format" in body and "response_format" in exc.text:
                 self._structured = False  # this server has no structured output: plain text + strict parser
                 return self.complete(request)
-            raise BenchError(f"judge {self.id} refused the request (HTTP {exc.status}): {exc.text[:300]}") from None
+            raise http_failure(self.id, exc.status, exc.text, None, TRANSIENT_STATUS, KEY_VARIABLES) from None
         try:
             text = payload["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
@@ -73,13 +73,10 @@ class OpenAICompatibleJudge:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
             text = redact(exc.read().decode("utf-8", "replace"), self._key)
-            if exc.code in TRANSIENT_STATUS:
-                raise TransientJudgeError(f"HTTP {exc.code}: {text[:200]}",
-                                          retry_after_seconds(exc.headers.get("Retry-After"))) from None
-            if exc.code in (401, 403):
-                raise BenchError(f"judge {self.id}: HTTP {exc.code} (not authorized); set BENCH_JUDGE_API_KEY or "
-                                 "OPENAI_API_KEY to a valid key") from None
-            raise _Rejected(exc.code, text) from None
+            if exc.code in TRANSIENT_STATUS or exc.code in (401, 403):
+                raise http_failure(self.id, exc.code, text, retry_after_seconds(exc.headers.get("Retry-After")),
+                                   TRANSIENT_STATUS, KEY_VARIABLES) from None
+            raise _Rejected(exc.code, text) from None  # a 4xx: maybe only the response_format field
         except (socket.timeout, TimeoutError) as exc:
             raise TransientJudgeError(f"timed out after {self.timeout:g} s ({exc})") from None
         except (urllib.error.URLError, ConnectionError, OSError) as exc:

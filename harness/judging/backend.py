@@ -118,6 +118,18 @@ class JudgeOptions:
     batch_size: int = 8     # prompts per forward pass of a local judge
 
 
+def http_failure(judge_id: str, status: int, text: str, retry_after: float | None, transient: frozenset[int],
+                 key_variables: tuple[str, ...]) -> Exception:
+    """What an HTTP error status means for a judge: worth retrying, a key problem, or a refusal.
+    `text` must already be redacted."""
+    if status in transient:
+        return TransientJudgeError(f"HTTP {status}: {text[:200]}", retry_after)
+    if status in (401, 403):
+        return BenchError(f"judge {judge_id}: HTTP {status} (not authorized); set {' or '.join(key_variables)} to a "
+                          "valid key")
+    return BenchError(f"judge {judge_id} refused the request (HTTP {status}): {text[:300]}")
+
+
 def retry_after_seconds(value: str | None) -> float | None:
     """A Retry-After header: delta-seconds or an HTTP date; None when absent or unreadable."""
     if not value:
