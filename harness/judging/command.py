@@ -94,11 +94,14 @@ class Judging:
 
         check_judgeable(spec)
         config = self.store.run_config(run_id) or {}
-        before_stage, after_stage = self._stages(run_id)
+        outputs = self._outputs(run_id)
+        before_stage = next((stage for stage in outputs if stage.startswith("baseline:")), None)
+        after_stage = "finetuned" if "finetuned" in outputs else None
         if before_stage is None and after_stage is None:
             self.log(f"  judge: {run_id} has no stored generations yet, skipped")
             return None
-        items = self._items(run_id, spec, examples, before_stage, after_stage)
+        items = self._items(run_id, spec, examples, outputs.get(before_stage) if before_stage else None,
+                            outputs.get(after_stage) if after_stage else None)
         single = (single_template(spec.judge_template, self.settings.template_path)
                   if self.settings.mode != "pairwise" else None)
         pairwise = PAIRWISE if self.settings.mode != "single" and before_stage and after_stage else None
@@ -125,32 +128,34 @@ class Judging:
         return {"run_id": run_id, "judge": self.backend.id, "setup": setup, "metrics": metrics, "info": info,
                 "config": config}
 
-    def _stages(self, run_id: str) -> tuple[str | None, str | None]:
-        stages = self.store.stages_of(run_id)
-        baselines = [s for s in stages if s.startswith("baseline:") and self._has_outputs(run_id, s)]
-        after = "finetuned" if "finetuned" in stages and self._has_outputs(run_id, "finetuned") else None
-        return (baselines[0] if baselines else None), after
+    def _outputs(self, run_id: str) -> dict[str, dict[str, str | None]]:
+        """Example id -> stored output, for the first baseline stage with generations and the
+        fine-tuned stage (when it has them), read once."""
+        found: dict[str, dict[str, str | None]] = {}
+        for stage in self.store.stages_of(run_id):
+            first_baseline = stage.startswith("baseline:") and not any(s.startswith("baseline:") for s in found)
+            if first_baseline or stage == "finetuned":
+                by_id = {p.example_id: p.output for p in self.store.predictions(run_id, stage)}
+                if any(output is not None for output in by_id.values()):
+                    found[stage] = by_id
+        return found
 
-    def _has_outputs(self, run_id: str, stage: str) -> bool:
-        return any(p.output is not None for p in self.store.predictions(run_id, stage))
-
-    def _items(self, run_id: str, spec: Any, examples: Sequence[Any], before: str | None, after: str | None) -> list[Any]:
+    def _items(self, run_id: str, spec: Any, examples: Sequence[Any], before: dict[str, str | None] | None,
+               after: dict[str, str | None] | None) -> list[Any]:
         from harness.judging.grading import Item
 
-        outputs = {stage: {p.example_id: p.output for p in self.store.predictions(run_id, stage)}
-                   for stage in (before, after) if stage}
+        order = {e.id: k for k, e in enumerate(examples)}
         by_id = {e.id: e for e in examples}
-        stored = set().union(*(set(o) for o in outputs.values()))
+        stored = set(before or ()) | set(after or ())
         if stored - set(by_id):
             raise BenchError(f"stored outputs of {run_id} do not match the data's eval examples: pass the "
                              "--data-dir the run used")
         items = []
-        for example_id in sorted(stored, key=list(by_id).index):
+        for example_id in sorted(stored, key=order.__getitem__):
             example = by_id[example_id]
             items.append(Item(example_id, task_text(spec, example.texts),
                               " | ".join(example.references) or "(no answer: the question cannot be answered)",
-                              outputs.get(before, {}).get(example_id) if before else None,
-                              outputs.get(after, {}).get(example_id) if after else None))
+                              (before or {}).get(example_id), (after or {}).get(example_id)))
         return items
 
     def _hygiene(self, config: dict[str, Any]) -> list[str]:

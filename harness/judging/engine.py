@@ -74,22 +74,21 @@ def ask_all(backend: JudgeBackend, queries: Sequence[Query], cache: JudgeCache, 
                 answers[i].cache_hits += 1
                 record(i, key, hit)
         if to_fetch:
-            asking = sum(map(len, to_fetch.values()))
             log(f"  judge {backend.id}: {len(to_fetch)} requests (attempt {attempt + 1}), "
-                f"{len(pending) - asking} from the cache")
-            groups = list(to_fetch.values())
-            for first, result, calls in _fetch(backend, queries, [group[0] for group in groups], attempt, settings):
-                same = to_fetch[_attempt_key(queries[first], attempt)]
+                f"{len(pending) - sum(map(len, to_fetch.values()))} from the cache")
+            key_of = {group[0]: key for key, group in to_fetch.items()}  # one asker per distinct question
+            for first, result, calls in _fetch(backend, queries, list(key_of), attempt, settings):
+                key = key_of[first]
                 answers[first].calls += calls
                 if isinstance(result, GaveUp):
-                    for i in same:
+                    for i in to_fetch[key]:
                         answers[i].error = str(result)
                     continue
-                cache.put(_attempt_key(queries[first], attempt), backend.id, queries[first].template, result)
+                cache.put(key, backend.id, queries[first].template, result)
                 cached += 1
                 reached("judge-replies", cached)
-                for i in same:
-                    record(i, _attempt_key(queries[first], attempt), result)
+                for i in to_fetch[key]:
+                    record(i, key, result)
         pending = [i for i in pending if answers[i].value is None and answers[i].error is None]
         if not pending:
             break

@@ -75,9 +75,8 @@ def summarize(items: Sequence[Item], samples: int, slots: Sequence[Slot], answer
     metrics: dict[str, Any] = {"samples": samples, "n": len(items)}
     item_means: dict[str, list[float | None]] = {}
     for side in ("before", "after"):
-        per_item = [[table[("single", side, i, s)].value for s in range(samples)
-                     if ("single", side, i, s) in table and table[("single", side, i, s)].value is not None]
-                    for i in range(len(items))]
+        found = [[table.get(("single", side, i, s)) for s in range(samples)] for i in range(len(items))]
+        per_item = [[a.value for a in row if a is not None and a.value is not None] for row in found]
         item_means[side] = [float(np.mean(v)) if v else None for v in per_item]
         metrics[f"score_{side}"] = _score_summary(per_item, samples, seed)
     both = [(b, a) for b, a in zip(item_means["before"], item_means["after"]) if b is not None and a is not None]
@@ -96,7 +95,10 @@ def summarize(items: Sequence[Item], samples: int, slots: Sequence[Slot], answer
     metrics["cache_hits"] = sum(a.cache_hits for a in answers)
     metrics["input_tokens"] = sum(a.input_tokens for a in answers)
     metrics["output_tokens"] = sum(a.output_tokens for a in answers)
-    records = [_item_record(item, i, samples, table) for i, item in enumerate(items)]
+    by_item: dict[int, list[tuple[tuple[str, str, int, int], Answer]]] = {}
+    for key, answer in sorted(table.items()):
+        by_item.setdefault(key[2], []).append((key, answer))
+    records = [_item_record(item, by_item.get(i, [])) for i, item in enumerate(items)]
     return metrics, records
 
 
@@ -164,12 +166,9 @@ def _pairwise(items: Sequence[Item], samples: int, table: dict[tuple[str, str, i
     return result
 
 
-def _item_record(item: Item, index: int, samples: int, table: dict[tuple[str, str, int, int], Answer]
-                 ) -> dict[str, Any]:
+def _item_record(item: Item, answers: Sequence[tuple[tuple[str, str, int, int], Answer]]) -> dict[str, Any]:
     record: dict[str, Any] = {"id": item.example_id}
-    for (kind, side, i, sample), answer in sorted(table.items()):
-        if i != index:
-            continue
+    for (kind, side, _, sample), answer in answers:
         entry = {"sample": sample, "value": answer.value}
         if answer.value is None:  # missing: keep what the judge said, and why it did not count
             entry.update(error=answer.error, raw=[text[:2000] for text in answer.raw])
