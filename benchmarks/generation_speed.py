@@ -30,7 +30,7 @@ def main() -> None:
 
     import torch
 
-    from harness.backends.generate import generate_greedy
+    from harness.backends.generate import generate_batched
     from harness.data import build_splits
     from harness.models import load_lm, load_tokenizer, resolve_model
     from harness.prompts import build_prompts, use_chat_template
@@ -49,10 +49,10 @@ def main() -> None:
     batched_times, single_times = [], []
     for _ in range(args.repeats):
         started = time.perf_counter()
-        batched = generate_greedy(model, tokenizer, prompts, batch_size=args.batch_size, **options)
+        batched = generate_batched(model, tokenizer, prompts, batch_size=args.batch_size, **options)
         batched_times.append(time.perf_counter() - started)
         started = time.perf_counter()
-        single = [generate_greedy(model, tokenizer, [p], batch_size=1, **options)[0] for p in prompts]
+        single = [generate_batched(model, tokenizer, [p], batch_size=1, **options)[0] for p in prompts]
         single_times.append(time.perf_counter() - started)
     same = sum(a == b for a, b in zip(batched, single))
     b, s = statistics.median(batched_times), statistics.median(single_times)

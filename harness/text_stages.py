@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from harness.backends.generate import generate_greedy, rolling_nll, target_nll
+from harness.backends.generate import generate_batched, rolling_nll, target_nll
 from harness.config import RunConfig
 from harness.finetune import TrainItem
 from harness.models import ModelRef
@@ -33,7 +33,7 @@ def predict_text(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, t
     chat = use_chat_template(tokenizer, config.chat_template, seq2seq)
     budget = config.max_length if seq2seq else config.max_length - (config.max_new_tokens or kind.max_new_tokens)
     prompts = build_prompts(spec, tokenizer, examples, budget, chat=chat, strip_eos=not seq2seq)
-    outputs = generate_greedy(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens or kind.max_new_tokens,
+    outputs = generate_batched(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens or kind.max_new_tokens,
                               batch_size=config.eval_batch_size, stop=kind.stop, seq2seq=seq2seq)
     if kind.metrics == "squad_v2":
         return [Prediction(e.id, -1, None, (), output=text) for e, text in zip(examples, outputs)]
@@ -61,7 +61,7 @@ def _language_model(kind: LanguageModel, config: RunConfig, model: Any, tokenize
     prompts = [tokenizer(continuation_split(e.texts[0], kind)[0], add_special_tokens=False)["input_ids"] or
                [tokenizer.eos_token_id] for e in examples]
     # Words are ~1.3 tokens: leave room so the continuation can cover the reference's words.
-    continuations = generate_greedy(model, tokenizer, prompts, max_new_tokens=int(kind.continuation_tokens * 1.5),
+    continuations = generate_batched(model, tokenizer, prompts, max_new_tokens=int(kind.continuation_tokens * 1.5),
                                     batch_size=config.eval_batch_size)
     return [Prediction(e.id, -1, None, (round(total, 4), count), output=" ".join(text.split()[: kind.continuation_tokens]))
             for e, (total, count), text in zip(examples, nll, continuations)]

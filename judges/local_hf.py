@@ -1,7 +1,8 @@
 """A local Hugging Face causal LM as the judge (`hf:smollm2`, `hf:/path/to/model`, `hf:org/name`),
 so judging works fully offline. Structured output the local way: the prompt (in the model's chat
 template when it has one) is followed by the start of the JSON answer (`{"score": `), and the
-model only writes the value. Greedy for a single sample; seeded sampling for repeated samples.
+model only writes the value. Generation is the harness's own batched generation: greedy for a single
+sample, seeded sampling for repeated samples.
 """
 from __future__ import annotations
 
@@ -42,31 +43,22 @@ class LocalJudge:
         return self.complete_batch([request])[0]
 
     def complete_batch(self, requests: Sequence[JudgeRequest]) -> list[Reply]:
-        import torch
-
-        from harness.backends.hf import length_sorted_batches, pad_batch
+        from harness.backends.generate import generate_batched
 
         model, tokenizer = self._load()
         window = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
         keep = min(MAX_PROMPT_TOKENS, (window or MAX_PROMPT_TOKENS) - ANSWER_TOKENS)
         prompts = [self._encode(tokenizer, r)[-keep:] for r in requests]
-        pad_id = tokenizer.pad_token_id
+        groups: dict[tuple[float, int], list[int]] = {}  # requests sampled alike run together
+        for i, request in enumerate(requests):
+            groups.setdefault((request.temperature, request.seed), []).append(i)
         replies: list[Reply] = [Reply("")] * len(requests)
-        with torch.inference_mode():
-            for batch in length_sorted_batches([len(p) for p in prompts], self.batch_size):
-                ids, mask = pad_batch([prompts[i] for i in batch], pad_id, left=True, device=model.device)
-                first = requests[batch[0]]
-                sampling: dict[str, Any] = {"do_sample": False}
-                if first.temperature > 0:  # a batch shares one temperature: the engine asks each round alike
-                    torch.manual_seed(first.seed)
-                    sampling = {"do_sample": True, "temperature": first.temperature, "top_p": 1.0, "top_k": 0}
-                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=ANSWER_TOKENS,
-                                     pad_token_id=pad_id, **sampling)
-                for row, i in enumerate(batch):
-                    new = out[row, ids.shape[1]:]
-                    text = tokenizer.decode(new, skip_special_tokens=True)
-                    replies[i] = Reply(requests[i].answer.prefill + text, len(prompts[i]),
-                                       int((new != pad_id).sum()))
+        for (temperature, seed), members in groups.items():
+            texts = generate_batched(model, tokenizer, [prompts[i] for i in members], max_new_tokens=ANSWER_TOKENS,
+                                     batch_size=self.batch_size, temperature=temperature, seed=seed)
+            for i, text in zip(members, texts):
+                written = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+                replies[i] = Reply(requests[i].answer.prefill + text, len(prompts[i]), written)
         return replies
 
     @staticmethod

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from harness.backends.generate import generate_greedy, rolling_nll  # noqa: E402
+from harness.backends.generate import generate_batched, rolling_nll  # noqa: E402
 from harness.types import Example, Prediction  # noqa: E402
 
 SMALL = ("--train-samples", "16", "--eval-samples", "8", "--validation-samples", "4", "--batch-size", "8",
@@ -95,8 +95,8 @@ def test_batched_generation_equals_one_at_a_time(family, tiny_model):
     texts = ["Summary of the film:", "A long dialogue about the weather and the trains that were late again:",
              "Question: who won? Answer:", "The cat"]
     prompts = [tokenizer(t, add_special_tokens=seq2seq)["input_ids"] for t in texts]
-    batched = generate_greedy(model, tokenizer, prompts, max_new_tokens=12, batch_size=4, seq2seq=seq2seq)
-    single = [generate_greedy(model, tokenizer, [p], max_new_tokens=12, batch_size=1, seq2seq=seq2seq)[0]
+    batched = generate_batched(model, tokenizer, prompts, max_new_tokens=12, batch_size=4, seq2seq=seq2seq)
+    single = [generate_batched(model, tokenizer, [p], max_new_tokens=12, batch_size=1, seq2seq=seq2seq)[0]
               for p in prompts]
     assert batched == single
 

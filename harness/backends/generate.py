@@ -1,4 +1,5 @@
-"""Text out of a model: batched greedy generation, and rolling-window log-likelihood for perplexity.
+"""Text out of a model: batched generation (greedy, or seeded sampling), and rolling-window
+log-likelihood for perplexity.
 
 Generation sorts prompts by length so a batch pads little, pads on the left (causal models) so
 every prompt ends in the last column and new tokens line up, reuses the KV cache (`generate`),
@@ -11,23 +12,29 @@ from typing import Any, Sequence
 from harness.backends.hf import length_sorted_batches, pad_batch
 
 
-def generate_greedy(model: Any, tokenizer: Any, prompts: Sequence[list[int]], *, max_new_tokens: int,
-                    batch_size: int, stop: Sequence[str] = (), seq2seq: bool = False) -> list[str]:
-    """Greedy continuation of each prompt (token ids), decoded and cut at the first stop string."""
+def generate_batched(model: Any, tokenizer: Any, prompts: Sequence[list[int]], *, max_new_tokens: int,
+                     batch_size: int, stop: Sequence[str] = (), seq2seq: bool = False, temperature: float = 0.0,
+                     seed: int = 0) -> list[str]:
+    """Continuation of each prompt (token ids), decoded and cut at the first stop string: greedy,
+    or sampled at `temperature` with every batch seeded by `seed` (repeated judge samples)."""
     import torch
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     outputs: list[str] = [""] * len(prompts)
     extra: dict[str, Any] = {"stop_strings": list(stop), "tokenizer": tokenizer} if _can_stop_early(tokenizer, stop) else {}
+    sampling: dict[str, Any] = ({"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
+                                if temperature > 0 else {"do_sample": False, "num_beams": 1})
     model.eval()
     with torch.inference_mode():
         for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
             ids, mask = pad_batch([prompts[i] for i in batch], pad_id, left=not seq2seq, device=device)
             width = ids.shape[1]
-            generated = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                       num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                                       eos_token_id=_stop_ids(model, tokenizer), **extra)
+            if temperature > 0:
+                torch.manual_seed(seed)
+            generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                       pad_token_id=pad_id, eos_token_id=_stop_ids(model, tokenizer), **sampling,
+                                       **extra)
             new_tokens = generated if seq2seq else generated[:, width:]
             for row, i in enumerate(batch):
                 outputs[i] = cut_at_stop(tokenizer.decode(new_tokens[row], skip_special_tokens=True), stop)
