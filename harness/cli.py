@@ -433,6 +433,13 @@ def _sweep_section(plan: Any, results: Any) -> Any:
     return SweepSection(plan.name, description, png, caption, sweep_table(plan, results))
 
 
+def output_path(option: str, value: str) -> Path:
+    """A path the user asked bench to write to, refused when it climbs out with '..'."""
+    if ".." in Path(value).parts:
+        raise BenchError(f"{option} {value}: '..' components are not allowed; give the path without them")
+    return Path(value)
+
+
 def _emit(text: str, out: str | None) -> None:
     """Print, or write to `out` and print its path."""
     from harness.store import atomic_write
@@ -440,9 +447,7 @@ def _emit(text: str, out: str | None) -> None:
     if out is None:
         print(text, end="")
         return
-    if ".." in Path(out).parts:
-        raise BenchError(f"--out {out}: '..' components are not allowed; give the path without them")
-    atomic_write(Path(out), text)
+    atomic_write(output_path("--out", out), text)
     print(out)
 
 
@@ -452,9 +457,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from harness.report import csv_table
     from harness.store import atomic_write
 
-    target = Path(args.to)
-    if ".." in target.parts:
-        raise BenchError(f"--to {args.to}: '..' components are not allowed; give the folder without them")
+    target = output_path("--to", args.to)
     if target.exists() and not target.is_dir():
         raise BenchError(f"--to {args.to} exists and is not a folder")
     store = _open_store(args.results)
