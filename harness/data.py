@@ -195,6 +195,13 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+def run_splits(spec: TaskSpec, config: dict[str, Any], data_dir: Path | None) -> Splits:
+    """The splits a stored run used, rebuilt from its recorded sample sizes and seed."""
+    return build_splits(spec, data_dir, train_samples=config.get("train_samples"),
+                        eval_samples=config.get("eval_samples"), validation_samples=config.get("validation_samples"),
+                        seed=config.get("seed", 0))
+
+
 def drop_blank(examples: list[Example], where: str, notes: list[str]) -> list[Example]:
     """Rows whose every text field is blank carry no signal (real Enron mails can be empty): drop, say so."""
     kept = [example for example in examples if any(text.strip() for text in example.texts)]

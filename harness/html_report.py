@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from harness.compare import Comparison, TextComparison
 from harness.errors import BenchError
+from harness.registry import spec_for
 from harness.report import Table, comparison_tables, label_pairs, label_text, output_pairs
 from harness.store import Store
 from harness.types import Example
@@ -139,33 +140,14 @@ class ExampleSource:
         key = (spec.key, config.get("train_samples"), config.get("eval_samples"), config.get("validation_samples"),
                config.get("seed"))
         if key not in self._cache:
-            from harness.data import build_splits
+            from harness.data import run_splits
 
             try:
-                splits = build_splits(spec, self.data_dir, train_samples=key[1], eval_samples=key[2],
-                                      validation_samples=key[3], seed=key[4])
+                splits = run_splits(spec, config, self.data_dir)
             except BenchError as exc:
                 return {}, f"example texts are not shown: {exc}"
             self._cache[key] = {example.id: example for example in splits.eval}
         return self._cache[key], ""
-
-
-def spec_for(config: dict[str, Any]) -> TaskSpec:
-    """The TaskSpec a stored run used: its task key is the task name plus a variant ("goemotions-
-    4labels"), rebuilt from the task options recorded in its config."""
-    from harness.registry import get_task, task_names
-
-    key = str(config.get("task", ""))
-    options = {name: value for name, value in (config.get("task_options") or ())}
-    for name in task_names():
-        if key == name or key.startswith(name + "-"):
-            try:
-                spec = get_task(name, **options)
-            except BenchError:
-                continue  # a task whose name merely prefixes this key
-            if spec.key == key:
-                return spec
-    raise BenchError(f"task {key!r} is not registered here")
 
 
 def build_report(store: Store, runs: Sequence[dict[str, Any]], rows: Sequence[Row], data_dir: Path | None,

@@ -97,3 +97,19 @@ def get_task(name: str, **options: Any) -> TaskSpec:
         flags = ", ".join("--" + key.replace("_", "-") for key in unknown)
         raise BenchError(f"task {name!r} takes no option {flags}")
     return factory(**given)
+
+
+def spec_for(config: dict[str, Any]) -> TaskSpec:
+    """The TaskSpec a stored run used: its task key is the task name plus a variant ("goemotions-
+    4labels"), rebuilt from the task options recorded in its config."""
+    key = str(config.get("task", ""))
+    options = {name: value for name, value in (config.get("task_options") or ())}
+    for name in task_names():
+        if key == name or key.startswith(name + "-"):
+            try:
+                spec = get_task(name, **options)
+            except BenchError:
+                continue  # a task whose name merely prefixes this key
+            if spec.key == key:
+                return spec
+    raise BenchError(f"task {key!r} is not registered here")

@@ -16,8 +16,8 @@ from harness.errors import BenchError
 def rescore_command(args: argparse.Namespace) -> int:
     from harness.cli import print_and_save
     from harness.compare import compare
-    from harness.data import build_splits, data_dir_from
-    from harness.registry import get_task
+    from harness.data import data_dir_from, run_splits
+    from harness.registry import spec_for
     from harness.scoring import headline_metric, score_stage
     from harness.store import Store, results_dir
 
@@ -29,10 +29,8 @@ def rescore_command(args: argparse.Namespace) -> int:
         config = store.run_config(args.run)
         if config is None:
             raise BenchError(f"no run {args.run!r} in {root}/bench.sqlite; `bench report` lists the runs")
-        spec = get_task(_task_name(config["task"]), **dict(config.get("task_options") or ()))
-        splits = build_splits(spec, data_dir_from(args.data_dir), train_samples=config["train_samples"],
-                              eval_samples=config["eval_samples"], validation_samples=config["validation_samples"],
-                              seed=config["seed"])
+        spec = spec_for(config)
+        splits = run_splits(spec, config, data_dir_from(args.data_dir))
         records: dict[str, Any] = {}
         for stage in store.stages_of(args.run):
             record = store.stage(args.run, stage)
@@ -54,7 +52,3 @@ def rescore_command(args: argparse.Namespace) -> int:
         store.close()
     return 0
 
-
-def _task_name(key: str) -> str:
-    """A run's task key is `name` or `name-variant`; task names themselves have no '-'."""
-    return key.split("-", 1)[0]

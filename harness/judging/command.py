@@ -271,10 +271,9 @@ def print_judge_table(records: Sequence[dict[str, Any]], store: Any, name: str) 
 
 def judge_command(args: argparse.Namespace) -> int:
     """`bench judge RUN_OR_TASK`: a run id, or a task name (all its runs in the store)."""
-    from harness.data import build_splits, data_dir_from
+    from harness.data import data_dir_from, run_splits
     from harness.leaderboard import select_runs
-    from harness.registry import get_task
-    from harness.rescore import _task_name
+    from harness.registry import spec_for
     from harness.store import Store, results_dir
 
     settings = settings_from(args)
@@ -295,15 +294,12 @@ def judge_command(args: argparse.Namespace) -> int:
         specs = {}
         for run_id in runs:  # every run's task is checked before a judge model loads or a request goes out
             config = store.run_config(run_id) or {}
-            specs[run_id] = (config, get_task(_task_name(config["task"]), **dict(config.get("task_options") or ())))
+            specs[run_id] = (config, spec_for(config))
             check_judgeable(specs[run_id][1])
         judging = Judging(settings, store, lambda message: print(message, file=sys.stderr, flush=True))
         records = []
         for run_id, (config, spec) in specs.items():
-            splits = build_splits(spec, data_dir, train_samples=config["train_samples"],
-                                  eval_samples=config["eval_samples"],
-                                  validation_samples=config["validation_samples"], seed=config["seed"])
-            record = judging.judge_run(run_id, spec, splits.eval)
+            record = judging.judge_run(run_id, spec, run_splits(spec, config, data_dir).eval)
             if record:
                 records.append(record)
         if not records:
