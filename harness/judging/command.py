@@ -163,7 +163,7 @@ class Judging:
         if judged and same_model(self.backend.model, judged):
             warning = (f"judge {self.backend.id} is the model being judged ({judged}): it tends to prefer its own "
                        "outputs; prefer a different judge")
-            print(f"warning: {warning}", file=sys.stderr)
+            self.log(f"warning: {warning}")
             return [warning]
         return []
 
