@@ -1,14 +1,14 @@
 """Zero-shot classification scoring: bench's scorer vs lm-evaluation-harness's HF backend.
 
-Same model, same rendered prompts, same verbalizers, same batch size, same dtype (fp32), same
-device; each side runs `--repeats` times and the median wall time is compared. lm-eval gets a
+Same model, same rendered prompts, same verbalizers, same batch size, same precision (fp32 on a
+CPU; on a GPU bf16: bench autocasts, lm-eval loads bf16 weights), same device; each side runs `--repeats` times and the median wall time is compared. lm-eval gets a
 local custom task (YAML + JSONL written to a temp folder) whose `doc_to_text` is the exact prompt
 bench scores, so accuracy must agree to float noise (target: within 0.5 points).
 
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python benchmarks/zero_shot_scoring.py \
         --data-dir ../shared/data --model smollm2 --cases sst2,sst2-5shot,ag_news,goemotions16
 
-Needs `pip install "lm-eval>=0.4,<0.5"`. Cases: sst2 (validation, 872, one-token labels),
+Needs `pip install "lm-eval>=0.4,<0.5"`. Cases: imdb (test, 25,000; a GPU case), sst2 (validation, 872, one-token labels),
 sst2-5shot (5 demonstrations: a long shared prefix), ag_news (multi-token label names),
 goemotions16 (16 labels). `--limit N` caps the examples per case.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CASES = {"sst2": ("sst2", {}, 0), "sst2-5shot": ("sst2", {}, 5), "ag_news": ("ag_news", {}, 0),
+CASES = {"imdb": ("imdb", {}, 0), "sst2": ("sst2", {}, 0), "sst2-5shot": ("sst2", {}, 5), "ag_news": ("ag_news", {}, 0),
          "goemotions16": ("goemotions", {"labels": 16}, 0)}
 
 
@@ -44,19 +44,25 @@ def prompts_for(case: str, data_dir: Path, limit: int | None, tokenizer, max_len
     return spec, texts, [e.label for e in splits.eval]
 
 
-def run_bench(model, tokenizer, spec, texts, batch_size: int) -> tuple[float, float]:
+def run_bench(model, tokenizer, spec, texts, batch_size: int, precision: str) -> tuple[float, float]:
     from harness.backends.hf import score_causal
+    from harness.precision import autocast
     from harness.prompts import verbalizer_ids
 
+    device = next(model.parameters()).device
     started = time.perf_counter()
     contexts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    scores = score_causal(model, contexts, verbalizer_ids(spec, tokenizer), tokenizer.pad_token_id, batch_size)
+    with autocast(precision, device):
+        scores = score_causal(model, contexts, verbalizer_ids(spec, tokenizer), tokenizer.pad_token_id, batch_size)
     seconds = time.perf_counter() - started
     return seconds, scores
 
 
-def run_lm_eval(model_dir: str, spec, texts, golds, batch_size: int, workdir: Path) -> tuple[float, float]:
+def run_lm_eval(peer_model, tokenizer_dir: str, spec, texts, golds, batch_size: int,
+                workdir: Path) -> tuple[float, float]:
+    """lm-eval's HF backend on the already loaded model (as bench gets it: load time counts for neither)."""
     import lm_eval
+    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     data = workdir / "docs.jsonl"
@@ -70,10 +76,11 @@ def run_lm_eval(model_dir: str, spec, texts, golds, batch_size: int, workdir: Pa
         f"doc_to_choice: {json.dumps(choices)}\n"
         "doc_to_target: label\ntarget_delimiter: \" \"\n"
         "metric_list:\n  - metric: acc\n")
+    tasks = TaskManager(include_path=str(workdir))  # indexes lm-eval's own task folder: set-up, not scoring
     started = time.perf_counter()
-    result = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", tasks=["bench_case"],
-                                     task_manager=TaskManager(include_path=str(workdir)), batch_size=batch_size,
-                                     device="cpu", bootstrap_iters=0, log_samples=False)
+    peer = HFLM(pretrained=peer_model, tokenizer=tokenizer_dir, batch_size=batch_size)
+    result = lm_eval.simple_evaluate(model=peer, tasks=["bench_case"], task_manager=tasks, bootstrap_iters=0,
+                                     log_samples=False)
     seconds = time.perf_counter() - started
     return seconds, result["results"]["bench_case"]["acc,none"]
 
@@ -87,34 +94,46 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--precision", default="auto",
+                        help="auto (bf16 on a GPU, else fp32): bench autocasts, lm-eval loads the weights in it")
     args = parser.parse_args()
 
     import logging
 
     import torch
 
+    from transformers import AutoModelForCausalLM
+
     from harness.models import load_lm, load_tokenizer, resolve_model
+    from harness.precision import resolved_precision
 
     logging.getLogger("lm-eval").setLevel(logging.ERROR)
     torch.set_grad_enabled(False)
     ref = resolve_model(args.model)
     tokenizer = load_tokenizer(ref)
-    model = load_lm(ref).eval()
-    print(f"model {args.model} ({ref.source}), fp32, CPU threads {torch.get_num_threads()}, batch {args.batch_size}, "
-          f"median of {args.repeats}")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolved_precision(args.precision, device)
+    model = load_lm(ref).to(device).eval()
+    # lm-eval's usual way to run in bf16 is bf16 weights (its dtype=bfloat16); fp32 otherwise.
+    peer_model = AutoModelForCausalLM.from_pretrained(
+        ref.source, dtype=torch.bfloat16 if precision == "bf16" else torch.float32).to(device).eval()
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU threads {torch.get_num_threads()}"
+    print(f"model {args.model} ({ref.source}), {precision}, {where}, batch {args.batch_size}, median of {args.repeats}")
     print("| case | n | labels | bench s | lm-eval s | speed-up | bench acc | lm-eval acc |")
     print("|---|---|---|---|---|---|---|---|")
     for case in args.cases.split(","):
-        limit = args.limit or (None if case.startswith("sst2") else 500)
+        limit = args.limit or (None if case.startswith(("sst2", "imdb")) else 500)
         spec, texts, golds = prompts_for(case, Path(args.data_dir), limit, tokenizer, args.max_length)
         bench_times, lm_times, bench_acc, lm_acc = [], [], 0.0, 0.0
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(args.repeats):
-                seconds, scores = run_bench(model, tokenizer, spec, texts, args.batch_size)
+                seconds, scores = run_bench(model, tokenizer, spec, texts, args.batch_size, precision)
                 bench_times.append(seconds)
                 bench_acc = sum(max(range(len(s)), key=s.__getitem__) == g for s, g in zip(scores, golds)) / len(golds)
-                seconds, lm_acc = run_lm_eval(ref.source, spec, texts, golds, args.batch_size, Path(tmp))
+                seconds, lm_acc = run_lm_eval(peer_model, ref.source, spec, texts, golds, args.batch_size, Path(tmp))
                 lm_times.append(seconds)
+                print(f"  {case}: bench {bench_times[-1]:.1f} s (acc {bench_acc:.4f}), lm-eval {seconds:.1f} s "
+                      f"(acc {lm_acc:.4f})", flush=True)
         b, lm = statistics.median(bench_times), statistics.median(lm_times)
         print(f"| {case} | {len(texts)} | {len(spec.kind.labels)} | {b:.1f} | {lm:.1f} | {lm / b:.2f}x | "
               f"{bench_acc:.4f} | {lm_acc:.4f} |", flush=True)

@@ -14,7 +14,7 @@ from harness.judging.command import add_judge_options
 RUN_OPTIONS = ("method", "objective", "shots", "train_samples", "eval_samples", "validation_samples", "epochs", "lr",
                "batch_size", "eval_batch_size", "grad_accum", "max_length", "optimizer", "schedule", "warmup_ratio",
                "max_grad_norm", "weight_decay", "evals_per_epoch", "patience", "early_stop_metric", "seed",
-               "lora_rank", "lora_alpha", "lora_dropout", "chat_template", "max_new_tokens")
+               "lora_rank", "lora_alpha", "lora_dropout", "chat_template", "max_new_tokens", "precision", "compile")
 TASK_OPTIONS = ("labels", "mode", "max_response_chars")
 # Grid keys besides RUN_OPTIONS and TASK_OPTIONS: the model, and freeze=N for method=freeze:N.
 GRID_EXTRAS: dict[str, Callable[[str], Any]] = {"model": str, "freeze": int}
@@ -36,6 +36,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="task option: alpaca keeps responses shorter than this (the seed used 512)")
     parser.add_argument("--chat-template", help="text tasks: auto (default: when the tokenizer has one) | on | off")
     parser.add_argument("--max-new-tokens", type=int, help="text tasks: generation length (default per task)")
+    parser.add_argument("--precision", help="auto (default: bf16 autocast on a GPU that has it, else fp32) | fp32 | bf16")
     parser.add_argument("--baseline", type=_csv, dest="baselines",
                         help="prompt, head or both (comma-separated); default auto: prompt for LMs, head for encoders")
     parser.add_argument("--shots", type=int, help="few-shot demonstrations in the prompt baseline (default 0)")
@@ -138,6 +139,8 @@ def _training(run: argparse.ArgumentParser) -> None:
     run.add_argument("--lora-alpha", type=int, help="LoRA alpha (default 16)")
     run.add_argument("--lora-dropout", type=float, help="LoRA dropout (default 0.05)")
     run.add_argument("--lora-targets", type=_csv, help="module names to adapt (default: per architecture)")
+    run.add_argument("--compile", action="store_true", default=None,
+                     help="torch.compile the model for training (pays on a GPU for long runs; costs compile time)")
 
 
 def grid_types() -> dict[str, Callable[[str], Any]]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from harness.errors import BenchError
+from harness.precision import check_precision
 from harness.spec import TaskSpec
 
 METHODS = ("full", "lora", "qlora", "freeze:N", "head")
@@ -36,6 +37,9 @@ METHOD_LR = {"full": 5e-5, "freeze": 1e-4, "head": 1e-3, "lora": 5e-4, "qlora": 
 # A new classification head behind LoRA adapters needs a larger step than adapters on a pretrained
 # LM head (sst2 quick preset, minilm: accuracy 0.63 at 5e-4, 0.735 at 2e-3).
 LORA_HEAD_LR = 2e-3
+
+# Fields added after the first stored runs, with the defaults that leave a run's digest unchanged.
+LATER_DEFAULTS: dict[str, Any] = {"precision": "auto", "compile": False}
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class RunConfig:
     lora_targets: tuple[str, ...] | None = None
     chat_template: str = "auto"  # text generation: wrap prompts in the tokenizer's chat template (auto|on|off)
     max_new_tokens: int | None = None  # text generation: override the task's default
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast); see harness/precision.py
+    compile: bool = False  # torch.compile the training forward pass
     task_options: tuple[tuple[str, Any], ...] = ()
 
     @property
@@ -85,7 +91,10 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        canonical = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        # Settings added after runs were first stored count only when changed from their default,
+        # so an earlier run keeps its name (and resumes) under the new code.
+        values = {key: value for key, value in self.to_dict().items() if LATER_DEFAULTS.get(key, ...) != value}
+        canonical = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
@@ -174,5 +183,6 @@ def validate(config: RunConfig) -> None:
         raise BenchError(f"--early-stop-metric must be one of: {', '.join(EARLY_STOP_METRICS)}")
     if config.chat_template not in ("auto", "on", "off"):
         raise BenchError(f"--chat-template must be auto, on or off (got {config.chat_template!r})")
+    check_precision(config.precision)
     if config.max_new_tokens is not None and config.max_new_tokens < 1:
         raise BenchError(f"--max-new-tokens must be at least 1 (got {config.max_new_tokens})")

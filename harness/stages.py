@@ -29,6 +29,7 @@ from harness.models import (
     load_tokenizer,
     parameter_counts,
 )
+from harness.precision import autocast, resolved_precision
 from harness.prompts import build_contexts, choose_shots, verbalizer_ids
 from harness.spec import ExtractiveQA, TaskSpec
 from harness.text_stages import predict_text, text_train_items, validation_loss
@@ -93,6 +94,7 @@ def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, toke
     seconds = time.perf_counter() - started
     shots = config.shots if objective == "lm" and spec.is_classification else 0
     info = {"mode": "prompt" if objective == "lm" else "head", "shots": shots, "eval_batch_size": batch,
+            "precision": resolved_precision(config.precision, device()),
             "params": parameter_counts(model), "examples": len(predictions),
             "examples_per_second": round(len(predictions) / seconds, 2) if seconds else None}
     return predictions, {}, info, []
@@ -100,6 +102,13 @@ def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, toke
 
 def _predict(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any,
              examples: tuple[Example, ...], train_pool: tuple[Example, ...], objective: str) -> list[Prediction]:
+    with autocast(config.precision, device()):
+        return _predict_in_precision(spec, ref, config, model, tokenizer, examples, train_pool, objective)
+
+
+def _predict_in_precision(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any,
+                          examples: tuple[Example, ...], train_pool: tuple[Example, ...],
+                          objective: str) -> list[Prediction]:
     if not spec.is_classification:
         return predict_text(spec, ref, config, model, tokenizer, examples)
     if objective == "lm":
@@ -153,7 +162,8 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
         held_out = train_items(spec, ref, config, tokenizer, splits.validation)
 
         def validate(current: Any) -> dict[str, float]:
-            return {"loss": validation_loss(current, held_out, tokenizer.pad_token_id, config.eval_batch_size)}
+            return {"loss": validation_loss(current, held_out, tokenizer.pad_token_id, config.eval_batch_size,
+                                            config.precision)}
     else:
         validate = _classification_validator(spec, ref, config, tokenizer, splits)
     result = train(model, items, config, tokenizer.pad_token_id, validate, log,
@@ -165,7 +175,7 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
             "train_examples": len(items), "train_tokens": result.train_tokens,
             "train_seconds": round(result.train_seconds, 2),
             "tokens_per_second": round(result.tokens_per_second, 1), "stopped_early": result.stopped_early,
-            "oom_backoff_pieces": result.oom_chunks,
+            "oom_backoff_pieces": result.oom_chunks, "precision": resolved_precision(config.precision, device()),
             "device": str(device()), "checkpoint": str(checkpoint)}
     return model, tokenizer, result, info
 

@@ -12,6 +12,7 @@ from harness.backends.generate import generate_batched, rolling_nll, target_nll
 from harness.config import RunConfig
 from harness.finetune import TrainItem
 from harness.models import ModelRef
+from harness.precision import autocast
 from harness.prompts import build_prompts, use_chat_template
 from harness.spec import ExtractiveQA, Generate, LanguageModel, TaskSpec
 from harness.types import Example, Prediction
@@ -112,7 +113,8 @@ def _packed_blocks(tokenizer: Any, examples: Sequence[Example], max_length: int,
     return [TrainItem(block, lm_labels=list(block)) for block in blocks if len(block) > 1]
 
 
-def validation_loss(model: Any, items: Sequence[TrainItem], pad_id: int, batch_size: int) -> float:
+def validation_loss(model: Any, items: Sequence[TrainItem], pad_id: int, batch_size: int,
+                    precision: str = "fp32") -> float:
     """Mean loss over validation items (token-weighted through the model's own mean per batch)."""
     import torch
 
@@ -121,7 +123,7 @@ def validation_loss(model: Any, items: Sequence[TrainItem], pad_id: int, batch_s
     device = next(model.parameters()).device
     total, weight = 0.0, 0
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, device):
         for start in range(0, len(items), batch_size):
             chunk = items[start: start + batch_size]
             batch = collate(chunk, pad_id, device)

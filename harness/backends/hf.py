@@ -90,8 +90,8 @@ def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[li
                 targets = rest[1:].expand(len(batch), -1).unsqueeze(-1)
                 batch_scores[:, j] += logp.gather(-1, targets).squeeze(-1).sum(-1)
                 cache.crop(-steps)  # negative = tokens to drop; both old and new transformers agree
-            for row, i in enumerate(batch):
-                scores[i] = batch_scores[row].tolist()
+            for i, row_scores in zip(batch, batch_scores.tolist()):  # one device-to-host copy per batch
+                scores[i] = row_scores
     return scores
 
 
@@ -141,8 +141,8 @@ def score_seq2seq(model: Any, contexts: Sequence[list[int]], choices: Sequence[l
                 out = model(encoder_outputs=encoded, attention_mask=mask, labels=labels)
                 logp = torch.log_softmax(out.logits.float(), dim=-1)
                 batch_scores[:, j] = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1).sum(-1)
-            for row, i in enumerate(batch):
-                scores[i] = batch_scores[row].tolist()
+            for i, row_scores in zip(batch, batch_scores.tolist()):  # one device-to-host copy per batch
+                scores[i] = row_scores
     return scores
 
 
