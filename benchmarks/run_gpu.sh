@@ -10,7 +10,9 @@
 # MODEL_DIR holds a causal LM's config.json and tokenizer; its architecture is built with a seeded
 # random init (the arithmetic, hence every speed figure, does not depend on what the weights know, and
 # the GPU machines these were measured on cannot reach the hub). Accuracies printed for such a model are
-# near chance and serve only to check that bench and the peer compute the same thing.
+# near chance and serve only to check that bench and the peer compute the same thing. Budget: the mfu
+# section alone takes ~5 min on an H100 (torch.compile of gpt2-medium ~2 min once, then 3 x 3 runs);
+# pipe the output through `grep --line-buffered` if at all: a killed pipeline loses a buffered tail.
 set -u
 DATA=${1:?usage: run_gpu.sh DATA_DIR MODEL_DIR [mfu zero-shot finetune run]}
 CONFIG=${2:?usage: run_gpu.sh DATA_DIR MODEL_DIR [mfu zero-shot finetune run]}
@@ -39,7 +41,7 @@ section() { echo; echo "=== $1 ($(date +%T))"; }
 for name in $SECTIONS; do
   case $name in
     mfu) section "training MFU: gpt2-medium, sequence 512, bench vs Trainer"
-      timeout "${MFU_SECONDS:-170}" python3 benchmarks/training_mfu.py --data-dir "$DATA" --tokenizer "$CONFIG" \
+      timeout "${MFU_SECONDS:-330}" python3 benchmarks/training_mfu.py --data-dir "$DATA" --tokenizer "$CONFIG" \
         --arch "${MFU_ARCH:-gpt2-medium}" --steps "${MFU_STEPS:-40}" || echo "FAILED: mfu" ;;
     zero-shot) section "zero-shot scoring: imdb test, bench vs lm-eval"
       timeout "${ZERO_SHOT_SECONDS:-220}" python3 benchmarks/zero_shot_scoring.py --data-dir "$DATA" --model "$MODEL" \

@@ -17,8 +17,16 @@ SHOT_SEPARATOR = "\n\n"
 
 
 def clip_text(tokenizer: Any, text: str, max_tokens: int) -> str:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return text if len(ids) <= max_tokens else tokenizer.decode(ids[: max(1, max_tokens)])
+    return clip_texts(tokenizer, [text], max_tokens)[0]
+
+
+def clip_texts(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> list[str]:
+    """Each text cut to its first `max_tokens` tokens (unchanged when it fits)."""
+    if not texts:
+        return []
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [text if len(ids) <= max_tokens else tokenizer.decode(ids[: max(1, max_tokens)])
+            for text, ids in zip(texts, encoded)]
 
 
 def choose_shots(train: Sequence[Example], shots: int, num_labels: int, seed: int) -> list[Example]:
@@ -47,26 +55,32 @@ def build_contexts(spec: TaskSpec, tokenizer: Any, examples: Sequence[Example], 
     prefix = "".join(
         spec.render([clip_text(tokenizer, t, per_field) for t in demo.texts]) + spec.kind.verbalizers[demo.label]
         + SHOT_SEPARATOR for demo in demos)
-    contexts = []
-    for example in examples:
-        text = prefix + spec.render(example.texts)
-        ids = _encode(tokenizer, text, strip_eos)
-        if len(ids) > budget:
-            # Clip this example's fields to fit: the remaining budget split evenly across fields.
-            fixed = len(_encode(tokenizer, prefix + spec.render([""] * fields), strip_eos))
-            share = max(1, (budget - fixed) // fields - 2)
-            ids = _encode(tokenizer, prefix + spec.render([clip_text(tokenizer, t, share) for t in example.texts]), strip_eos)
-            ids = ids[-budget:]  # last resort: keep the answer cue at the end
-        contexts.append(ids)
+    # One batched tokenizer call per pass (fast tokenizers encode a batch in parallel); only the
+    # examples over budget are re-rendered with clipped fields.
+    contexts = _encode_all(tokenizer, [prefix + spec.render(e.texts) for e in examples], strip_eos)
+    too_long = [i for i, ids in enumerate(contexts) if len(ids) > budget]
+    if too_long:
+        # Clip those examples' fields to fit: the remaining budget split evenly across fields.
+        fixed = len(_encode(tokenizer, prefix + spec.render([""] * fields), strip_eos))
+        share = max(1, (budget - fixed) // fields - 2)
+        clipped = clip_texts(tokenizer, [t for i in too_long for t in examples[i].texts], share)
+        rendered = [prefix + spec.render(clipped[k * fields:(k + 1) * fields]) for k in range(len(too_long))]
+        for i, ids in zip(too_long, _encode_all(tokenizer, rendered, strip_eos)):
+            contexts[i] = ids[-budget:]  # last resort: keep the answer cue at the end
     return contexts
 
 
 def _encode(tokenizer: Any, text: str, strip_eos: bool) -> list[int]:
-    ids = tokenizer(text)["input_ids"]
+    return _encode_all(tokenizer, [text], strip_eos)[0]
+
+
+def _encode_all(tokenizer: Any, texts: Sequence[str], strip_eos: bool) -> list[list[int]]:
+    if not texts:
+        return []
+    encoded = tokenizer(list(texts))["input_ids"]
     # A few causal tokenizers append EOS to every text; the answer must follow the prompt directly.
-    if strip_eos and len(ids) > 1 and tokenizer.eos_token_id is not None and ids[-1] == tokenizer.eos_token_id:
-        ids = ids[:-1]
-    return ids
+    eos = tokenizer.eos_token_id if strip_eos else None
+    return [ids[:-1] if eos is not None and len(ids) > 1 and ids[-1] == eos else ids for ids in encoded]
 
 
 def verbalizer_ids(spec: TaskSpec, tokenizer: Any) -> list[list[int]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.hf import encode_for_head
+from harness.batch_size import start_batch_size
 from harness.config import RunConfig
 from harness.errors import BenchError
 from harness.evaluate import predict_with_head, predict_with_prompt
@@ -78,7 +79,8 @@ def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, toke
     from harness.faults import reached
 
     started = time.perf_counter()
-    batch = config.eval_batch_size
+    # Start from the requested size capped by a memory estimate; halve on out-of-memory below.
+    batch = start_batch_size(model, config.eval_batch_size, config.max_length + (config.max_new_tokens or 0), device())
     while True:  # out of device memory: halve the batch and redo the stage's predictions
         try:
             reached("eval-batch", batch)
@@ -94,6 +96,7 @@ def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, toke
     seconds = time.perf_counter() - started
     shots = config.shots if objective == "lm" and spec.is_classification else 0
     info = {"mode": "prompt" if objective == "lm" else "head", "shots": shots, "eval_batch_size": batch,
+            "eval_batch_requested": config.eval_batch_size,
             "precision": resolved_precision(config.precision, device()),
             "params": parameter_counts(model), "examples": len(predictions),
             "examples_per_second": round(len(predictions) / seconds, 2) if seconds else None}
