@@ -96,3 +96,22 @@ def test_shared_few_shot_prefix_is_encoded_once_with_the_same_scores(tiny_model,
     shared = score_causal(model, contexts, choices, pad_id=0, batch_size=4)
     whole = score_causal(model, contexts, choices, pad_id=0, batch_size=4, share_prefix=False)
     assert torch.allclose(torch.tensor(shared), torch.tensor(whole), atol=1e-4)
+
+
+@pytest.mark.parametrize("rows_per_pass", [1, 2, 64])
+def test_multi_token_labels_in_any_grouping_equal_naive(rows_per_pass, tiny_model, monkeypatch):
+    """Continuations go one label per pass (cache cropped back), several per pass over cache copies,
+    or all in one: the scores are the naive ones every way."""
+    import harness.backends.hf as hf
+
+    monkeypatch.setattr(hf, "CONTINUATION_ROWS", rows_per_pass)
+    path = tiny_model("llama")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    contexts, _ = _prompts_and_labels(tokenizer)
+    labels = [tokenizer(v, add_special_tokens=False)["input_ids"]
+              for v in (" good", " bad movie", " very bad movie", " not good at all", " fine")]
+    assert sum(len(label) > 1 for label in labels) >= 3
+    scores = score_causal(model, contexts, labels, tokenizer.eos_token_id, 1)
+    for context, row in zip(contexts, scores):
+        assert row == pytest.approx([_naive_causal(model, context, label) for label in labels], abs=2e-4)

@@ -4,8 +4,8 @@ Scoring contract (after lm-evaluation-harness's loglikelihood, made cheaper): fo
 each label verbalizer, log P(verbalizer | prompt) summed over its tokens. One forward pass per
 prompt reads every label's first token at the last position (only that position's logits are
 computed: `logits_to_keep=1`, never a [B, T, V] log-softmax). Labels of more than one token
-continue from the prompt's KV cache, one short pass per label, and the cache is cropped back
-after each, so the prompt is never re-encoded.
+continue from the prompt's KV cache, several labels per short pass (the batch repeated once per
+label), so the prompt is never re-encoded.
 """
 from __future__ import annotations
 
@@ -77,19 +77,9 @@ def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[li
                         use_cache=bool(multi_token) or prefix_cache is not None, logits_to_keep=1, **extra)
             last = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
             batch_scores = last[:, first_ids].clone()  # [B, K]: first token of every label
-            cache = getattr(out, cache_arg)
-            next_position = positions[:, -1:] + 1
-            for j in multi_token:
-                rest = torch.tensor(choices[j], device=device)
-                feed = rest[:-1].expand(len(batch), -1)  # tokens 0..n-2 predict tokens 1..n-1
-                steps = feed.shape[1]
-                step_out = model(input_ids=feed, **{cache_arg: cache}, use_cache=True,
-                                 attention_mask=torch.cat([mask, mask.new_ones(len(batch), steps)], dim=1),
-                                 position_ids=next_position + torch.arange(steps, device=device))
-                logp = torch.log_softmax(step_out.logits.float(), dim=-1)
-                targets = rest[1:].expand(len(batch), -1).unsqueeze(-1)
-                batch_scores[:, j] += logp.gather(-1, targets).squeeze(-1).sum(-1)
-                cache.crop(-steps)  # negative = tokens to drop; both old and new transformers agree
+            if multi_token:
+                _add_continuations(model, cache_arg, getattr(out, cache_arg), mask, positions[:, -1:] + 1,
+                                   [choices[j] for j in multi_token], multi_token, batch_scores)
             for i, row_scores in zip(batch, batch_scores.tolist()):  # one device-to-host copy per batch
                 scores[i] = row_scores
     return scores
@@ -97,6 +87,44 @@ def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[li
 
 # Below this many shared tokens, copying the prefix cache per batch saves less than it costs.
 MIN_SHARED_PREFIX = 16
+# Rows per continuation pass: a pass over a few rows costs about as much as reading the weights once,
+# so labels share passes up to this many rows (their copies of the prompt cache bound it above).
+CONTINUATION_ROWS = 64
+
+
+def _add_continuations(model: Any, cache_arg: str, cache: Any, mask: Any, next_position: Any,
+                       labels: Sequence[list[int]], columns: Sequence[int], batch_scores: Any) -> None:
+    """Add log P(tokens 2..n | prompt, token 1) of each multi-token label to its score column.
+
+    Labels go in groups of up to CONTINUATION_ROWS // batch rows: the group's rows repeat the batch
+    once per label over a copy of the prompt cache, each label's tokens right-padded to the group's
+    longest (padding follows the real tokens, so causal attention keeps it out of their scores). A
+    group of one label reuses the cache itself and crops it back afterwards."""
+    import copy
+
+    import torch
+
+    rows, device = mask.shape[0], mask.device
+    per_pass = max(1, CONTINUATION_ROWS // rows)
+    for start in range(0, len(labels), per_pass):
+        group = labels[start:start + per_pass]
+        k, steps = len(group), max(len(label) for label in group) - 1
+        last = start + per_pass >= len(labels)
+        group_cache = cache if k == 1 or last else copy.deepcopy(cache)
+        if k > 1:
+            group_cache.batch_repeat_interleave(k)  # row r * k + i: batch row r, label i
+        feed = torch.zeros((k, steps), dtype=torch.long)
+        for i, label in enumerate(group):
+            feed[i, :len(label) - 1] = torch.tensor(label[:-1])  # tokens 0..n-2 predict tokens 1..n-1
+        out = model(input_ids=feed.to(device).repeat(rows, 1), **{cache_arg: group_cache}, use_cache=True,
+                    attention_mask=torch.cat([mask.repeat_interleave(k, 0), mask.new_ones(rows * k, steps)], dim=1),
+                    position_ids=next_position.repeat_interleave(k, 0) + torch.arange(steps, device=device))
+        logp = torch.log_softmax(out.logits.float(), dim=-1).view(rows, k, steps, -1)
+        for i, label in enumerate(group):
+            targets = torch.tensor(label[1:], device=device).expand(rows, -1).unsqueeze(-1)
+            batch_scores[:, columns[start + i]] += logp[:, i, :len(label) - 1].gather(-1, targets).squeeze(-1).sum(-1)
+        if k == 1 and not last:
+            cache.crop(-steps)  # negative = tokens to drop; both old and new transformers agree
 
 
 def shared_prefix_length(contexts: Sequence[Sequence[int]]) -> int:
@@ -161,8 +189,8 @@ def classify_with_head(model: Any, tokenizer: Any, examples: Sequence[Example], 
             logits = model(input_ids=padded["input_ids"].to(device),
                            attention_mask=padded["attention_mask"].to(device)).logits
             probs = torch.softmax(logits.float(), dim=-1)
-            for row, i in enumerate(batch):
-                probabilities[i] = probs[row].tolist()
+            for i, row_probabilities in zip(batch, probs.tolist()):  # one device-to-host copy per batch
+                probabilities[i] = row_probabilities
     return probabilities
 
 
