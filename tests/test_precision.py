@@ -81,3 +81,16 @@ def test_compiled_training_matches_eager(tiny_model):
         losses[compiled] = [point["loss"] for point in result.curves if "loss" in point]
     assert len(losses[True]) == 4
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_new_settings_leave_earlier_run_names_unchanged():
+    """Runs stored before --precision/--compile existed keep their digest (and so resume) when the
+    new settings are left at their defaults; setting one names a new run."""
+    import hashlib
+
+    config = RunConfig(task="sst2", model="m")
+    earlier = {k: v for k, v in config.to_dict().items() if k not in ("precision", "compile")}
+    expected = hashlib.sha256(json.dumps(earlier, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    assert config.digest() == expected
+    assert replace(config, precision="bf16").digest() != expected
+    assert replace(config, compile=True).digest() != expected
