@@ -110,8 +110,9 @@ def main() -> None:
     from harness.config import RunConfig
     from harness.models import resolve_model
     from harness.precision import resolved_precision
+    from harness.stages import device as bench_device
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = bench_device()  # the device `bench run` uses
     precision = resolved_precision(args.precision, device)
     ref = resolve_model(args.model)
     spec, data = splits(Path(args.data_dir), args.train_samples, args.validation_samples)

@@ -118,8 +118,9 @@ def main() -> None:
     from harness.config import RunConfig
     from harness.precision import resolved_precision
     from harness.stages import GPU_PEAK_BF16
+    from harness.stages import device as bench_device
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = bench_device()  # the device `bench run` uses
     precision = resolved_precision(args.precision, device)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     rows = packed_rows(Path(args.data_dir), tokenizer, args.seq, args.steps * args.batch_size)

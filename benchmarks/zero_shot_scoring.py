@@ -111,12 +111,13 @@ def main() -> None:
 
     from harness.models import load_lm, load_tokenizer, resolve_model
     from harness.precision import resolved_precision
+    from harness.stages import device as bench_device
 
     logging.getLogger("lm-eval").setLevel(logging.ERROR)
     torch.set_grad_enabled(False)
     ref = resolve_model(args.model)
     tokenizer = load_tokenizer(ref)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = bench_device()  # the device `bench run` uses
     precision = resolved_precision(args.precision, device)
     model = load_lm(ref).to(device).eval()
     # lm-eval's usual way to run in bf16 is bf16 weights (its dtype=bfloat16); fp32 otherwise.

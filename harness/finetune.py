@@ -17,7 +17,7 @@ import numpy as np
 
 from harness.config import RunConfig
 from harness.errors import BenchError
-from harness.precision import autocast
+from harness.precision import autocast, resolved_precision
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,7 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
     trainable = [p for p in model.parameters() if p.requires_grad]
     # Compiled forward shares the model's parameters; state, validation and saving use `model`.
     forward = torch.compile(model, dynamic=True) if config.compile else model
+    precision = resolved_precision(config.precision, device)  # `auto` settled once, not per batch
     result, best_state, evals_without_gain = TrainResult(), None, 0
     step, micro, epoch, skip, window_loss, window_batches = 0, 0, 0, 0, 0.0, 0
     chunks = 1  # each batch runs in this many pieces; doubled when the device runs out of memory
@@ -168,7 +169,7 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
                 try:
                     poisoned = chunks == 1 and reached("train-step", step)
                     loss, tokens = _forward_backward(forward, batch, chunks, config.grad_accum, pad_id, device,
-                                                     config.precision)
+                                                     precision)
                     loss = math.nan if poisoned else loss
                     break
                 except torch.OutOfMemoryError:

@@ -106,19 +106,13 @@ def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, toke
 def _predict(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any,
              examples: tuple[Example, ...], train_pool: tuple[Example, ...], objective: str) -> list[Prediction]:
     with autocast(config.precision, device()):
-        return _predict_in_precision(spec, ref, config, model, tokenizer, examples, train_pool, objective)
-
-
-def _predict_in_precision(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any,
-                          examples: tuple[Example, ...], train_pool: tuple[Example, ...],
-                          objective: str) -> list[Prediction]:
-    if not spec.is_classification:
-        return predict_text(spec, ref, config, model, tokenizer, examples)
-    if objective == "lm":
-        demos = choose_shots(train_pool, config.shots, len(spec.kind.labels), config.seed)
-        return predict_with_prompt(spec, ref, model, tokenizer, examples, demos, config.max_length,
-                                   config.eval_batch_size)
-    return predict_with_head(model, tokenizer, examples, config.max_length, config.eval_batch_size)
+        if not spec.is_classification:
+            return predict_text(spec, ref, config, model, tokenizer, examples)
+        if objective == "lm":
+            demos = choose_shots(train_pool, config.shots, len(spec.kind.labels), config.seed)
+            return predict_with_prompt(spec, ref, model, tokenizer, examples, demos, config.max_length,
+                                       config.eval_batch_size)
+        return predict_with_head(model, tokenizer, examples, config.max_length, config.eval_batch_size)
 
 
 def train_items(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any,
