@@ -6,7 +6,9 @@ CPU; on a GPU bf16: bench autocasts, lm-eval loads bf16 weights), same device; e
 task-index set-up (`TaskManager`, which reads all of lm-eval's bundled task configs and is paid on
 every call) is timed apart and shown in its own column, not in the speed-up. lm-eval gets a
 local custom task (YAML + JSONL written to a temp folder) whose `doc_to_text` is the exact prompt
-bench scores, so accuracy must agree to float noise (target: within 0.5 points).
+bench scores, so accuracy must agree to float noise (target: within 0.5 points). Hooks count the
+token positions each side pushes through the model body and the LM head; "FLOP bound" is the
+speed-up the two sides' forward FLOPs allow at equal FLOP rates (what bounds a speed-up).
 
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python benchmarks/zero_shot_scoring.py \
         --data-dir ../shared/data --model smollm2 --cases sst2,sst2-5shot,ag_news,goemotions16
@@ -45,6 +47,39 @@ def prompts_for(case: str, data_dir: Path, limit: int | None, tokenizer, max_len
     contexts = build_contexts(spec, tokenizer, splits.eval, demos, max_length)
     texts = [tokenizer.decode(ids) for ids in contexts]
     return spec, texts, [e.label for e in splits.eval]
+
+
+class WorkCounter:
+    """Counts the token positions a model's body and its LM head process (padding included), by hooks.
+
+    Times alone cannot say whether a speed-up is bounded; these counts can: the forward costs about
+    2 x (non-embedding body parameters) FLOPs per body position plus 2 x (head parameters) per head
+    position, so the ratio of the two sides' totals is the speed-up that equal FLOP rates would give.
+    """
+
+    def __init__(self, model) -> None:
+        self.body_positions = 0
+        self.head_positions = 0
+        body, head = model.get_decoder(), model.get_output_embeddings()
+        self.body_params = sum(p.numel() for p in body.parameters()) - model.get_input_embeddings().weight.numel()
+        self.head_params = head.weight.numel()
+        self._hooks = [body.register_forward_pre_hook(self._count_body, with_kwargs=True),
+                       head.register_forward_pre_hook(self._count_head)]
+
+    def _count_body(self, _module, args, kwargs) -> None:
+        tokens = kwargs.get("input_ids")
+        tokens = tokens if tokens is not None else (args[0] if args else kwargs["inputs_embeds"])
+        self.body_positions += tokens.shape[0] * tokens.shape[1]
+
+    def _count_head(self, _module, args) -> None:
+        self.head_positions += args[0].shape[:-1].numel()
+
+    def reset(self) -> None:
+        self.body_positions = self.head_positions = 0
+
+    @property
+    def flops(self) -> float:
+        return 2.0 * (self.body_params * self.body_positions + self.head_params * self.head_positions)
 
 
 def run_bench(model, tokenizer, spec, texts, batch_size: int, precision: str) -> tuple[float, float]:
@@ -125,14 +160,18 @@ def main() -> None:
         ref.source, dtype=torch.bfloat16 if precision == "bf16" else torch.float32).to(device).eval()
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU threads {torch.get_num_threads()}"
     print(f"model {args.model} ({ref.source}), {precision}, {where}, batch {args.batch_size}, median of {args.repeats}")
-    print("| case | n | labels | bench s | lm-eval s | speed-up | bench acc | lm-eval acc | lm-eval set-up s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    bench_work, peer_work = WorkCounter(model), WorkCounter(peer_model)
+    print("| case | n | labels | bench s | lm-eval s | speed-up | bench acc | lm-eval acc | lm-eval set-up s "
+          "| body positions bench / lm-eval | head positions bench / lm-eval | FLOP bound |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for case in args.cases.split(","):
         limit = args.limit or (None if case.startswith(("sst2", "imdb")) else 500)
         spec, texts, golds = prompts_for(case, Path(args.data_dir), limit, tokenizer, args.max_length)
         bench_times, lm_times, setups, bench_acc, lm_acc = [], [], [], 0.0, 0.0
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(args.repeats):
+                bench_work.reset()
+                peer_work.reset()
                 seconds, scores = run_bench(model, tokenizer, spec, texts, args.batch_size, precision)
                 bench_times.append(seconds)
                 bench_acc = sum(max(range(len(s)), key=s.__getitem__) == g for s, g in zip(scores, golds)) / len(golds)
@@ -144,7 +183,10 @@ def main() -> None:
                       f"(acc {lm_acc:.4f})", flush=True)
         b, lm = statistics.median(bench_times), statistics.median(lm_times)
         print(f"| {case} | {len(texts)} | {len(spec.kind.labels)} | {b:.1f} | {lm:.1f} | {lm / b:.2f}x | "
-              f"{bench_acc:.4f} | {lm_acc:.4f} | {statistics.median(setups):.1f} |", flush=True)
+              f"{bench_acc:.4f} | {lm_acc:.4f} | {statistics.median(setups):.1f} "
+              f"| {bench_work.body_positions:,} / {peer_work.body_positions:,} "
+              f"| {bench_work.head_positions:,} / {peer_work.head_positions:,} "
+              f"| {peer_work.flops / bench_work.flops:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
