@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 7's GPU figures in one go, each section bench vs its named peer in the same process:
-#   mfu        training_mfu.py: gpt2-medium full fine-tuning at sequence 512, bench vs Trainer, MFU
+#   mfu        training_mfu.py: gpt2-medium full fine-tuning at sequence 512, bench vs Trainer, MFU, then a
+#              profile of 5 compiled steps (top operations by GPU time; Chrome trace to $OUT/mfu_trace.json)
 #   zero-shot  zero_shot_scoring.py on the full imdb test set (25,000), bench vs lm-eval
 #   finetune   finetune_throughput.py on imdb (classification head, max length 512), bench vs Trainer
 #   run        `bench run sst2 --method full` end to end: the accounting a user sees on a GPU
@@ -42,7 +43,8 @@ for name in $SECTIONS; do
   case $name in
     mfu) section "training MFU: gpt2-medium, sequence 512, bench vs Trainer"
       timeout "${MFU_SECONDS:-330}" python3 benchmarks/training_mfu.py --data-dir "$DATA" --tokenizer "$CONFIG" \
-        --arch "${MFU_ARCH:-gpt2-medium}" --steps "${MFU_STEPS:-40}" || echo "FAILED: mfu" ;;
+        --arch "${MFU_ARCH:-gpt2-medium}" --steps "${MFU_STEPS:-40}" --profile "${MFU_PROFILE_STEPS:-5}" \
+        --trace "${OUT:-/tmp}/mfu_trace.json" || echo "FAILED: mfu" ;;
     zero-shot) section "zero-shot scoring: imdb test, bench vs lm-eval"
       timeout "${ZERO_SHOT_SECONDS:-220}" python3 benchmarks/zero_shot_scoring.py --data-dir "$DATA" --model "$MODEL" \
         --cases imdb --batch-size 32 ${ZERO_SHOT_LIMIT:+--limit $ZERO_SHOT_LIMIT} || echo "FAILED: zero-shot" ;;

@@ -99,6 +99,23 @@ def run_trainer(model, rows, *, config, device, workdir: str) -> tuple[float, in
     return time.perf_counter() - started, steps * config.batch_size * len(rows[0])
 
 
+def profile(runner, model, rows, recipe: str, device, trace: str | None) -> None:
+    """What bounds the step: one run under torch.profiler, operations ranked by self device time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    with torch_profile(activities=activities) as profiler:
+        seconds, tokens = runner(model, rows)
+    print(f"profile of {recipe}: {len(rows)} rows, {seconds:.2f} s under the profiler ({tokens / seconds:,.0f} tokens/s)")
+    sort_by = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+    print(profiler.key_averages().table(sort_by=sort_by, row_limit=25, max_name_column_width=70), flush=True)
+    if trace:
+        profiler.export_chrome_trace(trace)
+        print(f"trace written to {trace}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", "../shared/data"))
@@ -110,6 +127,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--recipes", default="bench,bench-compile,trainer")
     parser.add_argument("--precision", default="auto", help="auto (bf16 on a GPU) | fp32 | bf16")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="after the timed runs, profile STEPS steps of bench-compile (else bench; already warm) "
+                             "and print its top operations by self device time (CPU time on a CPU)")
+    parser.add_argument("--trace", help="with --profile: also write a Chrome trace (chrome://tracing) here")
     args = parser.parse_args()
 
     import torch
@@ -157,6 +178,12 @@ def main() -> None:
                 results[recipe].append((seconds, tokens))
                 print(f"  run {repeat + 1} {recipe}: {seconds:.2f} s, {tokens / seconds:,.0f} tokens/s", flush=True)
         peak_memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        # The compiled loop is the one whose gap to the MFU target is unexplained: profile it when it ran.
+        profiled = next((r for r in sorted(recipes, key=lambda r: not r.endswith("compile")) if r.startswith("bench")),
+                        None)
+        if args.profile and profiled:
+            profile(runners[profiled], models[profiled], rows[:args.profile * args.batch_size], profiled, device,
+                    args.trace)
     print("| recipe | s per run | tokens/s | TFLOP/s (6N) | MFU (6N) | MFU (6N + attention) |")
     print("|---|---|---|---|---|---|")
     rates = {}
