@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.precision import device_type
+
 # Share of the free memory a batch may plan to use: the rest absorbs allocator fragmentation and
 # whatever the estimate leaves out.
 HEADROOM = 0.6
@@ -34,7 +36,7 @@ def free_bytes(device: Any) -> int | None:
     """Memory a new allocation can take now: CUDA's free memory, else the OS's available memory."""
     import torch
 
-    if getattr(device, "type", str(device)) == "cuda":
+    if device_type(device) == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
     try:

@@ -27,7 +27,7 @@ def resolved_precision(precision: str, device: Any) -> str:
         return precision
     import torch
 
-    return "bf16" if _device_type(device) == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device_type(device) == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
 
 def autocast(precision: str, device: Any) -> ContextManager[Any]:
@@ -36,9 +36,9 @@ def autocast(precision: str, device: Any) -> ContextManager[Any]:
         return contextlib.nullcontext()
     import torch
 
-    return torch.autocast(device_type=_device_type(device), dtype=torch.bfloat16)
+    return torch.autocast(device_type=device_type(device), dtype=torch.bfloat16)
 
 
-def _device_type(device: Any) -> str:
+def device_type(device: Any) -> str:
     """"cuda" / "cpu" from a torch.device or a plain string."""
     return getattr(device, "type", str(device))

@@ -9,6 +9,7 @@ label), so the prompt is never re-encoded.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Iterator, Sequence
 
 from harness.types import Example
@@ -45,8 +46,6 @@ def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[li
     encoded once and its KV cache is copied into each batch: only the example and the labels are
     computed per example. Causal attention makes the prefix's keys and values independent of what
     follows, so the scores are the same (up to float rounding)."""
-    import copy
-
     import torch
 
     device = next(model.parameters()).device
@@ -100,8 +99,6 @@ def _add_continuations(model: Any, cache_arg: str, cache: Any, mask: Any, next_p
     once per label over a copy of the prompt cache, each label's tokens right-padded to the group's
     longest (padding follows the real tokens, so causal attention keeps it out of their scores). A
     group of one label reuses the cache itself and crops it back afterwards."""
-    import copy
-
     import torch
 
     rows, device = mask.shape[0], mask.device
