@@ -93,6 +93,13 @@ def run_trainer(ref, spec, data, config, device, workdir: str) -> tuple[float, i
                                                                config.precision)
 
 
+def seed_list(text: str) -> list[int]:
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", "../shared/data"))
@@ -103,12 +110,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--seeds", default="0,1,2",
+    parser.add_argument("--seeds", default="0,1,2", type=seed_list,
                         help="one run per recipe per seed (data order and dropout; the initial weights are the "
                              "same): throughput is the median over seeds, accuracy is shown per seed")
     parser.add_argument("--precision", default="auto", help="auto (bf16 on a GPU, else fp32) | fp32 | bf16")
     args = parser.parse_args()
-    seeds = [int(seed) for seed in args.seeds.split(",")]
 
     import tempfile
 
@@ -130,10 +136,10 @@ def main() -> None:
           f"max length {args.max_length}, batch {args.batch_size}, {args.epochs:g} epoch(s), lr {args.lr:g}, "
           f"{precision} on "
           f"{torch.cuda.get_device_name() if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'}, "
-          f"seeds {args.seeds}")
+          f"seeds {', '.join(map(str, args.seeds))}")
     results = {"bench": [], "trainer": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in seeds:
+        for seed in args.seeds:
             seeded = replace(config, seed=seed)
             results["bench"].append(run_bench(ref, spec, data, seeded, device))
             results["trainer"].append(run_trainer(ref, spec, data, seeded, device, tmp))
