@@ -290,7 +290,7 @@ def print_and_save(store: Any, spec: Any, rows: list[Any], splits: Any, seconds:
     table = markdown_table(rows, splits.notes)
     print(f"\n## {spec.key}: before / after fine-tuning\n")
     print(table)
-    texts = {e.id: " / ".join(e.texts) for e in splits.eval}
+    texts = {e.id: " / ".join(t for t in e.texts if t.strip()) for e in splits.eval}
     for row in rows:
         if spec.is_classification:
             print(sample_predictions(store, row, spec.kind.labels, texts) + "\n")
@@ -312,7 +312,7 @@ def sample_texts(spec: Any, examples: Any) -> tuple[dict[str, str], dict[str, st
     if isinstance(spec.kind, LanguageModel):
         pairs = {e.id: continuation_split(e.texts[0], spec.kind) for e in examples}
         return {k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()}
-    return ({e.id: " / ".join(e.texts) for e in examples},
+    return ({e.id: " / ".join(t for t in e.texts if t.strip()) for e in examples},
             {e.id: " | ".join(e.references) or "(no answer)" for e in examples})
 
 

@@ -22,13 +22,15 @@ from harness.faults import reached
 from harness.memory import PeakMemory
 from harness.models import ModelRef, resolve_model
 from harness.scoring import headline_metric, score_stage
-from harness.spec import ExtractiveQA, TaskSpec
+from harness.spec import ExtractiveQA, Generate, TaskSpec
 from harness.store import StageRecord, Store
 from harness.types import Prediction, Splits
 
 Log = Callable[[str], None]
 # A stage's work: predictions, metrics, info, curves (scoring and storing are the Runner's).
 StageWork = Callable[[], tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]]
+# A decoder's prompt gets --max-length minus the generation length; below this it is mostly template.
+MIN_PROMPT_TOKENS = 32
 PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "numpy", "scikit-learn", "pandas")
 
 
@@ -62,6 +64,7 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
             ("prompt" if ref.can_prompt and not span_task else "head") if b == "auto" else b
             for b in config.baselines))
         check_kind_options(spec, name, config, baselines)
+        check_prompt_room(spec, ref, config)
         if "prompt" in baselines and not ref.can_prompt:
             raise BenchError(f"--baseline prompt needs a language-model head; {name} is an encoder: use --baseline head")
         if config.objective == "lm" and not ref.can_prompt:
@@ -89,6 +92,18 @@ def check_kind_options(spec: TaskSpec, name: str, config: RunConfig, baselines: 
                          "prompt and --objective lm (the defaults)")
     if config.shots:
         raise BenchError(f"--shots applies to classification prompts; {spec.name} is a text task")
+
+
+def check_prompt_room(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
+    """A decoder generates inside --max-length, so the prompt gets what the new tokens leave."""
+    if not isinstance(spec.kind, Generate) or ref.family == "seq2seq":
+        return
+    new_tokens = config.max_new_tokens or spec.kind.max_new_tokens
+    room = config.max_length - new_tokens
+    if room < MIN_PROMPT_TOKENS:
+        raise BenchError(f"--max-length {config.max_length} leaves {room} prompt tokens after {new_tokens} generated "
+                         f"ones (--max-new-tokens); use --max-length {new_tokens + 4 * MIN_PROMPT_TOKENS} or more, "
+                         "or a smaller --max-new-tokens")
 
 
 class Runner:

@@ -110,6 +110,11 @@ def build_prompts(spec: TaskSpec, tokenizer: Any, examples: Sequence[Example], b
     from the end so the instruction and the answer cue always survive."""
     fields = len(spec.kind.fields)
     fixed = len(encode_prompt(tokenizer, spec.render([""] * fields), chat=chat, strip_eos=strip_eos))
+    if budget < fixed + 8 * fields:  # clipping from the left would cut the template itself
+        raise BenchError(f"the {spec.name} prompt template alone takes {fixed} tokens"
+                         f"{' with the chat template' if chat else ''}, and --max-length leaves {budget} for the "
+                         f"prompt here: raise --max-length by at least {fixed + 8 * fields - budget}"
+                         f"{' or use --chat-template off' if chat else ''}")
     prompts = []
     for example in examples:
         ids = encode_prompt(tokenizer, spec.render(example.texts), chat=chat, strip_eos=strip_eos)

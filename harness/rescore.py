@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 from harness.errors import BenchError
@@ -21,6 +22,7 @@ def rescore_command(args: argparse.Namespace) -> int:
     from harness.scoring import headline_metric, score_stage
     from harness.store import Store, results_dir
 
+    started = time.perf_counter()
     root = results_dir(args.results)
     if not (root / "bench.sqlite").is_file():
         raise BenchError(f"no results store at {root}/bench.sqlite; pass --results or run `bench run` first")
@@ -31,14 +33,15 @@ def rescore_command(args: argparse.Namespace) -> int:
             raise BenchError(f"no run {args.run!r} in {root}/bench.sqlite; `bench report` lists the runs")
         spec = spec_for(config)
         splits = run_splits(spec, config, data_dir_from(args.data_dir))
-        records: dict[str, Any] = {}
-        for stage in store.stages_of(args.run):
-            record = store.stage(args.run, stage)
-            predictions = store.predictions(args.run, stage)
+        stored = {stage: (store.stage(args.run, stage), store.predictions(args.run, stage))
+                  for stage in store.stages_of(args.run)}
+        for stage, (record, predictions) in stored.items():  # every check before the first rewrite
             if predictions:
-                if {p.example_id for p in predictions} - {e.id for e in splits.eval}:
-                    raise BenchError(f"stored predictions of {args.run} {stage} do not match the data's eval "
-                                     "examples: pass the --data-dir the run used")
+                check_same_data(args.run, stage, record.info.get("data_hashes") or {}, splits.source_hashes,
+                                {p.example_id for p in predictions} - {e.id for e in splits.eval})
+        records: dict[str, Any] = {}
+        for stage, (record, predictions) in stored.items():
+            if predictions:
                 metrics, predictions = score_stage(spec, splits.eval, predictions, config["seed"])
                 kept = {k: v for k, v in record.metrics.items() if k in ("best_validation", "best_step")}
                 record = store.complete_stage(args.run, stage, config=config, seconds=record.seconds,
@@ -47,8 +50,20 @@ def rescore_command(args: argparse.Namespace) -> int:
                 print(f"  {stage}: rescored {len(predictions)} outputs", file=sys.stderr)
             records[stage] = record
         if "finetuned" in records and "finetune" in records:
-            print_and_save(store, spec, compare(store, args.run, config, records), splits, 0.0)
+            print_and_save(store, spec, compare(store, args.run, config, records), splits, time.perf_counter() - started)
     finally:
         store.close()
     return 0
 
+
+def check_same_data(run_id: str, stage: str, stored_hashes: dict[str, str], current_hashes: dict[str, str],
+                    unknown_ids: set[str]) -> None:
+    """The references must be the ones the outputs were made for: same example ids, same file
+    contents (compared by hash, so a moved but identical data folder still matches)."""
+    if unknown_ids:
+        raise BenchError(f"stored predictions of {run_id} {stage} do not match the data's eval examples: pass the "
+                         "--data-dir the run used")
+    before, now = set(stored_hashes.values()) - {""}, set(current_hashes.values()) - {""}
+    if before and now and before != now:
+        raise BenchError(f"the data files differ from the ones {run_id} {stage} was scored on (their sha256 changed): "
+                         "pass the --data-dir the run used, or re-run the task on the new data")

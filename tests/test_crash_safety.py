@@ -90,7 +90,8 @@ def test_sigkill_while_judging_resumes_without_paying_twice(data_dir: Path, tiny
         return Respond('{"winner": "B"}' if "Response A" in prompt else '{"score": %d}' % (len(prompt) % 97))
 
     task_args = ["alpaca", "--models", str(tiny_model("gpt2"))]
-    small = ("--train-samples", "8", "--eval-samples", "5", "--validation-samples", "2", "--max-new-tokens", "4")
+    small = ("--train-samples", "8", "--eval-samples", "5", "--validation-samples", "2", "--max-new-tokens", "4",
+             "--max-length", "192")  # the Alpaca template alone is 72 tiny-tokenizer tokens
     with JudgeServer(judge) as server:
         extra = (*small, "--judge", f"openai:{server.url}/v1#judge")
         killed = _run(task_args, data_dir, tmp_path / "r", tmp_path, faults="kill@judge-replies=7", extra=extra)

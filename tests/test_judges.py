@@ -119,17 +119,49 @@ def test_persistent_failure_gives_up_is_not_cached_and_is_retried_next_time(tmp_
     healthy = {"on": False}
 
     def script(prompt: str, number: int, body: dict[str, Any]) -> Respond:
-        return Respond('{"score": 70}') if healthy["on"] else Respond(status=503)
+        if healthy["on"] or "GOOD answer" in prompt:
+            return Respond('{"score": 70}')
+        return Respond(status=503)
 
     with JudgeServer(script) as server:
-        backend = _openai(server)
+        backend = _openai(server, concurrency=1)
         _, answers = _ask(backend, tmp_path / "c.sqlite", _items(1))
-        assert [a.value for a in answers] == [None, None]
-        assert all("gave up after 4 attempts" in a.error for a in answers)
-        assert len(server.requests) == 8
+        assert answers[0].value is None and "gave up after 4 attempts" in answers[0].error
+        assert answers[1].value == 70.0
+        assert len(server.requests) == 4 + 1
         healthy["on"] = True
         _, answers = _ask(backend, tmp_path / "c.sqlite", _items(1))
         assert [a.value for a in answers] == [70.0, 70.0]
+        assert len(server.requests) == 4 + 1 + 1  # only the failed question is asked again
+
+
+def test_a_judge_that_never_answers_stops_early_with_one_error(tmp_path: Path) -> None:
+    with JudgeServer(lambda prompt, number, body: Respond(status=503)) as server:
+        with pytest.raises(BenchError, match=r"is not answering: the first 8 questions all failed \(gave up after 4"):
+            _ask(_openai(server, concurrency=2), tmp_path / "c.sqlite", _items(20))
+        # 40 questions x 4 attempts would be 160 requests; it stops after the 8th question gave up.
+        assert len(server.requests) <= (8 + 2) * 4
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = get_judge(f"openai:http://127.0.0.1:{port}/v1#m", JudgeOptions(timeout=2.0))
+    with pytest.raises(BenchError, match=f"cannot reach http://127.0.0.1:{port}"):
+        _ask(down, tmp_path / "c.sqlite", _items(1))
+
+
+def test_greedy_and_sampled_replies_never_stand_in_for_each_other(tmp_path: Path) -> None:
+    with JudgeServer(lambda prompt, number, body: Respond('{"score": 75}')) as server:
+        backend = _openai(server)
+        _ask(backend, tmp_path / "c.sqlite", _items(2))  # k=1: greedy, 4 questions
+        assert [r["body"]["temperature"] for r in server.requests] == [0.0] * 4
+        sampled = EngineSettings(samples=3, retry=FAST.retry)
+        metrics, _ = _ask(backend, tmp_path / "c.sqlite", _items(2), settings=sampled)
+        assert metrics["cache_hits"] == 0 and len(server.requests) == 4 + 12  # sample 0 asked again, sampled
+        assert {r["body"]["temperature"] for r in server.requests[4:]} == {0.7}
+        again, _ = _ask(backend, tmp_path / "c.sqlite", _items(2))
+        assert again["cache_hits"] == 4 and len(server.requests) == 16  # the greedy replies are still cached
 
 
 def test_cache_means_a_rerun_pays_nothing(tmp_path: Path) -> None:
@@ -254,6 +286,8 @@ def test_judge_templates_are_versioned_and_checked(tmp_path: Path) -> None:
         checked(Template("t", "{prompt} {response} {answer}", "single"), ("prompt", "reference", "response"))
     with pytest.raises(BenchError, match="never shows the response"):
         single_template("Rate {prompt}")
+    with pytest.raises(BenchError, match="cannot be filled in .*KeyError: 'width'"):
+        checked(Template("t", "Rate {response:>{width}} vs {reference}", "single"), ("prompt", "reference", "response"))
     custom = tmp_path / "strict.txt"
     custom.write_text("Grade {response} for {prompt}; reply {{\"score\": N}}", encoding="utf-8")
     assert single_template(None, str(custom)).version.startswith("strict@")
@@ -283,7 +317,7 @@ def alpaca_run(bench: Any, data_dir: Path, tiny_model: Any, tmp_path: Path) -> t
     results = tmp_path / "results"
     code, out, err = bench("run", "alpaca", "--models", tiny_model("gpt2"), "--data-dir", data_dir, "--results",
                            results, "--train-samples", 8, "--eval-samples", 4, "--validation-samples", 2,
-                           "--max-new-tokens", 4, "--epochs", 1, "--max-length", 96)
+                           "--max-new-tokens", 4, "--epochs", 1, "--max-length", 192)
     assert code == 0, err
     run_id = sqlite3.connect(results / "bench.sqlite").execute("SELECT run_id FROM runs").fetchone()[0]
     return results, run_id
@@ -331,7 +365,7 @@ def test_bench_run_with_judge_judges_before_and_after(bench: Any, data_dir: Path
     with JudgeServer(_scripted_judge) as server:
         code, out, err = bench("run", "alpaca", "--models", tiny_model("gpt2"), "--data-dir", data_dir, "--results",
                                tmp_path / "r", "--train-samples", 8, "--eval-samples", 3, "--validation-samples", 2,
-                               "--max-new-tokens", 4, "--epochs", 1, "--max-length", 96, "--judge-mode", "single",
+                               "--max-new-tokens", 4, "--epochs", 1, "--max-length", 192, "--judge-mode", "single",
                                "--judge", f"openai:{server.url}/v1#judge-model")
         assert code == 0, err
         assert 0 < len(server.requests) <= 3 * 2  # 3 items x before/after (identical outputs asked once)

@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -33,7 +34,7 @@ def stored(results: Path, stage: str) -> tuple[dict, list[dict]]:
     ("samsum", "t5", ("--max-length", "160"), "rougeL"),
     ("squad_v2", "bert", ("--max-length", "128"), "f1"),
     ("squad_v2", "llama", ("--mode", "generate", "--max-length", "192"), "f1"),
-    ("alpaca", "gpt_neo", ("--max-response-chars", "512", "--max-length", "128"), "rougeL"),
+    ("alpaca", "gpt_neo", ("--max-response-chars", "512", "--max-length", "192"), "rougeL"),
     ("wikitext", "llama", ("--max-length", "64"), "perplexity"),
 ])
 def test_text_task_runs_end_to_end(task, family, extra, headline, bench, data_dir, tiny_model, tmp_path):
@@ -72,6 +73,35 @@ def test_rescore_recomputes_metrics_without_the_model(bench, data_dir, tiny_mode
     assert all("rougeL" in p["values"] for p in predictions)
     table = [line for line in first.splitlines() if line.startswith("| ")]
     assert table and all(line in second for line in table)  # the same before/after table
+    # Same example ids, other references: the outputs were not made for these, so nothing is rescored.
+    changed = tmp_path / "changed" / "samsum"
+    shutil.copytree(Path(data_dir) / "samsum", changed)
+    test = pd.read_parquet(changed / "test.parquet")
+    test.assign(summary="a different summary").to_parquet(changed / "test.parquet")
+    code, _, err = bench("rescore", run_id, "--results", results, "--data-dir", changed.parent)
+    assert code == 2 and err.startswith("error: the data files differ from the ones"), err
+    assert stored(results, "finetuned")[0] == after
+
+
+def test_generation_needs_room_for_the_prompt(bench, data_dir, tiny_model, tmp_path):
+    """samsum generates 60 tokens: --max-length 80 would leave the dialogue 20, which is not a prompt."""
+    code, out, err = bench("run", "samsum", "--models", tiny_model("gpt2"), "--data-dir", data_dir,
+                           "--results", tmp_path / "r", "--max-length", "80")
+    assert code == 2 and err.strip() == ("error: --max-length 80 leaves 20 prompt tokens after 60 generated ones "
+                                         "(--max-new-tokens); use --max-length 188 or more, or a smaller "
+                                         "--max-new-tokens")
+    assert not (tmp_path / "r").exists()
+    from harness.errors import BenchError
+    from harness.prompts import build_prompts
+    from harness.registry import spec_for
+
+    spec = spec_for({"task": "samsum"})
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model("gpt2"))
+    example = Example("0", ("Amanda: I baked cookies. Do you want some?\nJerry: Sure!",), -1, ("cookies",))
+    fixed = len(build_prompts(spec, tokenizer, [Example("1", ("",), -1, ())], 1000, chat=False, strip_eos=True)[0])
+    assert len(build_prompts(spec, tokenizer, [example], fixed + 8, chat=False, strip_eos=True)[0]) <= fixed + 8
+    with pytest.raises(BenchError, match=f"the samsum prompt template alone takes {fixed} tokens, .* by at least 1$"):
+        build_prompts(spec, tokenizer, [example], fixed + 7, chat=False, strip_eos=True)
 
 
 def test_rescore_of_unknown_run_is_a_clear_error(bench, data_dir, tiny_model, tmp_path):

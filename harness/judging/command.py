@@ -113,6 +113,10 @@ class Judging:
         started = time.perf_counter()
         answers = ask_all(self.backend, [q for _, q in planned], self.cache,
                           EngineSettings(self.settings.samples, self.settings.parse_retries), self.log)
+        failed = [a.error for a in answers if a.error]
+        if failed:
+            self.log(f"warning: {len(failed)} of {len(answers)} judge questions have no answer (counted as missing, "
+                     f"never as 0); first reason: {failed[0]}")
         metrics, records = summarize(items, self.settings.samples, [s for s, _ in planned], answers,
                                      seed=int(config.get("seed", 0)))
         if self.settings.price:  # what these judgments cost, cached ones included
@@ -169,11 +173,15 @@ class Judging:
 
 
 def check_judgeable(spec: Any) -> None:
+    if not judgeable(spec):
+        raise BenchError(f"judging needs generated text, and {spec.name} runs store none ({type(spec.kind).__name__} "
+                         "task): judge alpaca, samsum or squad_v2-generate runs (bench run squad_v2 --mode generate)")
+
+
+def judgeable(spec: Any) -> bool:
     from harness.spec import Generate
 
-    if not isinstance(spec.kind, Generate):
-        raise BenchError(f"judging needs generated text; {spec.name} is a {type(spec.kind).__name__} task "
-                         "(judge alpaca, samsum or squad_v2 --mode generate)")
+    return isinstance(spec.kind, Generate)
 
 
 def task_text(spec: Any, texts: Sequence[str]) -> str:
@@ -261,12 +269,17 @@ def print_judge_table(records: Sequence[dict[str, Any]], store: Any, name: str) 
     from harness.report import to_markdown
     from harness.store import atomic_write
 
+    def body(shown: Sequence[dict[str, Any]]) -> str:
+        return to_markdown(judge_table(shown)) + "\n".join(f"- {note}" for note in judge_notes(shown)) + "\n"
+
     if not records:
         return
-    body = to_markdown(judge_table(records)) + "\n".join(f"- {note}" for note in judge_notes(records)) + "\n"
     print("\n## LLM judge\n")
-    print(body)
-    atomic_write(store.root / "tables" / f"{name}__judge.md", f"# {name}: LLM judge\n\n{body}")
+    print(body(records))
+    # The file keeps every judgment stored for these runs, so judging again with another judge or
+    # mode adds rows instead of replacing the table.
+    stored = stored_judgments(store, [record["run_id"] for record in records])
+    atomic_write(store.root / "tables" / f"{name}__judge.md", f"# {name}: LLM judge\n\n{body(stored)}")
 
 
 def judge_command(args: argparse.Namespace) -> int:
@@ -295,7 +308,14 @@ def judge_command(args: argparse.Namespace) -> int:
         for run_id in runs:  # every run's task is checked before a judge model loads or a request goes out
             config = store.run_config(run_id) or {}
             specs[run_id] = (config, spec_for(config))
-            check_judgeable(specs[run_id][1])
+        if runs != [args.target]:  # a task name: its runs without generations (span QA) are left out
+            kept = {run_id: pair for run_id, pair in specs.items() if judgeable(pair[1])}
+            if kept:
+                for run_id in (run_id for run_id in specs if run_id not in kept):
+                    print(f"  judge: {run_id} stores no generated text, skipped", file=sys.stderr)
+                specs = kept
+        for _, spec in specs.values():
+            check_judgeable(spec)
         judging = Judging(settings, store, lambda message: print(message, file=sys.stderr, flush=True))
         records = []
         for run_id, (config, spec) in specs.items():

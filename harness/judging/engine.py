@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from harness.errors import BenchError
 from harness.judging.backend import AnswerFormat, JudgeBackend, JudgeRequest, Reply
 from harness.judging.cache import JudgeCache, cache_key
 from harness.judging.retry import GaveUp, RetryPolicy, call_with_retries
@@ -19,6 +20,9 @@ Log = Callable[[str], None]
 # Sampling temperature for repeated samples and for re-asking after an unparseable reply:
 # asking a deterministic judge the same thing again would return the same reply.
 SAMPLE_TEMPERATURE = 0.7
+# A judge that has not answered once in this many questions (each retried) is down, not flaky:
+# stop there with its error instead of sending every remaining question through the retries.
+UNREACHABLE_AFTER = 8
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ def ask_all(backend: JudgeBackend, queries: Sequence[Query], cache: JudgeCache, 
     answers = [Answer() for _ in queries]
     pending = list(range(len(queries)))
     cached = 0
+    replied = 0  # replies received in this call, from the backend or the cache
+    gave_up = 0
     counted: set[str] = set()  # replies whose tokens are counted (identical questions share one reply)
 
     def record(i: int, key: str, reply: Reply) -> None:
@@ -66,12 +72,13 @@ def ask_all(backend: JudgeBackend, queries: Sequence[Query], cache: JudgeCache, 
     for attempt in range(settings.parse_retries + 1):
         to_fetch: dict[str, list[int]] = {}  # identical questions (same key) are asked once
         for i in pending:
-            key = _attempt_key(queries[i], attempt)
+            key = _attempt_key(queries[i], attempt, settings.samples)
             hit = cache.get(key)
             if hit is None:
                 to_fetch.setdefault(key, []).append(i)
             else:
                 answers[i].cache_hits += 1
+                replied += 1
                 record(i, key, hit)
         if to_fetch:
             log(f"  judge {backend.id}: {len(to_fetch)} requests (attempt {attempt + 1}), "
@@ -81,9 +88,15 @@ def ask_all(backend: JudgeBackend, queries: Sequence[Query], cache: JudgeCache, 
                 key = key_of[first]
                 answers[first].calls += calls
                 if isinstance(result, GaveUp):
+                    gave_up += 1
+                    if replied == 0 and gave_up >= min(UNREACHABLE_AFTER, len(key_of)):
+                        raise BenchError(f"judge {backend.id} is not answering: the first {gave_up} questions all "
+                                         f"failed ({result}); check that it is reachable, then re-run (no "
+                                         "judgment was stored)")
                     for i in to_fetch[key]:
                         answers[i].error = str(result)
                     continue
+                replied += 1
                 cache.put(key, backend.id, queries[first].template, result)
                 cached += 1
                 reached("judge-replies", cached)
@@ -97,8 +110,10 @@ def ask_all(backend: JudgeBackend, queries: Sequence[Query], cache: JudgeCache, 
     return answers
 
 
-def _attempt_key(query: Query, attempt: int) -> str:
-    return cache_key(query.key, attempt)
+def _attempt_key(query: Query, attempt: int, samples: int) -> str:
+    # The temperature is part of the question: a greedy reply (one sample) must never stand in for
+    # a sampled one (several samples), nor the other way round.
+    return cache_key(query.key, attempt, _request(query, attempt, samples).temperature)
 
 
 def _record(answer: Answer, query: Query, reply: Reply, count_tokens: bool = True) -> None:

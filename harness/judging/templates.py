@@ -102,4 +102,9 @@ def checked(template: Template, allowed: tuple[str, ...]) -> Template:
                          f"allowed: {', '.join('{' + f + '}' for f in allowed)}")
     if "response" not in used:
         raise BenchError(f"judge template {template.name}: it never shows the response; add {{response}}")
+    try:  # a trial render catches what the field scan cannot see, e.g. a field inside a format spec
+        template.text.format(**{name: "text" for name in allowed})
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+        raise BenchError(f"judge template {template.name}: cannot be filled in ({type(exc).__name__}: {exc}); use "
+                         f"plain fields such as {{response}} and write literal braces as {{{{ and }}}}") from None
     return template

@@ -117,7 +117,9 @@ def squad_v2_scores(
     unanswerable. na_probs[i] is the model's probability that i has no answer; without them
     it is 1 for an empty prediction and 0 otherwise. An example whose na_prob exceeds
     na_prob_thresh counts as answered "no answer" (official default 1.0: never).
-    best_exact/best_f1 are the scores at the best such threshold, and those thresholds.
+    best_exact/best_f1 are the scores at the best such threshold, and those thresholds: only
+    with given na_probs, as in the official script (derived ones are all ties, so a sweep over
+    them would cut between equal probabilities, which no real threshold can).
     """
     preds, golds, has_ans, probs = _validate(predictions, references, na_probs)
     failed = [p is None for p in predictions]
@@ -138,7 +140,7 @@ def squad_v2_scores(
         ids = [i for i, h in enumerate(has_ans) if h == wanted]
         if ids:
             out.update({f"{prefix}_{k}": v for k, v in _eval_dict(exact, f1, ids).items()})
-    for name, raw in (("exact", exact_raw), ("f1", f1_raw)):
+    for name, raw in (("exact", exact_raw), ("f1", f1_raw)) if na_probs is not None else ():
         best, thresh = _find_best_thresh(preds, raw, probs, has_ans, failed)
         out[f"best_{name}"] = best
         out[f"best_{name}_thresh"] = thresh
