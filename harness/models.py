@@ -199,7 +199,7 @@ def load_lm(ref: ModelRef, *, quantize_4bit: bool = False) -> Any:
         raise BenchError(f"{ref.name} is an encoder without a language-model head: prompt baselines and "
                          "--objective lm need a causal or seq2seq model; use --baseline head")
     auto = AutoModelForSeq2SeqLM if ref.family == "seq2seq" else AutoModelForCausalLM
-    return auto.from_pretrained(ref.source, **_load_kwargs(ref, quantize_4bit))
+    return _one_4bit_layout(auto.from_pretrained(ref.source, **_load_kwargs(ref, quantize_4bit)))
 
 
 def load_classifier(ref: ModelRef, labels: tuple[str, ...], pad_token_id: int, *, seed: int,
@@ -215,7 +215,7 @@ def load_classifier(ref: ModelRef, labels: tuple[str, ...], pad_token_id: int, *
         label2id={name: i for i, name in enumerate(labels)}, pad_token_id=pad_token_id,
         ignore_mismatched_sizes=True, **_load_kwargs(ref, quantize_4bit))
     model.config.pad_token_id = pad_token_id
-    return model
+    return _one_4bit_layout(model)
 
 
 def load_span_model(ref: ModelRef, *, seed: int, quantize_4bit: bool = False) -> Any:
@@ -225,7 +225,8 @@ def load_span_model(ref: ModelRef, *, seed: int, quantize_4bit: bool = False) ->
 
     torch.manual_seed(seed)
     try:
-        return AutoModelForQuestionAnswering.from_pretrained(ref.source, **_load_kwargs(ref, quantize_4bit))
+        return _one_4bit_layout(AutoModelForQuestionAnswering.from_pretrained(ref.source,
+                                                                             **_load_kwargs(ref, quantize_4bit)))
     except ValueError as exc:  # architectures without a QA head class
         raise BenchError(f"{ref.name} has no extractive-QA head in transformers ({str(exc).splitlines()[0][:120]}); "
                          "use an encoder such as minilm or bert-base, or --mode generate") from None
@@ -240,8 +241,21 @@ def _load_kwargs(ref: ModelRef, quantize_4bit: bool) -> dict[str, Any]:
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return {**common, "quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                      bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)}
+    # New heads stay in full precision: they train in full (peft's modules_to_save), which a 4-bit
+    # layer cannot; naming them replaces transformers' default skip list, so lm_head is named too.
+    return {**common, "quantization_config": BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute,
+        llm_int8_skip_modules=[*HEAD_MODULE_NAMES, "lm_head"])}
+
+
+def _one_4bit_layout(model: Any) -> Any:
+    """On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit layer for a faster kernel at its first
+    eval-mode forward, and keeps it so; that kernel has no backward, so training after a validation
+    pass would stop gradients at every 4-bit layer (and fails outright where a layer has a bias)."""
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+    return model
 
 
 def parameter_counts(model: Any) -> dict[str, float]:

@@ -68,17 +68,40 @@ def test_every_method_trains_what_it_should(method, bench, data_dir, tiny_model,
     assert any("loss" in point for point in curves) and any("val_accuracy" in point for point in curves)
 
 
-def test_qlora_trains_on_4bit_weights_where_bitsandbytes_runs(bench, data_dir, tiny_model, tmp_path):
+@pytest.mark.parametrize("family", ["llama", "bert"])  # the LM objective, and a new head beside 4-bit layers
+def test_qlora_trains_on_4bit_weights_where_bitsandbytes_runs(family, bench, data_dir, tiny_model, tmp_path):
     from harness.methods import four_bit_unavailable
 
     reason = four_bit_unavailable()
     if reason:
         pytest.skip(f"4-bit not available here: {reason}")
-    run(bench, data_dir, tmp_path, "sst2", tiny_model("llama"), "--method", "qlora")
+    run(bench, data_dir, tmp_path, "sst2", tiny_model(family), "--method", "qlora")
     checkpoint = only_run(tmp_path) / "checkpoint"
     assert (checkpoint / "adapter_model.safetensors").is_file()
     code, out, err = bench("eval", "sst2", "--model", checkpoint, "--data-dir", data_dir, "--results", tmp_path, *SMALL[:6])
     assert code == 0, err
+
+
+def test_4bit_layers_pass_gradients_after_an_eval_pass(tiny_model):
+    """bitsandbytes' CPU inference layout has no backward: a validation pass must not switch to it."""
+    from harness.methods import four_bit_unavailable
+    from harness.models import load_lm, resolve_model
+
+    if four_bit_unavailable():
+        pytest.skip("4-bit not available here")
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(load_lm(resolve_model(str(tiny_model("llama"))), quantize_4bit=True),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    ids = torch.randint(0, 100, (2, 12))
+    model.eval()
+    with torch.inference_mode():
+        model(input_ids=ids)
+    model.train()
+    model(input_ids=ids, labels=ids).loss.backward()
+    first_block = [p for name, p in model.named_parameters() if "layers.0." in name and "lora_B" in name]
+    assert first_block and all(p.grad is not None and p.grad.abs().sum() > 0 for p in first_block)
 
 
 @pytest.mark.parametrize("family", ["gpt_neo", "llama", "bert", "t5"])
