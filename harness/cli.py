@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="evaluate a model or a bench checkpoint on a task")
     _common(evaluate)
-    evaluate.add_argument("--model", required=True, help="bench checkpoint folder, alias, hub id or local folder")
+    evaluate.add_argument("--model", required=True, help="bench checkpoint folder (evaluated with its run's sample "
+                          "sizes, seed, shots and lengths unless given), alias, hub id or local folder")
+    evaluate.set_defaults(preset=None)  # a checkpoint's run preset, else quick
 
     rescore = commands.add_parser("rescore", help="recompute a run's metrics from its stored outputs (no model)")
     rescore.add_argument("run", help="run id (a folder name under results/runs)")
@@ -134,7 +136,8 @@ def _training(run: argparse.ArgumentParser) -> None:
     run.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0; paper 0.01)")
     run.add_argument("--evals-per-epoch", type=int, help="validation evaluations per epoch")
     run.add_argument("--patience", type=int, help="early stopping: evaluations without improvement")
-    run.add_argument("--early-stop-metric", help="accuracy or f1_macro (default)")
+    run.add_argument("--early-stop-metric", help="auto (default: f1_macro for classification, held-out loss for text "
+                                                 "tasks) | accuracy | f1_macro | loss")
     run.add_argument("--lora-rank", type=int, help="LoRA rank (default 8)")
     run.add_argument("--lora-alpha", type=int, help="LoRA alpha (default 16)")
     run.add_argument("--lora-dropout", type=float, help="LoRA dropout (default 0.05)")
@@ -243,7 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     loggers = check_loggers(args.log_to)
     spec = get_task(args.task, **task_options(args))
     data_dir = data_dir_from(args.data_dir)
-    planned = plan(spec, list(args.models), _overrides(args), args.preset)
+    planned = plan(spec, list(dict.fromkeys(args.models)), _overrides(args), args.preset)  # each model once
     judge_settings = settings_from(args)
     if judge_settings is not None:
         check_judgeable(spec)

@@ -283,6 +283,7 @@ def build_splits(spec: TaskSpec, data_dir: Path | None, *, train_samples: int | 
         grouped = f", whole {spec.data.group} groups kept apart" if spec.data.group else ""
         notes.append(f"{missing}: train carved from {data.eval} (seed {seed}{grouped}), disjoint from the "
                      f"{len(eval_set)} eval examples")
+    demo_pool = tuple(train_pool)
     if source.has(data.validation):
         validation_pool = drop_blank(to_examples(source.read(data.validation), spec, where(data.validation)),
                                      where(data.validation), notes)
@@ -301,4 +302,4 @@ def build_splits(spec: TaskSpec, data_dir: Path | None, *, train_samples: int | 
     notes.append(f"train {len(train)} ({how} of {len(train_pool)}), validation {len(validation)}, "
                  f"eval {len(eval_set)} of {len(eval_pool)} in {data.eval}")
     return Splits(train=tuple(train), validation=tuple(validation), eval=tuple(eval_set), notes=tuple(notes),
-                  source_hashes=dict(source.hashes))
+                  source_hashes=dict(source.hashes), demo_pool=demo_pool)

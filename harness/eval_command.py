@@ -1,17 +1,27 @@
-"""`bench eval TASK --model PATH`: metrics of one model or bench checkpoint, stored as a run."""
+"""`bench eval TASK --model PATH`: metrics of one model or bench checkpoint, stored as a run.
+
+A bench checkpoint is evaluated the way its run evaluated it: the run's sample sizes, seed, shots
+and lengths are the defaults (explicit options still win), so the numbers match the run's
+fine-tuned stage; an eval set that shares examples with the checkpoint's training data is named
+in a warning and in the record's notes.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from harness.errors import BenchError
 
+# Settings that decide which examples are evaluated and how they are prompted.
+EVAL_SETTINGS = ("train_samples", "validation_samples", "eval_samples", "seed", "shots", "max_length",
+                 "chat_template", "max_new_tokens")
+
 
 def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    import json
-
     from harness.cli import task_options
     from harness.config import resolve
     from harness.data import data_dir_from
@@ -19,12 +29,7 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     from harness.pipeline import Runner, quiet_transformers
     from harness.registry import get_task
     from harness.spec import ExtractiveQA
-    from harness.stages import (
-        CHECKPOINT_FILE,
-        evaluate_baseline,
-        evaluate_model,
-        load_checkpoint,
-    )
+    from harness.stages import CHECKPOINT_FILE, evaluate_baseline, evaluate_model, load_checkpoint
     from harness.store import Store, results_dir
 
     spec = get_task(args.task, **task_options(args))
@@ -32,17 +37,28 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     path = Path(args.model)
     meta_file = path / CHECKPOINT_FILE
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
+    run_config = checkpoint_run_config(path, meta) if meta is not None else None
     if meta is not None and meta["task"] != spec.key:
-        raise BenchError(f"checkpoint {path} was trained on task {meta['task']}, not {spec.key}; "
-                         f"evaluate it with `bench eval {meta['task']} --model {path}`")
+        raise BenchError(f"checkpoint {path} was trained on task {meta['task']}, not {spec.key}; evaluate it with "
+                         f"`bench eval {task_command(meta['task'], run_config)} --model {path}`")
     ref = resolve_model(meta["base_source"] if meta else args.model, trust_remote_code=args.trust_remote_code)
-    config = resolve(spec, args.model, {**overrides, **({"objective": meta["objective"]} if meta else {})},
-                     args.preset, can_prompt=ref.can_prompt)
+    inherited = {key: run_config[key] for key in EVAL_SETTINGS if key in (run_config or {})}
+    explicit = {key: value for key, value in overrides.items() if value is not None}
+    preset = args.preset or (run_config or {}).get("preset") or "quick"
+    config = resolve(spec, args.model, {**inherited, **explicit, **({"objective": meta["objective"]} if meta else {})},
+                     preset, can_prompt=ref.can_prompt)
     quiet_transformers()
     store = Store(results_dir(args.results))
     try:
         runner = Runner(spec, store, data_dir, lambda message: print(message, file=sys.stderr))
         splits = runner.splits(config)
+        if run_config is not None:
+            seen = trained_on(runner, run_config, splits.eval)
+            if seen:
+                note = (f"{seen} of the {len(splits.eval)} eval examples were in this checkpoint's training or "
+                        "validation data: the score is optimistic; leave --eval-samples and --seed at the run's values")
+                print(f"warning: {note}", file=sys.stderr)
+                splits = dataclasses.replace(splits, notes=(*splits.notes, note))
 
         def work() -> Any:
             if meta is not None:
@@ -61,7 +77,40 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     metrics, headline = record.metrics, record.metrics["headline"]
     value = metrics[headline]
     extra = f" | macro-F1 {metrics['f1_macro']['value']:.4f}" if "f1_macro" in metrics else ""
-    print(f"{spec.key} | {args.model} | {record.info['mode']} | n {record.info.get('examples', '?')} | failures "
+    mode = record.info["mode"] + (f" {record.info.get('shots', 0)}-shot" if record.info["mode"] == "prompt" else "")
+    print(f"{spec.key} | {args.model} | {mode} | n {record.info.get('examples', '?')} | failures "
           f"{metrics.get('failures', 0)} | {headline} {value['value']:.4f} [{value['ci'][0]:.4f}, {value['ci'][1]:.4f}]"
           f"{extra} | {record.seconds:.1f} s")
     return 0
+
+
+def checkpoint_run_config(path: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The resolved configuration of the run that trained the checkpoint: saved with it, or (for
+    checkpoints saved before that) the run folder's config.json beside it."""
+    if isinstance(meta.get("config"), dict):
+        return meta["config"]
+    beside = path.parent / "config.json"
+    if beside.is_file():
+        config = json.loads(beside.read_text())
+        if config.get("task") == meta.get("task"):
+            return config
+    return None
+
+
+def task_command(task_key: str, run_config: dict[str, Any] | None) -> str:
+    """`goemotions --labels 8` for the key goemotions-8labels: what `bench eval` takes."""
+    from harness.registry import spec_for
+
+    if run_config is None:
+        return task_key
+    options = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in run_config.get("task_options") or ())
+    return f"{spec_for(run_config).name} {options}".strip()
+
+
+def trained_on(runner: Any, run_config: dict[str, Any], eval_examples: Any) -> int:
+    """How many eval examples the checkpoint's run trained or early-stopped on (its splits rebuilt)."""
+    from harness.data import run_splits
+
+    run = run_splits(runner.spec, run_config, runner.data_dir)
+    seen = {e.id for e in run.train} | {e.id for e in run.validation}
+    return sum(e.id in seen for e in eval_examples)

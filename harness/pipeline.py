@@ -65,6 +65,7 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
             for b in config.baselines))
         check_kind_options(spec, name, config, baselines)
         check_prompt_room(spec, ref, config)
+        check_training_options(spec, ref, config)
         if "prompt" in baselines and not ref.can_prompt:
             raise BenchError(f"--baseline prompt needs a language-model head; {name} is an encoder: use --baseline head")
         if config.objective == "lm" and not ref.can_prompt:
@@ -79,7 +80,14 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
 
 def check_kind_options(spec: TaskSpec, name: str, config: RunConfig, baselines: Sequence[str]) -> None:
     """Options that contradict the task kind fail here, before any work."""
-    if spec.is_classification:
+    if spec.is_classification:  # options that would change the run id and nothing else
+        if config.max_new_tokens is not None or config.chat_template != "auto":
+            option = "--max-new-tokens" if config.max_new_tokens is not None else "--chat-template"
+            raise BenchError(f"{option} applies to text tasks; {spec.name} scores its label verbalizers and "
+                             "generates nothing: drop it")
+        if config.shots and "prompt" not in baselines and config.objective != "lm":
+            raise BenchError(f"--shots {config.shots}: nothing would show {name} the demonstrations (no prompt "
+                             "baseline, head objective); drop --shots, or use --baseline prompt with a causal model")
         return
     kind = type(spec.kind).__name__
     if isinstance(spec.kind, ExtractiveQA):
@@ -104,6 +112,25 @@ def check_prompt_room(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
         raise BenchError(f"--max-length {config.max_length} leaves {room} prompt tokens after {new_tokens} generated "
                          f"ones (--max-new-tokens); use --max-length {new_tokens + 4 * MIN_PROMPT_TOKENS} or more, "
                          "or a smaller --max-new-tokens")
+
+
+def check_training_options(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
+    """What fine-tuning would only find out after the baseline: the early-stopping metric this
+    task validates on, and that freeze:N leaves some block frozen."""
+    allowed = ("auto", "f1_macro", "accuracy") if spec.is_classification else ("auto", "loss")
+    if config.early_stop_metric not in allowed:
+        raise BenchError(f"--early-stop-metric {config.early_stop_metric}: {spec.name} validates on "
+                         f"{'f1_macro and accuracy' if spec.is_classification else 'held-out loss'}; use one of: "
+                         f"{', '.join(allowed)}")
+    if config.method_name == "freeze":
+        from transformers import AutoConfig
+
+        model_config = AutoConfig.from_pretrained(ref.source, trust_remote_code=ref.trust_remote_code)
+        blocks = next((value for key in ("num_hidden_layers", "n_layer", "num_layers")
+                       if isinstance(value := getattr(model_config, key, None), int)), None)
+        if blocks is not None and (config.freeze_blocks or 0) > blocks:
+            raise BenchError(f"--method {config.method}: {ref.name} has only {blocks} blocks; use freeze:1 to "
+                             f"freeze:{blocks} (freeze:{blocks} trains them all) or --method full")
 
 
 class Runner:

@@ -85,7 +85,7 @@ def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, toke
         try:
             reached("eval-batch", batch)
             predictions = _predict(spec, ref, dataclasses.replace(config, eval_batch_size=batch), model, tokenizer,
-                                   splits.eval, splits.train, objective)
+                                   splits.eval, splits.demos_from, objective)
             break
         except torch.OutOfMemoryError:
             if batch == 1:
@@ -104,12 +104,12 @@ def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, toke
 
 
 def _predict(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any,
-             examples: tuple[Example, ...], train_pool: tuple[Example, ...], objective: str) -> list[Prediction]:
+             examples: tuple[Example, ...], demo_pool: tuple[Example, ...], objective: str) -> list[Prediction]:
     with autocast(config.precision, device()):
         if not spec.is_classification:
             return predict_text(spec, ref, config, model, tokenizer, examples)
         if objective == "lm":
-            demos = choose_shots(train_pool, config.shots, len(spec.kind.labels), config.seed)
+            demos = choose_shots(demo_pool, config.shots, len(spec.kind.labels), config.seed)
             return predict_with_prompt(spec, ref, model, tokenizer, examples, demos, config.max_length,
                                        config.eval_batch_size)
         return predict_with_head(model, tokenizer, examples, config.max_length, config.eval_batch_size)
@@ -209,7 +209,8 @@ def merged_for_inference(model: Any, config: RunConfig) -> Any:
 def _classification_validator(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any,
                               splits: Splits) -> Any:
     def validate(current: Any) -> dict[str, float]:
-        predictions = _predict(spec, ref, config, current, tokenizer, splits.validation, splits.train, config.objective)
+        predictions = _predict(spec, ref, config, current, tokenizer, splits.validation, splits.demos_from,
+                               config.objective)
         report = classification_report([p.gold for p in predictions], [p.label for p in predictions],
                                        spec.kind.labels, resamples=0)
         # The first metric is the default early-stopping criterion.
@@ -228,7 +229,7 @@ def save_checkpoint(model: Any, tokenizer: Any, path: Path, spec: TaskSpec, ref:
     meta = {"task": spec.key, "kind": type(spec.kind).__name__, "labels": list(getattr(spec.kind, "labels", ())),
             "model": ref.name, "base_source": ref.source,
             "family": ref.family, "method": config.method, "objective": config.objective,
-            "adapter": config.method_name in ("lora", "qlora")}
+            "adapter": config.method_name in ("lora", "qlora"), "config": config.to_dict()}
     (staging / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2))
     shutil.rmtree(path, ignore_errors=True)
     staging.rename(path)

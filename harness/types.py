@@ -27,6 +27,13 @@ class Splits:
     notes: tuple[str, ...] = ()
     # sha256 of the source files read, so a record says exactly which data produced it.
     source_hashes: dict[str, str] = field(default_factory=dict)
+    # Where few-shot demonstrations come from: the training rows before validation is carved and
+    # train is sampled, so the demonstrations (and the baseline) do not move with those sizes.
+    demo_pool: tuple[Example, ...] = ()
+
+    @property
+    def demos_from(self) -> tuple[Example, ...]:
+        return self.demo_pool or self.train
 
 
 @dataclass(frozen=True)

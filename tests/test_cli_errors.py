@@ -135,6 +135,14 @@ def test_label_outside_label_set(run_sst2, tmp_path, results):
     pytest.param(("--method", "freeze:0"), "use freeze:N with N >= 1", id="freeze-zero"),
     pytest.param(("--optimizer", "adam8bit"), "unknown --optimizer 'adam8bit'", id="unknown-optimizer"),
     pytest.param(("--labels", "4"), "task 'sst2' takes no option --labels", id="undeclared-task-option"),
+    # Found only at fine-tuning before: the baseline had been stored by then.
+    pytest.param(("--method", "freeze:3"), "has only 2 blocks; use freeze:1 to freeze:2", id="freeze-too-many"),
+    pytest.param(("--early-stop-metric", "loss"), "sst2 validates on f1_macro and accuracy", id="early-stop-loss"),
+    # Options that would change nothing but the run id (and so re-run everything).
+    pytest.param(("--max-new-tokens", "5"), "--max-new-tokens applies to text tasks", id="max-new-tokens-on-labels"),
+    pytest.param(("--chat-template", "on"), "--chat-template applies to text tasks", id="chat-template-on-labels"),
+    pytest.param(("--shots", "2", "--baseline", "head", "--objective", "head"), "nothing would show",
+                 id="shots-without-prompt"),
 ])
 def test_bad_option(run_sst2, results, flags, expected):
     assert_clean_failure(run_sst2(*flags), expected, results)

@@ -142,15 +142,39 @@ def test_training_options_and_early_stopping(bench, data_dir, tiny_model, tmp_pa
 
 
 def test_checkpoint_re_evaluates_to_the_stored_metrics(bench, data_dir, tiny_model, tmp_path):
-    """`bench eval` on the saved adapter must reproduce the fine-tuned stage's predictions."""
-    run(bench, data_dir, tmp_path, "sst2", tiny_model("gpt2"), "--lr", "1e-2")
+    """`bench eval` on the saved adapter, with no options, evaluates it as its run did (sample sizes,
+    seed, shots, max length) and reproduces the fine-tuned stage."""
+    run(bench, data_dir, tmp_path, "sst2", tiny_model("gpt2"), "--lr", "1e-2", "--shots", "2")
     rows = stage_rows(tmp_path)
     (after,) = [row for (_, stage), row in rows.items() if stage == "finetuned"]
     checkpoint = only_run(tmp_path) / "checkpoint"
-    code, out, err = bench("eval", "sst2", "--model", checkpoint, "--data-dir", data_dir, "--results", tmp_path,
-                           *SMALL[:6], "--max-length", "96")
+    code, out, err = bench("eval", "sst2", "--model", checkpoint, "--data-dir", data_dir, "--results", tmp_path)
     assert code == 0, err
+    assert "| prompt 2-shot | n 16 |" in out
     assert f"accuracy {after['metrics']['accuracy']['value']:.4f}" in out
+    assert "warning" not in err
+
+
+def test_eval_names_eval_examples_the_checkpoint_trained_on(bench, data_dir, tiny_model, tmp_path):
+    """ag_news has no train split here: train is carved from test around the run's eval sample, so
+    a larger eval sample takes in training examples, which must be said, not hidden."""
+    from harness.eval_command import task_command
+
+    run(bench, data_dir, tmp_path, "ag_news", tiny_model("bert"), "--method", "head")
+    checkpoint = only_run(tmp_path) / "checkpoint"
+    code, out, err = bench("eval", "ag_news", "--model", checkpoint, "--data-dir", data_dir, "--results", tmp_path,
+                           "--eval-samples", "3000")
+    assert code == 0, err
+    (warning,) = [line for line in err.splitlines() if line.startswith("warning:")]
+    seen = int(warning.split()[1])
+    assert 0 < seen < 3000 and "were in this checkpoint's training or validation data" in warning
+    (record,) = [row for (run_id, _), row in stage_rows(tmp_path).items() if run_id.startswith("eval__")]
+    assert any("optimistic" in note for note in record["info"]["data_notes"])
+    code, _, err = bench("eval", "goemotions", "--labels", "4", "--model", checkpoint, "--data-dir", data_dir,
+                         "--results", tmp_path)
+    assert code == 2 and f"`bench eval ag_news --model {checkpoint}`" in err
+    assert task_command("goemotions-8labels", {"task": "goemotions-8labels", "task_options": [["labels", 8]]}) == \
+        "goemotions --labels 8"
 
 
 def test_report_rebuilds_the_table_from_the_store(bench, data_dir, tiny_model, tmp_path):

@@ -202,3 +202,17 @@ def test_undeclared_task_option_is_an_error(name, options, flag):
 def test_unknown_task_is_an_error():
     with pytest.raises(BenchError, match="unknown task 'sst3'; known tasks: "):
         get_task("sst3")
+
+
+@pytest.mark.parametrize("name", ["sst2", "ag_news"])  # a train split of its own; train carved from test
+def test_few_shot_demonstrations_do_not_move_with_the_training_sizes(data_dir: Path, name: str) -> None:
+    from harness.prompts import choose_shots
+
+    spec = get_task(name)
+    small, large = (build_splits(spec, data_dir, train_samples=n, eval_samples=EVAL, validation_samples=v, seed=0)
+                    for n, v in ((16, 4), (400, 40)))
+    assert small.train != large.train
+    labels = len(spec.kind.labels)
+    demos = choose_shots(small.demos_from, 4, labels, 0)
+    assert demos == choose_shots(large.demos_from, 4, labels, 0)
+    assert not {e.id for e in demos} & {e.id for e in small.eval}  # never an eval example
