@@ -3,6 +3,7 @@ inside commands only, so `bench --help` and `bench list` answer instantly."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -185,6 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: completed stages are stored; re-run the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader left (`bench list | head -1`): stop quietly like any Unix tool, and point stdout
+        # at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def cmd_list(what: str | None) -> int:
@@ -302,7 +308,7 @@ def print_and_save(store: Any, spec: Any, rows: list[Any], splits: Any, seconds:
     name = f"{spec.key}__" + hashlib.sha256("|".join(r.run_id + r.baseline for r in rows).encode()).hexdigest()[:8]
     atomic_write(store.root / "tables" / f"{name}.md", f"# {spec.key}: before / after fine-tuning\n\n{table}")
     reached("report-written", 1)
-    atomic_write(store.root / "tables" / f"{name}.csv", csv_table(rows))
+    atomic_write(store.root / "tables" / f"{name}.csv", csv_table(rows, {row.run_id: splits.notes for row in rows}))
     print(f"tables: {store.root / 'tables' / name}.md and .csv   wall time {seconds:.1f} s")
     return name
 
@@ -345,14 +351,26 @@ def _selected(store: Any, args: argparse.Namespace, sweep: Any = None) -> tuple[
     rows = collect(store, chosen)
     if not rows:
         where = f" of sweep {sweep.name}" if sweep is not None else f" for task {args.task}" if args.task else ""
-        raise BenchError("no complete runs in the store" + where)
+        evals = [run["run_id"] for run in chosen if run["method"] == "eval"]
+        if evals and len(evals) == len(chosen):
+            raise BenchError(f"{evals[0]} is a `bench eval` record (one evaluation, no before/after to compare): "
+                             f"its metrics are in {store.run_dir(evals[0])}/eval/metrics.json")
+        raise BenchError("no complete runs (baseline, fine-tune and fine-tuned evaluation) in the store" + where)
     return chosen, rows
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown, leaderboard_table
     from harness.judging.command import judge_table, stored_judgments
-    from harness.report import comparison_tables, csv_table, markdown_table, to_latex, to_markdown
+    from harness.report import (
+        comparison_tables,
+        csv_table,
+        data_notes,
+        flat_notes,
+        markdown_table,
+        to_latex,
+        to_markdown,
+    )
 
     if args.table == "sweep" and not args.sweep:
         raise BenchError("--table sweep needs --sweep NAME")
@@ -371,7 +389,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             text, default = _html_report(store, args, runs, rows, plan, results)
             out = out or str(default)
         elif args.format == "csv":
-            text = {"comparison": lambda: csv_table(rows), "leaderboard": lambda: leaderboard_csv(entries),
+            text = {"comparison": lambda: csv_table(rows, data_notes(store, rows)),
+                    "leaderboard": lambda: leaderboard_csv(entries),
                     "sweep": lambda: _sweep_text(plan, results, "csv")}[args.table]()
         elif args.format == "latex":
             parts = [to_latex(table, "Before / after fine-tuning") for table in comparison_tables(rows)]
@@ -380,7 +399,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 parts.append(_sweep_text(plan, results, "latex"))
             text = "% bench report: needs \\usepackage{booktabs}\n" + "\n".join(parts)
         else:
-            parts = ["## Before / after fine-tuning\n\n" + markdown_table(rows),
+            parts = ["## Before / after fine-tuning\n\n" + markdown_table(rows, flat_notes(rows, data_notes(store, rows))),
                      "## Leaderboard\n\n" + leaderboard_markdown(entries)]
             judged = stored_judgments(store, [row.run_id for row in rows])
             if judged:
@@ -458,9 +477,9 @@ def _emit(text: str, out: str | None) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Leaderboard as CSV and markdown, plus the before/after rows as CSV, into a folder."""
+    """Leaderboard and the before/after rows, each as CSV and markdown, into a folder."""
     from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown
-    from harness.report import csv_table
+    from harness.report import csv_table, data_notes, flat_notes, markdown_table
     from harness.store import atomic_write
 
     target = output_path("--to", args.to)
@@ -470,9 +489,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         _, rows = _selected(store, args)
         entries = leaderboard(store, rows)
+        notes = data_notes(store, rows)
         files = {"leaderboard.csv": leaderboard_csv(entries),
                  "leaderboard.md": "# Leaderboard\n\n" + leaderboard_markdown(entries),
-                 "comparisons.csv": csv_table(rows)}
+                 "comparisons.csv": csv_table(rows, notes),
+                 "comparisons.md": "# Before / after fine-tuning\n\n" + markdown_table(rows, flat_notes(rows, notes))}
         for name, text in files.items():
             atomic_write(target / name, text)
             print(target / name)

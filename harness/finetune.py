@@ -194,12 +194,12 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
             if micro % config.grad_accum:
                 continue
             torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            used_lr = scheduler.get_last_lr()[0]  # the rate this update applies (step() moves to the next)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            result.curves.append({"step": step, "loss": window_loss / window_batches,
-                                  "lr": scheduler.get_last_lr()[0]})
+            result.curves.append({"step": step, "loss": window_loss / window_batches, "lr": used_lr})
             window_loss, window_batches = 0.0, 0
             if step % eval_every == 0 or step == total_steps:
                 result.train_seconds += time.perf_counter() - started

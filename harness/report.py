@@ -11,7 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from harness.compare import Comparison, RunCosts, TextComparison, format_ci, format_p
 from harness.store import Store
@@ -129,16 +129,52 @@ def _classification_table(rows: Sequence[Comparison]) -> Table:
     return Table(COLUMNS, tuple(cells))
 
 
-def csv_table(rows: Sequence[Comparison]) -> str:
+def csv_table(rows: Sequence[Comparison], notes: dict[str, Sequence[str]] | None = None) -> str:
+    """One row per comparison; a CI becomes `<name>_low`/`<name>_high` columns and floats keep 6
+    significant digits (no 0.49999999999999994), so spreadsheets and pandas read plain numbers.
+    `notes` (run id -> data notes) adds the provenance column the markdown shows under its table."""
     out = io.StringIO()
     if rows:
-        fields = list(rows[0].as_dict())
-        writer = csv.DictWriter(out, fieldnames=fields)
+        records = [_csv_record(row.as_dict()) for row in rows]
+        if notes is not None:
+            for row, record in zip(rows, records):
+                record["data_notes"] = "; ".join(notes.get(row.run_id, ()))
+        writer = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for record in records for k in record)))
         writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (list(v) if isinstance(v, tuple) else json.dumps(v) if isinstance(v, dict) else v)
-                             for k, v in row.as_dict().items()})
+        writer.writerows(records)
     return out.getvalue()
+
+
+def _csv_record(fields: dict[str, Any]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for key, value in fields.items():
+        if isinstance(value, tuple) and len(value) == 2:
+            record[f"{key}_low"], record[f"{key}_high"] = (_csv_number(v) for v in value)
+        else:
+            record[key] = json.dumps(value) if isinstance(value, dict) else _csv_number(value)
+    return record
+
+
+def _csv_number(value: Any) -> Any:
+    return float(f"{value:.6g}") if isinstance(value, float) and math.isfinite(value) else value
+
+
+def data_notes(store: Store, rows: Sequence[Comparison | TextComparison]) -> dict[str, tuple[str, ...]]:
+    """Run id -> the data provenance its fine-tuned stage recorded (carved splits, sample sizes)."""
+    notes = {}
+    for run_id in dict.fromkeys(row.run_id for row in rows):
+        record = store.stage(run_id, "finetuned")
+        notes[run_id] = tuple(record.info.get("data_notes", ())) if record else ()
+    return notes
+
+
+def flat_notes(rows: Sequence[Comparison | TextComparison], notes: dict[str, tuple[str, ...]]) -> list[str]:
+    """The notes under a table of several runs: each once, prefixed by its task."""
+    by_task: dict[str, dict[str, None]] = {}
+    for row in rows:
+        for note in notes.get(row.run_id, ()):
+            by_task.setdefault(row.task, {})[note] = None
+    return [f"{task}: {note}" for task, task_notes in by_task.items() for note in task_notes]
 
 
 def sample_outputs(store: Store, row: TextComparison, texts: dict[str, str], references: dict[str, str],

@@ -30,7 +30,8 @@ def rescore_command(args: argparse.Namespace) -> int:
     try:
         config = store.run_config(args.run)
         if config is None:
-            raise BenchError(f"no run {args.run!r} in {root}/bench.sqlite; `bench report` lists the runs")
+            raise BenchError(f"no run {args.run!r} in {root}/bench.sqlite; `bench report --format csv` lists the "
+                             f"run ids (the folders under {root}/runs)")
         spec = spec_for(config)
         splits = run_splits(spec, config, data_dir_from(args.data_dir))
         stored = {stage: (store.stage(args.run, stage), store.predictions(args.run, stage))

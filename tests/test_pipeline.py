@@ -66,6 +66,8 @@ def test_every_method_trains_what_it_should(method, bench, data_dir, tiny_model,
     assert finetune["info"]["train_tokens"] > 0 and finetune["info"]["tokens_per_second"] > 0
     curves = [json.loads(line) for line in (only_run(tmp_path) / "finetune" / "curves.jsonl").read_text().splitlines()]
     assert any("loss" in point for point in curves) and any("val_accuracy" in point for point in curves)
+    if method == "full":  # 3 steps, no warmup, linear decay: each point logs the rate its update used
+        assert [point["lr"] for point in curves if "lr" in point] == pytest.approx([5e-5, 5e-5 * 2 / 3, 5e-5 / 3])
 
 
 @pytest.mark.parametrize("family", ["llama", "bert"])  # the LM objective, and a new head beside 4-bit layers

@@ -175,14 +175,24 @@ def test_csv_outputs_parse(bench, built):
             float(row[name])
         assert int(row["n"]) > 0
     code, out, err = bench("report", "--results", built["results"], "--format", "csv", "--task", "sst2")
-    assert code == 0 and out.startswith("run_id,task,") and len(list(csv.DictReader(io.StringIO(out)))) == 2
+    assert code == 0 and out.startswith("run_id,task,")
+    comparisons = list(csv.DictReader(io.StringIO(out)))
+    assert len(comparisons) == 2
+    for row in comparisons:  # a CI is two plain numbers, never a bracketed string with float noise
+        low, high = float(row["delta_ci_low"]), float(row["delta_ci_high"])
+        assert low <= float(row["delta_accuracy"]) <= high and len(row["delta_ci_low"]) <= 13
+        assert "data_notes" in row
 
 
 def test_export_writes_csv_and_markdown_leaderboards(bench, built, tmp_path):
     target = tmp_path / "exports" / "sst2"
     code, out, err = bench("export", "--results", built["results"], "--to", target, "--task", "sst2")
     assert code == 0, err
-    assert sorted(p.name for p in target.iterdir()) == ["comparisons.csv", "leaderboard.csv", "leaderboard.md"]
+    assert sorted(p.name for p in target.iterdir()) == ["comparisons.csv", "comparisons.md", "leaderboard.csv",
+                                                        "leaderboard.md"]
+    comparisons = (target / "comparisons.md").read_text()
+    assert comparisons.startswith("# Before / after fine-tuning\n\n| task | model |")
+    assert "\n- sst2: train 16 (class-balanced sample of 32)" in comparisons  # the data notes, as under `bench run`
     (row,) = csv.DictReader(io.StringIO((target / "leaderboard.csv").read_text()))
     assert row["task"] == "sst2" and row["configs"] == "2"
     markdown = (target / "leaderboard.md").read_text().splitlines()
