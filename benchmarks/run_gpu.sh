@@ -15,10 +15,13 @@
 # section alone takes ~5 min on an H100 (torch.compile of gpt2-medium ~2 min once, then 3 x 3 runs);
 # pipe the output through `grep --line-buffered` if at all: a killed pipeline loses a buffered tail.
 set -u
-DATA=${1:?usage: run_gpu.sh DATA_DIR MODEL_DIR [mfu zero-shot finetune run]}
-CONFIG=${2:?usage: run_gpu.sh DATA_DIR MODEL_DIR [mfu zero-shot finetune run]}
+DATA=$(realpath "${1:?usage: run_gpu.sh DATA_DIR MODEL_DIR [mfu zero-shot finetune run]}")
+CONFIG=$(realpath "${2:?usage: run_gpu.sh DATA_DIR MODEL_DIR [mfu zero-shot finetune run]}")
 shift 2
 SECTIONS=${*:-mfu zero-shot finetune run}
+for name in $SECTIONS; do  # a typo must not cost the device time of the sections before it
+  case $name in mfu|zero-shot|finetune|run) ;; *) echo "unknown section $name (mfu, zero-shot, finetune, run)"; exit 2 ;; esac
+done
 HERE=$(cd "$(dirname "$0")" && pwd)
 MODEL=${BENCH_GPU_MODEL:-/tmp/bench-random-model}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -52,6 +55,7 @@ for name in $SECTIONS; do
       timeout "${FINETUNE_SECONDS:-150}" python3 benchmarks/finetune_throughput.py --data-dir "$DATA" --model "$MODEL" \
         --train-samples "${FINETUNE_TRAIN:-2000}" --validation-samples "${FINETUNE_VALIDATION:-500}" || echo "FAILED: finetune" ;;
     run) section "bench run sst2 --method full on the GPU"
+      rm -rf /tmp/bench-gpu-results  # only this run's stages below
       timeout "${RUN_SECONDS:-120}" python3 -m harness.cli run sst2 --models "$MODEL" --method full --data-dir "$DATA" \
         --results /tmp/bench-gpu-results ${RUN_ARGS:-} && python3 -c "
 import json, sqlite3

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import add_data_dir, choice_list, positive_int, run_main  # noqa: E402
 
 CASES = {"imdb": ("imdb", {}, 0), "sst2": ("sst2", {}, 0), "sst2-5shot": ("sst2", {}, 5), "ag_news": ("ag_news", {}, 0),
          "goemotions16": ("goemotions", {"labels": 16}, 0)}
@@ -43,7 +44,7 @@ def prompts_for(case: str, data_dir: Path, limit: int | None, tokenizer, max_len
     name, options, shots = CASES[case]
     spec = get_task(name, **options)
     splits = build_splits(spec, data_dir, train_samples=2000, eval_samples=limit, validation_samples=10, seed=0)
-    demos = choose_shots(splits.train, shots, len(spec.kind.labels), seed=0)
+    demos = choose_shots(splits.demos_from, shots, len(spec.kind.labels), seed=0)  # as `bench run` picks them
     contexts = build_contexts(spec, tokenizer, splits.eval, demos, max_length)
     texts = [tokenizer.decode(ids) for ids in contexts]
     return spec, texts, [e.label for e in splits.eval]
@@ -127,13 +128,15 @@ def run_lm_eval(peer_model, tokenizer_dir: str, spec, texts, golds, batch_size: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", "../shared/data"))
+    add_data_dir(parser)
     parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--cases", default="sst2,sst2-5shot,ag_news,goemotions16")
-    parser.add_argument("--limit", type=int, help="examples per case (default: all of sst2 validation, 500 others)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--cases", type=choice_list(CASES), default="sst2,sst2-5shot,ag_news,goemotions16",
+                        help=f"comma-separated, from: {', '.join(CASES)}")
+    parser.add_argument("--limit", type=positive_int,
+                        help="examples per case (default: all of sst2 validation and imdb test, 500 for the others)")
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--max-length", type=positive_int, default=512)
     parser.add_argument("--precision", default="auto",
                         help="auto (bf16 on a GPU, else fp32): bench autocasts, lm-eval loads the weights in it")
     args = parser.parse_args()
@@ -161,12 +164,13 @@ def main() -> None:
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU threads {torch.get_num_threads()}"
     print(f"model {args.model} ({ref.source}), {precision}, {where}, batch {args.batch_size}, median of {args.repeats}")
     bench_work, peer_work = WorkCounter(model), WorkCounter(peer_model)
-    print("| case | n | labels | bench s | lm-eval s | speed-up | bench acc | lm-eval acc | lm-eval set-up s "
+    print("| case | n | labels | bench s | lm-eval s | speed-up (lm-eval s / bench s) | bench acc | lm-eval acc "
+          "| lm-eval set-up s "
           "| body positions bench / lm-eval | head positions bench / lm-eval | FLOP bound |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for case in args.cases.split(","):
+    for case in args.cases:
         limit = args.limit or (None if case.startswith(("sst2", "imdb")) else 500)
-        spec, texts, golds = prompts_for(case, Path(args.data_dir), limit, tokenizer, args.max_length)
+        spec, texts, golds = prompts_for(case, args.data_dir, limit, tokenizer, args.max_length)
         bench_times, lm_times, setups, bench_acc, lm_acc = [], [], [], 0.0, 0.0
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(args.repeats):
@@ -180,7 +184,7 @@ def main() -> None:
                 lm_times.append(seconds)
                 setups.append(setup)
                 print(f"  {case}: bench {bench_times[-1]:.1f} s (acc {bench_acc:.4f}), lm-eval {seconds:.1f} s "
-                      f"(acc {lm_acc:.4f})", flush=True)
+                      f"(acc {lm_acc:.4f})", file=sys.stderr, flush=True)  # stdout keeps the table whole
         b, lm = statistics.median(bench_times), statistics.median(lm_times)
         print(f"| {case} | {len(texts)} | {len(spec.kind.labels)} | {b:.1f} | {lm:.1f} | {lm / b:.2f}x | "
               f"{bench_acc:.4f} | {lm_acc:.4f} | {statistics.median(setups):.1f} "
@@ -190,4 +194,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -153,9 +153,18 @@ def grid_types() -> dict[str, Callable[[str], Any]]:
     options = argparse.ArgumentParser(add_help=False)
     _common(options)
     _training(options)
-    converters = {action.dest: action.type or str for action in options._actions if action.option_strings}
+    converters = {action.dest: boolean if isinstance(action, argparse._StoreTrueAction) else action.type or str
+                  for action in options._actions if action.option_strings}
     allowed = {name: converters[name] for name in RUN_OPTIONS + TASK_OPTIONS if name in converters}
     return {**allowed, **GRID_EXTRAS}
+
+
+def boolean(text: str) -> bool:
+    """An on/off option as a grid value (compile=true,false)."""
+    value = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}.get(text.lower())
+    if value is None:
+        raise ValueError(f"{text!r} is not true or false")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

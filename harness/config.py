@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -155,8 +156,8 @@ def validate(config: RunConfig) -> None:
                     validation_samples=config.validation_samples, evals_per_epoch=config.evals_per_epoch,
                     max_grad_norm=config.max_grad_norm)
     for name, value in positive.items():
-        if not value > 0:
-            raise BenchError(f"--{name.replace('_', '-')} must be positive (got {value})")
+        if not (value > 0 and math.isfinite(value)):
+            raise BenchError(f"--{name.replace('_', '-')} must be positive and finite (got {value})")
     for name in ("train_samples", "eval_samples", "patience"):
         value = getattr(config, name)
         if value is not None and value < 1:
@@ -169,7 +170,7 @@ def validate(config: RunConfig) -> None:
         raise BenchError(f"--warmup-ratio must be in [0, 1) (got {config.warmup_ratio})")
     if not 0 <= config.lora_dropout < 1:
         raise BenchError(f"--lora-dropout must be in [0, 1) (got {config.lora_dropout})")
-    if config.weight_decay < 0:
+    if not 0 <= config.weight_decay < math.inf:
         raise BenchError(f"--weight-decay must be 0 or more (got {config.weight_decay})")
     choices = dict(objective=(config.objective, OBJECTIVES), optimizer=(config.optimizer, OPTIMIZERS),
                    schedule=(config.schedule, SCHEDULES))

@@ -130,6 +130,9 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
     from harness.faults import reached
     from harness.train_state import LoopState, load_state, save_state
 
+    if not items:  # the step loop below would wait forever for a first batch
+        raise BenchError("no training examples to fine-tune on: raise --train-samples, or check that the "
+                         "training texts are not empty")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = next(model.parameters()).device
@@ -204,6 +207,14 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
             if step % eval_every == 0 or step == total_steps:
                 result.train_seconds += time.perf_counter() - started
                 scores = validate(model)
+                # An update can break the model while the loss that led to it was finite: such weights
+                # must not become a "last good" training state.
+                if not all(math.isfinite(v) for v in scores.values()) or not all(
+                        bool(torch.isfinite(p).all()) for p in trainable):
+                    kept = f"; the last good training state (step {saved_step}) is kept" if saved_step else ""
+                    raise BenchError(f"the model's weights or outputs became inf/nan by step {step} (the training "
+                                     f"loss was still finite){kept}; lower --lr (now {config.lr}) or --max-grad-norm "
+                                     "and run again")
                 model.train()
                 started = time.perf_counter()
                 result.curves.append({"step": step, **{f"val_{k}": v for k, v in scores.items()}})

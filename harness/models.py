@@ -174,8 +174,10 @@ def _load_config(name: str, source: str, trust_remote_code: bool) -> Any:
             raise BenchError(f"model {name} needs custom code from its repository, which bench does not run by "
                              "default; read that code, then pass --trust-remote-code") from None
         local = Path(source).is_dir()
+        what = f"alias of hub model {source}, not in the local cache" if name in ALIASES else (
+            "not an alias, not a local folder")
         hint = ("the folder has no readable config.json" if local else
-                f"not an alias, not a local folder, and the Hugging Face Hub did not answer ({type(exc).__name__}); "
+                f"{what}, and the Hugging Face Hub did not answer ({type(exc).__name__}); "
                 f"offline, use a local folder or an offline alias (smollm2, minilm)")
         raise BenchError(f"cannot load model {name!r}: {hint}") from None
 

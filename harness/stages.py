@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -211,6 +212,8 @@ def _classification_validator(spec: TaskSpec, ref: ModelRef, config: RunConfig, 
     def validate(current: Any) -> dict[str, float]:
         predictions = _predict(spec, ref, config, current, tokenizer, splits.validation, splits.demos_from,
                                config.objective)
+        if all(p.label is None for p in predictions):  # every score inf/nan: a broken model, not a bad one
+            return {"f1_macro": math.nan, "accuracy": math.nan}
         report = classification_report([p.gold for p in predictions], [p.label for p in predictions],
                                        spec.kind.labels, resamples=0)
         # The first metric is the default early-stopping criterion.

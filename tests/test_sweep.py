@@ -172,6 +172,10 @@ def test_grid_keys_are_the_run_options_with_their_types():
             "train_samples", "epochs", "method", "labels", "seed"} <= set(types)
     assert set(GRID_EXTRAS) <= set(types) and "lora_targets" not in types and "results" not in types
     assert types["lora_rank"]("8") == 8 and types["lr"]("5e-5") == 5e-5 and types["epochs"]("2") == 2.0
+    # An on/off option is a real boolean: "off" must not become the (truthy) string "off".
+    assert types["compile"]("off") is False and types["compile"]("True") is True
+    with pytest.raises(ValueError):
+        types["compile"]("maybe")
 
 
 def test_more_than_two_axes_lists_every_cell_and_heatmaps_the_first_two():

@@ -42,6 +42,17 @@ def test_exploding_learning_rate_is_stopped_not_trained_on(bench: Any, tiny_mode
     assert code == 2 and "error: training loss became nan at step 1" in err and "lower --lr (now 1e+30)" in err
 
 
+def test_an_update_that_breaks_the_model_is_never_kept_as_a_good_state(bench: Any, tiny_model: Any, data_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    """AdamW at lr 1e30: the first loss is finite, the first update is not; the validation after it
+    must stop the run instead of saving that state as one to resume from."""
+    results = tmp_path / "results"
+    code, _, err = _run(bench, tiny_model, data_dir, results, "--lr", "1e30", "--train-samples", "32")
+    assert code == 2, err
+    assert "error: the model's weights or outputs became inf/nan by step 1" in err and "lower --lr" in err
+    assert not (next((results / "runs").iterdir()) / "train_state").exists()
+
+
 def test_out_of_memory_backs_off_the_batch(bench: Any, tiny_model: Any, data_dir: Path, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BENCH_FAULTS", "oom@train-step=2")

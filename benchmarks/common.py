@@ -1,0 +1,76 @@
+"""What the benchmark scripts share: where the data is, argument checks that fail in one line, and
+the validation stand-in that makes bench's loop end on its final weights, as its peers do."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    """--data-dir: BENCH_DATA_DIR, else the shared data beside the repository, from any directory."""
+    default = os.environ.get("BENCH_DATA_DIR") or str(REPO.parent / "shared" / "data")
+    parser.add_argument("--data-dir", type=data_dir, default=default,
+                        help=f"datasets folder (default: BENCH_DATA_DIR or {default})")
+
+
+def data_dir(text: str) -> Path:
+    path = Path(text).expanduser().resolve()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder: pass --data-dir DIR or set BENCH_DATA_DIR")
+    return path
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive (got {text})")
+    return value
+
+
+def choice_list(allowed: Any) -> Callable[[str], list[str]]:
+    """A comma-separated list whose every item is one of `allowed`."""
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        unknown = [item for item in items if item not in allowed]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(f"{', '.join(unknown) or 'nothing'} not known; choose from: "
+                                             f"{', '.join(allowed)}")
+        return items
+    return parse
+
+
+def keep_final_weights() -> Callable[[Any], dict[str, float]]:
+    """bench's loop restores its best-validated weights at the end; Trainer validates nothing and
+    keeps the final ones. Scoring each evaluation above the last makes the final weights the best,
+    so both sides end on the same step (a constant score would restore the first evaluation's)."""
+    evaluations = itertools.count(1)
+    return lambda model: {"f1_macro": float(next(evaluations))}
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """bench's own errors (a bad model name, a length that cannot hold the prompt) as one line."""
+    from harness.errors import BenchError
+
+    try:
+        main()
+    except BenchError as exc:
+        sys.exit(f"error: {exc}")
