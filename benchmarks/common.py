@@ -26,24 +26,20 @@ def data_dir(text: str) -> Path:
     return path
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
-    return value
+def positive(number: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: `number` (int or float) parsed, finite and above 0."""
+    def parse(text: str) -> Any:
+        try:
+            value = number(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be positive (got {text})")
+        return value
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive (got {text})")
-    return value
+positive_int, positive_float = positive(int), positive(float)
 
 
 def choice_list(allowed: Any) -> Callable[[str], list[str]]:
