@@ -91,25 +91,35 @@ def leaderboard(store: Store, rows: Sequence[Row]) -> list[LeaderboardRow]:
 
 
 def _select(store: Store, group: Sequence[Row]) -> tuple[Row, str]:
-    """The configuration with the best validation score (the early-stopping criterion the run used).
-    Runs that stopped on different criteria, or recorded none, cannot be ranked: the latest wins."""
+    """The configuration with the best validation score: the early-stopping criterion the runs
+    shared, else (criteria differ) the best of the default criterion every run's curves record
+    (macro F1 for classification, loss for text tasks). Only runs with neither: the latest wins."""
     if len(group) == 1:
         return group[0], "only"
-    scored = []
+    default = "loss" if isinstance(group[0], TextComparison) else "f1_macro"
+    scored, criteria = [], set()
     for row in group:
         record = store.stage(row.run_id, "finetune")
-        value = record.metrics.get("best_validation") if record else None
         criterion = (store.run_config(row.run_id) or {}).get("early_stop_metric", "auto")
-        if criterion == "auto":  # the first validation score: loss for text tasks, macro F1 for classification
-            criterion = "loss" if isinstance(row, TextComparison) else "f1_macro"
-        scored.append((row, value, criterion))
-    criteria = {criterion for _, _, criterion in scored}
-    if len(criteria) != 1 or any(not isinstance(value, (int, float)) for _, value, _ in scored):
-        return group[-1], "latest"
-    criterion = criteria.pop()
+        criteria.add(default if criterion == "auto" else criterion)
+        scored.append((row, record.metrics.get("best_validation") if record else None))
+    shared = len(criteria) == 1
+    criterion = next(iter(criteria)) if shared else default
+    if not shared or any(not isinstance(value, (int, float)) for _, value in scored):
+        scored = [(row, _best_in_curves(store.curves(row.run_id), criterion)) for row in group]
+        if any(value is None for _, value in scored):
+            return group[-1], "latest"
     sign = -1.0 if criterion == "loss" else 1.0
     best = max(scored, key=lambda item: sign * float(item[1]))
-    return best[0], f"validation {criterion}"
+    sizes = {(store.run_config(row.run_id) or {}).get("validation_samples") for row in group}
+    return best[0], f"validation {criterion}" + (" (validation sets of different sizes)" if len(sizes) > 1 else "")
+
+
+def _best_in_curves(curves: Sequence[dict[str, Any]], criterion: str) -> float | None:
+    values = [point[f"val_{criterion}"] for point in curves if isinstance(point.get(f"val_{criterion}"), (int, float))]
+    if not values:
+        return None
+    return min(values) if criterion == "loss" else max(values)
 
 
 def _entry(row: Row, configs: int, selected_by: str) -> LeaderboardRow:

@@ -164,6 +164,32 @@ def test_leaderboard_selects_by_validation_and_keeps_every_config_in_the_table(b
     assert text.metric == "rougeL" and text.after == pytest.approx(0.3) and text.trainable_pct == pytest.approx(0.99)
 
 
+def test_runs_that_stopped_on_different_metrics_are_ranked_by_one_they_all_recorded(built, tmp_path):
+    """One sst2 config early-stopped on accuracy, the other on macro F1: their best scores do not
+    compare, but every curve records val_f1_macro, so that one ranks them (not "the latest")."""
+    import json
+    import sqlite3
+
+    from harness.leaderboard import collect, leaderboard, select_runs
+
+    results = tmp_path / "results"
+    shutil.copytree(built["results"], results)
+    with sqlite3.connect(results / "bench.sqlite") as db:
+        (run_id, config), *_ = db.execute("SELECT run_id, config FROM runs WHERE task = 'sst2' ORDER BY created_at")
+        db.execute("UPDATE runs SET config = ? WHERE run_id = ?",
+                   (json.dumps({**json.loads(config), "early_stop_metric": "accuracy"}), run_id))
+    store = Store(results)
+    try:
+        rows = [row for row in collect(store, select_runs(store)) if row.task == "sst2"]
+        (entry,) = leaderboard(store, rows)
+        best = {row.run_id: max(p["val_f1_macro"] for p in store.curves(row.run_id) if "val_f1_macro" in p)
+                for row in rows}
+    finally:
+        store.close()
+    assert entry.selected_by == "validation f1_macro" and entry.configs == 2
+    assert best[entry.run_id] == max(best.values())
+
+
 def test_csv_outputs_parse(bench, built):
     code, out, err = bench("report", "--results", built["results"], "--format", "csv", "--table", "leaderboard")
     assert code == 0, err
