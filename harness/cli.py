@@ -3,6 +3,7 @@ inside commands only, so `bench --help` and `bench list` answer instantly."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -541,6 +542,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         runners = prepare_runners(planned, store, data_dir, _log)
         save_plan(store.root, plan)  # before the first cell: an interrupted sweep can still be reported
         results = execute(planned, runners, store, _log, after_run=_after_run(loggers, store))
+        plan = dataclasses.replace(plan, failures={r.cell.run_id: r.error for r in results if r.error})
+        save_plan(store.root, plan)  # with the failed cells' reasons, for later reports
         table = to_markdown(sweep_table(plan, results))
         folder = store.root / "sweeps"
         atomic_write(folder / f"{plan.name}.md", f"# {plan.name}\n\n{table}")

@@ -64,9 +64,12 @@ class SweepPlan:
     axes: tuple[Axis, ...]
     cells: tuple[Cell, ...]
     metric: str | None = None
+    # run id -> why that cell failed in the last sweep that ran it (a diverged loss does not
+    # become "incomplete" in a later report)
+    failures: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"name": self.name, "task": self.task, "metric": self.metric,
+        return json.dumps({"name": self.name, "task": self.task, "metric": self.metric, "failures": self.failures,
                            "axes": [{"key": a.key, "values": list(a.values)} for a in self.axes],
                            "cells": [{"values": [list(pair) for pair in c.values], "run_id": c.run_id}
                                      for c in self.cells]}, indent=2)
@@ -76,7 +79,7 @@ class SweepPlan:
         data = json.loads(text)
         return cls(data["name"], data["task"], tuple(Axis(a["key"], tuple(a["values"])) for a in data["axes"]),
                    tuple(Cell(tuple((k, v) for k, v in c["values"]), c["run_id"]) for c in data["cells"]),
-                   data.get("metric"))
+                   data.get("metric"), dict(data.get("failures") or {}))
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,9 @@ def plan_sweep(task: str, axes: Sequence[Axis], *, models: Sequence[str], overri
             raise BenchError(f"sweep cell {label}: {exc}") from None
         planned.append(PlannedCell(Cell(values, run.run_id), spec, run))
     check_metric(planned[0].spec, metric)
-    digest = hashlib.sha256("|".join(item.cell.run_id for item in planned).encode()).hexdigest()[:8]
+    # The metric names the sweep too (its table and heatmap differ); None keeps earlier sweeps' names.
+    identity = "|".join(item.cell.run_id for item in planned) + (f"|metric={metric}" if metric else "")
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
     name = f"sweep__{re.sub(r'[^A-Za-z0-9._-]+', '-', task)}__{digest}"
     return SweepPlan(name, task, tuple(axes), tuple(item.cell for item in planned), metric), planned
 
@@ -259,7 +264,8 @@ def results_from_store(store: Store, plan: SweepPlan) -> list[CellResult]:
     for cell in plan.cells:
         stages = store.stages_of(cell.run_id)
         if "finetuned" not in stages:
-            results.append(CellResult(cell, error="not complete in the store (re-run the sweep to finish it)"))
+            failed = plan.failures.get(cell.run_id)
+            results.append(CellResult(cell, error=failed or "not complete in the store (re-run the sweep to finish it)"))
             continue
         records = {stage: store.stage(cell.run_id, stage) for stage in stages}
         config = store.run_config(cell.run_id) or {}

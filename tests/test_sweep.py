@@ -151,6 +151,9 @@ def test_goemotions_grid_plans_task_variants_and_sizes(tiny_model):
     assert all(cell.run_id.startswith("goemotions-") for cell in plan.cells)
     assert plan.name.startswith("sweep__goemotions__")
     assert SweepPlan.from_json(plan.to_json()) == plan  # the manifest round-trips
+    by_f1, _ = plan_sweep("goemotions", axes, models=[str(tiny_model("gpt2"))], overrides={}, task_options={},
+                          preset="quick", metric="f1_macro")
+    assert by_f1.name != plan.name  # another metric, another table and heatmap: not the same files
     with pytest.raises(BenchError, match="sweep cell labels=3: goemotions --labels must be one of"):
         plan_sweep("goemotions", parse_grid(["labels=2,3"], grid_types(), {}), models=[str(tiny_model("gpt2"))],
                    overrides={}, task_options={}, preset="quick", metric=None)
@@ -195,3 +198,20 @@ def test_more_than_two_axes_lists_every_cell_and_heatmaps_the_first_two():
     assert png.startswith(b"\x89PNG") and "first two axes" in caption and "mean over seed" in caption
     assert len(sweep_table(plan, [r for r in results if r.error]).rows) == 1
     assert sweep_table(plan, results[7:]).rows[0][-1] == "failed: loss became nan"
+
+
+def test_a_failed_cell_keeps_its_reason_in_later_reports(tmp_path):
+    from harness.store import Store
+    from harness.sweep import results_from_store
+
+    cells = (Cell((("lr", 1e30),), "run_a"), Cell((("lr", 1e-4),), "run_b"))
+    plan = SweepPlan("sweep__x", "sst2", (Axis("lr", (1e30, 1e-4)),), cells,
+                     failures={"run_a": "training loss became nan at step 1"})
+    again = SweepPlan.from_json(plan.to_json())
+    assert again == plan
+    store = Store(tmp_path / "results")
+    try:
+        errors = [result.error for result in results_from_store(store, again)]
+    finally:
+        store.close()
+    assert errors == ["training loss became nan at step 1", "not complete in the store (re-run the sweep to finish it)"]
