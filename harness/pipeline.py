@@ -116,7 +116,7 @@ def check_prompt_room(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
 
 def check_training_options(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
     """What fine-tuning would only find out after the baseline: the early-stopping metric this
-    task validates on, and that freeze:N leaves some block frozen."""
+    task validates on, and that freeze:N names no more blocks than the model has."""
     allowed = ("auto", "f1_macro", "accuracy") if spec.is_classification else ("auto", "loss")
     if config.early_stop_metric not in allowed:
         raise BenchError(f"--early-stop-metric {config.early_stop_metric}: {spec.name} validates on "
