@@ -2,8 +2,9 @@
 `padding="max_length"`, default collator), same model, data, epochs, batch size, lr and seed.
 
 Both fine-tune a new classification head + full weights on the same IMDB train sample and are
-then evaluated on the same held-out sample of IMDB's test split (both end on their final weights); the figure of merit is real (non-padding) train tokens
-per second, and accuracy must agree within about 1 point. Each seed is one run of each recipe
+then evaluated on the same held-out sample of IMDB's test split (both end on their final weights);
+the figure of merit is real (non-padding) train tokens per second, and accuracy must agree within
+about 1 point. Each seed is one run of each recipe
 (seeds differ in data order and dropout); a few optimizer steps leave a seed spread of ~10 points,
 so a matched-accuracy comparison needs ~100+ steps (2,000 examples here: ~2 h on a 2-core CPU).
 

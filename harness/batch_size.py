@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.models import config_int
 from harness.precision import device_type
 
 # Share of the free memory a batch may plan to use: the rest absorbs allocator fragmentation and
@@ -19,12 +20,12 @@ HEADROOM = 0.6
 
 def bytes_per_example(config: Any, sequence: int, element_bytes: int) -> int:
     """Activation bytes one example of `sequence` tokens needs in a forward pass (no gradients)."""
-    width = _first(config, "hidden_size", "n_embd", "d_model", default=768)
-    layers = _first(config, "num_hidden_layers", "n_layer", "num_layers", default=12)
-    heads = _first(config, "num_attention_heads", "n_head", "num_heads", default=12)
-    kv_heads = _first(config, "num_key_value_heads", default=heads)
-    inner = _first(config, "intermediate_size", "n_inner", "d_ff", default=4 * width) or 4 * width
-    vocab = _first(config, "vocab_size", default=50_000)
+    width = config_int(config, "hidden_size", "n_embd", "d_model", default=768)
+    layers = config_int(config, "num_hidden_layers", "n_layer", "num_layers", default=12)
+    heads = config_int(config, "num_attention_heads", "n_head", "num_heads", default=12)
+    kv_heads = config_int(config, "num_key_value_heads", default=heads)
+    inner = config_int(config, "intermediate_size", "n_inner", "d_ff", default=4 * width) or 4 * width
+    vocab = config_int(config, "vocab_size", default=50_000)
     kv_width = width * kv_heads // max(1, heads)
     fused_attention = getattr(config, "_attn_implementation", "sdpa") in ("sdpa", "flash_attention_2")
     per_token = layers * 2 * kv_width + 4 * width + 2 * inner
@@ -63,11 +64,3 @@ def start_batch_size(model: Any, requested: int, sequence: int, device: Any, *,
     while size * 2 <= fits:
         size *= 2
     return size
-
-
-def _first(config: Any, *names: str, default: int) -> int:
-    for name in names:
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return default

@@ -97,11 +97,13 @@ def _select(store: Store, group: Sequence[Row]) -> tuple[Row, str]:
     if len(group) == 1:
         return group[0], "only"
     default = "loss" if isinstance(group[0], TextComparison) else "f1_macro"
-    scored, criteria = [], set()
+    scored, criteria, validation_sizes = [], set(), set()
     for row in group:
         record = store.stage(row.run_id, "finetune")
-        criterion = (store.run_config(row.run_id) or {}).get("early_stop_metric", "auto")
+        config = store.run_config(row.run_id) or {}
+        criterion = config.get("early_stop_metric", "auto")
         criteria.add(default if criterion == "auto" else criterion)
+        validation_sizes.add(config.get("validation_samples"))
         scored.append((row, record.metrics.get("best_validation") if record else None))
     shared = len(criteria) == 1
     criterion = next(iter(criteria)) if shared else default
@@ -111,8 +113,8 @@ def _select(store: Store, group: Sequence[Row]) -> tuple[Row, str]:
             return group[-1], "latest"
     sign = -1.0 if criterion == "loss" else 1.0
     best = max(scored, key=lambda item: sign * float(item[1]))
-    sizes = {(store.run_config(row.run_id) or {}).get("validation_samples") for row in group}
-    return best[0], f"validation {criterion}" + (" (validation sets of different sizes)" if len(sizes) > 1 else "")
+    differ = " (validation sets of different sizes)" if len(validation_sizes) > 1 else ""
+    return best[0], f"validation {criterion}{differ}"
 
 
 def _best_in_curves(curves: Sequence[dict[str, Any]], criterion: str) -> float | None:

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from harness.errors import BenchError
 
@@ -157,6 +157,19 @@ def check_safetensors(folder: Path, name: str) -> None:
         raise BenchError(f"model {name}: {folder} has only pickle weights ({', '.join(pickles[:3])}); bench loads "
                          "safetensors only (unpickling can run code): convert with `model.save_pretrained(dir, "
                          "safe_serialization=True)` from a trusted environment")
+
+
+D = TypeVar("D")
+
+
+def config_int(config: Any, *names: str, default: D) -> int | D:
+    """The first positive integer among a model config's attributes `names`: the families spell the
+    same shape differently (num_hidden_layers / n_layer / num_layers)."""
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return default
 
 
 def _looks_local(name: str) -> bool:

@@ -20,7 +20,7 @@ from harness.data import build_splits
 from harness.errors import BenchError
 from harness.faults import reached
 from harness.memory import PeakMemory
-from harness.models import ModelRef, resolve_model
+from harness.models import ModelRef, config_int, resolve_model
 from harness.scoring import headline_metric, score_stage
 from harness.spec import ExtractiveQA, Generate, TaskSpec
 from harness.store import StageRecord, Store
@@ -126,8 +126,7 @@ def check_training_options(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> 
         from transformers import AutoConfig
 
         model_config = AutoConfig.from_pretrained(ref.source, trust_remote_code=ref.trust_remote_code)
-        blocks = next((value for key in ("num_hidden_layers", "n_layer", "num_layers")
-                       if isinstance(value := getattr(model_config, key, None), int)), None)
+        blocks = config_int(model_config, "num_hidden_layers", "n_layer", "num_layers", default=None)
         if blocks is not None and (config.freeze_blocks or 0) > blocks:
             raise BenchError(f"--method {config.method}: {ref.name} has only {blocks} blocks; use freeze:1 to "
                              f"freeze:{blocks} (freeze:{blocks} trains them all) or --method full")
