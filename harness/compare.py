@@ -57,6 +57,7 @@ class Comparison(_FlatRow):
     f1_macro_before: float
     f1_macro_after: float
     costs: RunCosts
+    settings: str = ""  # what tells this run from others of the same model x method in one table
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class TextComparison(_FlatRow):
     lower_is_better: bool
     others: dict[str, tuple[float, float]]
     costs: RunCosts
+    settings: str = ""  # what tells this run from others of the same model x method in one table
 
 
 # Secondary metrics shown next to the headline, when the stage has them.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 from harness.compare import Comparison, TextComparison, compare, format_ci, format_p
@@ -75,7 +75,25 @@ def collect(store: Store, runs: Sequence[dict[str, Any]]) -> list[Row]:
             continue
         records = {stage: store.stage(run["run_id"], stage) for stage in stages}
         rows += compare(store, run["run_id"], run["config"], records)
-    return rows
+    configs = {run["run_id"]: run["config"] for run in runs}
+    return [replace(row, settings=label) if (label := _differences(row, rows, configs)) else row for row in rows]
+
+
+def _differences(row: Row, rows: Sequence[Row], configs: dict[str, dict[str, Any]]) -> str:
+    """The settings in which `row`'s run differs from the other runs of its task x model x method x
+    baseline among `rows` (`lora_rank=4, lr=5e-05`); empty when it is the only one."""
+    peers = [configs[r.run_id] for r in rows if (r.task, r.model, r.method, r.baseline)
+             == (row.task, row.model, row.method, row.baseline)]
+    if len(peers) < 2:
+        return ""
+    own = configs[row.run_id]
+    keys = sorted({key for config in peers for key in config
+                   if any(other.get(key) != config.get(key) for other in peers)})
+    return ", ".join(f"{key}={_show(own.get(key))}" for key in keys)
+
+
+def _show(value: Any) -> str:
+    return "—" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def leaderboard(store: Store, rows: Sequence[Row]) -> list[LeaderboardRow]:

@@ -87,6 +87,16 @@ def to_latex(table: Table, caption: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _with_settings(table: Table, rows: Sequence[Comparison | TextComparison]) -> Table:
+    """Adds a `settings` column after `baseline` when some rows share model and method (a sweep's
+    cells, re-runs with another learning rate): without it those rows read as duplicates."""
+    if not any(r.settings for r in rows):
+        return table
+    at = table.columns.index("baseline") + 1
+    return Table(table.columns[:at] + ("settings",) + table.columns[at:],
+                 tuple(cells[:at] + (r.settings or "—",) + cells[at:] for cells, r in zip(table.rows, rows)))
+
+
 def _text_table(rows: Sequence[TextComparison]) -> Table:
     metric = rows[0].metric
     columns = ("task", "model", "method", "baseline", "n", "fail b/a", f"{metric} before [95% CI]", f"{metric} after [95% CI]",
@@ -99,7 +109,7 @@ def _text_table(rows: Sequence[TextComparison]) -> Table:
                       _num_ci(r.before, r.before_ci, r.metric), _num_ci(r.after, r.after_ci, r.metric),
                       format_ci(r.delta, r.delta_ci, signed=True), format_p(r.p_value), others,
                       *_cost_cells(r.costs)))
-    return Table(columns, tuple(cells))
+    return _with_settings(Table(columns, tuple(cells)), rows)
 
 
 def _cost_cells(c: RunCosts) -> tuple[str, ...]:
@@ -126,7 +136,7 @@ def _classification_table(rows: Sequence[Comparison]) -> Table:
                       format_ci(r.accuracy_after, r.accuracy_after_ci),
                       format_ci(r.delta_accuracy, r.delta_ci, signed=True), format_p(r.p_value),
                       f"{r.f1_macro_before:.3f}", f"{r.f1_macro_after:.3f}", *_cost_cells(r.costs)))
-    return Table(COLUMNS, tuple(cells))
+    return _with_settings(Table(COLUMNS, tuple(cells)), rows)
 
 
 def csv_table(rows: Sequence[Comparison], notes: dict[str, Sequence[str]] | None = None) -> str:

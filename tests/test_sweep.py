@@ -88,6 +88,13 @@ def test_sweep_runs_every_cell_once_and_resumes(bench, data_dir, tiny_model, tmp
     code, out, err = bench("report", "--results", results, "--sweep", name, "--format", "csv", "--table", "sweep")
     assert code == 0 and len(list(csv.DictReader(io.StringIO(out)))) == 4
 
+    # its before/after table tells the four cells apart by the settings that differ
+    code, out, err = bench("report", "--results", results, "--sweep", name, "--format", "md")
+    before_after = out.split("## Before / after fine-tuning")[1].split("## Leaderboard")[0]
+    settings = [line.split(" | ")[4] for line in before_after.splitlines() if line.startswith("| sst2 ")]
+    assert code == 0 and settings == ["lora_rank=2, lr=0.0001", "lora_rank=2, lr=5e-05", "lora_rank=4, lr=0.0001",
+                                      "lora_rank=4, lr=5e-05"], out
+
 
 def assert_clean_failure(result: tuple[int, str, str], expected: str, results: Path) -> None:
     code, out, err = result
