@@ -66,7 +66,8 @@ def run_bench(ref, spec, data, config, device) -> tuple[float, int, float]:
                          "SEQ_CLS")
     items = train_items(spec, ref, config, tokenizer, data.train)
     started = time.perf_counter()
-    result = train(model, items, config, tokenizer.pad_token_id, keep_final_weights(), log=lambda _: None)
+    result = train(model, items, config, tokenizer.pad_token_id, keep_final_weights(), log=lambda _: None,
+                   criterion="f1_macro")
     seconds = time.perf_counter() - started
     return seconds, result.train_tokens, accuracy(model, tokenizer, data.eval, config.max_length, config.precision)
 

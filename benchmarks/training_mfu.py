@@ -88,7 +88,8 @@ def run_bench(model, rows, *, config, device) -> tuple[float, int]:
     items = [TrainItem(row, lm_labels=row) for row in rows]
     _synchronize(device)
     started = time.perf_counter()
-    result = train(model, items, config, 0, keep_final_weights(), log=lambda _: None)
+    result = train(model, items, config, 0, keep_final_weights(), log=lambda _: None,
+                   criterion="f1_macro")
     _synchronize(device)
     return time.perf_counter() - started, result.train_tokens
 

@@ -256,6 +256,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.judging.command import Judging, check_judgeable, print_judge_table, settings_from
     from harness.pipeline import Runner, plan
     from harness.registry import get_task
+    from harness.report import print_and_save
     from harness.store import Store, results_dir
 
     started = time.perf_counter()
@@ -292,47 +293,6 @@ def _compare(store: Any, run_id: str, config: dict[str, Any], records: dict[str,
     from harness.compare import compare
 
     return compare(store, run_id, config, records)
-
-
-def print_and_save(store: Any, spec: Any, rows: list[Any], splits: Any, seconds: float) -> str:
-    import hashlib
-
-    from harness.report import (
-        csv_table,
-        markdown_table,
-        sample_outputs,
-        sample_predictions,
-    )
-    from harness.faults import reached
-    from harness.store import atomic_write
-
-    table = markdown_table(rows, splits.notes)
-    print(f"\n## {spec.key}: before / after fine-tuning\n")
-    print(table)
-    texts = {e.id: " / ".join(t for t in e.texts if t.strip()) for e in splits.eval}
-    for row in rows:
-        if spec.is_classification:
-            print(sample_predictions(store, row, spec.kind.labels, texts) + "\n")
-        else:
-            print(sample_outputs(store, row, *sample_texts(spec, splits.eval)) + "\n")
-    name = f"{spec.key}__" + hashlib.sha256("|".join(r.run_id + r.baseline for r in rows).encode()).hexdigest()[:8]
-    atomic_write(store.root / "tables" / f"{name}.md", f"# {spec.key}: before / after fine-tuning\n\n{table}")
-    reached("report-written", 1)
-    atomic_write(store.root / "tables" / f"{name}.csv", csv_table(rows, {row.run_id: splits.notes for row in rows}))
-    print(f"tables: {store.root / 'tables' / name}.md and .csv   wall time {seconds:.1f} s")
-    return name
-
-
-def sample_texts(spec: Any, examples: Any) -> tuple[dict[str, str], dict[str, str]]:
-    """What each text-task example showed the model, and what it should have written."""
-    from harness.spec import LanguageModel
-    from harness.text_stages import continuation_split
-
-    if isinstance(spec.kind, LanguageModel):
-        pairs = {e.id: continuation_split(e.texts[0], spec.kind) for e in examples}
-        return {k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()}
-    return ({e.id: " / ".join(t for t in e.texts if t.strip()) for e in examples},
-            {e.id: " | ".join(e.references) or "(no answer)" for e in examples})
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

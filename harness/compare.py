@@ -116,6 +116,7 @@ def compare_text(store: Store, run_id: str, config: dict[str, Any], records: dic
         _check_paired(before, after, run_id)
         boot = paired_bootstrap([(p.values or {}).get(key, 0.0) for p in before],
                                 [(p.values or {}).get(key, 0.0) for p in after],
+                                weights=_token_weights(after) if headline in PER_EXAMPLE else None,
                                 resamples=BOOTSTRAP_RESAMPLES, seed=int(config.get("seed", 0)))
         mb, ma = before_record.metrics, after_record.metrics
         others = {name: (_value(mb, name), _value(ma, name)) for name in SECONDARY
@@ -129,6 +130,13 @@ def compare_text(store: Store, run_id: str, config: dict[str, Any], records: dic
             delta_metric=key, delta=boot.delta, delta_ci=(boot.ci_low, boot.ci_high), p_value=boot.p_value,
             lower_is_better=headline == "perplexity", others=others, costs=_costs(records, before_record)))
     return rows
+
+
+def _token_weights(predictions: Sequence[Prediction]) -> list[float] | None:
+    """Tokens scored per document (the second score of a language-modelling prediction), so the
+    compared NLL per token is token-weighted like the perplexity it stands for."""
+    weights = [float(p.scores[1]) if len(p.scores) == 2 else 0.0 for p in predictions]
+    return weights if sum(weights) > 0 else None
 
 
 def _value(metrics: dict[str, Any], name: str) -> float:
@@ -194,7 +202,3 @@ def format_p(p: float) -> str:
 def format_ci(value: float, ci: Sequence[float], signed: bool = False) -> str:
     sign = "+" if signed else ""
     return f"{value:{sign}.3f} [{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]"
-
-
-def is_finite(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -117,7 +117,7 @@ def resolve(spec: TaskSpec, model: str, overrides: Mapping[str, Any], preset: st
     method_name = method.split(":")[0]
     objective = explicit.get("objective", "auto")
     if objective == "auto":
-        objective = explicit["objective"] = default_objective(spec, can_prompt, method_name)
+        objective = explicit["objective"] = spec.kind.default_objective(can_prompt, method_name)
     if "lr" not in values:
         lora_head = method_name in ("lora", "qlora") and objective == "head"
         values["lr"] = LORA_HEAD_LR if lora_head else METHOD_LR[method_name]
@@ -127,17 +127,6 @@ def resolve(spec: TaskSpec, model: str, overrides: Mapping[str, Any], preset: st
     config = RunConfig(**{key: value for key, value in values.items() if key in known})
     validate(config)
     return config
-
-
-def default_objective(spec: TaskSpec, can_prompt: bool, method_name: str) -> str:
-    """Text generation and language modelling train the LM; extractive QA trains a span head;
-    classification keeps the LM head of models that have one (see `resolve`)."""
-    kind = type(spec.kind).__name__
-    if kind in ("Generate", "LanguageModel"):
-        return "lm"
-    if kind == "ExtractiveQA":
-        return "head"
-    return "lm" if can_prompt and method_name != "head" else "head"
 
 
 def check_method(method: str) -> None:

@@ -141,7 +141,7 @@ def _build_examples(frame: pd.DataFrame, spec: TaskSpec, where: str) -> list[Exa
         return [Example(id=str(ids.iloc[i]), texts=texts[i], label=labels[i]) for i in range(len(frame))]
     if isinstance(kind, LanguageModel):
         return [Example(id=str(ids.iloc[i]), texts=texts[i]) for i in range(len(frame))]
-    if isinstance(kind, ExtractiveQA) or kind.metrics == "squad_v2":
+    if kind.squad_scored:
         column = kind.answers if isinstance(kind, ExtractiveQA) else kind.target
         answers = [_answers(value, where, row, column) for row, value in enumerate(frame[column])]
         return [Example(id=str(ids.iloc[i]), texts=texts[i], references=answers[i][0], answer_starts=answers[i][1])

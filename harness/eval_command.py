@@ -28,7 +28,6 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     from harness.models import resolve_model
     from harness.pipeline import Runner, quiet_transformers
     from harness.registry import get_task
-    from harness.spec import ExtractiveQA
     from harness.stages import CHECKPOINT_FILE, evaluate_baseline, evaluate_model, load_checkpoint
     from harness.store import Store, results_dir
 
@@ -64,8 +63,8 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
             if meta is not None:
                 model, tokenizer, _ = load_checkpoint(path)
                 return evaluate_model(spec, ref, config, model, tokenizer, splits)
-            default = "prompt" if ref.can_prompt and not isinstance(spec.kind, ExtractiveQA) else "head"
-            baseline = config.baselines[0] if config.baselines and config.baselines[0] != "auto" else default
+            chosen = config.baselines[0] if config.baselines else "auto"
+            baseline = spec.kind.default_baseline(ref.can_prompt) if chosen == "auto" else chosen
             return evaluate_baseline(spec, ref, config, baseline, splits)
 
         run_id = f"eval__{spec.key}__{config.digest()}"

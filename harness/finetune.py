@@ -120,11 +120,28 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return max(0.0, 1.0 - progress) if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+@dataclass
+class _Loop:
+    """Where the loop stands. A mid-training checkpoint saves these with the data order."""
+
+    step: int = 0  # optimizer steps done
+    micro: int = 0  # batches done; an optimizer step every grad_accum of them
+    epoch: int = 0
+    skip: int = 0  # batches of this epoch trained on before a resume
+    evals_without_gain: int = 0
+    best_state: dict[str, Any] | None = None  # trainable weights at the best validation
+    chunks: int = 1  # each batch runs in this many pieces; doubled when the device runs out of memory
+    window_loss: float = 0.0  # summed over the current optimizer step's batches
+    window_batches: int = 0
+    saved_step: int = 0  # step of the last saved training state (0: none)
+
+
 def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int,
           validate: Callable[[Any], dict[str, float]], log: Callable[[str], None] = print,
-          state_dir: Path | None = None) -> TrainResult:
-    """Train in place; the model ends holding the best validated weights. With `state_dir`, the
-    loop saves its full state at every validation and, if a state is there, resumes from it."""
+          state_dir: Path | None = None, *, criterion: str = "loss") -> TrainResult:
+    """Train in place; the model ends holding the weights with the best `criterion` among the
+    scores `validate` returns (lower is better for "loss"). With `state_dir`, the loop saves its
+    full state at every validation and, if a state is there, resumes from it."""
     import torch
 
     from harness.faults import reached
@@ -148,109 +165,136 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
     # Compiled forward shares the model's parameters; state, validation and saving use `model`.
     forward = torch.compile(model, dynamic=True) if config.compile else model
     precision = resolved_precision(config.precision, device)  # `auto` settled once, not per batch
-    result, best_state, evals_without_gain = TrainResult(), None, 0
-    step, micro, epoch, skip, window_loss, window_batches = 0, 0, 0, 0, 0.0, 0
-    chunks = 1  # each batch runs in this many pieces; doubled when the device runs out of memory
+    result, loop = TrainResult(), _Loop()
     resumed = load_state(state_dir, model, optimizer, scheduler) if state_dir else None
     if resumed is not None:
-        loop, best_state = resumed
-        step, micro, epoch, skip, evals_without_gain = loop.step, loop.micro, loop.epoch, loop.batches_done, \
-            loop.evals_without_gain
-        result = TrainResult(**loop.result)
-        rng.bit_generator.state = loop.epoch_rng
-        log(f"  resuming fine-tuning from its checkpoint at step {step}/{total_steps}")
-    saves, saved_step = 0, step
+        saved, loop.best_state = resumed
+        loop.step, loop.micro, loop.epoch, loop.skip = saved.step, saved.micro, saved.epoch, saved.batches_done
+        loop.evals_without_gain, loop.saved_step = saved.evals_without_gain, saved.step
+        result = TrainResult(**saved.result)
+        rng.bit_generator.state = saved.epoch_rng
+        log(f"  resuming fine-tuning from its checkpoint at step {loop.step}/{total_steps}")
+    saves = 0
     started = time.perf_counter()
     model.train()
-    while step < total_steps and not result.stopped_early:
+    while loop.step < total_steps and not result.stopped_early:
         epoch_rng = rng.bit_generator.state
         for done, batch_ids in enumerate(length_grouped_batches(lengths, config.batch_size, rng)):
-            if done < skip:  # trained on before the interruption
+            if done < loop.skip:  # trained on before the interruption
                 continue
-            batch = [items[i] for i in batch_ids]
-            while True:
-                try:
-                    poisoned = chunks == 1 and reached("train-step", step)
-                    loss, tokens = _forward_backward(forward, batch, chunks, config.grad_accum, pad_id, device,
-                                                     precision)
-                    loss = math.nan if poisoned else loss
-                    break
-                except torch.OutOfMemoryError:
-                    if chunks >= len(batch):
-                        raise BenchError(f"out of memory even at 1 example per forward pass (step {step}); lower "
-                                         "--max-length or use --method lora/qlora") from None
-                    # Drop the failed attempt's partial gradient; micro-batches already accumulated for
-                    # this step go with it (the step restarts its accumulation window), once per back-off.
-                    optimizer.zero_grad(set_to_none=True)
-                    micro -= micro % config.grad_accum
-                    window_loss, window_batches = 0.0, 0
-                    chunks *= 2
-                    _free_cache(device)
-                    log(f"  out of memory: batch now runs as {chunks} pieces of ~{math.ceil(len(batch) / chunks)} "
-                        "examples (same effective batch)")
+            loss, tokens = _run_batch(forward, [items[i] for i in batch_ids], loop, optimizer, config, pad_id,
+                                      device, precision, log)
             if not math.isfinite(loss):
-                kept = f"; the last good training state (step {saved_step}) is kept in {state_dir}" if saved_step else ""
-                raise BenchError(f"training loss became {loss} at step {step}{kept}; lower --lr (now {config.lr}) "
-                                 "or --max-grad-norm and run again")
+                kept = (f"; the last good training state (step {loop.saved_step}) is kept in {state_dir}"
+                        if loop.saved_step else "")
+                raise BenchError(f"training loss became {loss} at step {loop.step}{kept}; lower --lr (now "
+                                 f"{config.lr}) or --max-grad-norm and run again")
             result.train_tokens += tokens
-            window_loss, window_batches, micro = window_loss + loss, window_batches + 1, micro + 1
-            if micro % config.grad_accum:
+            loop.window_loss, loop.window_batches, loop.micro = (loop.window_loss + loss, loop.window_batches + 1,
+                                                                 loop.micro + 1)
+            if loop.micro % config.grad_accum:
                 continue
             torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
             used_lr = scheduler.get_last_lr()[0]  # the rate this update applies (step() moves to the next)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            result.curves.append({"step": step, "loss": window_loss / window_batches, "lr": used_lr})
-            window_loss, window_batches = 0.0, 0
-            if step % eval_every == 0 or step == total_steps:
+            loop.step += 1
+            result.curves.append({"step": loop.step, "loss": loop.window_loss / loop.window_batches, "lr": used_lr})
+            loop.window_loss, loop.window_batches = 0.0, 0
+            if loop.step % eval_every == 0 or loop.step == total_steps:
                 result.train_seconds += time.perf_counter() - started
                 scores = validate(model)
-                # An update can break the model while the loss that led to it was finite: such weights
-                # must not become a "last good" training state.
-                if not all(math.isfinite(v) for v in scores.values()) or not all(
-                        bool(torch.isfinite(p).all()) for p in trainable):
-                    kept = f"; the last good training state (step {saved_step}) is kept" if saved_step else ""
-                    raise BenchError(f"the model's weights or outputs became inf/nan by step {step} (the training "
-                                     f"loss was still finite){kept}; lower --lr (now {config.lr}) or --max-grad-norm "
-                                     "and run again")
+                _check_healthy(scores, trainable, loop, config)
                 model.train()
                 started = time.perf_counter()
-                result.curves.append({"step": step, **{f"val_{k}": v for k, v in scores.items()}})
-                name = next(iter(scores)) if config.early_stop_metric == "auto" else config.early_stop_metric
-                if name not in scores:
-                    raise BenchError(f"--early-stop-metric {name}: this task validates on {', '.join(scores)}")
-                metric = scores[name]
-                log(f"  step {step}/{total_steps}  loss {result.curves[-2]['loss']:.4f}  val {name} {metric:.4f}")
-                best = result.best_metric
-                if best is None or (metric < best if name == "loss" else metric > best):
-                    result.best_metric, result.best_step, evals_without_gain = metric, step, 0
-                    best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-                else:
-                    evals_without_gain += 1
-                    if config.patience is not None and evals_without_gain >= config.patience:
-                        result.stopped_early = True
-                        log(f"  early stop: no gain in {config.patience} evaluations")
-                        break
-                if state_dir is not None and step < total_steps:
-                    loop = LoopState(step, epoch, done + 1, micro, epoch_rng, evals_without_gain,
-                                     dict(result.__dict__))
-                    save_state(state_dir, model, optimizer, scheduler, best_state, loop)
-                    saves, saved_step = saves + 1, step
+                _record_validation(model, scores, criterion, result, loop, config.patience, total_steps, log)
+                if result.stopped_early:
+                    break
+                if state_dir is not None and loop.step < total_steps:
+                    save_state(state_dir, model, optimizer, scheduler, loop.best_state,
+                               LoopState(loop.step, loop.epoch, done + 1, loop.micro, epoch_rng,
+                                         loop.evals_without_gain, dict(result.__dict__)))
+                    saves, loop.saved_step = saves + 1, loop.step
                     reached("finetune-saved", saves)
-            if step >= total_steps:
+            if loop.step >= total_steps:
                 break
-        epoch, skip = epoch + 1, 0
-    result.steps, result.epochs = step, step * config.grad_accum / batches_per_epoch
-    result.oom_chunks = chunks
-    if best_state is not None:
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if name in best_state:
-                    param.copy_(best_state[name])
+        loop.epoch, loop.skip = loop.epoch + 1, 0
+    result.steps, result.epochs = loop.step, loop.step * config.grad_accum / batches_per_epoch
+    result.oom_chunks = loop.chunks
+    _restore(model, loop.best_state)
     model.eval()
     return result
+
+
+def _run_batch(forward: Any, batch: Sequence[TrainItem], loop: _Loop, optimizer: Any, config: RunConfig,
+               pad_id: int, device: Any, precision: str, log: Callable[[str], None]) -> tuple[float, int]:
+    """Forward and backward of one batch: (loss, real tokens). Out of device memory, the batch is
+    retried in twice as many pieces (the same effective batch), down to one example per piece."""
+    import torch
+
+    from harness.faults import reached
+
+    while True:
+        try:
+            poisoned = loop.chunks == 1 and reached("train-step", loop.step)
+            loss, tokens = _forward_backward(forward, batch, loop.chunks, config.grad_accum, pad_id, device,
+                                             precision)
+            return (math.nan if poisoned else loss), tokens
+        except torch.OutOfMemoryError:
+            if loop.chunks >= len(batch):
+                raise BenchError(f"out of memory even at 1 example per forward pass (step {loop.step}); lower "
+                                 "--max-length or use --method lora/qlora") from None
+            # Drop the failed attempt's partial gradient; batches already accumulated for this step
+            # go with it (the step restarts its accumulation window), once per back-off.
+            optimizer.zero_grad(set_to_none=True)
+            loop.micro -= loop.micro % config.grad_accum
+            loop.window_loss, loop.window_batches = 0.0, 0
+            loop.chunks *= 2
+            _free_cache(device)
+            log(f"  out of memory: batch now runs as {loop.chunks} pieces of ~{math.ceil(len(batch) / loop.chunks)} "
+                "examples (same effective batch)")
+
+
+def _check_healthy(scores: dict[str, float], trainable: Sequence[Any], loop: _Loop, config: RunConfig) -> None:
+    """An update can break the model while the loss that led to it was finite: such weights must
+    not become a "last good" training state."""
+    import torch
+
+    if all(math.isfinite(v) for v in scores.values()) and all(bool(torch.isfinite(p).all()) for p in trainable):
+        return
+    kept = f"; the last good training state (step {loop.saved_step}) is kept" if loop.saved_step else ""
+    raise BenchError(f"the model's weights or outputs became inf/nan by step {loop.step} (the training loss was "
+                     f"still finite){kept}; lower --lr (now {config.lr}) or --max-grad-norm and run again")
+
+
+def _record_validation(model: Any, scores: dict[str, float], criterion: str, result: TrainResult, loop: _Loop,
+                       patience: int | None, total_steps: int, log: Callable[[str], None]) -> None:
+    """Log a validation, keep the weights if it is the best so far, and stop early after
+    `patience` validations without gain."""
+    result.curves.append({"step": loop.step, **{f"val_{k}": v for k, v in scores.items()}})
+    metric = scores[criterion]
+    log(f"  step {loop.step}/{total_steps}  loss {result.curves[-2]['loss']:.4f}  val {criterion} {metric:.4f}")
+    best = result.best_metric
+    if best is None or (metric < best if criterion == "loss" else metric > best):
+        result.best_metric, result.best_step, loop.evals_without_gain = metric, loop.step, 0
+        loop.best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        return
+    loop.evals_without_gain += 1
+    if patience is not None and loop.evals_without_gain >= patience:
+        result.stopped_early = True
+        log(f"  early stop: no gain in {patience} evaluations")
+
+
+def _restore(model: Any, weights: dict[str, Any] | None) -> None:
+    import torch
+
+    if weights is None:
+        return
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in weights:
+                param.copy_(weights[name])
 
 
 def _forward_backward(model: Any, batch: Sequence[TrainItem], chunks: int, grad_accum: int, pad_id: int,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from harness.compare import Comparison, TextComparison
 from harness.errors import BenchError
 from harness.registry import spec_for
-from harness.report import Table, comparison_tables, label_pairs, label_text, output_pairs
+from harness.report import Table, comparison_tables, example_texts, label_pairs, label_text, output_pairs
 from harness.store import Store
 from harness.types import Example
 
@@ -186,26 +186,27 @@ def run_sections(store: Store, runs: Sequence[dict[str, Any]], rows: Sequence[Ro
 
 
 def _sample_table(store: Store, row: Row, source: ExampleSource, count: int) -> SampleTable:
-    examples, missing = source.examples(store.run_config(row.run_id) or {})
+    config = store.run_config(row.run_id) or {}
+    examples, missing = source.examples(config)
+    spec = source.spec(config)
+    # what the model was shown and should have written (for language modelling: a document's
+    # held-out prompt and its continuation, not the whole text)
+    inputs, references = example_texts(spec, examples.values()) if spec else ({}, {})
     caption = (f"Sample predictions: {row.baseline} -> fine-tuned {row.method}, changed answers first"
                + (f" ({missing})" if missing else ""))
     if isinstance(row, Comparison):
-        spec = source.spec(store.run_config(row.run_id) or {})
         labels = tuple(getattr(spec.kind, "labels", ())) if spec else ()
         body = []
         for before, after in label_pairs(store, row, count):
-            text = " / ".join(examples[before.example_id].texts) if before.example_id in examples else ""
-            body.append((before.example_id, _clip(text), _name(before.gold, labels), _answer(before, labels),
-                         _answer(after, labels)))
+            body.append((before.example_id, _clip(inputs.get(before.example_id, "")), _name(before.gold, labels),
+                         _answer(before, labels), _answer(after, labels)))
         return SampleTable(caption, Table(("id", "text", "gold", "before", "after"), tuple(body)), (1,))
     key = row.delta_metric
     body = []
     for before, after in output_pairs(store, row, count):
-        example = examples.get(before.example_id)
-        reference = (" | ".join(example.references) or "(no answer)") if example else ""
-        body.append((before.example_id, _clip(" / ".join(example.texts) if example else ""), _clip(reference),
-                     _clip(_output(before.output)), _value(before.values, key), _clip(_output(after.output)),
-                     _value(after.values, key)))
+        body.append((before.example_id, _clip(inputs.get(before.example_id, "")),
+                     _clip(references.get(before.example_id, "")), _clip(_output(before.output)),
+                     _value(before.values, key), _clip(_output(after.output)), _value(after.values, key)))
     columns = ("id", "input", "reference", "before", f"{key} before", "after", f"{key} after")
     caption = caption.replace("predictions", "outputs").replace("changed answers first", "largest gains first")
     return SampleTable(caption, Table(columns, tuple(body)), (1, 2, 3, 5))
@@ -304,10 +305,3 @@ def _run_html(run: RunSection) -> Markup:
 
 def _config_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
-
-
-def write_report(path: Path, report: Report) -> Path:
-    from harness.store import atomic_write
-
-    atomic_write(path, render(report))
-    return path

@@ -6,7 +6,6 @@ used first. Any hub id or local folder also works. Nothing here is imported by `
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import shutil
 import tempfile
@@ -289,7 +288,3 @@ def parameter_counts(model: Any) -> dict[str, float]:
     total = base + added
     return {"base": base, "added": added, "total": total, "trainable": trainable,
             "trainable_pct": round(100.0 * trainable / total, 4) if total else 0.0}
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())

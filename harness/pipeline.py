@@ -21,7 +21,7 @@ from harness.errors import BenchError
 from harness.faults import reached
 from harness.memory import PeakMemory
 from harness.models import ModelRef, config_int, resolve_model
-from harness.scoring import headline_metric, score_stage
+from harness.scoring import score_stage
 from harness.spec import ExtractiveQA, Generate, TaskSpec
 from harness.store import StageRecord, Store
 from harness.types import Prediction, Splits
@@ -59,10 +59,8 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
         config = resolve(spec, name, overrides, preset, can_prompt=ref.can_prompt)
         if config.method_name == "head" and config.objective == "lm":
             raise BenchError("--method head trains only a new classification head: use --objective head")
-        span_task = isinstance(spec.kind, ExtractiveQA)
-        baselines = tuple(dict.fromkeys(
-            ("prompt" if ref.can_prompt and not span_task else "head") if b == "auto" else b
-            for b in config.baselines))
+        baselines = tuple(dict.fromkeys(spec.kind.default_baseline(ref.can_prompt) if b == "auto" else b
+                                        for b in config.baselines))
         check_kind_options(spec, name, config, baselines)
         check_prompt_room(spec, ref, config)
         check_training_options(spec, ref, config)
@@ -117,11 +115,11 @@ def check_prompt_room(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
 def check_training_options(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
     """What fine-tuning would only find out after the baseline: the early-stopping metric this
     task validates on, and that freeze:N names no more blocks than the model has."""
-    allowed = ("auto", "f1_macro", "accuracy") if spec.is_classification else ("auto", "loss")
+    allowed = ("auto", *spec.kind.validation_metrics)
     if config.early_stop_metric not in allowed:
         raise BenchError(f"--early-stop-metric {config.early_stop_metric}: {spec.name} validates on "
-                         f"{'f1_macro and accuracy' if spec.is_classification else 'held-out loss'}; use one of: "
-                         f"{', '.join(allowed)}")
+                         f"{' and '.join(spec.kind.validation_metrics)} (auto: {spec.kind.validation_metrics[0]}); "
+                         f"use one of: {', '.join(allowed)}")
     if config.method_name == "freeze":
         from transformers import AutoConfig
 
@@ -154,33 +152,33 @@ class Runner:
             return self._run_stages(planned)
 
     def _run_stages(self, planned: PlannedRun) -> dict[str, StageRecord]:
-        from harness import stages as training
+        from harness import stages
 
         config, run_id = planned.config, planned.run_id
         splits = self.splits(config)
         records: dict[str, StageRecord] = {}
         for baseline in planned.baselines:
             records[f"baseline:{baseline}"] = self._stage(planned, f"baseline:{baseline}", splits, lambda b=baseline: (
-                training.evaluate_baseline(self.spec, planned.ref, config, b, splits)))
+                stages.evaluate_baseline(self.spec, planned.ref, config, b, splits)))
         trained: list[Any] = []  # the in-memory fine-tuned model, handed from one stage to the next
 
         def finetune() -> tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-            model, tokenizer, result, info = training.finetune(self.spec, planned.ref, config, splits,
+            model, tokenizer, result, info = stages.finetune(self.spec, planned.ref, config, splits,
                                                                self.store.run_dir(run_id) / "checkpoint", self.log)
             trained.append((model, tokenizer))
             metrics = {"best_validation": result.best_metric, "best_step": result.best_step}
             return [], metrics, info, result.curves
 
         records["finetune"] = self._stage(planned, "finetune", splits, finetune)
-        shutil.rmtree(self.store.run_dir(run_id) / training.TRAIN_STATE, ignore_errors=True)  # stage committed
+        shutil.rmtree(self.store.run_dir(run_id) / stages.TRAIN_STATE, ignore_errors=True)  # stage committed
 
         def evaluate_finetuned() -> tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
             if trained:
                 model, tokenizer = trained[0]
-                model = training.merged_for_inference(model, config)
+                model = stages.merged_for_inference(model, config)
             else:
-                model, tokenizer, _ = training.load_checkpoint(self.store.run_dir(run_id) / "checkpoint")
-            return training.evaluate_model(self.spec, planned.ref, config, model, tokenizer, splits)
+                model, tokenizer, _ = stages.load_checkpoint(self.store.run_dir(run_id) / "checkpoint")
+            return stages.evaluate_model(self.spec, planned.ref, config, model, tokenizer, splits)
 
         records["finetuned"] = self._stage(planned, "finetuned", splits, evaluate_finetuned)
         return records
@@ -205,7 +203,7 @@ class Runner:
         seconds = time.perf_counter() - started
         if predictions:
             scored, predictions = score_stage(self.spec, splits.eval, predictions, config.seed)
-            name = headline_metric(self.spec)
+            name = self.spec.kind.headline
             metrics = {**scored, **metrics, "headline": name}
             self.log(f"  {stage}: {name} {metrics[name]['value']:.4f}  ({seconds:.1f} s)")
         info = {**info, "peak_memory_mb": peak.mb, "data_notes": list(splits.notes),

@@ -8,6 +8,7 @@ call a network until asked to judge, so a bad command fails before any work.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import pkgutil
@@ -96,7 +97,10 @@ def get_task(name: str, **options: Any) -> TaskSpec:
     if unknown:
         flags = ", ".join("--" + key.replace("_", "-") for key in unknown)
         raise BenchError(f"task {name!r} takes no option {flags}")
-    return factory(**given)
+    spec = factory(**given)
+    card = (inspect.getmodule(factory).__doc__ or factory.__doc__ or "").strip()
+    return dataclasses.replace(spec, name=spec.name or name,
+                               description=spec.description or (card.splitlines()[0] if card else ""))
 
 
 def spec_for(config: dict[str, Any]) -> TaskSpec:

@@ -6,16 +6,18 @@ exports, the LaTeX output and the HTML report always show the same numbers.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from harness.compare import Comparison, RunCosts, TextComparison, format_ci, format_p
-from harness.store import Store
-from harness.types import Prediction
+from harness.spec import LanguageModel, TaskSpec
+from harness.store import Store, atomic_write
+from harness.types import Example, Prediction
 
 COLUMNS = ("task", "model", "method", "baseline", "n", "fail b/a", "acc before [95% CI]", "acc after [95% CI]",
            "Δacc [95% CI]", "McNemar p", "F1m before", "F1m after", "trainable", "base s", "train s",
@@ -275,3 +277,37 @@ def count_label(n: int) -> str:
 
 def _escape(cell: str) -> str:
     return cell.replace("|", "\\|").replace("\n", " ")
+
+
+def print_and_save(store: Store, spec: TaskSpec, rows: Sequence[Comparison | TextComparison], splits: Any,
+                   seconds: float) -> str:
+    """A finished `bench run`/`rescore`: the before/after table and sample predictions on stdout,
+    the same table as markdown and CSV under results/tables/; returns the tables' name."""
+    from harness.faults import reached
+
+    table = markdown_table(rows, splits.notes)
+    print(f"\n## {spec.key}: before / after fine-tuning\n")
+    print(table)
+    texts, references = example_texts(spec, splits.eval)
+    for row in rows:
+        if spec.is_classification:
+            print(sample_predictions(store, row, spec.kind.labels, texts) + "\n")
+        else:
+            print(sample_outputs(store, row, texts, references) + "\n")
+    name = f"{spec.key}__" + hashlib.sha256("|".join(r.run_id + r.baseline for r in rows).encode()).hexdigest()[:8]
+    atomic_write(store.root / "tables" / f"{name}.md", f"# {spec.key}: before / after fine-tuning\n\n{table}")
+    reached("report-written", 1)
+    atomic_write(store.root / "tables" / f"{name}.csv", csv_table(rows, {row.run_id: splits.notes for row in rows}))
+    print(f"tables: {store.root / 'tables' / name}.md and .csv   wall time {seconds:.1f} s")
+    return name
+
+
+def example_texts(spec: TaskSpec, examples: Iterable[Example]) -> tuple[dict[str, str], dict[str, str]]:
+    """Example id -> what the model was shown (a document's held-out prompt, for language
+    modelling), and id -> what it should have written (references, or the document's continuation)."""
+    examples = list(examples)
+    if isinstance(spec.kind, LanguageModel):
+        pairs = {e.id: spec.kind.continuation_split(e.texts[0]) for e in examples}
+        return {k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()}
+    return ({e.id: " / ".join(t for t in e.texts if t.strip()) for e in examples},
+            {e.id: " | ".join(e.references) or "(no answer)" for e in examples})

@@ -15,11 +15,11 @@ from harness.errors import BenchError
 
 
 def rescore_command(args: argparse.Namespace) -> int:
-    from harness.cli import print_and_save
+    from harness.report import print_and_save
     from harness.compare import compare
     from harness.data import data_dir_from, run_splits
     from harness.registry import spec_for
-    from harness.scoring import headline_metric, score_stage
+    from harness.scoring import score_stage
     from harness.store import Store, results_dir
 
     started = time.perf_counter()
@@ -46,7 +46,7 @@ def rescore_command(args: argparse.Namespace) -> int:
                 metrics, predictions = score_stage(spec, splits.eval, predictions, config["seed"])
                 kept = {k: v for k, v in record.metrics.items() if k in ("best_validation", "best_step")}
                 record = store.complete_stage(args.run, stage, config=config, seconds=record.seconds,
-                                              metrics={**metrics, **kept, "headline": headline_metric(spec)},
+                                              metrics={**metrics, **kept, "headline": spec.kind.headline},
                                               info=record.info, predictions=predictions)
                 print(f"  {stage}: rescored {len(predictions)} outputs", file=sys.stderr)
             records[stage] = record

@@ -7,18 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from harness.spec import Classify, ExtractiveQA, Generate, LanguageModel, TaskSpec
+from harness.spec import Classify, Generate, LanguageModel, TaskSpec
 from harness.types import Example, Prediction
-
-
-def headline_metric(spec: TaskSpec) -> str:
-    """The stage metric shown first and compared before/after."""
-    kind = spec.kind
-    if isinstance(kind, Classify):
-        return "accuracy"
-    if isinstance(kind, LanguageModel):
-        return "perplexity"
-    return kind.headline
 
 
 def score_stage(spec: TaskSpec, examples: Sequence[Example], predictions: Sequence[Prediction],
@@ -34,7 +24,7 @@ def score_stage(spec: TaskSpec, examples: Sequence[Example], predictions: Sequen
         return report, list(predictions)
     if isinstance(kind, LanguageModel):
         return _language_model(kind, matched, predictions, seed)
-    if isinstance(kind, ExtractiveQA) or (isinstance(kind, Generate) and kind.metrics == "squad_v2"):
+    if kind.squad_scored:
         return _squad(kind, matched, predictions, seed)
     return _text(matched, predictions, seed)
 
@@ -81,7 +71,8 @@ def _squad(kind: Any, examples: Sequence[Example], predictions: Sequence[Predict
     from harness.metrics.text import text_report
 
     generative = isinstance(kind, Generate)
-    answers = [normalize_no_answer(p.output or "") if generative else (p.output or "") for p in predictions]
+    # a failure stays None: scored 0 everywhere, never the "no answer" an empty output would be
+    answers = [normalize_no_answer(p.output) if generative else p.output for p in predictions]
     # Span heads give a no-answer score (null minus best span logit sum); its logistic is the
     # no-answer probability the best-threshold search sweeps (monotone, so thresholds keep their order).
     na_probs = None if generative else [1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, p.scores[0]))))
@@ -105,16 +96,15 @@ def _language_model(kind: LanguageModel, examples: Sequence[Example], prediction
     """Token-weighted perplexity over the documents (the headline), continuation BLEU/ROUGE."""
     from harness.metrics.text import text_report
     from harness.stats import bootstrap_ci
-    from harness.text_stages import continuation_split
 
     totals = [(float(p.scores[0]), int(p.scores[1])) for p in predictions]
-    references = [continuation_split(e.texts[0], kind)[1] for e in examples]
+    references = [kind.continuation_split(e.texts[0])[1] for e in examples]
     report = text_report([p.output for p in predictions], references, meteor=False, seed=seed)
     per_example = report.pop("per_example")
     nll_per_token = [nll / tokens if tokens else 0.0 for nll, tokens in totals]
     tokens = sum(t for _, t in totals)
     report.update(perplexity=_perplexity_with_ci(totals, seed),
                   nll_per_token={"value": sum(t[0] for t in totals) / max(1, tokens),
-                                 "ci": list(bootstrap_ci(nll_per_token, seed=seed))},
+                                 "ci": list(bootstrap_ci(nll_per_token, weights=[t for _, t in totals], seed=seed))},
                   tokens_scored=tokens)
     return report, _with_values(predictions, {"nll": nll_per_token, **per_example})

@@ -1,12 +1,13 @@
 """What a task declares: its data, its kind (what the model must do), its prompt, its presets.
 
-Task plugins build a `TaskSpec`; the engine derives requests, heads and metrics from the kind,
-so a plugin only says what differs between tasks.
+Task plugins build a `TaskSpec`; the kind carries the facts the engine needs about it (headline
+metric and its direction, validation metrics, default objective and baseline), and the engine's
+stages dispatch on it for requests, heads and metrics, so a plugin only says what differs.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence, Union
 
 if TYPE_CHECKING:  # pandas is heavy; `bench --help` and `bench list` must not import it
     import pandas as pd
@@ -45,6 +46,21 @@ class Classify:
     verbalizers: tuple[str, ...] = ()
     label_column: str = "label"
 
+    headline: ClassVar[str] = "accuracy"
+    lower_is_better: ClassVar[bool] = False
+    validation_metrics: ClassVar[tuple[str, ...]] = ("f1_macro", "accuracy")  # the first: default early stop
+    squad_scored: ClassVar[bool] = False
+
+    @staticmethod
+    def default_objective(can_prompt: bool, method_name: str) -> str:
+        # A model with an LM head keeps it and learns the verbalizers, so before and after are
+        # scored the same way; encoders, and --method head, train a new classification head.
+        return "lm" if can_prompt and method_name != "head" else "head"
+
+    @staticmethod
+    def default_baseline(can_prompt: bool) -> str:
+        return "prompt" if can_prompt else "head"
+
     def __post_init__(self) -> None:
         if not self.verbalizers:
             object.__setattr__(self, "verbalizers", tuple(" " + name for name in self.labels))
@@ -71,26 +87,61 @@ class Generate:
     metrics: str = "text"
     no_answer: str = "unanswerable"  # what the model is taught to say when there is no answer (squad_v2)
 
+    lower_is_better: ClassVar[bool] = False
+    validation_metrics: ClassVar[tuple[str, ...]] = ("loss",)
+
     @property
     def headline(self) -> str:
-        return "f1" if self.metrics == "squad_v2" else "rougeL"
+        return "f1" if self.squad_scored else "rougeL"
+
+    @property
+    def squad_scored(self) -> bool:
+        """References are SQuAD answer structs, scored by EM/F1 with unanswerable questions."""
+        return self.metrics == "squad_v2"
+
+    @staticmethod
+    def default_objective(can_prompt: bool, method_name: str) -> str:
+        return "lm"
+
+    @staticmethod
+    def default_baseline(can_prompt: bool) -> str:
+        return "prompt" if can_prompt else "head"
 
 
 @dataclass(frozen=True)
 class LanguageModel:
     """Model raw text: token-weighted perplexity over held-out documents (rolling windows with a
-    stride), and continuation quality (BLEU, ROUGE) from the first `prompt_tokens` of each."""
+    stride), and continuation quality (BLEU, ROUGE): from the first `prompt_words` words of each
+    document, continue for the next `continuation_words` (cut by words, so every tokenizer gets the
+    same pair)."""
 
     field: str = "text"
     stride: int = 256  # tokens scored per window step; each window sees up to max_length of context
-    prompt_tokens: int = 32
-    continuation_tokens: int = 32
+    prompt_words: int = 32
+    continuation_words: int = 32
+
+    headline: ClassVar[str] = "perplexity"
+    lower_is_better: ClassVar[bool] = True
+    validation_metrics: ClassVar[tuple[str, ...]] = ("loss",)
+    squad_scored: ClassVar[bool] = False
 
     @property
     def fields(self) -> tuple[str, ...]:
         return (self.field,)
 
-    headline = "nll"
+    def continuation_split(self, text: str) -> tuple[str, str]:
+        """(prompt, reference continuation) of one document."""
+        words = text.split()
+        return (" ".join(words[: self.prompt_words]),
+                " ".join(words[self.prompt_words: self.prompt_words + self.continuation_words]))
+
+    @staticmethod
+    def default_objective(can_prompt: bool, method_name: str) -> str:
+        return "lm"
+
+    @staticmethod
+    def default_baseline(can_prompt: bool) -> str:
+        return "prompt" if can_prompt else "head"
 
 
 @dataclass(frozen=True)
@@ -105,11 +156,22 @@ class ExtractiveQA:
     doc_stride: int = 128
     max_answer_tokens: int = 30
 
+    headline: ClassVar[str] = "f1"
+    lower_is_better: ClassVar[bool] = False
+    validation_metrics: ClassVar[tuple[str, ...]] = ("loss",)
+    squad_scored: ClassVar[bool] = True
+
     @property
     def fields(self) -> tuple[str, ...]:
         return (self.question, self.context)
 
-    headline = "f1"
+    @staticmethod
+    def default_objective(can_prompt: bool, method_name: str) -> str:
+        return "head"  # a span head, for every model
+
+    @staticmethod
+    def default_baseline(can_prompt: bool) -> str:
+        return "head"  # the untrained span head; `--mode generate` (a Generate kind) prompts instead
 
 
 Kind = Union[Classify, Generate, LanguageModel, ExtractiveQA]
@@ -117,8 +179,6 @@ Kind = Union[Classify, Generate, LanguageModel, ExtractiveQA]
 
 @dataclass(frozen=True)
 class TaskSpec:
-    name: str
-    description: str
     data: HubData
     kind: Kind
     prompt: str  # str.format template over the kind's fields ("" for raw-text tasks)
@@ -134,6 +194,10 @@ class TaskSpec:
     # The LLM judge's single-answer template for this task ({prompt}, {reference}, {response});
     # None: the default 0-100 grading against the reference.
     judge_template: str | None = None
+    # Both filled by the registry: the name the task is registered under, and the first line of
+    # the task module's docstring card.
+    name: str = ""
+    description: str = ""
 
     @property
     def key(self) -> str:

@@ -164,8 +164,9 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
                                             config.precision)}
     else:
         validate = _classification_validator(spec, ref, config, tokenizer, splits)
+    criterion = spec.kind.validation_metrics[0] if config.early_stop_metric == "auto" else config.early_stop_metric
     result = train(model, items, config, tokenizer.pad_token_id, validate, log,
-                   state_dir=checkpoint.with_name(TRAIN_STATE))
+                   state_dir=checkpoint.with_name(TRAIN_STATE), criterion=criterion)
     save_checkpoint(model, tokenizer, checkpoint, spec, ref, config)
     params = parameter_counts(model)
     info = {"params": params, **flops_accounting(params["total"], result.train_tokens, result.train_seconds),
@@ -216,7 +217,6 @@ def _classification_validator(spec: TaskSpec, ref: ModelRef, config: RunConfig, 
             return {"f1_macro": math.nan, "accuracy": math.nan}
         report = classification_report([p.gold for p in predictions], [p.label for p in predictions],
                                        spec.kind.labels, resamples=0)
-        # The first metric is the default early-stopping criterion.
         return {"f1_macro": report["f1_macro"]["value"], "accuracy": report["accuracy"]["value"]}
 
     return validate

@@ -93,6 +93,7 @@ def paired_bootstrap(
     after: Sequence[float],
     *,
     statistic: Callable[..., np.ndarray] = np.mean,
+    weights: Sequence[float] | None = None,
     resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
@@ -102,6 +103,9 @@ def paired_bootstrap(
     The same indices are drawn for both systems, which keeps the pairing. `statistic` is
     called on 2-D arrays (resamples, examples) as `statistic(x, axis=1)` and must return one
     value per row, so custom statistics must accept `axis=` (np.mean, np.median do).
+    `weights` (one per example, drawn with it) makes the statistic the weighted mean instead,
+    e.g. NLL per token over documents weighted by their token counts: a ratio of totals, which
+    an unweighted mean of per-document values would not match.
 
     p-value (Koehn 2004 style): twice the fraction of resampled deltas that do not share the
     observed delta's sign, capped at 1; 1.0 when the observed delta is 0. With R resamples
@@ -114,15 +118,14 @@ def paired_bootstrap(
     if resamples < 1:
         raise ValueError(f"paired_bootstrap needs resamples >= 1, got {resamples}")
     _check_confidence(confidence)
+    rows = _row_statistic(statistic, weights, x.size)
 
-    delta = float(statistic(y[None, :], axis=1)[0] - statistic(x[None, :], axis=1)[0])
+    everything = np.arange(x.size)[None, :]
+    delta = float(rows(y, everything)[0] - rows(x, everything)[0])
     deltas = np.concatenate(
-        [
-            np.asarray(statistic(y[idx], axis=1), dtype=float)
-            - np.asarray(statistic(x[idx], axis=1), dtype=float)
-            for idx in iter_bootstrap_indices(x.size, resamples, seed)
-        ]
+        [rows(y, idx) - rows(x, idx) for idx in iter_bootstrap_indices(x.size, resamples, seed)]
     )
+    deltas = deltas[~np.isnan(deltas)]
     lo, hi = percentile_interval(deltas, confidence)
     if delta > 0:
         p = min(1.0, 2.0 * float(np.mean(deltas <= 0)))
@@ -133,23 +136,37 @@ def paired_bootstrap(
     return PairedBootstrapResult(delta=delta, ci_low=lo, ci_high=hi, p_value=p, resamples=resamples)
 
 
+def _row_statistic(
+    statistic: Callable[..., np.ndarray], weights: Sequence[float] | None, n: int
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """(values, index rows) -> the statistic of each row of resampled values."""
+    if weights is None:
+        return lambda v, idx: np.asarray(statistic(v[idx], axis=1), dtype=float)
+    w = _as_scores(weights, "weights")
+    if w.size != n or (w < 0).any() or not w.sum() > 0:
+        raise ValueError(f"weights must be {n} non-negative values with a positive sum")
+    # a resample that drew only zero-weight examples has no mean: nan, left out of percentiles
+    return lambda v, idx: (v[idx] * w[idx]).sum(axis=1) / np.where(w[idx].sum(axis=1) > 0, w[idx].sum(axis=1), np.nan)
+
+
 def bootstrap_ci(
     values: Sequence[float],
     *,
+    weights: Sequence[float] | None = None,
     resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean; (mean, mean) when resamples == 0."""
+    """Percentile bootstrap CI of the mean (the weighted mean, with `weights`); (mean, mean)
+    when resamples == 0."""
     v = _as_scores(values, "values")
     _check_confidence(confidence)
+    rows = _row_statistic(np.mean, weights, v.size)
     if resamples == 0:
-        m = float(v.mean())
+        m = float(rows(v, np.arange(v.size)[None, :])[0])
         return m, m
-    means = np.concatenate(
-        [v[idx].mean(axis=1) for idx in iter_bootstrap_indices(v.size, resamples, seed)]
-    )
-    return percentile_interval(means, confidence)
+    means = np.concatenate([rows(v, idx) for idx in iter_bootstrap_indices(v.size, resamples, seed)])
+    return percentile_interval(means[~np.isnan(means)], confidence)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

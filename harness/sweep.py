@@ -204,14 +204,13 @@ OPTION_ORDER = ("labels", "mode", "max_response_chars")
 def metric_names(spec: TaskSpec) -> list[str]:
     """The metric names a fine-tuned stage of this task records with a value."""
     from harness.compare import SECONDARY
-    from harness.scoring import headline_metric
 
     if spec.is_classification:
         from harness.metrics.classification import classification_report
 
         report = classification_report([0], [0], spec.kind.labels, resamples=0)
         return [name for name, value in report.items() if isinstance(value, dict) and "value" in value]
-    return list(dict.fromkeys([headline_metric(spec), *SECONDARY]))
+    return list(dict.fromkeys([spec.kind.headline, *SECONDARY]))
 
 
 def check_metric(spec: TaskSpec, metric: str | None) -> None:

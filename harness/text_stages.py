@@ -1,7 +1,7 @@
 """Stage work for tasks whose answer is text: generation (summaries, answers, responses), language
 modelling (perplexity + continuations) and extractive QA (a span head).
 
-Like `stages.py` for classification: each function takes loaded parts and returns predictions or
+`stages.py` hands text tasks here: each function takes loaded parts and returns predictions or
 training items; the pipeline owns loading, timing, storing.
 """
 from __future__ import annotations
@@ -47,24 +47,17 @@ def predict_text(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, t
             for e, text, (total, count) in zip(examples, outputs, nll)]
 
 
-def continuation_split(text: str, kind: LanguageModel) -> tuple[str, str]:
-    """Held-out prompt and reference continuation, cut by words so every model gets the same pair."""
-    words = text.split()
-    return (" ".join(words[: kind.prompt_tokens]),
-            " ".join(words[kind.prompt_tokens: kind.prompt_tokens + kind.continuation_tokens]))
-
-
 def _language_model(kind: LanguageModel, config: RunConfig, model: Any, tokenizer: Any,
                     examples: Sequence[Example]) -> list[Prediction]:
     documents = [tokenizer(e.texts[0], add_special_tokens=False)["input_ids"] for e in examples]
     nll = rolling_nll(model, documents, max_length=config.max_length, stride=min(kind.stride, config.max_length),
                       batch_size=config.eval_batch_size)
-    prompts = [tokenizer(continuation_split(e.texts[0], kind)[0], add_special_tokens=False)["input_ids"] or
+    prompts = [tokenizer(kind.continuation_split(e.texts[0])[0], add_special_tokens=False)["input_ids"] or
                [tokenizer.eos_token_id] for e in examples]
     # Words are ~1.3 tokens: leave room so the continuation can cover the reference's words.
-    continuations = generate_batched(model, tokenizer, prompts, max_new_tokens=int(kind.continuation_tokens * 1.5),
+    continuations = generate_batched(model, tokenizer, prompts, max_new_tokens=int(kind.continuation_words * 1.5),
                                     batch_size=config.eval_batch_size)
-    return [Prediction(e.id, -1, None, (round(total, 4), count), output=" ".join(text.split()[: kind.continuation_tokens]))
+    return [Prediction(e.id, -1, None, (round(total, 4), count), output=" ".join(text.split()[: kind.continuation_words]))
             for e, (total, count), text in zip(examples, nll, continuations)]
 
 

@@ -12,8 +12,6 @@ from harness.spec import Classify, HubData, TaskSpec
 @task("ag_news")
 def ag_news() -> TaskSpec:
     return TaskSpec(
-        name="ag_news",
-        description=__doc__.splitlines()[0],
         data=HubData("fancyzhx/ag_news", local="ag_news", train="train", eval="test"),
         kind=Classify(fields=("text",), labels=("World", "Sports", "Business", "Science/Technology")),
         prompt="Article: {text}\nTopic:",

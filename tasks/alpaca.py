@@ -33,8 +33,6 @@ def alpaca(max_response_chars: int | None = None) -> TaskSpec:
         return rows[rows["output"].astype(str).str.len() < max_response_chars]
 
     return TaskSpec(
-        name="alpaca",
-        description=__doc__.splitlines()[0],
         data=HubData("tatsu-lab/alpaca", local="alpaca", train="train", eval="train"),
         kind=Generate(fields=("instruction", "input"), target="output", max_new_tokens=128),
         prompt=PROMPT,

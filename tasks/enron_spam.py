@@ -11,8 +11,6 @@ from harness.spec import Classify, HubData, TaskSpec
 @task("enron_spam")
 def enron_spam() -> TaskSpec:
     return TaskSpec(
-        name="enron_spam",
-        description=__doc__.splitlines()[0],
         data=HubData("SetFit/enron_spam", local="enron_spam", train="train", eval="test"),
         kind=Classify(fields=("text",), labels=("ham", "spam"), verbalizers=(" legitimate", " spam")),
         prompt="Email: {text}\nIs this email spam or legitimate? Answer:",

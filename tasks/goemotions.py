@@ -46,8 +46,6 @@ def goemotions(labels: int = 4) -> TaskSpec:
         return subset
 
     return TaskSpec(
-        name="goemotions",
-        description=__doc__.splitlines()[0],
         data=HubData("google-research-datasets/go_emotions", config="simplified", local="goemotions",
                      train="train", validation="validation", eval="test"),
         kind=Classify(fields=("text",), labels=tuple(name for name, _ in chosen)),

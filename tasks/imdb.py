@@ -11,8 +11,6 @@ from harness.spec import Classify, HubData, TaskSpec
 @task("imdb")
 def imdb() -> TaskSpec:
     return TaskSpec(
-        name="imdb",
-        description=__doc__.splitlines()[0],
         data=HubData("stanfordnlp/imdb", local="imdb", train="train", eval="test"),
         kind=Classify(fields=("text",), labels=("negative", "positive")),
         prompt="Review: {text}\nSentiment:",

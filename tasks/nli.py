@@ -12,8 +12,6 @@ from harness.spec import Classify, HubData, TaskSpec
 @task("nli")
 def nli() -> TaskSpec:
     return TaskSpec(
-        name="nli",
-        description=__doc__.splitlines()[0],
         data=HubData("RobZamp/sick", local="sick", train="train", validation="validation", eval="test"),
         kind=Classify(
             fields=("premise", "hypothesis"),

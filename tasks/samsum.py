@@ -12,8 +12,6 @@ from harness.spec import Generate, HubData, TaskSpec
 @task("samsum")
 def samsum() -> TaskSpec:
     return TaskSpec(
-        name="samsum",
-        description=__doc__.splitlines()[0],
         data=HubData("knkarthick/samsum", local="samsum", train="train", validation="validation", eval="test"),
         kind=Generate(fields=("dialogue",), target="summary", max_new_tokens=60, stop=("\n\n",)),
         prompt="Summarize this dialogue in one or two sentences.\n\n{dialogue}\n\nSummary:",

@@ -3,7 +3,7 @@
 Data: rajpurkar/squad_v2 (130k train / 11.9k validation; the local copy has validation only, so
 train is carved from it by context: a paragraph is never in both train and eval). Paper:
 Rajpurkar et al., 2018, "Know What You Don't Know: Unanswerable Questions for SQuAD".
-`--mode span` (default for encoders): AutoModelForQuestionAnswering with doc-stride windows and a
+`--mode span` (default, any model): AutoModelForQuestionAnswering with doc-stride windows and a
 no-answer position; `--mode generate`: prompted generation where "unanswerable" (and variants) is
 recognised as no answer. `--train-samples 4000|24000` as in the seeds. Metrics: the official SQuAD
 v2 set (exact, f1, HasAns/NoAns, best thresholds) plus ROUGE/BLEU/METEOR on answerable questions.
@@ -24,8 +24,6 @@ def squad_v2(mode: str = "span") -> TaskSpec:
         raise BenchError(f"squad_v2 --mode must be span or generate (got {mode!r})")
     span = mode == "span"
     return TaskSpec(
-        name="squad_v2",
-        description=__doc__.splitlines()[0],
         data=HubData("rajpurkar/squad_v2", local="squad_v2", train="train", eval="validation", group="context"),
         kind=(ExtractiveQA(doc_stride=64) if span else
               Generate(fields=("question", "context"), target="answers", max_new_tokens=16, stop=("\n",),

@@ -12,8 +12,6 @@ from harness.spec import Classify, HubData, TaskSpec
 @task("sst2")
 def sst2() -> TaskSpec:
     return TaskSpec(
-        name="sst2",
-        description=__doc__.splitlines()[0],
         data=HubData("stanfordnlp/sst2", local="sst2", train="train", eval="validation"),
         kind=Classify(fields=("sentence",), labels=("negative", "positive")),
         prompt="Sentence: {sentence}\nSentiment:",

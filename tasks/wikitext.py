@@ -33,8 +33,6 @@ def paragraphs(rows: pd.DataFrame) -> pd.DataFrame:
 @task("wikitext")
 def wikitext() -> TaskSpec:
     return TaskSpec(
-        name="wikitext",
-        description=__doc__.splitlines()[0],
         data=HubData("Salesforce/wikitext", config="wikitext-2-v1", local="wikitext-2-v1", train="train",
                      validation="validation", eval="test"),
         kind=LanguageModel(field="text", stride=128),

@@ -79,8 +79,10 @@ def test_failures_count_as_wrong_and_stay_in_n():
 def test_all_failures_is_zero_not_error():
     r = classification_report([0, 1, 2], [None, None, None], NAMES, resamples=50)
     assert r["failures"] == 3 and r["n"] == 3
-    for key in ("accuracy", "f1_macro", "precision_weighted"):
+    for key in ("f1_macro", "precision_weighted"):
         assert r[key] == {"value": 0.0, "ci": [0.0, 0.0]}
+    # 0/3 correct: Wilson's upper bound (z^2/n) / (1 + z^2/n) = 1.280488 / 2.280488 = 0.56150
+    assert r["accuracy"]["value"] == 0.0 and r["accuracy"]["ci"] == pytest.approx([0.0, 0.56150], abs=1e-5)
 
 
 def test_correct_mask():
@@ -125,6 +127,16 @@ def test_vectorized_bootstrap_metrics_match_sklearn_per_resample():
             )
             for name, value in zip(("precision", "recall", "f1"), prf[:3]):
                 assert got[f"{name}_{avg}"][row] == pytest.approx(value)
+
+
+def test_accuracy_ci_is_the_wilson_interval():
+    # 8/16 by hand: z = 1.959964, z^2/n = 0.240086, center 0.5, half = z/(1 + z^2/n)
+    # * sqrt(0.25/16 + z^2/(4*256)) = 1.580503 * 0.139199 = 0.220004 -> (0.279996, 0.720004)
+    r = classification_report([0] * 8 + [1] * 8, [0] * 16, ["a", "b"], resamples=200)
+    assert r["accuracy"]["ci"] == pytest.approx([0.279996, 0.720004], abs=2e-6)
+    # 1/1 correct: a bootstrap gives [1, 1]; Wilson (statsmodels proportion_confint) 0.2065 to 1
+    one = classification_report([1], [1], ["a", "b"], resamples=200)["accuracy"]["ci"]
+    assert one[0] == pytest.approx(0.20654, abs=1e-5) and one[1] == pytest.approx(1.0)
 
 
 def test_ci_contains_estimate_and_is_within_unit_interval():

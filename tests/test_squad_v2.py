@@ -55,9 +55,9 @@ def test_crafted_set_with_unanswerable_questions():
     assert out["failures"] == 0
 
 
-def test_no_na_probs_means_empty_predictions_are_the_abstentions():
-    # Derived na_prob: 1 for "" (rows 2, 3), 0 otherwise; the default threshold 1.0 keeps every
-    # prediction as given, so "" on an unanswerable question (row 3) is right, on row 2 wrong.
+def test_no_na_probs_means_predictions_are_taken_as_given():
+    # Official: without na_probs every question's is 0, so no threshold turns an answer into an
+    # abstention: "" on an unanswerable question (row 3) is right, on row 2 wrong.
     preds = ["Denver Broncos", "the Broncos", "", "", "Paris", "1976"]
     refs = [["Denver Broncos"], ["Denver Broncos"], ["Denver Broncos"], [], [], ["1976 season"]]
     out = squad_v2_scores(preds, refs)
@@ -66,6 +66,7 @@ def test_no_na_probs_means_empty_predictions_are_the_abstentions():
     # The official script sweeps thresholds only over given probabilities: derived ones are ties
     # (every answer at 0), and a sweep would score cuts between equal probabilities.
     assert not any(key.startswith("best_") for key in out)
+    assert squad_v2_scores(preds, refs, na_prob_thresh=0.5)["per_example"] == out["per_example"]
 
 
 def test_best_threshold_from_given_na_probs():
@@ -107,6 +108,20 @@ def test_failures_score_zero_even_on_unanswerable_questions():
     # Only the real abstention is credited at any threshold.
     swept = squad_v2_scores([None, None, ""], [[], ["Paris"], []], [1.0, 1.0, 1.0])
     assert swept["best_exact"] == pytest.approx(100 / 3)
+
+
+def test_a_failed_generation_is_not_credited_as_no_answer():
+    """The task-level scorer (generate mode) must keep a failure as a failure: read as "" it
+    would be the right answer to every unanswerable question."""
+    from harness.scoring import score_stage
+    from harness.spec import Generate, HubData, TaskSpec
+    from harness.types import Example, Prediction
+
+    spec = TaskSpec(HubData("x", "x"), Generate(("question",), "answers", metrics="squad_v2"), "{question}")
+    examples = [Example("0", ("q0",), -1, ()), Example("1", ("q1",), -1, ("Paris",))]
+    predictions = [Prediction("0", -1, None, (), output=None), Prediction("1", -1, None, (), output="Paris")]
+    report, _ = score_stage(spec, examples, predictions, seed=0)
+    assert report["exact"]["value"] == 50.0 and report["NoAns_exact"]["value"] == 0.0 and report["failures"] == 1
 
 
 def test_report_adds_cis_and_is_json_ready():

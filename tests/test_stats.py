@@ -140,6 +140,25 @@ def test_bootstrap_ci_of_mean():
     assert bootstrap_ci([3.0, 5.0], resamples=0) == (4.0, 4.0)
 
 
+def test_weighted_bootstrap_compares_ratios_of_totals():
+    """NLL per token over documents is total NLL / total tokens. Before: (2000 nats, 1000 tokens),
+    (10, 10) -> 2010/1010 = 1.99010; after: (1800, 1000), (30, 10) -> 1830/1010 = 1.81188; by hand
+    the delta is -0.17822 (perplexity 7.316 -> 6.122). The unweighted mean of per-document values
+    (2.0, 1.0) -> (1.8, 3.0) would say +0.9: worse."""
+    before, after, tokens = [2.0, 1.0], [1.8, 3.0], [1000, 10]
+    r = paired_bootstrap(before, after, weights=tokens, resamples=500, seed=0)
+    assert r.delta == pytest.approx(1830 / 1010 - 2010 / 1010)
+    assert r.delta == pytest.approx(-0.17822, abs=1e-5)
+    assert paired_bootstrap(before, after, resamples=500, seed=0).delta == pytest.approx(0.9)
+    lo, hi = bootstrap_ci(before, weights=tokens, resamples=500, seed=0)
+    assert lo <= 2010 / 1010 <= hi and bootstrap_ci(before, weights=tokens, resamples=0) == pytest.approx(
+        (2010 / 1010,) * 2)
+    with pytest.raises(ValueError, match="weights"):
+        paired_bootstrap(before, after, weights=[1.0], resamples=10)
+    with pytest.raises(ValueError, match="weights"):
+        bootstrap_ci(before, weights=[0.0, 0.0], resamples=10)
+
+
 def test_wilson_published_value():
     # Newcombe (1998) example 81/263: Wilson 95% CI 0.2553 to 0.3662.
     # By hand: p = 81/263 = 0.30798, z = 1.959964, z^2/n = 0.014606,

@@ -14,7 +14,7 @@ import pytest
 
 from harness.errors import BenchError
 from harness.metrics import text
-from harness.metrics.perplexity import perplexity_from_means, perplexity_from_totals
+from harness.metrics.perplexity import perplexity_from_totals
 from harness.metrics.text import (
     LEXNAMES,
     WORDNET_FILES,
@@ -267,8 +267,6 @@ def test_missing_wordnet_names_the_fix(tmp_path: Path, monkeypatch: pytest.Monke
 def test_perplexity_is_token_weighted():
     # (1 + 6) nats over 4 tokens; the unweighted mean of per-example means would be exp(1.5).
     assert perplexity_from_totals([(1.0, 1), (6.0, 3)]) == pytest.approx(math.exp(7 / 4))
-    assert perplexity_from_means([1.0, 2.0], [1, 3]) == pytest.approx(math.exp(7 / 4))
-    assert perplexity_from_means([float("nan"), 2.0], [0, 3]) == pytest.approx(math.exp(2.0))
     assert perplexity_from_totals([(1e6, 1)]) == math.inf
 
 
@@ -276,3 +274,21 @@ def test_perplexity_is_token_weighted():
 def test_perplexity_rejects_bad_input(pairs):
     with pytest.raises(ValueError):
         perplexity_from_totals(pairs)
+
+
+def test_language_model_stage_reports_token_weighted_nll_with_a_ci_around_it():
+    """One 1,000-token document at 2 nats/token and three 10-token ones at 1: NLL per token is
+    2030/1030 = 1.97087, and its CI must resample the same ratio (an unweighted bootstrap of the
+    per-document values would put it near 1.25, excluding the value)."""
+    from harness.scoring import score_stage
+    from harness.spec import HubData, LanguageModel, TaskSpec
+    from harness.types import Example, Prediction
+
+    spec = TaskSpec(HubData("x", "x"), LanguageModel(), "")
+    examples = [Example(str(i), ("one two three " * 20,), -1) for i in range(4)]
+    totals = [(2000.0, 1000), (10.0, 10), (10.0, 10), (10.0, 10)]
+    predictions = [Prediction(str(i), -1, None, total, output="one two") for i, total in enumerate(totals)]
+    report, _ = score_stage(spec, examples, predictions, seed=0)
+    value, (low, high) = report["nll_per_token"]["value"], report["nll_per_token"]["ci"]
+    assert value == pytest.approx(2030 / 1030) and low <= value <= high
+    assert report["perplexity"]["value"] == pytest.approx(math.exp(2030 / 1030))

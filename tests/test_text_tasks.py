@@ -3,6 +3,8 @@ wikitext), `bench rescore` from stored outputs alone, and the generation/perplex
 against their naive definitions."""
 from __future__ import annotations
 
+import ast
+import html
 import json
 import shutil
 import sqlite3
@@ -51,6 +53,18 @@ def test_text_task_runs_end_to_end(task, family, extra, headline, bench, data_di
         assert metrics["perplexity"]["value"] > 1 and all("nll" in p["values"] for p in predictions)
     (run,) = (tmp_path / "runs").iterdir()
     assert (run / "checkpoint" / "bench_checkpoint.json").is_file()
+    # The HTML report's sample table shows what the terminal shows: for wikitext, a document's
+    # held-out prompt and its continuation as the reference (not the whole text and "(no answer)").
+    code, _, err = bench("report", "--results", tmp_path, "--data-dir", data_dir, "--format", "html",
+                         "--out", tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    terminal = [ast.literal_eval(line.split(": ", 1)[1]) for line in out.splitlines()
+                if line.strip().startswith(("input:", "reference:"))]
+    assert code == 0 and terminal, err
+    flat_page = " ".join(page.split())  # the terminal flattens whitespace; the page keeps it
+    assert all(html.escape(" ".join(text[:40].rstrip(".").split())) in flat_page for text in terminal)
+    if task == "wikitext":
+        assert "(no answer)" not in page
 
 
 def test_rescore_recomputes_metrics_without_the_model(bench, data_dir, tiny_model, tmp_path):

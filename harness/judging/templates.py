@@ -11,7 +11,6 @@ from harness.errors import BenchError
 from harness.judging.backend import AnswerFormat
 
 SINGLE_FIELDS = ("prompt", "reference", "response")
-PAIRWISE_FIELDS = ("prompt", "reference", "response_a", "response_b")
 
 
 @dataclass(frozen=True)

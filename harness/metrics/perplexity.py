@@ -7,7 +7,7 @@ the loss the model was trained on. NLLs are in nats (natural log), as torch's cr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 
 def perplexity_from_totals(pairs: Iterable[tuple[float, int]]) -> float:
@@ -22,18 +22,6 @@ def perplexity_from_totals(pairs: Iterable[tuple[float, int]]) -> float:
         total_nll += float(nll)
         total_tokens += int(tokens)
     return _exp_mean(total_nll, total_tokens)
-
-
-def perplexity_from_means(mean_nlls: Sequence[float], token_counts: Sequence[int]) -> float:
-    """Perplexity from per-example mean NLLs (e.g. a HF model's `loss`) and their token counts.
-
-    A zero-token example is skipped whatever its mean (HF gives NaN loss for no tokens).
-    """
-    if len(mean_nlls) != len(token_counts):
-        raise ValueError(f"{len(mean_nlls)} mean NLLs but {len(token_counts)} token counts")
-    return perplexity_from_totals(
-        (float(m) * c if c else 0.0, c) for m, c in zip(mean_nlls, token_counts)
-    )
 
 
 def _check(i: int, nll: float, tokens: int) -> None:

@@ -114,12 +114,12 @@ def squad_v2_scores(
     """The official SQuAD v2 result dict plus failures and per-example exact/f1 (0..1).
 
     references[i] lists the gold answer texts of question i; an empty list marks it
-    unanswerable. na_probs[i] is the model's probability that i has no answer; without them
-    it is 1 for an empty prediction and 0 otherwise. An example whose na_prob exceeds
-    na_prob_thresh counts as answered "no answer" (official default 1.0: never).
-    best_exact/best_f1 are the scores at the best such threshold, and those thresholds: only
-    with given na_probs, as in the official script (derived ones are all ties, so a sweep over
-    them would cut between equal probabilities, which no real threshold can).
+    unanswerable. na_probs[i] is the model's probability that i has no answer; without them it
+    is 0 for every question, as in the official script, so no threshold changes an answer. An
+    example whose na_prob exceeds na_prob_thresh counts as answered "no answer" (official
+    default 1.0: never). best_exact/best_f1 are the scores at the best such threshold, and
+    those thresholds: only with given na_probs (a sweep over equal probabilities would cut
+    between ties, which no real threshold can).
     """
     preds, golds, has_ans, probs = _validate(predictions, references, na_probs)
     failed = [p is None for p in predictions]
@@ -230,7 +230,7 @@ def _validate(
     golds = [[a for a in r if normalize_answer(a)] or [""] for r in references]
     has_ans = [bool(r) for r in references]
     if na_probs is None:
-        probs = [0.0 if p else 1.0 for p in preds]
+        probs = [0.0] * n
     else:
         if len(na_probs) != n:
             raise ValueError(f"{n} predictions but {len(na_probs)} na_probs")
