@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.errors import BenchError
+from harness.config import TASK_OPTIONS
 from harness.judging.command import add_judge_options
 
 RUN_OPTIONS = ("method", "objective", "shots", "train_samples", "eval_samples", "validation_samples", "epochs", "lr",
                "batch_size", "eval_batch_size", "grad_accum", "max_length", "optimizer", "schedule", "warmup_ratio",
                "max_grad_norm", "weight_decay", "evals_per_epoch", "patience", "early_stop_metric", "seed",
                "lora_rank", "lora_alpha", "lora_dropout", "chat_template", "max_new_tokens", "precision", "compile")
-TASK_OPTIONS = ("labels", "mode", "max_response_chars")
 # Grid keys besides RUN_OPTIONS and TASK_OPTIONS: the model, and freeze=N for method=freeze:N.
 GRID_EXTRAS: dict[str, Callable[[str], Any]] = {"model": str, "freeze": int}
 REPORT_FORMATS = ("md", "csv", "html", "latex")
@@ -222,12 +222,13 @@ def cmd_list(what: str | None) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from harness.config import recorded_task_options
+
     values = {name: getattr(args, name, None) for name in RUN_OPTIONS}
     values["baselines"] = args.baselines
     values["lora_targets"] = getattr(args, "lora_targets", None)
     values["trust_remote_code"] = getattr(args, "trust_remote_code", False) or None
-    options = tuple((name, task_options(args)[name]) for name in TASK_OPTIONS if name in task_options(args))
-    values["task_options"] = options or None
+    values["task_options"] = recorded_task_options(task_options(args))
     return values
 
 
@@ -401,11 +402,12 @@ def _html_report(store: Any, args: argparse.Namespace, runs: list[Any], rows: li
 
     from harness.data import data_dir_from
     from harness.html_report import build_report, render
+    from harness.sweep import sweep_section
 
     data_dir = data_dir_from(args.data_dir)
     ids = sorted({row.run_id for row in rows})
     if plan:
-        title, name, sweep = f"bench sweep {plan.name}", plan.name, _sweep_section(plan, results)
+        title, name, sweep = f"bench sweep {plan.name}", plan.name, sweep_section(plan, results)
     elif len(ids) == 1:
         title, name, sweep = f"bench run {ids[0]}", ids[0], None
     else:
@@ -414,18 +416,6 @@ def _html_report(store: Any, args: argparse.Namespace, runs: list[Any], rows: li
         name = f"report__{args.task or 'all'}__{digest}"
     text = render(build_report(store, runs, rows, data_dir, title, sweep))
     return text, store.root / "reports" / f"{name}.html"
-
-
-def _sweep_section(plan: Any, results: Any) -> Any:
-    from harness.html_report import SweepSection
-    from harness.sweep import heatmap, sweep_table
-
-    done = [r for r in results if r.rows]
-    png, caption = heatmap(plan, results) if done else (None, "no cell is complete yet")
-    axes = " × ".join(f"{axis.key} ({len(axis.values)})" for axis in plan.axes)
-    description = (f"{len(plan.cells)} cells over {axes}; {len(done)} complete. Every cell is an ordinary run "
-                   f"(see Runs below); the heatmap uses the first two axes.")
-    return SweepSection(plan.name, description, png, caption, sweep_table(plan, results))
 
 
 def output_path(option: str, value: str) -> Path:
@@ -475,18 +465,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.data import data_dir_from
     from harness.loggers import check_loggers
-    from harness.report import to_markdown
-    from harness.store import Store, atomic_write, results_dir
-    from harness.sweep import (
-        execute,
-        metric_label,
-        parse_grid,
-        plan_sweep,
-        prepare_runners,
-        save_plan,
-        sweep_csv,
-        sweep_table,
-    )
+    from harness.store import Store, results_dir
+    from harness.sweep import execute, metric_label, parse_grid, plan_sweep, prepare_runners, save_plan, write_outputs
 
     started = time.perf_counter()
     loggers = check_loggers(args.log_to)
@@ -504,24 +484,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         results = execute(planned, runners, store, _log, after_run=_after_run(loggers, store))
         plan = dataclasses.replace(plan, failures={r.cell.run_id: r.error for r in results if r.error})
         save_plan(store.root, plan)  # with the failed cells' reasons, for later reports
-        table = to_markdown(sweep_table(plan, results))
-        folder = store.root / "sweeps"
-        atomic_write(folder / f"{plan.name}.md", f"# {plan.name}\n\n{table}")
-        atomic_write(folder / f"{plan.name}.csv", sweep_csv(plan, results))
-        section = _sweep_section(plan, results)
-        if section.heatmap_png:
-            (folder / f"{plan.name}.png").write_bytes(section.heatmap_png)
+        table, section, html = write_outputs(store, plan, results, data_dir)
         print(f"\n## {plan.name}: {metric_label(results, plan.metric)} per cell\n\n{table}")
         if section.heatmap_png:
             print(section.heatmap_caption + "\n")
-        rows = [row for result in results for row in result.rows]
-        if rows:
-            from harness.html_report import build_report, render
-
-            runs = [run for run in store.runs() if run["run_id"] in {row.run_id for row in rows}]
-            report = build_report(store, runs, rows, data_dir, f"bench sweep {plan.name}", section)
-            atomic_write(store.root / "reports" / f"{plan.name}.html", render(report))
-            print(f"report: {store.root / 'reports' / plan.name}.html")
+        if html is not None:
+            print(f"report: {html}")
+        folder = store.root / "sweeps"
         print(f"tables: {folder / plan.name}.md and .csv   heatmap: {folder / plan.name}.png   "
               f"wall time {time.perf_counter() - started:.1f} s")
     finally:

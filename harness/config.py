@@ -78,7 +78,7 @@ class RunConfig:
     max_new_tokens: int | None = None  # text generation: override the task's default
     precision: str = "auto"  # auto | fp32 | bf16 (autocast); see harness/precision.py
     compile: bool = False  # torch.compile the training forward pass
-    task_options: tuple[tuple[str, Any], ...] = ()
+    task_options: tuple[tuple[str, Any], ...] = ()  # see recorded_task_options
 
     @property
     def method_name(self) -> str:
@@ -97,6 +97,18 @@ class RunConfig:
         values = {key: value for key, value in self.to_dict().items() if LATER_DEFAULTS.get(key, ...) != value}
         canonical = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+# Every keyword option a registered task factory declares, each a `bench run/sweep/eval` flag (a
+# test checks this against the registry). Their order is the order a run's config records them in,
+# which its run id depends on.
+TASK_OPTIONS = ("labels", "mode", "max_response_chars")
+
+
+def recorded_task_options(values: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | None:
+    """The task options given (name -> value; None = not given) as a run's config records them."""
+    options = tuple((name, values[name]) for name in TASK_OPTIONS if values.get(name) is not None)
+    return options or None
 
 
 def resolve(spec: TaskSpec, model: str, overrides: Mapping[str, Any], preset: str = "quick", *,

@@ -11,7 +11,7 @@ import hashlib
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -195,11 +195,15 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def run_splits(spec: TaskSpec, config: dict[str, Any], data_dir: Path | None) -> Splits:
-    """The splits a stored run used, rebuilt from its recorded sample sizes and seed."""
-    return build_splits(spec, data_dir, train_samples=config.get("train_samples"),
-                        eval_samples=config.get("eval_samples"), validation_samples=config.get("validation_samples"),
-                        seed=config.get("seed", 0))
+def split_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What decides a run's splits (sample sizes and seed), from its config: `build_splits` keywords."""
+    return {"train_samples": config.get("train_samples"), "eval_samples": config.get("eval_samples"),
+            "validation_samples": config.get("validation_samples"), "seed": config.get("seed", 0)}
+
+
+def run_splits(spec: TaskSpec, config: Mapping[str, Any], data_dir: Path | None) -> Splits:
+    """The splits a run uses (or a stored run used), rebuilt from its sample sizes and seed."""
+    return build_splits(spec, data_dir, **split_settings(config))
 
 
 def drop_blank(examples: list[Example], where: str, notes: list[str]) -> list[Example]:

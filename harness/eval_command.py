@@ -28,19 +28,18 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     from harness.models import resolve_model
     from harness.pipeline import Runner, quiet_transformers
     from harness.registry import get_task
-    from harness.stages import CHECKPOINT_FILE, evaluate_baseline, evaluate_model, load_checkpoint
+    from harness.stages import base_source, checkpoint_meta, evaluate_baseline, evaluate_model, load_checkpoint
     from harness.store import Store, results_dir
 
     spec = get_task(args.task, **task_options(args))
     data_dir = data_dir_from(args.data_dir)
     path = Path(args.model)
-    meta_file = path / CHECKPOINT_FILE
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
+    meta = checkpoint_meta(path)
     run_config = checkpoint_run_config(path, meta) if meta is not None else None
     if meta is not None and meta["task"] != spec.key:
         raise BenchError(f"checkpoint {path} was trained on task {meta['task']}, not {spec.key}; evaluate it with "
                          f"`bench eval {task_command(meta['task'], run_config)} --model {path}`")
-    ref = resolve_model(meta["base_source"] if meta else args.model, trust_remote_code=args.trust_remote_code)
+    ref = resolve_model(base_source(meta) if meta else args.model, trust_remote_code=args.trust_remote_code)
     inherited = {key: run_config[key] for key in EVAL_SETTINGS if key in (run_config or {})}
     explicit = {key: value for key, value in overrides.items() if value is not None}
     preset = args.preset or (run_config or {}).get("preset") or "quick"

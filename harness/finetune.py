@@ -125,7 +125,7 @@ class _Loop:
     """Where the loop stands. A mid-training checkpoint saves these with the data order."""
 
     step: int = 0  # optimizer steps done
-    micro: int = 0  # batches done; an optimizer step every grad_accum of them
+    micro: int = 0  # batches trained on (an optimizer step every grad_accum of them, or at an epoch's end)
     epoch: int = 0
     skip: int = 0  # batches of this epoch trained on before a resume
     evals_without_gain: int = 0
@@ -155,7 +155,9 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
     device = next(model.parameters()).device
     lengths = [len(item.input_ids) for item in items]
     batches_per_epoch = math.ceil(len(items) / config.batch_size)
-    total_steps = max(1, math.ceil(batches_per_epoch * config.epochs / config.grad_accum))
+    # An epoch's last step may gather fewer than grad_accum batches: epochs never spill into each other.
+    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
+    total_steps = max(1, math.ceil(steps_per_epoch * config.epochs))
     warmup = int(config.warmup_ratio * total_steps)
     eval_every = max(1, math.ceil(total_steps / max(1, round(config.epochs * config.evals_per_epoch))))
     optimizer = make_optimizer(model, config)
@@ -179,7 +181,8 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
     model.train()
     while loop.step < total_steps and not result.stopped_early:
         epoch_rng = rng.bit_generator.state
-        for done, batch_ids in enumerate(length_grouped_batches(lengths, config.batch_size, rng)):
+        batches = length_grouped_batches(lengths, config.batch_size, rng)
+        for done, batch_ids in enumerate(batches):
             if done < loop.skip:  # trained on before the interruption
                 continue
             loss, tokens = _run_batch(forward, [items[i] for i in batch_ids], loop, optimizer, config, pad_id,
@@ -192,8 +195,12 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
             result.train_tokens += tokens
             loop.window_loss, loop.window_batches, loop.micro = (loop.window_loss + loss, loop.window_batches + 1,
                                                                  loop.micro + 1)
-            if loop.micro % config.grad_accum:
+            if loop.window_batches < config.grad_accum and done + 1 < len(batches):
                 continue
+            if loop.window_batches < config.grad_accum:  # the epoch's short last step: average over its batches
+                for param in trainable:
+                    if param.grad is not None:
+                        param.grad.mul_(config.grad_accum / loop.window_batches)
             torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
             used_lr = scheduler.get_last_lr()[0]  # the rate this update applies (step() moves to the next)
             optimizer.step()
@@ -220,7 +227,7 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
             if loop.step >= total_steps:
                 break
         loop.epoch, loop.skip = loop.epoch + 1, 0
-    result.steps, result.epochs = loop.step, loop.step * config.grad_accum / batches_per_epoch
+    result.steps, result.epochs = loop.step, loop.micro / batches_per_epoch
     result.oom_chunks = loop.chunks
     _restore(model, loop.best_state)
     model.eval()
@@ -248,7 +255,7 @@ def _run_batch(forward: Any, batch: Sequence[TrainItem], loop: _Loop, optimizer:
             # Drop the failed attempt's partial gradient; batches already accumulated for this step
             # go with it (the step restarts its accumulation window), once per back-off.
             optimizer.zero_grad(set_to_none=True)
-            loop.micro -= loop.micro % config.grad_accum
+            loop.micro -= loop.window_batches
             loop.window_loss, loop.window_batches = 0.0, 0
             loop.chunks *= 2
             _free_cache(device)

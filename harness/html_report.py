@@ -137,10 +137,10 @@ class ExampleSource:
         spec = self.spec(config)
         if spec is None:
             return {}, f"example texts are not shown: task {config.get('task')!r} is not registered here"
-        key = (spec.key, config.get("train_samples"), config.get("eval_samples"), config.get("validation_samples"),
-               config.get("seed"))
+        from harness.data import run_splits, split_settings
+
+        key = (spec.key, *split_settings(config).values())
         if key not in self._cache:
-            from harness.data import run_splits
 
             try:
                 splits = run_splits(spec, config, self.data_dir)

@@ -77,14 +77,19 @@ def _unfreeze_head(model: Any) -> None:
 
 
 def transformer_blocks(model: Any) -> list[Any]:
-    """The repeated blocks (the longest ModuleList named like h/layers/layer/block)."""
+    """The repeated blocks: the outermost ModuleList named like h/layers/layer/block (a T5 block
+    holds its own `layer` list of attention, cross-attention and MLP), the decoder's when an
+    encoder-decoder has two stacks: its last blocks are the ones nearest the output."""
     import torch
 
-    candidates = [module for name, module in model.named_modules()
-                  if isinstance(module, torch.nn.ModuleList) and name.split(".")[-1] in BLOCK_CONTAINERS]
-    if not candidates:
+    lists = {name: module for name, module in model.named_modules()
+             if isinstance(module, torch.nn.ModuleList) and name.split(".")[-1] in BLOCK_CONTAINERS}
+    outermost = {name: module for name, module in lists.items()
+                 if not any(name.startswith(other + ".") for other in lists if other != name)}
+    if not outermost:
         raise BenchError(f"--method freeze:N: cannot find the transformer blocks of {type(model).__name__}")
-    return list(max(candidates, key=len))
+    decoders = [module for name, module in outermost.items() if "decoder" in name.split(".")]
+    return list(decoders[-1] if decoders else max(outermost.values(), key=len))
 
 
 def _attach_lora(model: Any, config: RunConfig, task_type: str) -> Any:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from harness.config import RunConfig, resolve
-from harness.data import build_splits
+from harness.data import run_splits, split_settings
 from harness.errors import BenchError
 from harness.faults import reached
 from harness.memory import PeakMemory
@@ -24,11 +24,10 @@ from harness.models import ModelRef, config_int, resolve_model
 from harness.scoring import score_stage
 from harness.spec import ExtractiveQA, Generate, TaskSpec
 from harness.store import StageRecord, Store
-from harness.types import Prediction, Splits
+from harness.types import Splits, StageOutput
 
 Log = Callable[[str], None]
-# A stage's work: predictions, metrics, info, curves (scoring and storing are the Runner's).
-StageWork = Callable[[], tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]]
+StageWork = Callable[[], StageOutput]
 # A decoder's prompt gets --max-length minus the generation length; below this it is mostly template.
 MIN_PROMPT_TOKENS = 32
 PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "numpy", "scikit-learn", "pandas")
@@ -138,11 +137,10 @@ class Runner:
         self._splits: dict[tuple[Any, ...], Splits] = {}
 
     def splits(self, config: RunConfig) -> Splits:
-        key = (config.train_samples, config.eval_samples, config.validation_samples, config.seed)
+        settings = config.to_dict()
+        key = tuple(split_settings(settings).values())
         if key not in self._splits:
-            self._splits[key] = build_splits(self.spec, self.data_dir, train_samples=config.train_samples,
-                                             eval_samples=config.eval_samples,
-                                             validation_samples=config.validation_samples, seed=config.seed)
+            self._splits[key] = run_splits(self.spec, settings, self.data_dir)
         return self._splits[key]
 
     def run(self, planned: PlannedRun) -> dict[str, StageRecord]:
@@ -162,7 +160,7 @@ class Runner:
                 stages.evaluate_baseline(self.spec, planned.ref, config, b, splits)))
         trained: list[Any] = []  # the in-memory fine-tuned model, handed from one stage to the next
 
-        def finetune() -> tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        def finetune() -> StageOutput:
             model, tokenizer, result, info = stages.finetune(self.spec, planned.ref, config, splits,
                                                                self.store.run_dir(run_id) / "checkpoint", self.log)
             trained.append((model, tokenizer))
@@ -172,7 +170,7 @@ class Runner:
         records["finetune"] = self._stage(planned, "finetune", splits, finetune)
         shutil.rmtree(self.store.run_dir(run_id) / stages.TRAIN_STATE, ignore_errors=True)  # stage committed
 
-        def evaluate_finetuned() -> tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        def evaluate_finetuned() -> StageOutput:
             if trained:
                 model, tokenizer = trained[0]
                 model = stages.merged_for_inference(model, config)

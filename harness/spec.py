@@ -33,8 +33,28 @@ class HubData:
     group: str | None = None
 
 
+class _KindDefaults:
+    """What a kind tells the engine, with the defaults most kinds share; each kind overrides what
+    differs. The engine asks the kind instead of branching on its type."""
+
+    headline: ClassVar[str]  # the metric shown first and compared before/after
+    lower_is_better: ClassVar[bool] = False
+    validation_metrics: ClassVar[tuple[str, ...]] = ("loss",)  # during training; the first: default early stop
+    squad_scored: ClassVar[bool] = False  # references are SQuAD answer structs (EM/F1, unanswerable)
+
+    @staticmethod
+    def default_objective(can_prompt: bool, method_name: str) -> str:
+        """`--objective auto`: train the LM on the targets (prompt masked)."""
+        return "lm"
+
+    @staticmethod
+    def default_baseline(can_prompt: bool) -> str:
+        """`--baseline auto`: prompt a model that has an LM head, else the untrained head."""
+        return "prompt" if can_prompt else "head"
+
+
 @dataclass(frozen=True)
-class Classify:
+class Classify(_KindDefaults):
     """Pick one label. `fields` are the text columns (one, or a pair such as premise/hypothesis).
 
     `verbalizers` are the words the zero-shot prompt scores; each is scored as a continuation
@@ -47,19 +67,13 @@ class Classify:
     label_column: str = "label"
 
     headline: ClassVar[str] = "accuracy"
-    lower_is_better: ClassVar[bool] = False
-    validation_metrics: ClassVar[tuple[str, ...]] = ("f1_macro", "accuracy")  # the first: default early stop
-    squad_scored: ClassVar[bool] = False
+    validation_metrics: ClassVar[tuple[str, ...]] = ("f1_macro", "accuracy")
 
     @staticmethod
     def default_objective(can_prompt: bool, method_name: str) -> str:
         # A model with an LM head keeps it and learns the verbalizers, so before and after are
         # scored the same way; encoders, and --method head, train a new classification head.
         return "lm" if can_prompt and method_name != "head" else "head"
-
-    @staticmethod
-    def default_baseline(can_prompt: bool) -> str:
-        return "prompt" if can_prompt else "head"
 
     def __post_init__(self) -> None:
         if not self.verbalizers:
@@ -71,7 +85,7 @@ class Classify:
 
 
 @dataclass(frozen=True)
-class Generate:
+class Generate(_KindDefaults):
     """Write text from a prompt: a summary, an answer, an instruction's response.
 
     Zero-shot = greedy generation from the prompt; fine-tuning = supervised on `target` with the
@@ -87,29 +101,17 @@ class Generate:
     metrics: str = "text"
     no_answer: str = "unanswerable"  # what the model is taught to say when there is no answer (squad_v2)
 
-    lower_is_better: ClassVar[bool] = False
-    validation_metrics: ClassVar[tuple[str, ...]] = ("loss",)
-
-    @property
+    @property  # type: ignore[override]
     def headline(self) -> str:
         return "f1" if self.squad_scored else "rougeL"
 
-    @property
+    @property  # type: ignore[override]
     def squad_scored(self) -> bool:
-        """References are SQuAD answer structs, scored by EM/F1 with unanswerable questions."""
         return self.metrics == "squad_v2"
-
-    @staticmethod
-    def default_objective(can_prompt: bool, method_name: str) -> str:
-        return "lm"
-
-    @staticmethod
-    def default_baseline(can_prompt: bool) -> str:
-        return "prompt" if can_prompt else "head"
 
 
 @dataclass(frozen=True)
-class LanguageModel:
+class LanguageModel(_KindDefaults):
     """Model raw text: token-weighted perplexity over held-out documents (rolling windows with a
     stride), and continuation quality (BLEU, ROUGE): from the first `prompt_words` words of each
     document, continue for the next `continuation_words` (cut by words, so every tokenizer gets the
@@ -122,8 +124,6 @@ class LanguageModel:
 
     headline: ClassVar[str] = "perplexity"
     lower_is_better: ClassVar[bool] = True
-    validation_metrics: ClassVar[tuple[str, ...]] = ("loss",)
-    squad_scored: ClassVar[bool] = False
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -135,17 +135,9 @@ class LanguageModel:
         return (" ".join(words[: self.prompt_words]),
                 " ".join(words[self.prompt_words: self.prompt_words + self.continuation_words]))
 
-    @staticmethod
-    def default_objective(can_prompt: bool, method_name: str) -> str:
-        return "lm"
-
-    @staticmethod
-    def default_baseline(can_prompt: bool) -> str:
-        return "prompt" if can_prompt else "head"
-
 
 @dataclass(frozen=True)
-class ExtractiveQA:
+class ExtractiveQA(_KindDefaults):
     """Point at the answer span in the context, or at nothing when the question is unanswerable
     (SQuAD v2). Long contexts are split into windows of max_length tokens overlapping by
     `doc_stride`; the answer is the best span over all windows unless the null score wins."""
@@ -157,8 +149,6 @@ class ExtractiveQA:
     max_answer_tokens: int = 30
 
     headline: ClassVar[str] = "f1"
-    lower_is_better: ClassVar[bool] = False
-    validation_metrics: ClassVar[tuple[str, ...]] = ("loss",)
     squad_scored: ClassVar[bool] = True
 
     @property

@@ -30,16 +30,16 @@ from harness.models import (
     load_span_model,
     load_tokenizer,
     parameter_counts,
+    resolve_model,
 )
 from harness.precision import autocast, resolved_precision
 from harness.prompts import build_contexts, choose_shots, verbalizer_ids
 from harness.spec import ExtractiveQA, TaskSpec
 from harness.text_stages import predict_text, text_train_items, validation_loss
-from harness.types import Example, Prediction, Splits
+from harness.types import Example, Prediction, Splits, StageOutput
 
 CHECKPOINT_FILE = "bench_checkpoint.json"
 TRAIN_STATE = "train_state"  # beside the checkpoint: the resumable mid-training state
-StageOutput = tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]
 
 
 def device() -> Any:
@@ -123,8 +123,9 @@ def train_items(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any
     if not spec.is_classification:
         return text_train_items(spec, ref, config, tokenizer, examples)
     if config.objective == "head":
-        encoded = encode_for_head(tokenizer, examples, config.max_length)
-        return [TrainItem(ids, label=e.label) for ids, e in zip(encoded, examples)]
+        encoded, segments = encode_for_head(tokenizer, examples, config.max_length)
+        return [TrainItem(ids, label=e.label, token_type_ids=segments[i] if segments else None)
+                for i, (ids, e) in enumerate(zip(encoded, examples))]
     seq2seq = ref.family == "seq2seq"
     contexts = build_contexts(spec, tokenizer, examples, [], config.max_length, strip_eos=not seq2seq)
     answers = verbalizer_ids(spec, tokenizer)
@@ -229,6 +230,10 @@ def save_checkpoint(model: Any, tokenizer: Any, path: Path, spec: TaskSpec, ref:
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    if config.method_name in ("lora", "qlora"):
+        # peft saves only the adapter; the base config beside it names the labels (id2label) and
+        # their count, which loading a classifier adapter outside bench needs (num_labels=...).
+        model.get_base_model().config.save_pretrained(staging)
     meta = {"task": spec.key, "kind": type(spec.kind).__name__, "labels": list(getattr(spec.kind, "labels", ())),
             "model": ref.name, "base_source": ref.source,
             "family": ref.family, "method": config.method, "objective": config.objective,
@@ -238,13 +243,29 @@ def save_checkpoint(model: Any, tokenizer: Any, path: Path, spec: TaskSpec, ref:
     staging.rename(path)
 
 
+def checkpoint_meta(path: Path) -> dict[str, Any] | None:
+    """What `save_checkpoint` wrote beside the weights (task, base model, objective, run config);
+    None when `path` is not a bench checkpoint."""
+    meta_file = path / CHECKPOINT_FILE
+    return json.loads(meta_file.read_text()) if meta_file.is_file() else None
+
+
+def base_source(meta: dict[str, Any]) -> str:
+    """Where a checkpoint's base model loads from: the recorded source, or, when that was a local
+    folder that is gone (results copied to another machine, a cleared cache), the model name the
+    run was given, resolved again (an offline alias rebuilds its cache)."""
+    source = str(meta["base_source"])
+    if source != meta["model"] and Path(source).is_absolute() and not Path(source).exists():
+        return resolve_model(meta["model"]).source
+    return source
+
+
 def load_checkpoint(path: Path) -> tuple[Any, Any, dict[str, Any]]:
     """A bench checkpoint back in memory: base + adapter (merged for speed) or full weights."""
-    meta_file = path / CHECKPOINT_FILE
-    if not meta_file.is_file():
+    meta = checkpoint_meta(path)
+    if meta is None:
         raise BenchError(f"{path} is not a bench checkpoint (no {CHECKPOINT_FILE}); evaluate a plain model with "
                          "`bench eval TASK --model PATH --baseline prompt|head`")
-    meta = json.loads(meta_file.read_text())
     check_safetensors(path, str(path))
     tokenizer = load_tokenizer(ModelRef(meta["model"], str(path), meta["family"], ""))
     if meta["adapter"]:
@@ -252,7 +273,7 @@ def load_checkpoint(path: Path) -> tuple[Any, Any, dict[str, Any]]:
 
         # QLoRA adapters were trained against 4-bit weights: reload them on the same 4-bit base.
         quantized = meta["method"] == "qlora"
-        base_ref = ModelRef(meta["model"], meta["base_source"], meta["family"], "")
+        base_ref = ModelRef(meta["model"], base_source(meta), meta["family"], "")
         base = _reload_base(meta, base_ref, tokenizer, quantized)
         model = PeftModel.from_pretrained(base, path)
         if quantized:

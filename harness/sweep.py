@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from harness.compare import Comparison, TextComparison, compare
+from harness.config import TASK_OPTIONS, recorded_task_options
 from harness.errors import BenchError
 from harness.report import Table, count_label
 from harness.store import StageRecord, Store
 
 if TYPE_CHECKING:
+    from harness.html_report import SweepSection
     from harness.pipeline import PlannedRun, Runner
     from harness.spec import TaskSpec
 
@@ -159,7 +161,7 @@ def plan_sweep(task: str, axes: Sequence[Axis], *, models: Sequence[str], overri
     axes = list(axes)
     keys = {axis.key for axis in axes}
     for axis in axes:
-        if axis.key in OPTION_ORDER and axis.key not in declared:
+        if axis.key in TASK_OPTIONS and axis.key not in declared:
             raise BenchError(f"--grid {axis.key}=...: task {task!r} takes no option {axis.key}")
     if "model" not in keys:
         if not models:
@@ -175,13 +177,12 @@ def plan_sweep(task: str, axes: Sequence[Axis], *, models: Sequence[str], overri
                 model = value
             elif key == "freeze":
                 cell_overrides["method"] = f"freeze:{value}"
-            elif key in OPTION_ORDER:
+            elif key in TASK_OPTIONS:
                 cell_options[key] = value
             else:
                 cell_overrides[key] = value
-        # The same task_options tuple `bench run` builds, so a cell has that run's id.
-        options = tuple((name, cell_options[name]) for name in OPTION_ORDER if name in cell_options)
-        cell_overrides["task_options"] = options or None
+        # recorded as `bench run` records them, so a cell has that run's id
+        cell_overrides["task_options"] = recorded_task_options(cell_options)
         label = " ".join(f"{key}={show(value)}" for key, value in values)
         try:
             spec = get_task(task, **cell_options)
@@ -195,10 +196,6 @@ def plan_sweep(task: str, axes: Sequence[Axis], *, models: Sequence[str], overri
     digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
     name = f"sweep__{re.sub(r'[^A-Za-z0-9._-]+', '-', task)}__{digest}"
     return SweepPlan(name, task, tuple(axes), tuple(item.cell for item in planned), metric), planned
-
-
-# Task options in the order `bench run` records them (harness.cli.TASK_OPTIONS).
-OPTION_ORDER = ("labels", "mode", "max_response_chars")
 
 
 def metric_names(spec: TaskSpec) -> list[str]:
@@ -386,6 +383,42 @@ def heatmap(plan: SweepPlan, results: Sequence[CellResult]) -> tuple[bytes, str]
 
 
 # ---------------------------------------------------------------- files
+
+def sweep_section(plan: SweepPlan, results: Sequence[CellResult]) -> SweepSection:
+    """The sweep's part of the HTML report: what was swept, the heatmap, the table."""
+    from harness.html_report import SweepSection
+
+    done = [r for r in results if r.rows]
+    png, caption = heatmap(plan, results) if done else (None, "no cell is complete yet")
+    axes = " × ".join(f"{axis.key} ({len(axis.values)})" for axis in plan.axes)
+    description = (f"{len(plan.cells)} cells over {axes}; {len(done)} complete. Every cell is an ordinary run "
+                   f"(see Runs below); the heatmap uses the first two axes.")
+    return SweepSection(plan.name, description, png, caption, sweep_table(plan, results))
+
+
+def write_outputs(store: Store, plan: SweepPlan, results: Sequence[CellResult], data_dir: Path | None
+                  ) -> tuple[str, SweepSection, Path | None]:
+    """results/sweeps/<name>.md, .csv and .png, and the HTML report of the complete cells:
+    (the markdown table, the report's sweep section, the report's path or None)."""
+    from harness.html_report import build_report, render
+    from harness.report import to_markdown
+    from harness.store import atomic_write
+
+    table = to_markdown(sweep_table(plan, results))
+    folder = sweeps_dir(store.root)
+    atomic_write(folder / f"{plan.name}.md", f"# {plan.name}\n\n{table}")
+    atomic_write(folder / f"{plan.name}.csv", sweep_csv(plan, results))
+    section = sweep_section(plan, results)
+    if section.heatmap_png:
+        (folder / f"{plan.name}.png").write_bytes(section.heatmap_png)
+    rows = [row for result in results for row in result.rows]
+    if not rows:
+        return table, section, None
+    runs = [run for run in store.runs() if run["run_id"] in {row.run_id for row in rows}]
+    html = store.root / "reports" / f"{plan.name}.html"
+    atomic_write(html, render(build_report(store, runs, rows, data_dir, f"bench sweep {plan.name}", section)))
+    return table, section, html
+
 
 def sweeps_dir(root: Path) -> Path:
     return root / "sweeps"

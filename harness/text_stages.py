@@ -108,18 +108,24 @@ def _packed_blocks(tokenizer: Any, examples: Sequence[Example], max_length: int,
 
 def validation_loss(model: Any, items: Sequence[TrainItem], pad_id: int, batch_size: int,
                     precision: str = "fp32") -> float:
-    """Mean loss over validation items (token-weighted through the model's own mean per batch)."""
+    """Mean loss over validation items: per target token for LM items (the model's loss is a mean
+    over a batch's target tokens, so each batch counts by its tokens and the value does not depend
+    on --eval-batch-size), per example for span items (one start/end loss each)."""
     import torch
 
     from harness.finetune import collate
 
     device = next(model.parameters()).device
+    shift = 0 if getattr(model.config, "is_encoder_decoder", False) else 1  # causal LMs predict token t+1
     total, weight = 0.0, 0
     model.eval()
     with torch.inference_mode(), autocast(precision, device):
         for start in range(0, len(items), batch_size):
             chunk = items[start: start + batch_size]
             batch = collate(chunk, pad_id, device)
-            total += float(model(**batch).loss) * len(chunk)
-            weight += len(chunk)
+            labels = batch.get("labels")
+            targets = int((labels[:, shift:] != -100).sum()) if chunk[0].lm_labels is not None else len(chunk)
+            if targets:
+                total += float(model(**batch).loss) * targets
+                weight += targets
     return total / max(1, weight)

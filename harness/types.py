@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,8 @@ class Prediction:
     scores: tuple[float, ...]
     output: str | None = None
     values: dict[str, float] | None = None
+
+
+# What a stage's work returns: predictions, metrics, info, curves (scoring and storing are the
+# pipeline's).
+StageOutput = tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]

@@ -187,19 +187,24 @@ def test_eval_missing_model(bench, data_dir, tmp_path, results):
 
 # ---------------------------------------------------------------- the light commands
 
-def test_help_and_list_do_not_import_torch():
-    """`bench --help` and `bench list` must answer instantly: no torch, transformers or pandas."""
+COMMANDS = ("run", "sweep", "eval", "rescore", "report", "judge", "export")
+
+
+def test_help_and_list_do_not_import_heavy_modules():
+    """`bench --help`, every command's `--help` and `bench list` must answer instantly: no torch,
+    transformers, pandas or matplotlib (modules import them inside commands only)."""
     script = (
         "import contextlib, io, sys\n"
         "from harness.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    assert main(['list']) == 0\n"
-        "    try:\n"
-        "        main(['--help'])\n"
-        "        raise AssertionError('--help did not exit')\n"
-        "    except SystemExit as exit:\n"
-        "        assert exit.code == 0\n"
-        "heavy = sorted({'torch', 'transformers', 'pandas'} & set(sys.modules))\n"
+        f"    for args in ([], *([c] for c in {COMMANDS!r})):\n"
+        "        try:\n"
+        "            main([*args, '--help'])\n"
+        "            raise AssertionError(f'{args} --help did not exit')\n"
+        "        except SystemExit as exit:\n"
+        "            assert exit.code == 0, args\n"
+        "heavy = sorted({'torch', 'transformers', 'pandas', 'matplotlib'} & set(sys.modules))\n"
         "print(','.join(heavy) or 'none')\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)

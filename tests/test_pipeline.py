@@ -70,6 +70,28 @@ def test_every_method_trains_what_it_should(method, bench, data_dir, tiny_model,
         assert [point["lr"] for point in curves if "lr" in point] == pytest.approx([5e-5, 5e-5 * 2 / 3, 5e-5 / 3])
 
 
+@pytest.mark.parametrize("family, last_block", [
+    ("gpt2", "transformer.h.1."), ("llama", "model.layers.1."), ("bert", "bert.encoder.layer.1."),
+    ("t5", "decoder.block.1."),  # not a T5 block's inner `layer` list, not the encoder
+])
+def test_freeze_trains_the_last_blocks_nearest_the_output(family, last_block, tiny_model):
+    import transformers
+
+    from harness.config import RunConfig
+    from harness.methods import apply_method
+    from harness.models import load_lm, resolve_model
+
+    model = load_lm(resolve_model(str(tiny_model(family)))) if family != "bert" else \
+        transformers.AutoModelForSequenceClassification.from_pretrained(tiny_model(family), num_labels=2)
+    task_type = "SEQ_CLS" if family == "bert" else "CAUSAL_LM"
+    apply_method(model, RunConfig(task="sst2", model=family, method="freeze:1"), task_type)
+    blocks = {name.split(last_block)[0] + last_block for name, p in model.named_parameters()
+              if p.requires_grad and last_block in name}
+    trained = [name for name, p in model.named_parameters() if p.requires_grad]
+    in_blocks = [name for name in trained if any(f".{c}." in f".{name}" for c in ("h", "layers", "layer", "block"))]
+    assert blocks == {last_block} and in_blocks and all(name.startswith(last_block) for name in in_blocks), in_blocks
+
+
 @pytest.mark.parametrize("family", ["llama", "bert"])  # the LM objective, and a new head beside 4-bit layers
 def test_qlora_trains_on_4bit_weights_where_bitsandbytes_runs(family, bench, data_dir, tiny_model, tmp_path):
     from harness.methods import four_bit_unavailable
@@ -155,6 +177,41 @@ def test_checkpoint_re_evaluates_to_the_stored_metrics(bench, data_dir, tiny_mod
     assert "| prompt 2-shot | n 16 |" in out
     assert f"accuracy {after['metrics']['accuracy']['value']:.4f}" in out
     assert "warning" not in err
+
+
+def test_a_pair_classifier_adapter_loads_outside_bench_with_the_same_predictions(bench, data_dir, tiny_model,
+                                                                                 tmp_path):
+    """nli (sentence pairs, 3 labels), BERT, LoRA: plain peft + transformers, called as usual (the
+    tokenizer's full output, segment ids included) and told the labels by the checkpoint's
+    config.json, reproduce bench's stored predictions; and the checkpoint still evaluates when the
+    folder its base model was recorded in is gone (a cleared cache, results on another machine)."""
+    import torch
+    from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoConfig, AutoTokenizer
+
+    from harness.data import run_splits
+
+    run(bench, data_dir, tmp_path, "nli", tiny_model("bert"), "--method", "lora", "--lr", "1e-2")
+    checkpoint = only_run(tmp_path) / "checkpoint"
+    labels = AutoConfig.from_pretrained(checkpoint).id2label
+    assert list(labels.values()) == list(get_task("nli").kind.labels)
+    model = AutoPeftModelForSequenceClassification.from_pretrained(checkpoint, num_labels=len(labels),
+                                                                   id2label=labels).eval()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    meta = json.loads((checkpoint / "bench_checkpoint.json").read_text())
+    examples = {e.id: e for e in run_splits(get_task("nli"), meta["config"], data_dir).eval}
+    with sqlite3.connect(tmp_path / "bench.sqlite") as db:
+        stored = db.execute("SELECT example_id, label FROM predictions WHERE stage='finetuned' ORDER BY idx").fetchall()
+    with torch.inference_mode():
+        plain = [int(model(**tokenizer(*examples[example_id].texts, truncation=True, max_length=96,
+                                       return_tensors="pt")).logits.argmax()) for example_id, _ in stored]
+    assert len(stored) == 16 and plain == [label for _, label in stored]
+
+    meta["base_source"] = str(tmp_path / "gone" / "cache" / "models" / "tiny-bert")
+    (checkpoint / "bench_checkpoint.json").write_text(json.dumps(meta))
+    code, out, err = bench("eval", "nli", "--model", checkpoint, "--data-dir", data_dir, "--results", tmp_path / "again")
+    (after,) = [row for (_, stage), row in stage_rows(tmp_path).items() if stage == "finetuned"]
+    assert code == 0 and f"accuracy {after['metrics']['accuracy']['value']:.4f}" in out, err
 
 
 def test_eval_names_eval_examples_the_checkpoint_trained_on(bench, data_dir, tiny_model, tmp_path):

@@ -324,27 +324,3 @@ def test_html_renders_in_headless_chromium_without_running_data(bench, built, tm
         assert image.size == (1280, 1600)
         colours = image.convert("RGB").getcolors(maxcolors=1_000_000)
         assert colours is not None and len(colours) > 50  # text, tables and figures, not a blank page
-
-
-def test_new_commands_keep_help_and_list_light():
-    """`bench list` and the help of the new commands must not pay for matplotlib, pandas, torch or
-    transformers (the report, sweep and plot modules import them inside commands only)."""
-    import sys
-
-    script = (
-        "import contextlib, io, sys\n"
-        "from harness.cli import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    assert main(['list']) == 0\n"
-        "    for command in ('sweep', 'report', 'export'):\n"
-        "        try:\n"
-        "            main([command, '--help'])\n"
-        "        except SystemExit as exit:\n"
-        "            assert exit.code == 0\n"
-        "heavy = sorted({'torch', 'transformers', 'pandas', 'matplotlib'} & set(sys.modules))\n"
-        "print(','.join(heavy) or 'none')\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1], timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "none", f"imported: {done.stdout.strip()}"

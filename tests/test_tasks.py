@@ -220,3 +220,17 @@ def test_few_shot_demonstrations_do_not_move_with_the_training_sizes(data_dir: P
     demos = choose_shots(small.demos_from, 4, labels, 0)
     assert demos == choose_shots(large.demos_from, 4, labels, 0)
     assert not {e.id for e in demos} & {e.id for e in small.eval}  # never an eval example
+
+
+def test_every_declared_task_option_is_a_flag_and_recorded():
+    """A task factory's keyword parameter becomes a task option; `bench run/sweep/eval` only
+    know the options in TASK_OPTIONS, so a new one must be added there (and get its flag)."""
+    from harness.cli import build_parser
+    from harness.config import TASK_OPTIONS
+    from harness.registry import task_names, task_options
+
+    declared = {option for name in task_names() for option in task_options(name)}
+    assert declared == set(TASK_OPTIONS)
+    parser = build_parser()
+    run = parser.parse_args(["run", "sst2", "--models", "m"])
+    assert all(hasattr(run, option) for option in TASK_OPTIONS)

@@ -221,3 +221,26 @@ def test_target_nll_counts_only_target_tokens(family, tiny_model):
     short = TrainItem(prompt[:2], lm_labels=target[:1]) if seq2seq else TrainItem([5, 9], lm_labels=[-100, 9])
     (total, count), (_, short_count) = target_nll(model, [item, short], pad_id=0, batch_size=2, seq2seq=seq2seq)
     assert count == 3 and short_count == 1 and total == pytest.approx(exact, rel=1e-4)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "t5"])
+def test_validation_loss_is_per_target_token_whatever_the_batch(family, tiny_model):
+    """Early stopping compares these values: items with 1 and 3 target tokens must weigh 1:3, so
+    batch size 1 and batch size 2 give the same loss (total NLL / total target tokens)."""
+    from harness.backends.generate import target_nll
+    from harness.finetune import TrainItem
+    from harness.text_stages import validation_loss
+
+    seq2seq = family == "t5"
+    auto = transformers.AutoModelForSeq2SeqLM if seq2seq else transformers.AutoModelForCausalLM
+    model = auto.from_pretrained(tiny_model(family)).eval()
+    if seq2seq:
+        items = [TrainItem([5, 6, 7, 8], lm_labels=[9, 10, 11]), TrainItem([5, 6], lm_labels=[9])]
+    else:
+        items = [TrainItem([5, 6, 7, 8, 9, 10, 11], lm_labels=[-100] * 4 + [9, 10, 11]),
+                 TrainItem([5, 9], lm_labels=[-100, 9])]
+    totals = target_nll(model, items, pad_id=0, batch_size=2, seq2seq=seq2seq)
+    exact = sum(total for total, _ in totals) / sum(count for _, count in totals)
+    assert sum(count for _, count in totals) == 4
+    assert validation_loss(model, items, 0, batch_size=1) == pytest.approx(exact, rel=1e-5)
+    assert validation_loss(model, items, 0, batch_size=2) == pytest.approx(exact, rel=1e-5)

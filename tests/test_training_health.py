@@ -2,6 +2,7 @@
 training state; running out of device memory splits the batch instead of dying."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -79,10 +80,58 @@ def test_out_of_memory_in_evaluation_halves_the_eval_batch(bench: Any, tiny_mode
     assert found["oom"][0] == 8 and found["oom"][1] == found["reference"][1]  # 32 -> 16 -> 8, same predictions
 
 
-def test_training_records_flops(bench: Any, tiny_model: Any, data_dir: Path, tmp_path: Path) -> None:
-    code, _, err = _run(bench, tiny_model, data_dir, tmp_path / "results", "--epochs", "0.5")
+@pytest.mark.parametrize("grad_accum, steps", [(1, 8), (3, 3)])  # 8 batches: 3 + 3 + a short last step of 2
+def test_one_epoch_trains_on_every_sequence_once(grad_accum: int, steps: int, bench: Any, tiny_model: Any,
+                                                 data_dir: Path, tmp_path: Path) -> None:
+    """One epoch sees every training sequence once, whatever the accumulation (its last step may
+    gather fewer batches; it never borrows from a next epoch): the tokens counted are their lengths
+    summed (padding never counts), and the FLOPs are 6 x parameters x those tokens."""
+    from harness.cli import _overrides, build_parser
+    from harness.data import run_splits
+    from harness.models import load_tokenizer
+    from harness.pipeline import plan
+    from harness.registry import get_task
+    from harness.stages import train_items
+
+    extra = ("--epochs", "1", "--grad-accum", str(grad_accum))
+    code, _, err = _run(bench, tiny_model, data_dir, tmp_path / "results", *extra)
     assert code == 0, err
     with sqlite3.connect(tmp_path / "results" / "bench.sqlite") as db:
+        (run_id,) = db.execute("SELECT run_id FROM stages WHERE stage='finetune'").fetchone()
         info = json.loads(db.execute("SELECT info FROM stages WHERE stage='finetune'").fetchone()[0])
+    # the run's own plan, from the same command line
+    args = build_parser().parse_args(["run", "sst2", "--models", str(tiny_model("gpt2")), *ARGS, *extra])
+    spec = get_task("sst2")
+    (planned,) = plan(spec, [args.models[0]], _overrides(args), "quick")
+    assert planned.run_id == run_id
+    splits = run_splits(spec, dataclasses.asdict(planned.config), data_dir)
+    items = train_items(spec, planned.ref, planned.config, load_tokenizer(planned.ref), splits.train)
+    assert len(items) == 64 and info["train_tokens"] == sum(len(item.input_ids) for item in items)
+    assert info["steps"] == steps and info["epochs"] == 1.0
     assert info["train_flops"] == 6.0 * info["params"]["total"] * info["train_tokens"] > 0
     assert info["train_tflops_per_s"] > 0
+
+
+def test_a_short_last_step_averages_its_batches(tiny_model: Any) -> None:
+    """--grad-accum 4 over an epoch of 2 identical batches is one step on their average gradient:
+    the same update as that one batch with --grad-accum 1 (not half of it)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from harness.config import RunConfig
+    from harness.finetune import TrainItem, train
+
+    item = TrainItem([5, 6, 7, 8, 9, 10], lm_labels=[5, 6, 7, 8, 9, 10])
+    weights = []
+    for items, accum in (([item, item], 4), ([item], 1)):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model("gpt2"), resid_pdrop=0.0, embd_pdrop=0.0,
+                                                     attn_pdrop=0.0)
+        config = RunConfig(task="sst2", model="tiny", method="full", optimizer="sgd", lr=0.1, batch_size=1,
+                           grad_accum=accum, epochs=1.0, warmup_ratio=0.0, max_grad_norm=1e9)
+        result = train(model, items, config, 0, lambda m: {"loss": 0.0}, log=lambda _: None)
+        assert result.steps == 1 and result.epochs == 1.0
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    moved = torch.cat([p.detach().flatten() for p in AutoModelForCausalLM.from_pretrained(tiny_model("gpt2")).parameters()])
+    assert not torch.equal(weights[1], moved)  # the step did something
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)

@@ -177,23 +177,28 @@ def classify_with_head(model: Any, tokenizer: Any, examples: Sequence[Example], 
     import torch
 
     device = next(model.parameters()).device
-    encoded = encode_for_head(tokenizer, examples, max_length)
+    encoded, segments = encode_for_head(tokenizer, examples, max_length)
     probabilities: list[list[float]] = [[] for _ in examples]
     model.eval()
     with torch.inference_mode():
         for batch in length_sorted_batches([len(ids) for ids in encoded], batch_size):
-            padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
-            logits = model(input_ids=padded["input_ids"].to(device),
-                           attention_mask=padded["attention_mask"].to(device)).logits
+            features = {"input_ids": [encoded[i] for i in batch]}
+            if segments is not None:
+                features["token_type_ids"] = [segments[i] for i in batch]
+            padded = {name: tensor.to(device) for name, tensor in tokenizer.pad(features, return_tensors="pt").items()}
+            logits = model(**padded).logits
             probs = torch.softmax(logits.float(), dim=-1)
             for i, row_probabilities in zip(batch, probs.tolist()):  # one device-to-host copy per batch
                 probabilities[i] = row_probabilities
     return probabilities
 
 
-def encode_for_head(tokenizer: Any, examples: Sequence[Example], max_length: int) -> list[list[int]]:
-    """Token ids for a classification head: one text, or a truncated sentence pair. No padding here."""
-    if len(examples[0].texts) == 1:
-        return tokenizer([e.texts[0] for e in examples], truncation=True, max_length=max_length)["input_ids"]
-    return tokenizer([e.texts[0] for e in examples], [e.texts[1] for e in examples], truncation=True,
-                     max_length=max_length)["input_ids"]
+def encode_for_head(tokenizer: Any, examples: Sequence[Example], max_length: int
+                    ) -> tuple[list[list[int]], list[list[int]] | None]:
+    """Token ids for a classification head (one text, or a truncated sentence pair; no padding),
+    and a pair's segment ids where the tokenizer makes them (BERT: 0 for the first text, 1 for the
+    second), as the model was pretrained and as plain transformers would call it; else None."""
+    firsts = [e.texts[0] for e in examples]
+    seconds = [e.texts[1] for e in examples] if len(examples[0].texts) > 1 else None
+    encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+    return encoded["input_ids"], encoded.get("token_type_ids") if seconds is not None else None
