@@ -61,11 +61,18 @@ class SplitSource:
         folder = self.data_dir / self.spec.data.local  # type: ignore[operator]
         return next((folder / f"{split}{s}" for s in SUFFIXES if (folder / f"{split}{s}").is_file()), None)
 
+    def where(self, split: str) -> str:
+        """The split's file (or hub id and split), as errors name it."""
+        if self.data_dir is None:
+            return f"{self.spec.data.hub_id} split {split!r}"
+        return str(self._local_file(split) or self.data_dir / self.spec.data.local / split)
+
     def read(self, split: str) -> pd.DataFrame:
+        """The split's rows after the task's `prepare`; the index stays the row number in the file,
+        so errors name the file's row and rows without an id keep theirs whatever `prepare` drops."""
         frame = self._read_local(split) if self.data_dir is not None else self._read_hub(split)
-        if self.spec.prepare is not None:
-            frame = self.spec.prepare(frame)
-        return frame.reset_index(drop=True)
+        frame = frame.reset_index(drop=True)
+        return self.spec.prepare(frame) if self.spec.prepare is not None else frame
 
     def _read_local(self, split: str) -> pd.DataFrame:
         path = self._local_file(split)
@@ -79,7 +86,9 @@ class SplitSource:
                 return pd.read_parquet(path)
             if path.suffix == ".jsonl":
                 return pd.read_json(path, lines=True)
-            return pd.read_csv(path)
+            # keep_default_na=False: "", "NA", "None" and "null" are texts (an empty Alpaca input, a
+            # sentence "NA"), not missing values
+            return pd.read_csv(path, keep_default_na=False)
         except Exception as exc:  # pyarrow, json and csv parsers each raise their own types
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise BenchError(f"cannot read {path}: {reason}; expected a valid {path.suffix[1:]} file") from None
@@ -91,8 +100,10 @@ class SplitSource:
 
             loaded = datasets.load_dataset(data.hub_id, data.config, split=split)
         except Exception as exc:
-            raise BenchError(f"could not load {data.hub_id} split {split!r} from the Hugging Face Hub "
-                             f"({type(exc).__name__}); offline, pass --data-dir ../shared/data or set {DATA_DIR_ENV}") from None
+            reason = (str(exc).strip().splitlines() or [""])[0][:200] or type(exc).__name__
+            raise BenchError(f"could not load {data.hub_id} split {split!r} from the Hugging Face Hub ({reason}); "
+                             f"with local copies, pass --data-dir DIR or set {DATA_DIR_ENV} (DIR/{data.local}/"
+                             f"{split}.parquet)") from None
         self.hashes[f"hub:{data.hub_id}:{split}"] = getattr(loaded, "_fingerprint", "")
         return loaded.to_pandas()
 
@@ -105,19 +116,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def to_examples(frame: pd.DataFrame, spec: TaskSpec, where: str) -> list[Example]:
+def to_examples(frame: pd.DataFrame, spec: TaskSpec, where: str, split: str) -> list[Example]:
     """Validate columns, texts and labels or references, then build Examples. `where` names the
-    split in errors."""
+    file in errors; rows without an id column get `<split>-<row>`, so ids never repeat across
+    splits (checks for eval examples seen in training compare ids)."""
     group = spec.data.group
     if group is not None and len(frame) and group not in frame.columns:
         raise BenchError(f"{where} lacks column {group!r} that task {spec.name} groups examples by")
-    examples = _build_examples(frame, spec, where)
+    examples = _build_examples(frame, spec, where, split)
     if group is None:
         return examples
     return [dataclasses.replace(e, group=str(g)) for e, g in zip(examples, frame[group].tolist())]
 
 
-def _build_examples(frame: pd.DataFrame, spec: TaskSpec, where: str) -> list[Example]:
+def _build_examples(frame: pd.DataFrame, spec: TaskSpec, where: str, split: str) -> list[Example]:
     kind = spec.kind
     answer_column = {Classify: "label_column", Generate: "target", ExtractiveQA: "answers"}.get(type(kind))
     needed = [*kind.fields, *([getattr(kind, answer_column)] if answer_column else [])]
@@ -128,7 +140,8 @@ def _build_examples(frame: pd.DataFrame, spec: TaskSpec, where: str) -> list[Exa
     if len(frame) == 0:
         raise BenchError(f"{where} is empty: task {spec.name} needs at least one example")
     _check_texts(frame, kind.fields, where)
-    ids = frame["id"].astype(str) if "id" in frame.columns else pd.Series(frame.index.astype(str))
+    ids = (frame["id"].astype(str) if "id" in frame.columns
+           else pd.Series([f"{split}-{row}" for row in frame.index], index=frame.index))
     repeated = ids[ids.duplicated()]
     if len(repeated):
         # Before/after pairing, resume and judging all key on the example id.
@@ -143,7 +156,7 @@ def _build_examples(frame: pd.DataFrame, spec: TaskSpec, where: str) -> list[Exa
         return [Example(id=str(ids.iloc[i]), texts=texts[i]) for i in range(len(frame))]
     if kind.squad_scored:
         column = kind.answers if isinstance(kind, ExtractiveQA) else kind.target
-        answers = [_answers(value, where, row, column) for row, value in enumerate(frame[column])]
+        answers = [_answers(value, where, int(row), column) for row, value in frame[column].items()]
         return [Example(id=str(ids.iloc[i]), texts=texts[i], references=answers[i][0], answer_starts=answers[i][1])
                 for i in range(len(frame))]
     _check_texts(frame, (kind.target,), where)
@@ -169,12 +182,13 @@ def _check_texts(frame: pd.DataFrame, fields: Sequence[str], where: str) -> None
         not_text = texts.map(lambda value: not isinstance(value, str))
         if not_text.any():
             row = int(np.flatnonzero(not_text.to_numpy())[0])
-            raise BenchError(f"{where}: column {column!r} row {row} is {_plain(texts.iloc[row])!r}, not a text; "
-                             "fix or drop that row")
+            raise BenchError(f"{where}: column {column!r} row {int(frame.index[row])} is {_plain(texts.iloc[row])!r}, "
+                             "not a text; fix or drop that row")
         too_long = texts.str.len() > MAX_TEXT_CHARS
         if too_long.any():
             row = int(np.flatnonzero(too_long.to_numpy())[0])
-            raise BenchError(f"{where}: column {column!r} row {row} has {len(texts.iloc[row]):,} characters, over the "
+            raise BenchError(f"{where}: column {column!r} row {int(frame.index[row])} has {len(texts.iloc[row]):,} "
+                             f"characters, over the "
                              f"{MAX_TEXT_CHARS:,} a text may have (no model here reads that much: a broken row?); "
                              "drop or truncate it")
 
@@ -185,8 +199,9 @@ def _checked_labels(frame: pd.DataFrame, kind: Classify, where: str) -> list[int
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         allowed = ", ".join(f"{i}={name}" for i, name in enumerate(kind.labels))
-        raise BenchError(f"{where}: label {_plain(frame[kind.label_column].iloc[row])!r} in row {row} is outside "
-                         f"the label set ({allowed})")
+        raise BenchError(f"{where}: column {kind.label_column!r} row {int(frame.index[row])} is "
+                         f"{_plain(frame[kind.label_column].iloc[row])!r}, not a class id ({allowed}); map the "
+                         "labels to these ids or drop that row")
     return [int(label) for label in labels]
 
 
@@ -245,57 +260,78 @@ def random_sample(examples: list[Example], n: int | None, rng: np.random.Generat
     return [examples[i] for i in order[: n if n is not None else len(examples)]]
 
 
-def carve(pool: list[Example], n: int, rng: np.random.Generator) -> tuple[list[Example], list[Example]]:
-    """A seeded sample of `n` and the rest. With groups, whole groups go to the sample until it
-    holds `n`; their leftover rows are dropped rather than given to the rest (no group straddles)."""
+def carve(pool: list[Example], n: int, rng: np.random.Generator) -> tuple[list[Example], list[Example], int]:
+    """A seeded sample of `n`, the rest, and how many rows neither got. With groups (SQuAD's
+    contexts), no group straddles the two: the sample spreads over as many groups as it can (a
+    random question from each of up to half the groups, more per group only when n needs it), so
+    it is not a cluster sample, and the other rows of its groups are left out of the rest."""
     if not any(e.group for e in pool):
         shuffled = random_sample(pool, None, rng)
-        return shuffled[:n], shuffled[n:]
-    groups = sorted({e.group for e in pool})
-    taken: set[str] = set()
-    count = 0
-    for index in rng.permutation(len(groups)):
-        if count >= n:
-            break
-        taken.add(groups[index])
-        count += sum(1 for e in pool if e.group == groups[index])
-    held = random_sample([e for e in pool if e.group in taken], n, rng)
-    return held, [e for e in pool if e.group not in taken]
+        return shuffled[:n], shuffled[n:], 0
+    by_group: dict[str, list[Example]] = {}
+    for example in pool:
+        by_group.setdefault(example.group, []).append(example)
+    names = sorted(by_group)
+    chosen = [names[i] for i in rng.permutation(len(names))[: max(1, min(n, len(names) // 2))]]
+    per_group = math.ceil(n / len(chosen))
+    held: list[Example] = []
+    for name in chosen:
+        held += random_sample(by_group[name], per_group, rng)
+    held = random_sample(held, n, rng)
+    rest = [e for e in pool if e.group not in set(chosen)]
+    return held, rest, len(pool) - len(held) - len(rest)
+
+
+def without_duplicates_of(pool: list[Example], held: Sequence[Example]) -> list[Example]:
+    """`pool` less the rows whose texts are also a held-out example's (datasets repeat rows across
+    their splits: 356 of the 2,000 Enron test mails are in its train split): a model trained on
+    an eval example would score it from memory."""
+    seen = {e.texts for e in held}
+    return [e for e in pool if e.texts not in seen]
 
 
 def build_splits(spec: TaskSpec, data_dir: Path | None, *, train_samples: int | None, eval_samples: int | None,
                  validation_samples: int, seed: int) -> Splits:
-    """Train, validation and eval examples, carving missing splits with `seed` (disjoint, reported)."""
+    """Train, validation and eval examples, carving missing splits with `seed` (disjoint, reported);
+    training and validation rows that repeat an eval example's texts are dropped (reported)."""
     source = SplitSource(spec, data_dir)
     rng = np.random.default_rng(seed)
     data, notes = spec.data, []
-    where = lambda split: f"{spec.data.local}/{split}"  # noqa: E731 - names the split in error messages
+
+    def load(split: str) -> list[Example]:
+        name = f"{data.local}/{split}"  # notes name the split; errors name the file
+        return drop_blank(to_examples(source.read(split), spec, source.where(split), split), name, notes)
+
     if not source.has(data.eval):
         raise BenchError(f"split {data.eval!r} missing for task {spec.name}; it is the eval split")
-    eval_pool = drop_blank(to_examples(source.read(data.eval), spec, where(data.eval)), where(data.eval), notes)
+    eval_pool = load(data.eval)
     if source.has(data.train) and data.train != data.eval:
         eval_set = random_sample(eval_pool, eval_samples, rng)
-        train_pool = drop_blank(to_examples(source.read(data.train), spec, where(data.train)), where(data.train), notes)
+        train_pool = load(data.train)
     else:
         # No separate train split: hold out the eval sample first, train on what is left.
         n_eval = eval_samples if eval_samples is not None else math.ceil(len(eval_pool) / 2)
         if n_eval >= len(eval_pool):
-            raise BenchError(f"{where(data.eval)} has {len(eval_pool)} rows: too few to carve a train split "
+            raise BenchError(f"{source.where(data.eval)} has {len(eval_pool)} rows: too few to carve a train split "
                              f"and {n_eval} eval examples; lower --eval-samples")
-        eval_set, train_pool = carve(eval_pool, n_eval, rng)
+        eval_set, train_pool, left_out = carve(eval_pool, n_eval, rng)
         missing = "train split missing" if data.train != data.eval else f"only one split ({data.eval})"
-        grouped = f", whole {spec.data.group} groups kept apart" if spec.data.group else ""
+        grouped = (f", whole {data.group} groups kept apart: {left_out} rows of the eval examples' groups left "
+                   "out of training" if data.group else "")
         notes.append(f"{missing}: train carved from {data.eval} (seed {seed}{grouped}), disjoint from the "
                      f"{len(eval_set)} eval examples")
+    kept = without_duplicates_of(train_pool, eval_set)
+    if len(kept) < len(train_pool):
+        notes.append(f"{len(train_pool) - len(kept)} training rows dropped: their texts are also eval examples'")
+    train_pool = kept
     demo_pool = tuple(train_pool)
     if source.has(data.validation):
-        validation_pool = drop_blank(to_examples(source.read(data.validation), spec, where(data.validation)),
-                                     where(data.validation), notes)
+        validation_pool = without_duplicates_of(load(data.validation), eval_set)
         validation = random_sample(validation_pool, validation_samples, rng)
     else:
         # Carve validation out of train so early stopping never sees eval examples.
         n_val = min(validation_samples, max(1, len(train_pool) // 5))
-        validation, train_pool = carve(train_pool, n_val, rng)
+        validation, train_pool, _ = carve(train_pool, n_val, rng)
         notes.append(f"validation carved from train ({len(validation)} examples, seed {seed})")
     if not train_pool:
         raise BenchError(f"task {spec.name}: no training examples left after carving eval/validation splits")

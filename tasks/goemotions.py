@@ -29,6 +29,18 @@ EMOTIONS_BY_FREQUENCY = (
 LABEL_COUNTS = (2, 4, 8, 16)
 
 
+def emotion_ids(value: object) -> list[int]:
+    """A row's emotion ids: a list or array (parquet, jsonl), its text "[2, 27]" (csv), or one id."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip().strip("[]")
+        return [int(part) for part in text.replace(",", " ").split()] if text else []
+    if isinstance(value, (int, float)):
+        return [int(value)]
+    return [int(part) for part in value]  # type: ignore[attr-defined]
+
+
 @task("goemotions")
 def goemotions(labels: int = 4) -> TaskSpec:
     if labels not in LABEL_COUNTS:
@@ -38,8 +50,9 @@ def goemotions(labels: int = 4) -> TaskSpec:
 
     def single_label_subset(rows: pd.DataFrame) -> pd.DataFrame:
         if "labels" not in rows.columns:
-            return rows  # let the engine's column check name the missing column
-        ids = rows["labels"].map(lambda value: list(value) if value is not None else [])
+            raise BenchError(f"goemotions data lacks column 'labels' (each comment's list of emotion ids); has: "
+                             f"{', '.join(map(str, rows.columns))}")
+        ids = rows["labels"].map(emotion_ids)
         keep = ids.map(lambda value: len(value) == 1 and int(value[0]) in renumber)
         subset = rows[keep].copy()
         subset["label"] = ids[keep].map(lambda value: renumber[int(value[0])]).astype("int64")

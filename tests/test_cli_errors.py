@@ -97,9 +97,9 @@ NO_SENTENCE = GOOD.rename(columns={"sentence": "text"})
 
 @pytest.mark.parametrize("files, expected", [
     pytest.param({"train": GOOD}, "split 'validation' missing", id="missing-split"),
-    pytest.param({"train": NO_SENTENCE, "validation": GOOD}, "sst2/train lacks column(s) sentence",
+    pytest.param({"train": NO_SENTENCE, "validation": GOOD}, "sst2/train.parquet lacks column(s) sentence",
                  id="missing-column"),
-    pytest.param({"train": EMPTY, "validation": GOOD}, "sst2/train is empty", id="empty-split"),
+    pytest.param({"train": EMPTY, "validation": GOOD}, "sst2/train.parquet is empty", id="empty-split"),
     pytest.param({}, "has no folder 'sst2'", id="no-task-folder"),
 ])
 def test_broken_data(run_sst2, tmp_path, results, files, expected):
@@ -114,14 +114,14 @@ def test_broken_data(run_sst2, tmp_path, results, files, expected):
 
 
 def test_label_outside_label_set(run_sst2, tmp_path, results):
-    """The message names the split, the bad value, its row and the labels allowed."""
+    """The message names the file, the column, the row, the bad value, the labels allowed and the fix."""
     data = tmp_path / "data"
     (data / "sst2").mkdir(parents=True)
     GOOD.to_parquet(data / "sst2" / "train.parquet", index=False)
     GOOD.assign(label=[1, 0, 7, 0] * 5).to_parquet(data / "sst2" / "validation.parquet", index=False)
     result = run_sst2(data=data)
-    assert_clean_failure(result, "label 7 in row 2 is outside the label set (0=negative, 1=positive)", results)
-    assert "sst2/validation: label" in result[2] and "7" in result[2]
+    assert_clean_failure(result, "sst2/validation.parquet: column 'label' row 2 is 7, not a class id (0=negative, "
+                                 "1=positive); map the labels to these ids or drop that row", results)
 
 
 # ---------------------------------------------------------------- options

@@ -17,9 +17,11 @@ from test_cli_errors import FAST, assert_clean_failure
 
 GOOD = pd.DataFrame({"sentence": ["a fine film ", "a dull film ", "great fun ", "a bore "] * 5,
                      "label": [1, 0, 1, 0] * 5})
+# other texts than GOOD's: training rows that repeat an eval text are dropped
+EVAL = GOOD.assign(sentence=["a fine play", "a dull play", "great music", "a long bore"] * 5)
 
 
-def _data(tmp_path: Path, train: Any, validation: Any = GOOD, suffix: str = ".parquet") -> Path:
+def _data(tmp_path: Path, train: Any, validation: Any = EVAL, suffix: str = ".parquet") -> Path:
     """A data dir whose sst2/train is `train`: a DataFrame (written as `suffix`) or raw bytes."""
     folder = tmp_path / "data" / "sst2"
     folder.mkdir(parents=True)
@@ -43,10 +45,12 @@ def _data(tmp_path: Path, train: Any, validation: Any = GOOD, suffix: str = ".pa
                  id="malformed-jsonl"),
     pytest.param("sentence,label\ncaf\xe9 cr\xe8me,1\n".encode("latin-1"), ".csv", "cannot read", id="non-utf8-csv"),
     pytest.param(GOOD.assign(sentence=list(range(20))), ".parquet", "row 0 is 0, not a text", id="int-texts"),
-    pytest.param(GOOD.assign(label=["pos", "neg"] * 10), ".parquet", "label 'pos' in row 0 is outside",
+    pytest.param(GOOD.assign(label=["pos", "neg"] * 10), ".parquet", "column 'label' row 0 is 'pos', not a class id",
                  id="string-labels"),
-    pytest.param(GOOD.assign(label=[0.5] * 20), ".parquet", "label 0.5 in row 0 is outside", id="fractional-label"),
-    pytest.param(GOOD.assign(label=[-1] * 20), ".parquet", "label -1 in row 0 is outside", id="negative-label"),
+    pytest.param(GOOD.assign(label=[0.5] * 20), ".parquet", "column 'label' row 0 is 0.5, not a class id",
+                 id="fractional-label"),
+    pytest.param(GOOD.assign(label=[-1] * 20), ".parquet", "column 'label' row 0 is -1, not a class id",
+                 id="negative-label"),
     pytest.param(GOOD.assign(sentence=[np.nan] + ["ok "] * 19), ".parquet", "row 0 is nan, not a text",
                  id="nan-text"),
     pytest.param(GOOD.assign(sentence=["  "] * 20), ".parquet", "has no non-blank texts", id="all-blank"),
@@ -55,8 +59,10 @@ def _data(tmp_path: Path, train: Any, validation: Any = GOOD, suffix: str = ".pa
     pytest.param(GOOD.assign(id=["a", "b", "a", "c"] * 5), ".parquet", "id 'a' appears more than once",
                  id="duplicate-ids"),
     pytest.param(GOOD.assign(sentence=["ok"] * 20).astype({"label": "float64"}).assign(label=np.nan), ".parquet",
-                 "label nan in row 0", id="nan-labels"),
+                 "column 'label' row 0 is nan", id="nan-labels"),
     pytest.param(GOOD.assign(label=[1, 0, 1, 0] * 5), ".jsonl", None, id="valid-jsonl-control"),
+    # "NA", "None", "null" and "" are texts in a CSV, not missing values
+    pytest.param(GOOD.assign(sentence=["NA", "None", "null", "fine "] * 5), ".csv", None, id="csv-na-words-are-texts"),
 ])
 def test_broken_files(bench: Any, tiny_model: Any, tmp_path: Path, train: Any, suffix: str,
                       expected: str | None) -> None:

@@ -38,15 +38,6 @@ def fresh_splits(spec: TaskSpec, data_dir: Path, seed: int, train_samples: int |
                         validation_samples=VALIDATION, seed=seed)
 
 
-def source_of(spec: TaskSpec, data_dir: Path) -> dict[str, str]:
-    """Which file each split's examples come from: ids are only unique within one file."""
-    folder = data_dir / spec.data.local
-    train = spec.data.train if (folder / f"{spec.data.train}.parquet").is_file() else spec.data.eval
-    has_validation = spec.data.validation and (folder / f"{spec.data.validation}.parquet").is_file()
-    validation = spec.data.validation if has_validation else train
-    return {"train": train, "validation": validation, "eval": spec.data.eval}
-
-
 def assert_balanced(labels: list[int], num_labels: int) -> None:
     counts = Counter(labels)
     assert set(counts) == set(range(num_labels)), f"classes missing from the sample: {counts}"
@@ -92,13 +83,42 @@ def test_seed_decides_the_sample(name, data_dir):
 
 @pytest.mark.parametrize("name", CLASSIFICATION)
 def test_no_example_in_two_splits(name, data_dir):
-    """Training and early stopping never see an eval example (nor each other's), carved splits included."""
-    spec, splits = get_task(name), splits_of(name, data_dir)
-    source = source_of(spec, data_dir)
-    keys = {part: {(source[part], e.id) for e in getattr(splits, part)} for part in ("train", "validation", "eval")}
-    assert not keys["train"] & keys["eval"]
-    assert not keys["validation"] & keys["eval"]
-    assert not keys["train"] & keys["validation"]
+    """Training and early stopping never see an eval example (nor each other's), carved splits
+    included: no id in two splits (rows without one are numbered per file: `train-17`), and no eval
+    text among the training or validation texts, even where the data repeats rows across splits."""
+    splits = splits_of(name, data_dir)
+    ids = {part: {e.id for e in getattr(splits, part)} for part in ("train", "validation", "eval")}
+    assert not ids["train"] & ids["eval"]
+    assert not ids["validation"] & ids["eval"]
+    assert not ids["train"] & ids["validation"]
+    eval_texts = {e.texts for e in splits.eval}
+    assert not eval_texts & {e.texts for e in splits.train + splits.validation + splits.demo_pool}
+
+
+def test_rows_the_data_repeats_across_splits_are_not_trained_on(data_dir):
+    """356 of the 2,000 Enron test mails are also in its train split, verbatim: they leave the
+    training pool, and the table notes say how many."""
+    splits = build_splits(get_task("enron_spam"), data_dir, train_samples=None, eval_samples=None,
+                          validation_samples=100, seed=0)
+    eval_texts = {e.texts for e in splits.eval}
+    assert len(splits.eval) > 1990 and not eval_texts & {e.texts for e in splits.train + splits.validation}
+    (note,) = [note for note in splits.notes if "training rows dropped" in note]
+    assert int(note.split()[0]) >= 356, note
+
+
+def test_a_carved_squad_eval_spreads_over_contexts(data_dir):
+    """squad_v2 carves train from its one split without sharing a context; the eval sample still
+    spreads over contexts (one question each, not whole contexts: a cluster sample would make the
+    per-question bootstrap CIs too narrow), and the rows left out are counted."""
+    splits = build_splits(get_task("squad_v2"), data_dir, train_samples=None, eval_samples=100,
+                          validation_samples=50, seed=0)
+    assert len(splits.eval) == 100 and len({e.group for e in splits.eval}) == 100
+    assert len({e.group for e in splits.validation}) == 50
+    (note,) = [note for note in splits.notes if "groups left out of training" in note]
+    left_out = int(note.split("kept apart: ")[1].split()[0])
+    total = len(pd.read_parquet(data_dir / "squad_v2" / "validation.parquet"))
+    dropped = sum(int(n.split()[0]) for n in splits.notes if "training rows dropped" in n)
+    assert left_out > 0 and len(splits.eval) + left_out + len(splits.demo_pool) + dropped == total
 
 
 @pytest.mark.parametrize("name", TEXT_TASKS)
@@ -156,6 +176,47 @@ def test_goemotions_subsets_nest(data_dir):
             assert set(smaller_rows.index) <= set(rows.index)
             assert (rows.loc[smaller_rows.index] == smaller_rows).all(), "a comment changed label between subsets"
         previous = (spec, rows)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_goemotions_reads_the_same_from_csv_and_jsonl(suffix, data_dir, tmp_path):
+    """A CSV holds each comment's label list as text ("[27]"), some dumps hold a bare id: all read
+    as the parquet does. Errors name the file's row, not the row among those the subset kept."""
+    folder = tmp_path / "goemotions"
+    folder.mkdir()
+    for split in ("train", "validation", "test"):
+        rows = pd.read_parquet(data_dir / "goemotions" / f"{split}.parquet").head(600)
+        rows = rows.assign(labels=[list(map(int, value)) for value in rows["labels"]])
+        if suffix == ".csv":
+            rows.to_csv(folder / f"{split}.csv", index=False)
+        else:
+            single = rows.assign(labels=[value[0] if len(value) == 1 else value for value in rows["labels"]])
+            single.to_json(folder / f"{split}.jsonl", orient="records", lines=True)
+    spec = get_task("goemotions", labels=4)
+    local = build_splits(spec, tmp_path, train_samples=40, eval_samples=50, validation_samples=20, seed=0)
+    copied = tmp_path / "parquet" / "goemotions"
+    copied.mkdir(parents=True)
+    for split in ("train", "validation", "test"):
+        pd.read_parquet(data_dir / "goemotions" / f"{split}.parquet").head(600).to_parquet(copied / f"{split}.parquet")
+    reference = build_splits(spec, copied.parent, train_samples=40, eval_samples=50, validation_samples=20, seed=0)
+    assert [(e.id, e.label) for e in local.eval] == [(e.id, e.label) for e in reference.eval]
+    assert [(e.id, e.label) for e in local.train] == [(e.id, e.label) for e in reference.train]
+
+    train = pd.read_parquet(copied / "train.parquet")
+    kept = spec.prepare(train).index  # file rows of single-label comments among the 4 emotions
+    train.loc[kept[5], "id"] = train.loc[kept[2], "id"]
+    train.to_parquet(copied / "train.parquet")
+    with pytest.raises(BenchError, match=rf"train.parquet: id .* appears more than once \(row {kept[5]}\)"):
+        build_splits(spec, copied.parent, train_samples=40, eval_samples=50, validation_samples=20, seed=0)
+    with pytest.raises(BenchError, match="lacks column 'labels'"):
+        spec.prepare(train.drop(columns=["labels"]))
+
+
+def test_nli_reads_the_hub_column_names():
+    """The hub's SICK names the pair sentence_A / sentence_B (the local copy: premise / hypothesis)."""
+    rows = pd.DataFrame({"id": ["1"], "sentence_A": ["A dog runs"], "sentence_B": ["An animal moves"], "label": [0]})
+    prepared = get_task("nli").prepare(rows)
+    assert list(prepared.columns) == ["id", "premise", "hypothesis", "label"]
 
 
 @pytest.mark.parametrize("labels", [2, 4, 8, 16])
@@ -234,3 +295,15 @@ def test_every_declared_task_option_is_a_flag_and_recorded():
     parser = build_parser()
     run = parser.parse_args(["run", "sst2", "--models", "m"])
     assert all(hasattr(run, option) for option in TASK_OPTIONS)
+
+
+def test_without_local_data_the_hub_is_asked_and_its_failure_explained(monkeypatch):
+    """No data dir: `datasets.load_dataset(hub id)`, as users with a network run it. Here (offline)
+    it fails: one error naming the dataset, the hub's reason and where local copies go."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(BenchError) as failure:
+        build_splits(get_task("sst2"), None, train_samples=10, eval_samples=10, validation_samples=5, seed=0)
+    message = str(failure.value)
+    assert message.startswith("could not load stanfordnlp/sst2 split 'validation' from the Hugging Face Hub (")
+    assert "pass --data-dir DIR or set BENCH_DATA_DIR (DIR/sst2/validation.parquet)" in message
