@@ -83,7 +83,7 @@ class WorkCounter:
         return 2.0 * (self.body_params * self.body_positions + self.head_params * self.head_positions)
 
 
-def run_bench(model, tokenizer, spec, texts, batch_size: int, precision: str) -> tuple[float, float]:
+def run_bench(model, tokenizer, spec, texts, batch_size: int, precision: str) -> tuple[float, list[list[float]]]:
     from harness.backends.hf import score_causal
     from harness.precision import autocast
     from harness.prompts import verbalizer_ids

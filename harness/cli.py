@@ -1,4 +1,4 @@
-"""`bench run|sweep|eval|rescore|list|report|export`: parse, call, print. Heavy imports happen
+"""`bench list|run|sweep|eval|rescore|report|judge|export`: parse, call, print. Heavy imports happen
 inside commands only, so `bench --help` and `bench list` answer instantly."""
 from __future__ import annotations
 
@@ -274,19 +274,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         judging = Judging(judge_settings, store, _log) if judge_settings else None  # a bad spec fails here
         runner = Runner(spec, store, data_dir, _log)
         runner.splits(planned[0].config)  # data problems surface before any model loads
-        rows, judged = [], []
+        rows = []
         for item in planned:
             records = runner.run(item)
             _after_run(loggers, store)(item.run_id, item.config.to_dict(), records)
             rows += _compare(store, item.run_id, item.config.to_dict(), records)
-            if judging is not None:
-                judged.append(judging.judge_run(item.run_id, spec, runner.splits(item.config).eval))
         name = print_and_save(store, spec, rows, runner.splits(planned[0].config), time.perf_counter() - started)
+        if judging is None:
+            return 0
+        # Judged after every model has trained and its table is out: a judge that fails (a bad key,
+        # a server down) costs the judgments, not the other models' runs.
+        judged, failed = [], 0
+        for item in planned:
+            try:
+                judged.append(judging.judge_run(item.run_id, spec, runner.splits(item.config).eval))
+            except BenchError as exc:
+                failed += 1
+                print(f"warning: {item.run_id} was not judged: {exc}", file=sys.stderr)
         print_judge_table([record for record in judged if record], store, name)
     finally:
         if judging is not None:
             judging.close()
         store.close()
+    if failed:
+        print(f"error: {failed} of {len(planned)} runs were not judged (see the warnings above); the runs are "
+              f"stored: judge them again with `bench judge {spec.key} --judge ...`", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -303,12 +316,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _open_store(results: str | None) -> Any:
-    from harness.store import Store, results_dir
+    from harness.store import Store
 
-    root = results_dir(results)
-    if not (root / "bench.sqlite").is_file():
-        raise BenchError(f"no results store at {root}/bench.sqlite; run `bench run` first or pass --results")
-    return Store(root)
+    return Store.existing(results)
 
 
 def _selected(store: Any, args: argparse.Namespace, sweep: Any = None) -> tuple[list[Any], list[Any]]:
@@ -332,7 +342,7 @@ def _selected(store: Any, args: argparse.Namespace, sweep: Any = None) -> tuple[
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown, leaderboard_table
-    from harness.judging.command import judge_table, stored_judgments
+    from harness.judging.command import judge_section
     from harness.report import (
         comparison_tables,
         csv_table,
@@ -340,7 +350,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         flat_notes,
         markdown_table,
         to_latex,
-        to_markdown,
     )
 
     if args.table == "sweep" and not args.sweep:
@@ -355,6 +364,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             results = results_from_store(store, plan)
         runs, rows = _selected(store, args, plan)
         entries = leaderboard(store, rows)
+        judged = judge_section(store, [row.run_id for row in rows])
         out = args.out
         if args.format == "html":
             text, default = _html_report(store, args, runs, rows, plan, results)
@@ -366,15 +376,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         elif args.format == "latex":
             parts = [to_latex(table, "Before / after fine-tuning") for table in comparison_tables(rows)]
             parts.append(to_latex(leaderboard_table(entries), "Leaderboard"))
+            if judged:
+                parts.append(to_latex(judged[0], "LLM judge"))
             if plan:
                 parts.append(_sweep_text(plan, results, "latex"))
             text = "% bench report: needs \\usepackage{booktabs}\n" + "\n".join(parts)
         else:
             parts = ["## Before / after fine-tuning\n\n" + markdown_table(rows, flat_notes(rows, data_notes(store, rows))),
                      "## Leaderboard\n\n" + leaderboard_markdown(entries)]
-            judged = stored_judgments(store, [row.run_id for row in rows])
             if judged:
-                parts.append("## LLM judge\n\n" + to_markdown(judge_table(judged)))
+                parts.append(_judge_markdown(*judged))
             if plan:
                 parts.insert(0, f"## Sweep {plan.name}\n\n" + _sweep_text(plan, results, "md"))
             text = "\n".join(parts)
@@ -382,6 +393,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _judge_markdown(table: Any, notes: Sequence[str], heading: str = "##") -> str:
+    from harness.report import to_markdown
+
+    return f"{heading} LLM judge\n\n" + to_markdown(table) + "".join(f"- {note}\n" for note in notes)
 
 
 def _sweep_text(plan: Any, results: Any, fmt: str) -> str:
@@ -438,6 +455,7 @@ def _emit(text: str, out: str | None) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Leaderboard and the before/after rows, each as CSV and markdown, into a folder."""
+    from harness.judging.command import judge_section
     from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown
     from harness.report import csv_table, data_notes, flat_notes, markdown_table
     from harness.store import atomic_write
@@ -454,6 +472,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                  "leaderboard.md": "# Leaderboard\n\n" + leaderboard_markdown(entries),
                  "comparisons.csv": csv_table(rows, notes),
                  "comparisons.md": "# Before / after fine-tuning\n\n" + markdown_table(rows, flat_notes(rows, notes))}
+        judged = judge_section(store, [row.run_id for row in rows])
+        if judged:
+            files["judge.md"] = _judge_markdown(*judged, heading="#")
         for name, text in files.items():
             atomic_write(target / name, text)
             print(target / name)
@@ -491,8 +512,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if html is not None:
             print(f"report: {html}")
         folder = store.root / "sweeps"
-        print(f"tables: {folder / plan.name}.md and .csv   heatmap: {folder / plan.name}.png   "
-              f"wall time {time.perf_counter() - started:.1f} s")
+        heatmap = f"heatmap: {folder / plan.name}.png   " if section.heatmap_png else ""
+        print(f"tables: {folder / plan.name}.md and .csv   {heatmap}wall time {time.perf_counter() - started:.1f} s")
     finally:
         store.close()
     failed = [result for result in results if result.error]

@@ -59,6 +59,23 @@ class Comparison(_FlatRow):
     costs: RunCosts
     settings: str = ""  # what tells this run from others of the same model x method in one table
 
+    # The headline, read the same way for every kind of comparison (sweeps, leaderboards).
+    headline = "accuracy"
+    delta_name = "accuracy"  # what the delta is a difference of
+    lower_is_better = False
+
+    @property
+    def headline_before(self) -> float:
+        return self.accuracy_before
+
+    @property
+    def headline_after(self) -> float:
+        return self.accuracy_after
+
+    @property
+    def headline_delta(self) -> float:
+        return self.delta_accuracy
+
 
 @dataclass(frozen=True)
 class TextComparison(_FlatRow):
@@ -86,6 +103,26 @@ class TextComparison(_FlatRow):
     others: dict[str, tuple[float, float]]
     costs: RunCosts
     settings: str = ""  # what tells this run from others of the same model x method in one table
+
+    @property
+    def headline(self) -> str:
+        return self.metric
+
+    @property
+    def delta_name(self) -> str:  # perplexity's delta is one of NLL per token (what is resampled)
+        return self.delta_metric
+
+    @property
+    def headline_before(self) -> float:
+        return self.before
+
+    @property
+    def headline_after(self) -> float:
+        return self.after
+
+    @property
+    def headline_delta(self) -> float:
+        return self.delta
 
 
 # Secondary metrics shown next to the headline, when the stage has them.
@@ -169,7 +206,7 @@ def compare_classification(store: Store, run_id: str, config: dict[str, Any], re
         right_after = correct_mask(gold, [p.label for p in after])
         test = mcnemar_exact(right_before, right_after)
         boot = paired_bootstrap([float(x) for x in right_before], [float(x) for x in right_after],
-                                seed=int(config.get("seed", 0)))
+                                resamples=BOOTSTRAP_RESAMPLES, seed=int(config.get("seed", 0)))
         mb, ma = before_record.metrics, after_record.metrics
         rows.append(Comparison(
             run_id=run_id, task=config["task"], model=config["model"], method=config["method"],

@@ -9,7 +9,8 @@ before its row commits (stage names with ':' as '-': baseline-prompt, finetune, 
 finetune-saved (training states saved so far); train-state-staged (the step of a training state
 written beside its place, not yet renamed into it); train-step (the optimizer step about to run);
 eval-batch (the eval batch size a stage is about to predict with);
-judge-replies (judge replies cached so far); report-written (1, between the table files).
+judge-replies (judge replies cached so far); judge-batch (the batch size a local judge is about to
+generate with); report-written (1, between the table files).
 """
 from __future__ import annotations
 

@@ -111,6 +111,7 @@ class Report:
     comparisons: tuple[Table, ...]
     runs: tuple[RunSection, ...]
     sweep: SweepSection | None = None
+    judge: tuple[Table, list[str]] | None = None  # the LLM-judge table and its notes
 
 
 # ---------------------------------------------------------------- gathering from the store
@@ -157,12 +158,11 @@ def build_report(store: Store, runs: Sequence[dict[str, Any]], rows: Sequence[Ro
 
     entries = leaderboard(store, rows)
     note = SELECTION_NOTE if any(e.configs > 1 for e in entries) else ""
-    from harness.judging.command import judge_table, stored_judgments
+    from harness.judging.command import judge_section
 
-    judged = stored_judgments(store, [row.run_id for row in rows])
-    tables = tuple(comparison_tables(rows)) + ((judge_table(judged),) if judged else ())
-    return Report(title, str(store.root), leaderboard_table(entries), note, tables,
-                  tuple(run_sections(store, runs, rows, data_dir)), sweep)
+    return Report(title, str(store.root), leaderboard_table(entries), note, tuple(comparison_tables(rows)),
+                  tuple(run_sections(store, runs, rows, data_dir)), sweep,
+                  judge_section(store, [row.run_id for row in rows]))
 
 
 def run_sections(store: Store, runs: Sequence[dict[str, Any]], rows: Sequence[Row], data_dir: Path | None,
@@ -242,6 +242,8 @@ def render(report: Report) -> str:
     navigation = [el("a", "leaderboard", href="#leaderboard"), el("a", "before / after", href="#comparisons")]
     if report.sweep:
         navigation.insert(0, el("a", "sweep", href="#sweep"))
+    if report.judge:
+        navigation.append(el("a", "LLM judge", href="#judge"))
     if report.runs:
         navigation.append(el("a", f"runs ({len(report.runs)})", href="#runs"))
     body = [el("header", el("h1", report.title),
@@ -256,6 +258,10 @@ def render(report: Report) -> str:
     body.append(el("section", *leaderboard))
     body.append(el("section", el("h2", "Before / after fine-tuning", id="comparisons"),
                    *(_table_html(table) for table in report.comparisons)))
+    if report.judge:
+        table, notes = report.judge
+        body.append(el("section", el("h2", "LLM judge", id="judge"), _table_html(table),
+                       el("ul", *(el("li", note) for note in notes), class_="note")))
     if report.runs:
         body.append(el("section", el("h2", "Runs", id="runs"), *(_run_html(run) for run in report.runs)))
     head = el("head", void("meta", charset="utf-8"), void("meta", http_equiv="Content-Security-Policy", content=CSP),

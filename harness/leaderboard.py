@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from harness.compare import Comparison, TextComparison, compare, format_ci, format_p
 from harness.errors import BenchError
-from harness.report import Table, to_markdown
+from harness.report import Table, format_score, to_markdown
 from harness.store import Store
 
 Row = Comparison | TextComparison
@@ -34,7 +34,8 @@ class LeaderboardRow:
     metric: str
     before: float
     after: float
-    delta: float
+    delta: float  # of `delta_metric`: the headline, or for perplexity NLL per token (what is resampled)
+    delta_metric: str
     delta_ci: tuple[float, float]
     p_value: float
     n: int
@@ -128,7 +129,7 @@ def _select(store: Store, group: Sequence[Row]) -> tuple[Row, str]:
     if not shared or any(not isinstance(value, (int, float)) for _, value in scored):
         scored = [(row, _best_in_curves(store.curves(row.run_id), criterion)) for row in group]
         if any(value is None for _, value in scored):
-            return group[-1], "latest"
+            return max(group, key=lambda row: store.finished_at(row.run_id, "finetuned") or 0.0), "latest"
     sign = -1.0 if criterion == "loss" else 1.0
     best = max(scored, key=lambda item: sign * float(item[1]))
     differ = " (validation sets of different sizes)" if len(validation_sizes) > 1 else ""
@@ -143,28 +144,25 @@ def _best_in_curves(curves: Sequence[dict[str, Any]], criterion: str) -> float |
 
 
 def _entry(row: Row, configs: int, selected_by: str) -> LeaderboardRow:
-    if isinstance(row, Comparison):
-        metric, before, after, delta, lower = ("accuracy", row.accuracy_before, row.accuracy_after,
-                                               row.delta_accuracy, False)
-    else:
-        metric, before, after, delta, lower = row.metric, row.before, row.after, row.delta, row.lower_is_better
     return LeaderboardRow(
-        task=row.task, model=row.model, method=row.method, baseline=row.baseline, metric=metric, before=before,
-        after=after, delta=delta, delta_ci=tuple(row.delta_ci), p_value=row.p_value, n=row.n,
+        task=row.task, model=row.model, method=row.method, baseline=row.baseline, metric=row.headline,
+        before=row.headline_before, after=row.headline_after, delta=row.headline_delta, delta_metric=row.delta_name,
+        delta_ci=tuple(row.delta_ci), p_value=row.p_value, n=row.n,
         failures_before=row.failures_before, failures_after=row.failures_after, trainable_pct=row.costs.trainable_pct,
         trainable_params=row.costs.trainable_params, train_seconds=row.costs.train_seconds,
         peak_memory_mb=row.costs.peak_memory_mb,
-        lower_is_better=lower, configs=configs, selected_by=selected_by, run_id=row.run_id)
+        lower_is_better=row.lower_is_better, configs=configs, selected_by=selected_by, run_id=row.run_id)
 
 
 def leaderboard_table(entries: Sequence[LeaderboardRow]) -> Table:
     cells = []
     for e in entries:
-        # Text deltas are in the per-example value resampled (e.g. NLL for perplexity), like the
-        # before/after table; the scores are the headline metric.
+        # A delta of another quantity than the scores (NLL per token for perplexity) names it.
+        delta = format_ci(e.delta, e.delta_ci, signed=True) + (f" {e.delta_metric}" if e.delta_metric != e.metric
+                                                               else "")
         cells.append((e.task, e.model, e.method, e.baseline, e.metric + (" (lower is better)" if e.lower_is_better
                                                                          else ""),
-                      _score(e.before), _score(e.after), format_ci(e.delta, e.delta_ci, signed=True),
+                      format_score(e.before, e.metric), format_score(e.after, e.metric), delta,
                       format_p(e.p_value), str(e.n), f"{e.failures_before}/{e.failures_after}",
                       f"{e.trainable_pct:.2f}", f"{e.train_seconds:.1f}", f"{e.peak_memory_mb:.0f}", str(e.configs)))
     return Table(COLUMNS, tuple(cells))
@@ -190,7 +188,3 @@ def leaderboard_csv(entries: Sequence[LeaderboardRow]) -> str:
         writer.writerow({**row, "delta_ci_low": low, "delta_ci_high": high})
     return out.getvalue()
 
-
-def _score(value: float) -> str:
-    """3 decimals for 0-1 scores, 1 for 0-100 scores and perplexities (as in the before/after table)."""
-    return f"{value:.3f}" if abs(value) < 1.5 else f"{value:.1f}"

@@ -106,7 +106,7 @@ def _text_table(rows: Sequence[TextComparison]) -> Table:
                "base s", "train s", "tok/s", "peak MB")
     cells = []
     for r in rows:
-        others = ", ".join(f"{name} {_num(b, name)}→{_num(a, name)}" for name, (b, a) in r.others.items())
+        others = ", ".join(f"{name} {format_score(b, name)}→{format_score(a, name)}" for name, (b, a) in r.others.items())
         cells.append((r.task, r.model, r.method, r.baseline, str(r.n), f"{r.failures_before}/{r.failures_after}",
                       _num_ci(r.before, r.before_ci, r.metric), _num_ci(r.after, r.after_ci, r.metric),
                       format_ci(r.delta, r.delta_ci, signed=True), format_p(r.p_value), others,
@@ -120,14 +120,14 @@ def _cost_cells(c: RunCosts) -> tuple[str, ...]:
             f"{c.train_seconds:.0f}", f"{c.tokens_per_second:.0f}", f"{c.peak_memory_mb:.0f}")
 
 
-def _num(value: float, name: str = "") -> str:
+def format_score(value: float, name: str = "") -> str:
     """3 decimals for 0-1 scores, 1 for 0-100 scales (BLEU, SQuAD) and perplexities."""
     wide = name.split("_")[-1] in ("bleu", "exact", "f1", "perplexity") or name.startswith(("bleu", "perplexity"))
     return f"{value:.1f}" if wide or abs(value) >= 1.5 else f"{value:.3f}"
 
 
 def _num_ci(value: float, ci: Sequence[float], name: str = "") -> str:
-    return f"{_num(value, name)} [{_num(ci[0], name)}, {_num(ci[1], name)}]"
+    return f"{format_score(value, name)} [{format_score(ci[0], name)}, {format_score(ci[1], name)}]"
 
 
 def _classification_table(rows: Sequence[Comparison]) -> Table:
@@ -231,7 +231,7 @@ def sample_predictions(store: Store, row: Comparison, labels: Sequence[str], tex
     for b, a in chosen:
         text = " ".join(texts.get(b.example_id, "").split())
         lines.append(f"  [{b.example_id}] {text[:90]!r}{'...' if len(text) > 90 else ''}")
-        lines.append(f"      gold {labels[b.gold]}  |  before {_label(b, labels)}  |  after {_label(a, labels)}")
+        lines.append(f"      gold {labels[b.gold]}  |  before {label_text(b, labels)}  |  after {label_text(a, labels)}")
     return "\n".join(lines)
 
 
@@ -249,10 +249,6 @@ def label_pairs(store: Store, row: Comparison, count: int) -> list[tuple[Predict
 
 def label_text(prediction: Prediction, labels: Sequence[str]) -> str:
     """"positive (p=0.61)", or FAILED when the example could not be scored."""
-    return _label(prediction, labels)
-
-
-def _label(prediction: Prediction, labels: Sequence[str]) -> str:
     if prediction.label is None:
         return "FAILED"
     return f"{labels[prediction.label]} (p={_probabilities(prediction.scores)[prediction.label]:.2f})"

@@ -20,13 +20,11 @@ def rescore_command(args: argparse.Namespace) -> int:
     from harness.data import data_dir_from, run_splits
     from harness.registry import spec_for
     from harness.scoring import score_stage
-    from harness.store import Store, results_dir
+    from harness.store import Store
 
     started = time.perf_counter()
-    root = results_dir(args.results)
-    if not (root / "bench.sqlite").is_file():
-        raise BenchError(f"no results store at {root}/bench.sqlite; pass --results or run `bench run` first")
-    store = Store(root)
+    store = Store.existing(args.results)
+    root = store.root
     try:
         config = store.run_config(args.run)
         if config is None:

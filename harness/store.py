@@ -55,15 +55,21 @@ def results_dir(option: str | None) -> Path:
     return Path(option or os.environ.get(RESULTS_ENV) or "results")
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, content: str | bytes) -> None:
+    """Write to a temp file beside `path`, then rename: readers see the old file or the whole new
+    one, and a failed write leaves nothing behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.chmod(temp, 0o644)  # mkstemp creates 0600; results are meant to be shared and read
-    os.replace(temp, path)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(content.encode("utf-8") if isinstance(content, str) else content)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, 0o644)  # mkstemp creates 0600; results are meant to be shared and read
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 def _prediction_row(p: Prediction) -> dict[str, Any]:
@@ -86,6 +92,15 @@ class Store:
         self.root = root
         self.db_path = root / "bench.sqlite"
         self._connection: sqlite3.Connection | None = None
+
+    @classmethod
+    def existing(cls, results: str | None) -> Store:
+        """The store under --results (or BENCH_RESULTS, or ./results) for commands that only read
+        or add to earlier runs: a missing one is an error, not a new empty store."""
+        root = results_dir(results)
+        if not (root / "bench.sqlite").is_file():
+            raise BenchError(f"no results store at {root}/bench.sqlite; run `bench run` first or pass --results DIR")
+        return cls(root)
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -150,6 +165,11 @@ class Store:
         row = self._db.execute("SELECT seconds, metrics, info FROM stages WHERE run_id=? AND stage=?",
                                (run_id, stage)).fetchone()
         return StageRecord(run_id, stage, row[0], json.loads(row[1]), json.loads(row[2])) if row else None
+
+    def finished_at(self, run_id: str, stage: str) -> float | None:
+        """When the stage was stored (Unix time), None if it was not."""
+        row = self._db.execute("SELECT finished_at FROM stages WHERE run_id=? AND stage=?", (run_id, stage)).fetchone()
+        return float(row[0]) if row else None
 
     def predictions(self, run_id: str, stage: str) -> list[Prediction]:
         rows = self._db.execute("SELECT example_id, gold, label, scores, output, metric_values FROM predictions "

@@ -272,15 +272,12 @@ def results_from_store(store: Store, plan: SweepPlan) -> list[CellResult]:
 # ---------------------------------------------------------------- results
 
 def metric_label(results: Sequence[CellResult], metric: str | None) -> str:
-    if metric == "delta":
-        return "Δ " + next((_headline(r) for r in results if r.rows), "metric") + " (fine-tuned − baseline)"
+    first = next((r.rows[0] for r in results if r.rows), None)
+    if metric == "delta":  # perplexity's delta is one of NLL per token, as in the before/after table
+        return "Δ " + (first.delta_name if first else "metric") + " (fine-tuned − baseline)"
     if metric == "before":
-        return next((_headline(r) for r in results if r.rows), "metric") + " (baseline)"
-    return (metric or next((_headline(r) for r in results if r.rows), "metric")) + " (fine-tuned)"
-
-
-def _headline(result: CellResult) -> str:
-    return str(result.records["finetuned"].metrics.get("headline", "accuracy"))
+        return (first.headline if first else "metric") + " (baseline)"
+    return (metric or (first.headline if first else "metric")) + " (fine-tuned)"
 
 
 def cell_metric(result: CellResult, metric: str | None) -> float | None:
@@ -290,9 +287,9 @@ def cell_metric(result: CellResult, metric: str | None) -> float | None:
         return None
     row = result.rows[0]
     if metric == "delta":
-        return row.delta_accuracy if isinstance(row, Comparison) else row.delta
+        return row.headline_delta
     if metric == "before":
-        return row.accuracy_before if isinstance(row, Comparison) else row.before
+        return row.headline_before
     after = result.records["finetuned"].metrics
     entry = after.get(metric or after.get("headline", "accuracy"))
     value = entry.get("value") if isinstance(entry, dict) else entry
@@ -313,9 +310,9 @@ def sweep_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table:
             rows.append((*values, "—", "—", "—", "—", "—", "—", f"failed: {result.error}"))
             continue
         row = result.rows[0]
-        delta = row.delta_accuracy if isinstance(row, Comparison) else row.delta
         value = cell_metric(result, plan.metric)
-        rows.append((*values, "—" if value is None else f"{value:.4f}", format_ci(delta, row.delta_ci, signed=True),
+        rows.append((*values, "—" if value is None else f"{value:.4f}",
+                     format_ci(row.headline_delta, row.delta_ci, signed=True),
                      format_p(row.p_value), f"{row.costs.train_seconds:.1f}", f"{row.costs.peak_memory_mb:.0f}",
                      f"{count_label(row.costs.trainable_params)} ({row.costs.trainable_pct:.2f}%)", result.cell.run_id))
     return Table(columns, tuple(rows))
@@ -334,8 +331,8 @@ def sweep_csv(plan: SweepPlan, results: Sequence[CellResult]) -> str:
             writer.writerow([*values, name, *[""] * 9, result.cell.run_id, result.error])
             continue
         row = result.rows[0]
-        delta = row.delta_accuracy if isinstance(row, Comparison) else row.delta
-        writer.writerow([*values, name, cell_metric(result, plan.metric), delta, *row.delta_ci, row.p_value,
+        writer.writerow([*values, name, cell_metric(result, plan.metric), row.headline_delta, *row.delta_ci,
+                         row.p_value,
                          row.costs.train_seconds, row.costs.peak_memory_mb, row.costs.trainable_params, row.costs.trainable_pct,
                          result.cell.run_id, ""])
     return out.getvalue()
@@ -410,7 +407,7 @@ def write_outputs(store: Store, plan: SweepPlan, results: Sequence[CellResult], 
     atomic_write(folder / f"{plan.name}.csv", sweep_csv(plan, results))
     section = sweep_section(plan, results)
     if section.heatmap_png:
-        (folder / f"{plan.name}.png").write_bytes(section.heatmap_png)
+        atomic_write(folder / f"{plan.name}.png", section.heatmap_png)
     rows = [row for result in results for row in result.rows]
     if not rows:
         return table, section, None

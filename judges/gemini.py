@@ -2,9 +2,10 @@
 
 google-genai is Google's maintained SDK and the one used. google-generativeai, which the seeds used,
 is deprecated (its import says so, support ended 2025, and offline it keeps retrying for ten
-minutes before failing), so it is not supported: its calls map one to one onto this. The key comes from GEMINI_API_KEY or GOOGLE_API_KEY, GEMINI_BASE_URL points
-the SDK at a proxy or a local test server, and the SDK's own retries are off: the engine retries
-(backoff, jitter, Retry-After) for every backend alike. Answers are asked for as JSON with a schema.
+minutes before failing), so it is not supported; its generate calls map one to one onto
+google-genai's. The key comes from GEMINI_API_KEY or GOOGLE_API_KEY, GEMINI_BASE_URL points the SDK
+at a proxy or a local test server, and the SDK's own retries are off: the engine retries (backoff,
+jitter, Retry-After) for every backend alike. Answers are asked for as JSON with a schema.
 """
 from __future__ import annotations
 

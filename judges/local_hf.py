@@ -43,8 +43,6 @@ class LocalJudge:
         return self.complete_batch([request])[0]
 
     def complete_batch(self, requests: Sequence[JudgeRequest]) -> list[Reply]:
-        from harness.backends.generate import generate_batched
-
         model, tokenizer = self._load()
         window = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
         keep = min(MAX_PROMPT_TOKENS, (window or MAX_PROMPT_TOKENS) - ANSWER_TOKENS)
@@ -54,12 +52,33 @@ class LocalJudge:
             groups.setdefault((request.temperature, request.seed), []).append(i)
         replies: list[Reply] = [Reply("")] * len(requests)
         for (temperature, seed), members in groups.items():
-            texts = generate_batched(model, tokenizer, [prompts[i] for i in members], max_new_tokens=ANSWER_TOKENS,
-                                     batch_size=self.batch_size, temperature=temperature, seed=seed)
+            texts = self._generate(model, tokenizer, [prompts[i] for i in members], temperature, seed)
             for i, text in zip(members, texts):
                 written = len(tokenizer(text, add_special_tokens=False)["input_ids"])
                 replies[i] = Reply(requests[i].answer.prefill + text, len(prompts[i]), written)
         return replies
+
+    def _generate(self, model: Any, tokenizer: Any, prompts: list[list[int]], temperature: float,
+                  seed: int) -> list[str]:
+        """Batched generation; out of device memory, the batch size halves (and stays halved)."""
+        import torch
+
+        from harness.backends.generate import generate_batched
+        from harness.errors import BenchError
+        from harness.faults import reached
+
+        while True:
+            try:
+                reached("judge-batch", self.batch_size)
+                return generate_batched(model, tokenizer, prompts, max_new_tokens=ANSWER_TOKENS,
+                                        batch_size=self.batch_size, temperature=temperature, seed=seed)
+            except torch.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise BenchError(f"judge {self.id} runs out of device memory even at one prompt per pass; use "
+                                     "a smaller judge model") from None
+                self.batch_size //= 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
 
     @staticmethod
     def _encode(tokenizer: Any, request: JudgeRequest) -> list[int]:

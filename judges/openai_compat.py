@@ -57,7 +57,8 @@ class OpenAICompatibleJudge:
         try:
             text = payload["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise TransientJudgeError(f"reply without choices[0].message.content: {str(payload)[:200]}") from None
+            raise TransientJudgeError("reply without choices[0].message.content: "
+                                      f"{redact(str(payload), self._key)[:200]}") from None
         usage = payload.get("usage") or {}
         return Reply(text if isinstance(text, str) else json.dumps(text), usage.get("prompt_tokens"),
                      usage.get("completion_tokens"))
@@ -84,9 +85,9 @@ class OpenAICompatibleJudge:
         try:
             payload = json.loads(raw)
         except ValueError:
-            raise TransientJudgeError(f"reply is not JSON: {raw[:200]!r}") from None
+            raise TransientJudgeError(f"reply is not JSON: {redact(repr(raw), self._key)[:200]}") from None
         if not isinstance(payload, dict):
-            raise TransientJudgeError(f"reply is not a JSON object: {raw[:200]!r}")
+            raise TransientJudgeError(f"reply is not a JSON object: {redact(repr(raw), self._key)[:200]}")
         return payload
 
 

@@ -111,3 +111,15 @@ def test_sigkill_while_judging_resumes_without_paying_twice(data_dir: Path, tiny
 def _cached(results: Path) -> int:
     with sqlite3.connect(results / "judge_cache.sqlite") as cache:
         return cache.execute("SELECT count(*) FROM replies").fetchone()[0]
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temp(tmp_path: Path) -> None:
+    from harness.store import atomic_write
+
+    target = tmp_path / "tables" / "x.md"
+    atomic_write(target, "old")
+    with pytest.raises(TypeError):
+        atomic_write(target, None)  # type: ignore[arg-type]
+    assert target.read_text() == "old" and sorted(p.name for p in target.parent.iterdir()) == ["x.md"]
+    atomic_write(target, b"\x89PNG")
+    assert target.read_bytes() == b"\x89PNG"

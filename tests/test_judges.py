@@ -29,7 +29,8 @@ FAKE_KEY = "sk-bench-test-5f3c9a1e7d2b4c68"
 
 @pytest.mark.parametrize("text, expected", [
     ('{"score": 85}', 85.0), ('```json\n{"score": 70}\n```', 70.0), ("Score: 60", 60.0), ("85", 85.0),
-    ("85/100", 85.0), ('{"score": "90"}', 90.0), ('The answer is fine. {"score": 55}', 55.0),
+    ("85/100", 85.0), ('{"score": "90"}', 90.0), ('{"score": "85/100"}', 85.0), ('{"score": "85 / 100"}', 85.0),
+    ('The answer is fine. {"score": 55}', 55.0),
     ('{"score": 150}', None), ('{"score": -5}', None), ("I would say 70 or 80", None), ("garbage", None),
     ('{"score": 80} but really score: 40', None), ('{"score": true}', None), ("", None), ('{"score": 100}', 100.0),
     ('{"score": 0}', 0.0), ('{"score": 7', 7.0)])
@@ -239,6 +240,19 @@ def test_bad_key_stops_with_a_clear_error_that_does_not_echo_it(tmp_path: Path, 
     assert FAKE_KEY not in redact(f"echo key={FAKE_KEY} and Bearer {FAKE_KEY}", FAKE_KEY)
 
 
+@pytest.mark.parametrize("body", [b'{"echo": "Authorization: Bearer KEY"}', b"not json: Bearer KEY"])
+def test_a_reply_that_echoes_the_key_never_stores_or_logs_it(body: bytes, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 200 reply without a judgment (a proxy echoing the request, say) is an error whose text goes
+    into warnings and the stored judgments: the key must be masked there too."""
+    monkeypatch.setenv("BENCH_JUDGE_API_KEY", FAKE_KEY)
+    reply = Respond(raw_body=body.replace(b"KEY", FAKE_KEY.encode()))
+    with JudgeServer(lambda prompt, number, body: reply) as server:
+        with pytest.raises(BenchError, match="is not answering") as failure:  # with the last reason
+            _ask(_openai(server), tmp_path / "c.sqlite", _items(1))
+    assert FAKE_KEY not in str(failure.value) and "***" in str(failure.value)
+
+
 def test_gemini_through_googles_sdk_with_a_local_base_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("google.genai")
 
@@ -292,6 +306,35 @@ def test_judge_templates_are_versioned_and_checked(tmp_path: Path) -> None:
     custom.write_text("Grade {response} for {prompt}; reply {{\"score\": N}}", encoding="utf-8")
     assert single_template(None, str(custom)).version.startswith("strict@")
     assert parse_judge_spec("openai:http://h:1/v1#m").url == "http://h:1/v1"
+
+
+def test_local_judge_halves_its_batch_out_of_memory_and_caches_batch_by_batch(
+        tmp_path: Path, tiny_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = get_judge(f"hf:{tiny_model('gpt2')}", JudgeOptions(batch_size=4))
+    monkeypatch.setenv("BENCH_FAULTS", "oom@judge-batch=4")
+    _, answers = _ask(backend, tmp_path / "c.sqlite", _items(3))
+    assert backend.batch_size == 2 and len(answers) == 6 and all(a.raw for a in answers)
+    monkeypatch.setenv("BENCH_FAULTS", "oom@judge-batch=2,oom@judge-batch=1")
+    with pytest.raises(BenchError, match="runs out of device memory even at one prompt per pass"):
+        _ask(backend, tmp_path / "other.sqlite", _items(3))
+    monkeypatch.delenv("BENCH_FAULTS")
+
+    # Interrupted during its second batch, the judge keeps the first batch's replies (cached as they
+    # arrive, batch by batch): a re-run pays only for the rest.
+    backend = get_judge(f"hf:{tiny_model('gpt2')}", JudgeOptions(batch_size=2))
+    generate, batches = backend.complete_batch, []
+
+    def interrupted_at_the_second_batch(requests: Any) -> Any:
+        batches.append(len(requests))
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+        return generate(requests)
+
+    backend.complete_batch = interrupted_at_the_second_batch
+    with pytest.raises(KeyboardInterrupt):
+        _ask(backend, tmp_path / "interrupted.sqlite", _items(3))
+    with sqlite3.connect(tmp_path / "interrupted.sqlite") as db:
+        assert batches == [2, 2] and db.execute("SELECT count(*) FROM replies").fetchone()[0] == 2
 
 
 def test_local_model_judge_parses_or_records_missing(tmp_path: Path, tiny_model: Any) -> None:
@@ -356,6 +399,11 @@ def test_bench_judge_end_to_end_caches_and_never_writes_the_key(bench: Any, alpa
         code, report_out, report_err = bench(*command, "--results", results)
         assert code == 0, report_err
         out, err = out + report_out, err + report_err
+    # every format shows the judge table under its own heading, with the notes that say how to read it
+    page = next((results / "reports").glob("*.html")).read_text()
+    assert '<h2 id="judge">LLM judge</h2>' in page and "win rate: fine-tuned vs baseline" in page
+    assert "## LLM judge" in out and "- score: 0-100 against the reference" in out
+    assert (results / "x" / "judge.md").read_text().startswith("# LLM judge\n")
     leaked = [path for path in results.rglob("*") if path.is_file() and FAKE_KEY.encode() in path.read_bytes()]
     assert leaked == [] and FAKE_KEY not in out + err  # store, cache, tables, html, exports, logs
 
@@ -374,6 +422,24 @@ def test_bench_run_with_judge_judges_before_and_after(bench: Any, data_dir: Path
     assert metrics["score_before"]["n_scored"] == metrics["score_after"]["n_scored"] == 3
     assert "pairwise" not in metrics
     assert "## LLM judge" in out and list((tmp_path / "r" / "tables").glob("*__judge.md"))
+
+
+def test_a_failing_judge_costs_the_judgments_not_the_runs(bench: Any, data_dir: Path, tiny_model: Any,
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A judge that refuses the key: every model still trains and its before/after table prints; the
+    judging failure is a warning per run and the exit code is 1, with the command to judge later."""
+    monkeypatch.setenv("BENCH_JUDGE_API_KEY", FAKE_KEY)
+    models = f"{tiny_model('gpt2')},{tiny_model('llama')}"
+    with JudgeServer(lambda prompt, number, body: Respond(status=401)) as server:
+        code, out, err = bench("run", "alpaca", "--models", models, "--data-dir", data_dir, "--results",
+                               tmp_path / "r", "--train-samples", 8, "--eval-samples", 3, "--validation-samples", 2,
+                               "--max-new-tokens", 4, "--epochs", 1, "--max-length", 192, "--judge-mode", "single",
+                               "--judge", f"openai:{server.url}/v1#judge-model")
+    assert code == 1 and "before / after fine-tuning" in out and out.count("| alpaca |") == 2
+    assert err.count("was not judged: ") == 2 and "not authorized" in err
+    assert err.strip().splitlines()[-1].startswith("error: 2 of 2 runs were not judged") and FAKE_KEY not in err
+    with sqlite3.connect(tmp_path / "r" / "bench.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM stages WHERE stage='finetuned'").fetchone()[0] == 2
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -198,7 +198,7 @@ def test_more_than_two_axes_lists_every_cell_and_heatmaps_the_first_two():
             continue
         record = StageRecord(cell.run_id, "finetuned", 1.0, {"headline": "accuracy",
                                                              "accuracy": {"value": number / 10}}, {})
-        row = SimpleNamespace(train_seconds=1.0)  # the heatmap reads only the cost from the comparison
+        row = SimpleNamespace(headline="accuracy")  # the heatmap reads only the headline name from the row
         results.append(CellResult(cell, {"finetuned": record}, (row,)))
     plan = SweepPlan("sweep__x", "sst2", axes, tuple(r.cell for r in results))
     png, caption = heatmap(plan, results)

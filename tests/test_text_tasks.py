@@ -65,6 +65,10 @@ def test_text_task_runs_end_to_end(task, family, extra, headline, bench, data_di
     assert all(html.escape(" ".join(text[:40].rstrip(".").split())) in flat_page for text in terminal)
     if task == "wikitext":
         assert "(no answer)" not in page
+        # the leaderboard's delta is of NLL per token (what is resampled), and says so
+        code, report, _ = bench("report", "--results", tmp_path, "--format", "md")
+        (row,) = [line for line in report.splitlines() if line.startswith("| wikitext ") and "lower is better" in line]
+        assert code == 0 and "| perplexity (lower is better) |" in row and "] nll |" in row, row
 
 
 def test_rescore_recomputes_metrics_without_the_model(bench, data_dir, tiny_model, tmp_path):

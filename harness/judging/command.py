@@ -256,6 +256,13 @@ def judge_notes(records: Sequence[dict[str, Any]]) -> list[str]:
     return notes
 
 
+def judge_section(store: Any, run_ids: Sequence[str]) -> tuple[Any, list[str]] | None:
+    """The stored judgments of these runs as one table and its notes (how to read it, warnings such
+    as a judge judging itself), the same in every report format; None when none was judged."""
+    records = stored_judgments(store, run_ids)
+    return (judge_table(records), judge_notes(records)) if records else None
+
+
 def stored_judgments(store: Any, run_ids: Sequence[str]) -> list[dict[str, Any]]:
     """The judge records of these runs, as `judge_table` takes them (for `bench report`)."""
     records = []
@@ -287,15 +294,13 @@ def judge_command(args: argparse.Namespace) -> int:
     from harness.data import data_dir_from, run_splits
     from harness.leaderboard import select_runs
     from harness.registry import spec_for
-    from harness.store import Store, results_dir
+    from harness.store import Store
 
     settings = settings_from(args)
     assert settings is not None  # --judge is required by the parser
     data_dir = data_dir_from(args.data_dir)
-    root = results_dir(args.results)
-    if not (root / "bench.sqlite").is_file():
-        raise BenchError(f"no results store at {root}/bench.sqlite; run `bench run` first or pass --results")
-    store = Store(root)
+    store = Store.existing(args.results)
+    root = store.root
     judging = None
     try:
         if store.run_config(args.target) is not None:
@@ -323,7 +328,8 @@ def judge_command(args: argparse.Namespace) -> int:
             if record:
                 records.append(record)
         if not records:
-            raise BenchError(f"nothing to judge in {args.target}: no stored generations")
+            raise BenchError(f"nothing to judge in {args.target}: no run there has its baseline and fine-tuned "
+                             "generations stored yet; finish it with `bench run` first")
         print_judge_table(records, store, re.sub(r"[^A-Za-z0-9._=-]+", "-", args.target))
     finally:
         if judging is not None:

@@ -27,7 +27,8 @@ UNREACHABLE_AFTER = 8
 
 @dataclass(frozen=True)
 class Query:
-    key: str  # hash of (judge, template version, rendered prompt, sample index)
+    key: str  # hash of (judge, template version, rendered prompt, sample index); the cache key adds
+    # the attempt and the temperature (`_attempt_key`)
     template: str
     prompt: str
     sample: int
@@ -121,7 +122,10 @@ def _record(answer: Answer, query: Query, reply: Reply, count_tokens: bool = Tru
     if count_tokens:
         answer.input_tokens += reply.input_tokens or 0
         answer.output_tokens += reply.output_tokens or 0
-    value = query.parse(reply.text)
+    try:
+        value = query.parse(reply.text)
+    except Exception:  # noqa: BLE001 - a parser bug on one odd reply must not end the command
+        value = None  # (the reply is cached: an exception here would recur on every re-run)
     if value is None:
         answer.unparsed += 1
     else:
@@ -139,9 +143,13 @@ def _fetch(backend: JudgeBackend, queries: Sequence[Query], indices: Sequence[in
     """Yield (index, Reply or GaveUp, calls) as replies arrive."""
     requests = {i: _request(queries[i], attempt, settings.samples) for i in indices}
     batch = getattr(backend, "complete_batch", None)
-    if batch is not None:  # a local model: one batched pass, nothing transient to retry
-        for i, reply in zip(indices, batch([requests[i] for i in indices])):
-            yield i, reply, 1
+    if batch is not None:  # a local model: batched passes, nothing transient to retry; a batch's
+        # replies are yielded (and cached) before the next is generated, so a crash loses one batch
+        size = max(1, int(getattr(backend, "batch_size", 8)))
+        for start in range(0, len(indices), size):
+            chunk = indices[start:start + size]
+            for i, reply in zip(chunk, batch([requests[i] for i in chunk])):
+                yield i, reply, 1
         return
     with ThreadPoolExecutor(max_workers=max(1, backend.concurrency)) as pool:
         futures = {pool.submit(_one, backend, requests[i], settings.retry, i): i for i in indices}

@@ -44,8 +44,10 @@ def parse_score(text: str, low: float = 0.0, high: float = 100.0) -> float | Non
         value = obj.get("score")
         if isinstance(value, bool):
             continue
-        if isinstance(value, (int, float)) or (isinstance(value, str) and _BARE_NUMBER.match(value)):
+        if isinstance(value, (int, float)):
             scores.append(float(value))
+        elif isinstance(value, str) and (number := _BARE_NUMBER.match(value)):
+            scores.append(float(number.group(1)))  # "85", "85/100", "85 / 100."
     scores += [float(m) for m in _SCORE_FIELD.findall(text)]  # also catches a second score in prose
     if not scores:
         bare = _BARE_NUMBER.match(text)
