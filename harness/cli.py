@@ -349,6 +349,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         data_notes,
         flat_notes,
         markdown_table,
+        score_notes,
         to_latex,
     )
 
@@ -382,7 +383,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                 parts.append(_sweep_text(plan, results, "latex"))
             text = "% bench report: needs \\usepackage{booktabs}\n" + "\n".join(parts)
         else:
-            parts = ["## Before / after fine-tuning\n\n" + markdown_table(rows, flat_notes(rows, data_notes(store, rows))),
+            notes = flat_notes(rows, data_notes(store, rows)) + score_notes(store, rows)
+            parts = ["## Before / after fine-tuning\n\n" + markdown_table(rows, notes),
                      "## Leaderboard\n\n" + leaderboard_markdown(entries)]
             if judged:
                 parts.append(_judge_markdown(*judged))
@@ -457,7 +459,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Leaderboard and the before/after rows, each as CSV and markdown, into a folder."""
     from harness.judging.command import judge_section
     from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown
-    from harness.report import csv_table, data_notes, flat_notes, markdown_table
+    from harness.report import csv_table, data_notes, flat_notes, markdown_table, score_notes
     from harness.store import atomic_write
 
     target = output_path("--to", args.to)
@@ -471,7 +473,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         files = {"leaderboard.csv": leaderboard_csv(entries),
                  "leaderboard.md": "# Leaderboard\n\n" + leaderboard_markdown(entries),
                  "comparisons.csv": csv_table(rows, notes),
-                 "comparisons.md": "# Before / after fine-tuning\n\n" + markdown_table(rows, flat_notes(rows, notes))}
+                 "comparisons.md": "# Before / after fine-tuning\n\n" + markdown_table(
+                     rows, flat_notes(rows, notes) + score_notes(store, rows))}
         judged = judge_section(store, [row.run_id for row in rows])
         if judged:
             files["judge.md"] = _judge_markdown(*judged, heading="#")

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from harness.errors import BenchError
 from harness.metrics.classification import correct_mask
-from harness.stats import mcnemar_exact, paired_bootstrap
+from harness.stats import BOOTSTRAP_RESAMPLES, mcnemar_exact, paired_bootstrap
 from harness.store import StageRecord, Store
 from harness.types import Prediction
 
@@ -129,7 +129,6 @@ class TextComparison(_FlatRow):
 SECONDARY = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "meteor", "exact", "f1", "HasAns_f1", "NoAns_f1",
              "best_f1", "perplexity")
 PER_EXAMPLE = {"perplexity": "nll"}  # headline -> the per-example value behind it
-BOOTSTRAP_RESAMPLES = 2000
 
 
 def compare(store: Store, run_id: str, config: dict[str, Any], records: dict[str, StageRecord]
@@ -233,9 +232,11 @@ def _check_paired(before: Sequence[Prediction], after: Sequence[Prediction], run
 
 
 def format_p(p: float) -> str:
+    if p == 0.0:  # only a bootstrap gives exactly 0: no resample crossed zero
+        return f"<{2 / BOOTSTRAP_RESAMPLES:g}"
     return "<1e-4" if p < 1e-4 else f"{p:.4f}" if p < 0.01 else f"{p:.3f}"
 
 
-def format_ci(value: float, ci: Sequence[float], signed: bool = False) -> str:
-    sign = "+" if signed else ""
-    return f"{value:{sign}.3f} [{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]"
+def format_ci(value: float, ci: Sequence[float], signed: bool = False, decimals: int = 3) -> str:
+    form = f"{'+' if signed else ''}.{decimals}f"
+    return f"{value:{form}} [{ci[0]:{form}}, {ci[1]:{form}}]"

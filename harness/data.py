@@ -331,8 +331,9 @@ def build_splits(spec: TaskSpec, data_dir: Path | None, *, train_samples: int | 
     else:
         # Carve validation out of train so early stopping never sees eval examples.
         n_val = min(validation_samples, max(1, len(train_pool) // 5))
-        validation, train_pool, _ = carve(train_pool, n_val, rng)
-        notes.append(f"validation carved from train ({len(validation)} examples, seed {seed})")
+        validation, train_pool, left_out = carve(train_pool, n_val, rng)
+        grouped = f"; {left_out} rows of its {data.group} groups left out of training" if left_out else ""
+        notes.append(f"validation carved from train ({len(validation)} examples, seed {seed}{grouped})")
     if not train_pool:
         raise BenchError(f"task {spec.name}: no training examples left after carving eval/validation splits")
     if isinstance(spec.kind, Classify):

@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 from harness.compare import Comparison, TextComparison
 from harness.errors import BenchError
 from harness.registry import spec_for
-from harness.report import Table, comparison_tables, example_texts, label_pairs, label_text, output_pairs
+from harness.report import (
+    Table,
+    comparison_tables,
+    example_texts,
+    label_pairs,
+    label_text,
+    output_pairs,
+    score_notes,
+)
 from harness.store import Store
 from harness.types import Example
 
@@ -178,7 +186,7 @@ def run_sections(store: Store, runs: Sequence[dict[str, Any]], rows: Sequence[Ro
         config = run["config"]
         title = f"{run['model']} · {run['method']} · {run['task']}"
         record = store.stage(run["run_id"], "finetuned")
-        notes = tuple(record.info.get("data_notes", ())) if record else ()
+        notes = (*(record.info.get("data_notes", ()) if record else ()), *score_notes(store, run_rows))
         tables = tuple(_sample_table(store, row, source, samples) for row in run_rows)
         sections.append(RunSection(run["run_id"], title, config, tuple(comparison_tables(run_rows)),
                                    curves_png(store.curves(run["run_id"]), title), tables, notes))
@@ -223,7 +231,7 @@ def _name(index: int, labels: Sequence[str]) -> str:
 
 
 def _output(output: str | None) -> str:
-    return "(no output: failed)" if output is None else output
+    return "(no output: failed)" if output is None else output if output.strip() else "(empty: no answer)"
 
 
 def _value(values: dict[str, float] | None, key: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from harness.compare import Comparison, TextComparison, compare, format_ci, format_p
 from harness.errors import BenchError
-from harness.report import Table, format_score, to_markdown
+from harness.report import Table, format_score, on_wide_scale, to_markdown
 from harness.store import Store
 
 Row = Comparison | TextComparison
@@ -158,8 +158,8 @@ def leaderboard_table(entries: Sequence[LeaderboardRow]) -> Table:
     cells = []
     for e in entries:
         # A delta of another quantity than the scores (NLL per token for perplexity) names it.
-        delta = format_ci(e.delta, e.delta_ci, signed=True) + (f" {e.delta_metric}" if e.delta_metric != e.metric
-                                                               else "")
+        delta = (format_ci(e.delta, e.delta_ci, signed=True, decimals=1 if on_wide_scale(e.delta_metric) else 3)
+                 + (f" {e.delta_metric}" if e.delta_metric != e.metric else ""))
         cells.append((e.task, e.model, e.method, e.baseline, e.metric + (" (lower is better)" if e.lower_is_better
                                                                          else ""),
                       format_score(e.before, e.metric), format_score(e.after, e.metric), delta,

@@ -109,7 +109,8 @@ def _text_table(rows: Sequence[TextComparison]) -> Table:
         others = ", ".join(f"{name} {format_score(b, name)}→{format_score(a, name)}" for name, (b, a) in r.others.items())
         cells.append((r.task, r.model, r.method, r.baseline, str(r.n), f"{r.failures_before}/{r.failures_after}",
                       _num_ci(r.before, r.before_ci, r.metric), _num_ci(r.after, r.after_ci, r.metric),
-                      format_ci(r.delta, r.delta_ci, signed=True), format_p(r.p_value), others,
+                      format_ci(r.delta, r.delta_ci, signed=True, decimals=1 if on_wide_scale(r.delta_metric) else 3),
+                      format_p(r.p_value), others,
                       *_cost_cells(r.costs)))
     return _with_settings(Table(columns, tuple(cells)), rows)
 
@@ -122,8 +123,11 @@ def _cost_cells(c: RunCosts) -> tuple[str, ...]:
 
 def format_score(value: float, name: str = "") -> str:
     """3 decimals for 0-1 scores, 1 for 0-100 scales (BLEU, SQuAD) and perplexities."""
-    wide = name.split("_")[-1] in ("bleu", "exact", "f1", "perplexity") or name.startswith(("bleu", "perplexity"))
-    return f"{value:.1f}" if wide or abs(value) >= 1.5 else f"{value:.3f}"
+    return f"{value:.1f}" if on_wide_scale(name) or abs(value) >= 1.5 else f"{value:.3f}"
+
+
+def on_wide_scale(name: str) -> bool:
+    return name.split("_")[-1] in ("bleu", "exact", "f1", "perplexity") or name.startswith(("bleu", "perplexity"))
 
 
 def _num_ci(value: float, ci: Sequence[float], name: str = "") -> str:
@@ -180,6 +184,25 @@ def data_notes(store: Store, rows: Sequence[Comparison | TextComparison]) -> dic
     return notes
 
 
+def score_notes(store: Store, rows: Sequence[Comparison | TextComparison]) -> list[str]:
+    """What the scores need said beside them: the majority-class accuracy of each classification
+    eval set, and any stage whose answers were all the same (a collapsed model scores the share of
+    that answer, which can look like a gain)."""
+    notes: dict[str, None] = {}
+    for row in rows:
+        stages = ((baseline_stage(row), f"baseline ({row.baseline})"), ("finetuned", "fine-tuned"))
+        for stage, name in stages:
+            record = store.stage(row.run_id, stage)
+            metrics = record.metrics if record else {}
+            majority = metrics.get("majority")
+            if majority:
+                notes[f"{row.task}: always answering the most frequent eval class ({majority['label']}) would "
+                      f"score accuracy {majority['accuracy']:.3f}"] = None
+            for warning in metrics.get("warnings", ()):
+                notes[f"warning: {row.model} {row.method}, {name}: {warning}"] = None
+    return list(notes)
+
+
 def flat_notes(rows: Sequence[Comparison | TextComparison], notes: dict[str, tuple[str, ...]]) -> list[str]:
     """The notes under a table of several runs: each once, prefixed by its task."""
     by_task: dict[str, dict[str, None]] = {}
@@ -198,8 +221,10 @@ def sample_outputs(store: Store, row: TextComparison, texts: dict[str, str], ref
     for b, a in chosen:
         lines.append(f"  [{b.example_id}] input: {_short(texts.get(b.example_id, ''))}")
         lines.append(f"      reference: {_short(references.get(b.example_id, ''))}")
-        lines.append(f"      before ({key} {(b.values or {}).get(key, float('nan')):.3f}): {_short(b.output or '')}")
-        lines.append(f"      after  ({key} {(a.values or {}).get(key, float('nan')):.3f}): {_short(a.output or '')}")
+        for name, p in (("before", b), ("after ", a)):
+            shown = "(no output: failed)" if p.output is None else _short(p.output) if p.output.strip() else \
+                "(empty: no answer)"
+            lines.append(f"      {name} ({key} {(p.values or {}).get(key, float('nan')):.3f}): {shown}")
     return "\n".join(lines)
 
 
@@ -281,7 +306,7 @@ def print_and_save(store: Store, spec: TaskSpec, rows: Sequence[Comparison | Tex
     the same table as markdown and CSV under results/tables/; returns the tables' name."""
     from harness.faults import reached
 
-    table = markdown_table(rows, splits.notes)
+    table = markdown_table(rows, [*splits.notes, *score_notes(store, rows)])
     print(f"\n## {spec.key}: before / after fine-tuning\n")
     print(table)
     texts, references = example_texts(spec, splits.eval)

@@ -21,12 +21,45 @@ def score_stage(spec: TaskSpec, examples: Sequence[Example], predictions: Sequen
 
         report = classification_report([p.gold for p in predictions], [p.label for p in predictions], kind.labels,
                                        seed=seed)
-        return report, list(predictions)
+        return {**report, **_class_context(kind, predictions)}, list(predictions)
     if isinstance(kind, LanguageModel):
         return _language_model(kind, matched, predictions, seed)
     if kind.squad_scored:
-        return _squad(kind, matched, predictions, seed)
-    return _text(matched, predictions, seed)
+        report, scored = _squad(kind, matched, predictions, seed)
+    else:
+        report, scored = _text(matched, predictions, seed)
+    outputs = {p.output for p in predictions if p.output is not None}
+    if kind.squad_scored:  # "Unanswerable." and "" are the same answer
+        from harness.metrics.squad_v2 import normalize_no_answer
+
+        outputs = {normalize_no_answer(output) for output in outputs}
+    if len(predictions) >= MIN_FOR_WARNINGS and len(outputs) == 1:
+        (only,) = outputs
+        if kind.squad_scored and not only:
+            share = report.get("NoAns_total", 0) / max(1, report.get("total", len(predictions)))
+            warning = f"every answer is 'no answer': its score is the share of unanswerable questions ({share:.2f})"
+        else:
+            warning = f"every output is the same text ({only[:40]!r})"
+        report["warnings"] = [warning]
+    return report, scored
+
+
+# Below this many examples a single answer for all is not remarkable.
+MIN_FOR_WARNINGS = 10
+
+
+def _class_context(kind: Classify, predictions: Sequence[Prediction]) -> dict[str, Any]:
+    """What an accuracy is worth: the score of always answering the most frequent eval class, and
+    a warning when every answer is one class (the score is then that class's share)."""
+    golds = [p.gold for p in predictions]
+    top = max(range(len(kind.labels)), key=golds.count)
+    context: dict[str, Any] = {"majority": {"label": kind.labels[top], "accuracy": golds.count(top) / len(golds)}}
+    answered = {p.label for p in predictions if p.label is not None}
+    if len(predictions) >= MIN_FOR_WARNINGS and len(answered) == 1:
+        (label,) = answered
+        context["warnings"] = [f"every answer is {kind.labels[label]!r}: its accuracy is that class's share of "
+                               "the eval set"]
+    return context
 
 
 def _with_values(predictions: Sequence[Prediction], per_example: dict[str, list[float]]) -> list[Prediction]:

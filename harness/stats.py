@@ -10,6 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Resamples behind every bootstrap CI and p-value in bench's tables (comparisons and judgments): a
+# p-value of 0.0 from them means "below 2 / BOOTSTRAP_RESAMPLES", and tables print it that way.
+BOOTSTRAP_RESAMPLES = 2000
+
 # Cap on elements in one resampled index block: int64 indices plus two gathered float64
 # arrays cost 24 bytes an element, so 2**21 elements keeps a chunk near 50 MB.
 _CHUNK_ELEMENTS = 1 << 21

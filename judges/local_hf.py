@@ -55,7 +55,7 @@ class LocalJudge:
             texts = self._generate(model, tokenizer, [prompts[i] for i in members], temperature, seed)
             for i, text in zip(members, texts):
                 written = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-                replies[i] = Reply(requests[i].answer.prefill + text, len(prompts[i]), written)
+                replies[i] = Reply(requests[i].answer.prefill + first_object_end(text), len(prompts[i]), written)
         return replies
 
     def _generate(self, model: Any, tokenizer: Any, prompts: list[list[int]], temperature: float,
@@ -89,6 +89,13 @@ class LocalJudge:
         else:
             ids = tokenizer(request.prompt + "\n\n" + request.answer.prefill)["input_ids"]
         return list(ids)
+
+
+def first_object_end(text: str) -> str:
+    """The written rest of the prefilled JSON answer, up to its closing brace: a small model tends
+    to go on with a second object ({"winner": "A"}\n{"winner": "B"), which the strict parser would
+    rightly reject as two verdicts."""
+    return text[: text.index("}") + 1] if "}" in text else text
 
 
 @judge("hf")

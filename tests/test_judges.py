@@ -337,12 +337,22 @@ def test_local_judge_halves_its_batch_out_of_memory_and_caches_batch_by_batch(
         assert batches == [2, 2] and db.execute("SELECT count(*) FROM replies").fetchone()[0] == 2
 
 
+def test_a_local_judge_answer_ends_at_its_closing_brace() -> None:
+    from judges.local_hf import first_object_end
+
+    prefill = '{"winner": "'
+    assert parse_verdict(prefill + first_object_end('A"}\n{"winner": "B')) == "A"
+    assert parse_verdict(prefill + 'A"}\n{"winner": "B') is None  # two verdicts: rejected, rightly
+    assert first_object_end(" 85") == " 85" and parse_score('{"score": ' + first_object_end(" 85}, 90}")) == 85.0
+
+
 def test_local_model_judge_parses_or_records_missing(tmp_path: Path, tiny_model: Any) -> None:
     backend = get_judge(f"hf:{tiny_model('gpt2')}", JudgeOptions(batch_size=4))
     metrics, answers = _ask(backend, tmp_path / "c.sqlite", _items(3), pairwise=True)
     assert len(answers) == 12
     for answer in answers:
         assert answer.raw and all(text.startswith(('{"score": ', '{"winner": "')) for text in answer.raw)
+        assert all(text.count("}") <= 1 and (text.endswith("}") or "}" not in text) for text in answer.raw)
         assert answer.value is not None or answer.error  # a random model's babble is missing, never 0
     assert metrics["missing_answers"] == sum(a.value is None for a in answers)
 

@@ -165,6 +165,26 @@ def test_training_options_and_early_stopping(bench, data_dir, tiny_model, tmp_pa
     assert finetune["info"]["epochs"] < 4
 
 
+def test_tables_say_what_a_score_is_worth(bench, data_dir, tiny_model, tmp_path):
+    """Beside every classification table: the accuracy of always answering the most frequent eval
+    class, and a warning for each stage whose answers were all one class (its accuracy is then that
+    class's share, which can look like a gain)."""
+    out, _ = run(bench, data_dir, tmp_path, "sst2", tiny_model("gpt2"), "--eval-samples", "40")
+    with sqlite3.connect(tmp_path / "bench.sqlite") as db:
+        stages = {stage: [(gold, label) for gold, label in db.execute(
+            "SELECT gold, label FROM predictions WHERE stage=? ORDER BY idx", (stage,))]
+                  for stage in ("baseline:prompt", "finetuned")}
+    golds = [gold for gold, _ in stages["finetuned"]]
+    share = max(golds.count(0), golds.count(1)) / len(golds)
+    top = "negative" if golds.count(0) >= golds.count(1) else "positive"
+    assert f"- sst2: always answering the most frequent eval class ({top}) would score accuracy {share:.3f}" in out
+    for stage, name in (("baseline:prompt", "baseline (prompt 0-shot)"), ("finetuned", "fine-tuned")):
+        collapsed = len({label for _, label in stages[stage]}) == 1
+        assert (f", {name}: every answer is " in out) == collapsed, (stage, out)
+    code, report, _ = bench("report", "--results", tmp_path, "--format", "md")
+    assert code == 0 and f"would score accuracy {share:.3f}" in report
+
+
 def test_checkpoint_re_evaluates_to_the_stored_metrics(bench, data_dir, tiny_model, tmp_path):
     """`bench eval` on the saved adapter, with no options, evaluates it as its run did (sample sizes,
     seed, shots, max length) and reproduces the fine-tuned stage."""

@@ -114,11 +114,16 @@ def test_a_carved_squad_eval_spreads_over_contexts(data_dir):
                           validation_samples=50, seed=0)
     assert len(splits.eval) == 100 and len({e.group for e in splits.eval}) == 100
     assert len({e.group for e in splits.validation}) == 50
-    (note,) = [note for note in splits.notes if "groups left out of training" in note]
+    (note,) = [note for note in splits.notes if "kept apart" in note]
     left_out = int(note.split("kept apart: ")[1].split()[0])
     total = len(pd.read_parquet(data_dir / "squad_v2" / "validation.parquet"))
     dropped = sum(int(n.split()[0]) for n in splits.notes if "training rows dropped" in n)
     assert left_out > 0 and len(splits.eval) + left_out + len(splits.demo_pool) + dropped == total
+    # the validation carve (50 questions from 50 contexts) counts its left-out rows too: all rows add up
+    (validation_note,) = [note for note in splits.notes if note.startswith("validation carved from train")]
+    validation_left_out = int(validation_note.split("; ")[1].split()[0])
+    pool = int(splits.notes[-1].split("random sample of ")[1].split(")")[0])
+    assert len(splits.demo_pool) == pool + len(splits.validation) + validation_left_out
 
 
 @pytest.mark.parametrize("name", TEXT_TASKS)

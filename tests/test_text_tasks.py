@@ -179,6 +179,21 @@ def test_generated_no_answer_is_scored_right_on_unanswerable_questions():
     assert [p.values["exact"] for p in scored] == [100.0, 100.0, 0.0]
 
 
+def test_a_model_that_never_answers_is_called_out():
+    """All 'no answer' scores exactly the share of unanswerable questions: a collapse, not a skill."""
+    from harness.registry import get_task
+    from harness.scoring import score_stage
+
+    spec = get_task("squad_v2", mode="generate")
+    examples = [Example(str(i), ("Q", "C"), references=("Paris",) if i % 2 else (), answer_starts=(0,) if i % 2 else ())
+                for i in range(10)]
+    metrics, _ = score_stage(spec, examples, [Prediction(e.id, -1, None, (), "unanswerable") for e in examples], 0)
+    assert metrics["f1"]["value"] == 50.0
+    assert metrics["warnings"] == ["every answer is 'no answer': its score is the share of unanswerable questions (0.50)"]
+    varied, _ = score_stage(spec, examples, [Prediction(e.id, -1, None, (), f"a{i}") for i, e in enumerate(examples)], 0)
+    assert "warnings" not in varied
+
+
 def test_squad_train_and_eval_never_share_a_context(data_dir):
     from harness.data import build_splits
     from harness.registry import get_task

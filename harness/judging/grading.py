@@ -18,8 +18,8 @@ from harness.judging.cache import cache_key
 from harness.judging.engine import Answer, Query
 from harness.judging.parse import parse_score, parse_verdict
 from harness.judging.templates import SCORE_FORMAT, VERDICT_FORMAT, Template
+from harness.stats import BOOTSTRAP_RESAMPLES
 
-BOOTSTRAP_RESAMPLES = 2000
 BEFORE_FIRST, AFTER_FIRST = "before-first", "after-first"
 
 
