@@ -68,14 +68,20 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
 
         run_id = f"eval__{spec.key}__{config.digest()}"
         with store.run_lock(run_id, runner.log):
+            # A checkpoint's record keeps the settings it was trained with (its lr, method, ...), not
+            # this command's defaults for them; the evaluation's own settings are this command's.
+            trained = {**(run_config or {}), "checkpoint": str(path)} if meta is not None else {}
+            evaluated = {key: value for key, value in config.to_dict().items() if key not in trained or
+                         key in (*EVAL_SETTINGS, "eval_batch_size", "precision", "task", "model")}
             record = runner.stage(run_id, "eval", config, splits, work,
-                                  stored_config={**config.to_dict(), "method": "eval"})
+                                  stored_config={**trained, **evaluated, "method": "eval"})
     finally:
         store.close()
     metrics, headline = record.metrics, record.metrics["headline"]
     value = metrics[headline]
     extra = f" | macro-F1 {metrics['f1_macro']['value']:.4f}" if "f1_macro" in metrics else ""
-    mode = record.info["mode"] + (f" {record.info.get('shots', 0)}-shot" if record.info["mode"] == "prompt" else "")
+    mode = ("fine-tuned checkpoint, " if meta is not None else "") + record.info["mode"] + (
+        f" {record.info.get('shots', 0)}-shot" if record.info["mode"] == "prompt" else "")
     print(f"{spec.key} | {args.model} | {mode} | n {record.info.get('examples', '?')} | failures "
           f"{metrics.get('failures', 0)} | {headline} {value['value']:.4f} [{value['ci'][0]:.4f}, {value['ci'][1]:.4f}]"
           f"{extra} | {record.seconds:.1f} s")

@@ -194,7 +194,10 @@ def test_checkpoint_re_evaluates_to_the_stored_metrics(bench, data_dir, tiny_mod
     checkpoint = only_run(tmp_path) / "checkpoint"
     code, out, err = bench("eval", "sst2", "--model", checkpoint, "--data-dir", data_dir, "--results", tmp_path)
     assert code == 0, err
-    assert "| prompt 2-shot | n 16 |" in out
+    assert "| fine-tuned checkpoint, prompt 2-shot | n 16 |" in out
+    with sqlite3.connect(tmp_path / "bench.sqlite") as db:  # the record keeps the run's training settings
+        (stored,) = db.execute("SELECT config FROM runs WHERE run_id LIKE 'eval__%'").fetchone()
+    assert json.loads(stored)["lr"] == 1e-2 and json.loads(stored)["method"] == "eval"
     assert f"accuracy {after['metrics']['accuracy']['value']:.4f}" in out
     assert "warning" not in err
 
