@@ -117,11 +117,14 @@ def target_nll(model: Any, items: Sequence[Any], *, pad_id: int, batch_size: int
             inputs = collate([items[i] for i in batch], pad_id, device)
             labels = inputs.pop("labels")
             if seq2seq:
-                logits = model(**inputs, labels=labels).logits.float()
+                logits = model(**inputs, labels=labels).logits
             else:
-                logits, labels = model(**inputs).logits[:, :-1].float(), labels[:, 1:]
+                logits, labels = model(**inputs).logits[:, :-1], labels[:, 1:]
             mask = labels != -100
-            logp = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            for row, i in enumerate(batch):
-                results[i] = (-float(logp[row][mask[row]].sum()), int(mask[row].sum()))
+            # log-softmax over the target positions only: the prompt's positions (most of a long
+            # dialogue) never get a full-vocabulary copy
+            logp = torch.log_softmax(logits[mask].float(), dim=-1).gather(-1, labels[mask].unsqueeze(-1)).squeeze(-1)
+            counts = mask.sum(dim=1).tolist()
+            for i, row_logp, count in zip(batch, torch.split(logp, counts), counts):
+                results[i] = (-float(row_logp.sum()), int(count))
     return results
