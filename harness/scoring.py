@@ -25,27 +25,28 @@ def score_stage(spec: TaskSpec, examples: Sequence[Example], predictions: Sequen
     if isinstance(kind, LanguageModel):
         return _language_model(kind, matched, predictions, seed)
     if kind.squad_scored:
-        report, scored = _squad(kind, matched, predictions, seed)
-    else:
-        report, scored = _text(matched, predictions, seed)
-    outputs = {p.output for p in predictions if p.output is not None}
-    if kind.squad_scored:  # "Unanswerable." and "" are the same answer
-        from harness.metrics.squad_v2 import normalize_no_answer
-
-        outputs = {normalize_no_answer(output) for output in outputs}
-    if len(predictions) >= MIN_FOR_WARNINGS and len(outputs) == 1:
-        (only,) = outputs
-        if kind.squad_scored and not only:
-            share = report.get("NoAns_total", 0) / max(1, report.get("total", len(predictions)))
-            warning = f"every answer is 'no answer': its score is the share of unanswerable questions ({share:.2f})"
-        else:
-            warning = f"every output is the same text ({only[:40]!r})"
-        report["warnings"] = [warning]
-    return report, scored
+        return _squad(kind, matched, predictions, seed)
+    return _text(matched, predictions, seed)
 
 
 # Below this many examples a single answer for all is not remarkable.
 MIN_FOR_WARNINGS = 10
+
+
+def _same_answer_warnings(answers: Sequence[str | None], report: dict[str, Any], *, squad: bool = False
+                          ) -> dict[str, Any]:
+    """A warning when every (non-failed) answer is the same text: the score is then that answer's
+    share, not a skill. SQuAD answers come normalised ("Unanswerable." is "", no answer)."""
+    given = {answer for answer in answers if answer is not None}
+    if len(answers) < MIN_FOR_WARNINGS or len(given) != 1:
+        return report
+    (only,) = given
+    if squad and not only:
+        share = report.get("NoAns_total", 0) / max(1, report.get("total", len(answers)))
+        warning = f"every answer is 'no answer': its score is the share of unanswerable questions ({share:.2f})"
+    else:
+        warning = f"every output is the same text ({only[:40]!r})"
+    return {**report, "warnings": [warning]}
 
 
 def _class_context(kind: Classify, predictions: Sequence[Prediction]) -> dict[str, Any]:
@@ -78,22 +79,29 @@ def _text(examples: Sequence[Example], predictions: Sequence[Prediction], seed: 
     if predictions and all(len(p.scores) == 2 for p in predictions):
         # Reference (response-token) perplexity, token-weighted, as for language modelling.
         totals = [(float(p.scores[0]), int(p.scores[1])) for p in predictions]
-        report["perplexity"] = _perplexity_with_ci(totals, seed)
+        report["perplexity"] = _perplexity_with_ci(totals, seed)[0]
         per_example["nll"] = [nll / tokens if tokens else 0.0 for nll, tokens in totals]
-    return report, _with_values(predictions, per_example)
+    return _same_answer_warnings([p.output for p in predictions], report), _with_values(predictions, per_example)
 
 
-def _perplexity_with_ci(totals: Sequence[tuple[float, int]], seed: int) -> dict[str, Any]:
-    """Token-weighted perplexity; its CI resamples examples and recomputes the weighted mean NLL."""
-    import numpy as np
-
+def _perplexity_with_ci(totals: Sequence[tuple[float, int]], seed: int
+                        ) -> tuple[dict[str, Any], tuple[float, float]]:
+    """Token-weighted perplexity with its CI, and the CI of NLL per token it is the exp of (one
+    bootstrap: examples resampled, each weighted by its tokens)."""
     from harness.metrics.perplexity import perplexity_from_totals
+    from harness.stats import bootstrap_ci
 
-    nll, counts = np.array([t[0] for t in totals]), np.array([t[1] for t in totals])
-    draws = np.random.default_rng(seed).integers(0, len(totals), size=(1000, len(totals)))
-    ppl = np.exp(nll[draws].sum(1) / np.maximum(1, counts[draws].sum(1)))
-    return {"value": perplexity_from_totals(totals),
-            "ci": [float(np.percentile(ppl, 2.5)), float(np.percentile(ppl, 97.5))]}
+    value = perplexity_from_totals(totals)  # first: it names the problem when no token was scored
+    low, high = bootstrap_ci([nll / tokens if tokens else 0.0 for nll, tokens in totals],
+                             weights=[tokens for _, tokens in totals], seed=seed)
+    return {"value": value, "ci": [_exp(low), _exp(high)]}, (low, high)
+
+
+def _exp(value: float) -> float:
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf
 
 
 def _squad(kind: Any, examples: Sequence[Example], predictions: Sequence[Prediction], seed: int
@@ -121,14 +129,13 @@ def _squad(kind: Any, examples: Sequence[Example], predictions: Sequence[Predict
         text.pop("per_example")
         report["answer_text_metrics"] = text
     report["failures"] = sum(p.output is None for p in predictions)
-    return report, _with_values(predictions, per_example)
+    return _same_answer_warnings(answers, report, squad=True), _with_values(predictions, per_example)
 
 
 def _language_model(kind: LanguageModel, examples: Sequence[Example], predictions: Sequence[Prediction], seed: int
                     ) -> tuple[dict[str, Any], list[Prediction]]:
     """Token-weighted perplexity over the documents (the headline), continuation BLEU/ROUGE."""
     from harness.metrics.text import text_report
-    from harness.stats import bootstrap_ci
 
     totals = [(float(p.scores[0]), int(p.scores[1])) for p in predictions]
     references = [kind.continuation_split(e.texts[0])[1] for e in examples]
@@ -136,8 +143,8 @@ def _language_model(kind: LanguageModel, examples: Sequence[Example], prediction
     per_example = report.pop("per_example")
     nll_per_token = [nll / tokens if tokens else 0.0 for nll, tokens in totals]
     tokens = sum(t for _, t in totals)
-    report.update(perplexity=_perplexity_with_ci(totals, seed),
-                  nll_per_token={"value": sum(t[0] for t in totals) / max(1, tokens),
-                                 "ci": list(bootstrap_ci(nll_per_token, weights=[t for _, t in totals], seed=seed))},
+    perplexity, nll_ci = _perplexity_with_ci(totals, seed)
+    report.update(perplexity=perplexity,
+                  nll_per_token={"value": sum(t[0] for t in totals) / max(1, tokens), "ci": list(nll_ci)},
                   tokens_scored=tokens)
     return report, _with_values(predictions, {"nll": nll_per_token, **per_example})
