@@ -342,14 +342,13 @@ def _selected(store: Any, args: argparse.Namespace, sweep: Any = None) -> tuple[
 
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown, leaderboard_table
-    from harness.judging.command import judge_section
+    from harness.judging.command import judge_markdown, judge_section
     from harness.report import (
         comparison_tables,
         csv_table,
         data_notes,
-        flat_notes,
         markdown_table,
-        score_notes,
+        table_notes,
         to_latex,
     )
 
@@ -365,7 +364,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             results = results_from_store(store, plan)
         runs, rows = _selected(store, args, plan)
         entries = leaderboard(store, rows)
-        judged = judge_section(store, [row.run_id for row in rows])
+        judged = judge_section(store, [row.run_id for row in rows]) if args.format in ("md", "latex") else None
         out = args.out
         if args.format == "html":
             text, default = _html_report(store, args, runs, rows, plan, results)
@@ -383,11 +382,10 @@ def cmd_report(args: argparse.Namespace) -> int:
                 parts.append(_sweep_text(plan, results, "latex"))
             text = "% bench report: needs \\usepackage{booktabs}\n" + "\n".join(parts)
         else:
-            notes = flat_notes(rows, data_notes(store, rows)) + score_notes(store, rows)
-            parts = ["## Before / after fine-tuning\n\n" + markdown_table(rows, notes),
+            parts = ["## Before / after fine-tuning\n\n" + markdown_table(rows, table_notes(store, rows)),
                      "## Leaderboard\n\n" + leaderboard_markdown(entries)]
             if judged:
-                parts.append(_judge_markdown(*judged))
+                parts.append("## LLM judge\n\n" + judge_markdown(*judged))
             if plan:
                 parts.insert(0, f"## Sweep {plan.name}\n\n" + _sweep_text(plan, results, "md"))
             text = "\n".join(parts)
@@ -395,12 +393,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
-
-
-def _judge_markdown(table: Any, notes: Sequence[str], heading: str = "##") -> str:
-    from harness.report import to_markdown
-
-    return f"{heading} LLM judge\n\n" + to_markdown(table) + "".join(f"- {note}\n" for note in notes)
 
 
 def _sweep_text(plan: Any, results: Any, fmt: str) -> str:
@@ -457,9 +449,9 @@ def _emit(text: str, out: str | None) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Leaderboard and the before/after rows, each as CSV and markdown, into a folder."""
-    from harness.judging.command import judge_section
+    from harness.judging.command import judge_markdown, judge_section
     from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown
-    from harness.report import csv_table, data_notes, flat_notes, markdown_table, score_notes
+    from harness.report import csv_table, data_notes, markdown_table, table_notes
     from harness.store import atomic_write
 
     target = output_path("--to", args.to)
@@ -469,15 +461,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         _, rows = _selected(store, args)
         entries = leaderboard(store, rows)
-        notes = data_notes(store, rows)
         files = {"leaderboard.csv": leaderboard_csv(entries),
                  "leaderboard.md": "# Leaderboard\n\n" + leaderboard_markdown(entries),
-                 "comparisons.csv": csv_table(rows, notes),
-                 "comparisons.md": "# Before / after fine-tuning\n\n" + markdown_table(
-                     rows, flat_notes(rows, notes) + score_notes(store, rows))}
+                 "comparisons.csv": csv_table(rows, data_notes(store, rows)),
+                 "comparisons.md": "# Before / after fine-tuning\n\n" + markdown_table(rows, table_notes(store, rows))}
         judged = judge_section(store, [row.run_id for row in rows])
         if judged:
-            files["judge.md"] = _judge_markdown(*judged, heading="#")
+            files["judge.md"] = "# LLM judge\n\n" + judge_markdown(*judged)
         for name, text in files.items():
             atomic_write(target / name, text)
             print(target / name)

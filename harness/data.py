@@ -278,7 +278,8 @@ def carve(pool: list[Example], n: int, rng: np.random.Generator) -> tuple[list[E
     for name in chosen:
         held += random_sample(by_group[name], per_group, rng)
     held = random_sample(held, n, rng)
-    rest = [e for e in pool if e.group not in set(chosen)]
+    taken = set(chosen)
+    rest = [e for e in pool if e.group not in taken]
     return held, rest, len(pool) - len(held) - len(rest)
 
 

@@ -150,7 +150,6 @@ class ExampleSource:
 
         key = (spec.key, *split_settings(config).values())
         if key not in self._cache:
-
             try:
                 splits = run_splits(spec, config, self.data_dir)
             except BenchError as exc:

@@ -12,9 +12,9 @@ import io
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
-from harness.compare import Comparison, TextComparison, compare, format_ci, format_p
+from harness.compare import Comparison, TextComparison, compare, format_p
 from harness.errors import BenchError
-from harness.report import Table, format_score, on_wide_scale, to_markdown
+from harness.report import Table, format_delta, format_score, show, to_markdown
 from harness.store import Store
 
 Row = Comparison | TextComparison
@@ -90,11 +90,7 @@ def _differences(row: Row, rows: Sequence[Row], configs: dict[str, dict[str, Any
     own = configs[row.run_id]
     keys = sorted({key for config in peers for key in config
                    if any(other.get(key) != config.get(key) for other in peers)})
-    return ", ".join(f"{key}={_show(own.get(key))}" for key in keys)
-
-
-def _show(value: Any) -> str:
-    return "—" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    return ", ".join(f"{key}={show(own.get(key))}" for key in keys)
 
 
 def leaderboard(store: Store, rows: Sequence[Row]) -> list[LeaderboardRow]:
@@ -158,8 +154,8 @@ def leaderboard_table(entries: Sequence[LeaderboardRow]) -> Table:
     cells = []
     for e in entries:
         # A delta of another quantity than the scores (NLL per token for perplexity) names it.
-        delta = (format_ci(e.delta, e.delta_ci, signed=True, decimals=1 if on_wide_scale(e.delta_metric) else 3)
-                 + (f" {e.delta_metric}" if e.delta_metric != e.metric else ""))
+        delta = format_delta(e.delta, e.delta_ci, e.delta_metric) + (f" {e.delta_metric}" if e.delta_metric != e.metric
+                                                                       else "")
         cells.append((e.task, e.model, e.method, e.baseline, e.metric + (" (lower is better)" if e.lower_is_better
                                                                          else ""),
                       format_score(e.before, e.metric), format_score(e.after, e.metric), delta,

@@ -109,8 +109,7 @@ def _text_table(rows: Sequence[TextComparison]) -> Table:
         others = ", ".join(f"{name} {format_score(b, name)}→{format_score(a, name)}" for name, (b, a) in r.others.items())
         cells.append((r.task, r.model, r.method, r.baseline, str(r.n), f"{r.failures_before}/{r.failures_after}",
                       _num_ci(r.before, r.before_ci, r.metric), _num_ci(r.after, r.after_ci, r.metric),
-                      format_ci(r.delta, r.delta_ci, signed=True, decimals=1 if on_wide_scale(r.delta_metric) else 3),
-                      format_p(r.p_value), others,
+                      format_delta(r.delta, r.delta_ci, r.delta_metric), format_p(r.p_value), others,
                       *_cost_cells(r.costs)))
     return _with_settings(Table(columns, tuple(cells)), rows)
 
@@ -119,6 +118,17 @@ def _cost_cells(c: RunCosts) -> tuple[str, ...]:
     """The trainable / base s / train s / tok/s / peak MB cells every before/after table ends with."""
     return (f"{count_label(c.trainable_params)} ({c.trainable_pct:.2f}%)", f"{c.baseline_seconds:.0f}",
             f"{c.train_seconds:.0f}", f"{c.tokens_per_second:.0f}", f"{c.peak_memory_mb:.0f}")
+
+
+def show(value: Any) -> str:
+    """A setting's value in a label or cell: floats as `5e-05`, missing as `—`."""
+    return "—" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def format_delta(value: float, ci: Sequence[float], name: str) -> str:
+    """A signed difference of metric `name` with its CI, at that metric's scale (one decimal for
+    0-100 scores, three for 0-1)."""
+    return format_ci(value, ci, signed=True, decimals=1 if on_wide_scale(name) else 3)
 
 
 def format_score(value: float, name: str = "") -> str:
@@ -201,6 +211,11 @@ def score_notes(store: Store, rows: Sequence[Comparison | TextComparison]) -> li
             for warning in metrics.get("warnings", ()):
                 notes[f"warning: {row.model} {row.method}, {name}: {warning}"] = None
     return list(notes)
+
+
+def table_notes(store: Store, rows: Sequence[Comparison | TextComparison]) -> list[str]:
+    """Everything said under a before/after table of stored runs: data provenance, then score context."""
+    return flat_notes(rows, data_notes(store, rows)) + score_notes(store, rows)
 
 
 def flat_notes(rows: Sequence[Comparison | TextComparison], notes: dict[str, tuple[str, ...]]) -> list[str]:

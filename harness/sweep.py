@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from harness.compare import Comparison, TextComparison, compare
 from harness.config import TASK_OPTIONS, recorded_task_options
 from harness.errors import BenchError
-from harness.report import Table, count_label
+from harness.report import Table, count_label, show
 from harness.store import StageRecord, Store
 
 if TYPE_CHECKING:
@@ -97,10 +97,6 @@ class CellResult:
     records: dict[str, StageRecord] = field(default_factory=dict)
     rows: tuple[Row, ...] = ()
     error: str = ""
-
-
-def show(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # ---------------------------------------------------------------- grid syntax

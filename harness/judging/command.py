@@ -272,12 +272,18 @@ def stored_judgments(store: Any, run_ids: Sequence[str]) -> list[dict[str, Any]]
     return records
 
 
-def print_judge_table(records: Sequence[dict[str, Any]], store: Any, name: str) -> None:
+def judge_markdown(table: Any, notes: Sequence[str]) -> str:
+    """The judge table in markdown with its notes under it (terminal, table files, reports, export)."""
     from harness.report import to_markdown
+
+    return to_markdown(table) + "".join(f"- {note}\n" for note in notes)
+
+
+def print_judge_table(records: Sequence[dict[str, Any]], store: Any, name: str) -> None:
     from harness.store import atomic_write
 
     def body(shown: Sequence[dict[str, Any]]) -> str:
-        return to_markdown(judge_table(shown)) + "\n".join(f"- {note}" for note in judge_notes(shown)) + "\n"
+        return judge_markdown(judge_table(shown), judge_notes(shown))
 
     if not records:
         return
