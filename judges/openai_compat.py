@@ -8,6 +8,7 @@ strict parser still applies), and remembered.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import urllib.error
@@ -82,6 +83,9 @@ class OpenAICompatibleJudge:
             raise TransientJudgeError(f"timed out after {self.timeout:g} s ({exc})") from None
         except (urllib.error.URLError, ConnectionError, OSError) as exc:
             raise TransientJudgeError(f"cannot reach {self.url}: {redact(str(exc), self._key)}") from None
+        except http.client.HTTPException as exc:  # a reply cut off mid-body, a garbled status line
+            raise TransientJudgeError(f"broken reply: {type(exc).__name__}: {redact(str(exc), self._key)[:200]}"
+                                      ) from None
         try:
             payload = json.loads(raw)
         except ValueError:

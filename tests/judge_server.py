@@ -18,6 +18,7 @@ class Respond:
     headers: dict[str, str] = field(default_factory=dict)
     raw_body: bytes | None = None    # sent verbatim instead (garbage)
     delay: float = 0.0
+    cut_after: int | None = None     # announce the whole body but send only this many bytes, then hang up
 
 
 Script = Callable[[str, int, dict[str, Any]], Respond]  # (prompt, call number for this prompt, body) -> reply
@@ -68,7 +69,9 @@ class JudgeServer:
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
-                    self.wfile.write(payload)
+                    self.wfile.write(payload if reply.cut_after is None else payload[:reply.cut_after])
+                    if reply.cut_after is not None:
+                        self.close_connection = True
                 except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
                     pass
 

@@ -97,6 +97,18 @@ def test_openai_retries_429_500_and_timeouts_then_scores(tmp_path: Path) -> None
         assert sent["response_format"]["type"] == "json_schema" and sent["temperature"] == 0.0
 
 
+def test_a_reply_cut_off_mid_body_is_retried(tmp_path: Path) -> None:
+    """A connection dropped part-way through the reply body (http.client.IncompleteRead) is a
+    transient fault like a timeout, not a crash of the whole judging."""
+    def script(prompt: str, number: int, body: dict[str, Any]) -> Respond:
+        return Respond('{"score": 80}', cut_after=20) if number == 0 else Respond('{"score": 80}')
+
+    with JudgeServer(script) as server:
+        metrics, answers = _ask(_openai(server), tmp_path / "c.sqlite", _items(2))
+    assert [a.value for a in answers] == [80.0] * 4 and [a.calls for a in answers] == [2] * 4
+    assert metrics["missing_answers"] == 0
+
+
 def test_garbage_and_out_of_range_are_retried_then_missing_never_zero(tmp_path: Path) -> None:
     def script(prompt: str, number: int, body: dict[str, Any]) -> Respond:
         if "before answer 0" in prompt:
