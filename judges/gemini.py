@@ -87,7 +87,7 @@ class GeminiJudge:
             raise TransientJudgeError(f"{type(exc).__name__}: {redact(str(exc), self._key)[:200]}") from None
         except ValueError as exc:  # the SDK could not read the reply body (garbage from a proxy)
             raise TransientJudgeError(f"unreadable reply: {redact(str(exc), self._key)[:200]}") from None
-        text = _text(response)
+        text = redact(_text(response), self._key)  # cached and stored as the raw reply: an echoed key is masked
         usage = getattr(response, "usage_metadata", None)
         return Reply(text, getattr(usage, "prompt_token_count", None), getattr(usage, "candidates_token_count", None))
 

@@ -61,8 +61,9 @@ class OpenAICompatibleJudge:
             raise TransientJudgeError("reply without choices[0].message.content: "
                                       f"{redact(str(payload), self._key)[:200]}") from None
         usage = payload.get("usage") or {}
-        return Reply(text if isinstance(text, str) else json.dumps(text), usage.get("prompt_tokens"),
-                     usage.get("completion_tokens"))
+        text = text if isinstance(text, str) else json.dumps(text)
+        # the raw reply is cached and stored (when unparseable): a server that echoes the key gets it masked
+        return Reply(redact(text, self._key), usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}

@@ -265,6 +265,25 @@ def test_a_reply_that_echoes_the_key_never_stores_or_logs_it(body: bytes, tmp_pa
     assert FAKE_KEY not in str(failure.value) and "***" in str(failure.value)
 
 
+@pytest.mark.parametrize("scheme", ["openai", "gemini"])
+def test_a_judgment_reply_that_echoes_the_key_is_masked_in_the_cache_and_stored_raw_text(
+        scheme: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relay that answers 200 with the key in the reply text (an over-quota notice, an echo):
+    the unparseable reply is cached and kept as raw text of a missing answer, masked."""
+    if scheme == "gemini":
+        pytest.importorskip("google.genai")
+    monkeypatch.setenv("BENCH_JUDGE_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    with JudgeServer(lambda prompt, number, body: Respond(f"quota exceeded for key {FAKE_KEY}")) as server:
+        monkeypatch.setenv("GEMINI_BASE_URL", server.url)
+        backend = _openai(server) if scheme == "openai" else get_judge("gemini:g", JudgeOptions(timeout=5.0))
+        _, answers = _ask(backend, tmp_path / "c.sqlite", _items(1))
+    assert answers[0].value is None and answers[0].raw[0] == "quota exceeded for key ***"
+    written = [path for path in tmp_path.rglob("*") if path.is_file() and FAKE_KEY.encode() in path.read_bytes()]
+    assert written == []
+
+
 def test_gemini_through_googles_sdk_with_a_local_base_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("google.genai")
 
