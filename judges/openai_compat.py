@@ -56,10 +56,13 @@ class OpenAICompatibleJudge:
                 return self.complete(request)
             raise http_failure(self.id, exc.status, exc.text, None, TRANSIENT_STATUS, KEY_VARIABLES) from None
         try:
-            text = payload["choices"][0]["message"]["content"]
+            message = payload["choices"][0]["message"]
+            text = message["content"]
         except (KeyError, IndexError, TypeError):
             raise TransientJudgeError("reply without choices[0].message.content: "
                                       f"{redact(str(payload), self._key)[:200]}") from None
+        if text is None and isinstance(message.get("refusal"), str):  # structured output declined: keep why
+            text = f"refused: {message['refusal']}"
         usage = payload.get("usage") or {}
         text = text if isinstance(text, str) else json.dumps(text)
         # the raw reply is cached and stored (when unparseable): a server that echoes the key gets it masked

@@ -128,6 +128,17 @@ def test_garbage_and_out_of_range_are_retried_then_missing_never_zero(tmp_path: 
     assert metrics["parse_failure_rate"] == pytest.approx(4 / 7)  # 3 garbage + 1 out of range, of 7 replies
 
 
+def test_a_refusal_is_missing_with_its_text(tmp_path: Path) -> None:
+    """OpenAI's structured-output refusal (content null, the reason in `refusal`): missing, and the
+    stored raw text is the refusal, not "null"."""
+    refusal = json.dumps({"choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": None, "refusal": "I can't help with rating that."}}]}).encode()
+    with JudgeServer(lambda prompt, number, body: Respond(raw_body=refusal)) as server:
+        metrics, answers = _ask(_openai(server), tmp_path / "c.sqlite", _items(1))
+    assert metrics["missing_answers"] == 2 and answers[0].value is None
+    assert answers[0].raw == ["refused: I can't help with rating that."] * 3
+
+
 def test_persistent_failure_gives_up_is_not_cached_and_is_retried_next_time(tmp_path: Path) -> None:
     healthy = {"on": False}
 
