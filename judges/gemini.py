@@ -20,6 +20,7 @@ from harness.judging.backend import (
     JudgeSpec,
     Reply,
     TransientJudgeError,
+    cut_off,
     http_failure,
     redact,
     retry_after_seconds,
@@ -88,8 +89,16 @@ class GeminiJudge:
         except ValueError as exc:  # the SDK could not read the reply body (garbage from a proxy)
             raise TransientJudgeError(f"unreadable reply: {redact(str(exc), self._key)[:200]}") from None
         text = redact(_text(response), self._key)  # cached and stored as the raw reply: an echoed key is masked
+        if _finish_reason(response) == "MAX_TOKENS":
+            text = cut_off(text)
         usage = getattr(response, "usage_metadata", None)
         return Reply(text, getattr(usage, "prompt_token_count", None), getattr(usage, "candidates_token_count", None))
+
+
+def _finish_reason(response: Any) -> str | None:
+    candidates = getattr(response, "candidates", None) or []
+    reason = getattr(candidates[0], "finish_reason", None) if candidates else None
+    return getattr(reason, "name", reason)
 
 
 def _text(response: Any) -> str:

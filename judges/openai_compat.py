@@ -21,6 +21,7 @@ from harness.judging.backend import (
     JudgeSpec,
     Reply,
     TransientJudgeError,
+    cut_off,
     http_failure,
     redact,
     retry_after_seconds,
@@ -65,6 +66,8 @@ class OpenAICompatibleJudge:
             text = f"refused: {message['refusal']}"
         usage = payload.get("usage") or {}
         text = text if isinstance(text, str) else json.dumps(text)
+        if payload["choices"][0].get("finish_reason") == "length":
+            text = cut_off(text)
         # the raw reply is cached and stored (when unparseable): a server that echoes the key gets it masked
         return Reply(redact(text, self._key), usage.get("prompt_tokens"), usage.get("completion_tokens"))
 

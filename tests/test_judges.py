@@ -139,6 +139,31 @@ def test_a_refusal_is_missing_with_its_text(tmp_path: Path) -> None:
     assert answers[0].raw == ["refused: I can't help with rating that."] * 3
 
 
+@pytest.mark.parametrize("scheme", ["openai", "gemini"])
+def test_a_reply_cut_at_the_token_limit_never_gives_a_cut_score(scheme: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """'{"score": 8' with finish_reason length (Gemini: MAX_TOKENS) may be 85 cut short: asked
+    again, and missing with its raw text if it stays cut, never the score 8."""
+    if scheme == "gemini":
+        pytest.importorskip("google.genai")
+    monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
+    cut = '{"score": 8'
+
+    def script(prompt: str, number: int, body: dict[str, Any]) -> Respond:
+        if "contents" in body:
+            return Respond(raw_body=json.dumps({"candidates": [{"content": {"parts": [{"text": cut}], "role": "model"},
+                                                                "finishReason": "MAX_TOKENS", "index": 0}]}).encode())
+        return Respond(raw_body=json.dumps({"choices": [{"index": 0, "finish_reason": "length", "message": {
+            "role": "assistant", "content": cut}}]}).encode())
+
+    with JudgeServer(script) as server:
+        monkeypatch.setenv("GEMINI_BASE_URL", server.url)
+        backend = _openai(server) if scheme == "openai" else get_judge("gemini:g", JudgeOptions(timeout=5.0))
+        metrics, answers = _ask(backend, tmp_path / "c.sqlite", _items(1))
+    assert [a.value for a in answers] == [None, None] and metrics["missing_answers"] == 2
+    assert answers[0].raw == ['{"score": [cut off]8'] * 3
+
+
 def test_persistent_failure_gives_up_is_not_cached_and_is_retried_next_time(tmp_path: Path) -> None:
     healthy = {"on": False}
 

@@ -111,6 +111,13 @@ def redact(text: str, *secrets: str) -> str:
     return re.sub(r"(?i)(bearer\s+|key=|api[_-]?key\"?\s*[:=]\s*\"?)[A-Za-z0-9._\-]{6,}", r"\1***", text)
 
 
+def cut_off(text: str) -> str:
+    """A reply the server cut at its token limit, with a number it may have cut mid-way marked
+    ('{"score": 8' of 85 -> '{"score": [cut off]8'): that reply is unparseable (asked again, or
+    missing with its raw text), never a smaller score."""
+    return re.sub(r"[-+]?\d+(?:\.\d*)?$", lambda m: "[cut off]" + m.group(0), text)
+
+
 @dataclass(frozen=True)
 class JudgeOptions:
     timeout: float = 60.0   # seconds per HTTP request
