@@ -33,7 +33,10 @@ FAKE_KEY = "sk-bench-test-5f3c9a1e7d2b4c68"
     ('The answer is fine. {"score": 55}', 55.0),
     ('{"score": 150}', None), ('{"score": -5}', None), ("I would say 70 or 80", None), ("garbage", None),
     ('{"score": 80} but really score: 40', None), ('{"score": true}', None), ("", None), ('{"score": 100}', 100.0),
-    ('{"score": 0}', 0.0), ('{"score": 7', 7.0)])
+    ('{"score": 0}', 0.0), ('{"score": 7', 7.0),
+    # a score out of another total is not a 0-100 score
+    ("Score: 8/10", None), ('{"score": "8/10"}', None), ("score: 7.5/10", None), ("Score: 8 out of 10", None),
+    ("Score: 85 out of 100", 85.0)])
 def test_parse_score_is_strict(text: str, expected: float | None) -> None:
     assert parse_score(text) == expected
 

@@ -8,7 +8,9 @@ from typing import Any
 
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 _OBJECT = re.compile(r"\{[^{}]*\}")
-_SCORE_FIELD = re.compile(r"""(?i)(?<![a-z])"?score"?\s*[:=]\s*"?(-?\d+(?:\.\d+)?)\b""")
+# a score out of another total ("8/10", "8 out of 10") is not a 0-100 score: no match
+_SCORE_FIELD = re.compile(r"""(?i)(?<![a-z])"?score"?\s*[:=]\s*"?(-?\d+(?:\.\d+)?)\b(?!\.\d)"""
+                          r"""(?!\s*(?:/|out\s+of)\s*(?!100\b)\d)""")
 _BARE_NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*100)?\s*\.?\s*$")
 _WINNER_FIELD = re.compile(r"""(?i)"?winner"?\s*[:=]\s*"?\s*(A|B|tie)\b""")
 _BARE_VERDICT = re.compile(r"""(?i)^\s*(?:\[\[)?\s*"?(A|B|tie)"?\s*(?:\]\])?\s*\.?\s*$""")
