@@ -68,7 +68,8 @@ class GeminiJudge:
             from google.genai import types
         except ImportError:
             raise BenchError("--judge gemini needs Google's SDK: pip install google-genai") from None
-        http = types.HttpOptions(timeout=int(self.timeout * 1000), base_url=os.environ.get("GEMINI_BASE_URL"),
+        # milliseconds, at least 1: a sub-millisecond --judge-timeout must not round to 0
+        http = types.HttpOptions(timeout=max(1, round(self.timeout * 1000)), base_url=os.environ.get("GEMINI_BASE_URL"),
                                  retry_options=types.HttpRetryOptions(attempts=1))
         return genai.Client(api_key=self._key, http_options=http)
 
