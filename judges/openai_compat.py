@@ -65,6 +65,9 @@ class OpenAICompatibleJudge:
         if text is None and isinstance(message.get("refusal"), str):  # structured output declined: keep why
             text = f"refused: {message['refusal']}"
         usage = payload.get("usage") or {}
+        if isinstance(text, list):  # content as parts ([{"type": "text", "text": ...}]): their text, in order
+            text = "".join(part.get("text", "") for part in text if isinstance(part, dict)
+                           and part.get("type") in ("text", "output_text") and isinstance(part.get("text"), str))
         text = text if isinstance(text, str) else json.dumps(text)
         if payload["choices"][0].get("finish_reason") == "length":
             text = cut_off(text)

@@ -142,6 +142,24 @@ def test_a_refusal_is_missing_with_its_text(tmp_path: Path) -> None:
     assert answers[0].raw == ["refused: I can't help with rating that."] * 3
 
 
+def test_content_sent_as_parts_is_read_as_its_text(tmp_path: Path) -> None:
+    """Some OpenAI-protocol servers send `content` as a list of parts; the score is in their text."""
+    parts = json.dumps({"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": [
+        {"type": "text", "text": '{"score": '}, {"type": "text", "text": "40}"}]}}]}).encode()
+    with JudgeServer(lambda prompt, number, body: Respond(raw_body=parts)) as server:
+        metrics, answers = _ask(_openai(server), tmp_path / "c.sqlite", _items(1))
+    assert metrics["missing_answers"] == 0 and [a.value for a in answers] == [40.0, 40.0]
+
+
+def test_a_reasoning_block_is_not_the_answer() -> None:
+    """A reasoning judge weighs draft scores in <think>; only the answer after it counts, and
+    thinking cut off before its end leaves no answer."""
+    assert parse_score('<think>score: 30? no, better</think>\n{"score": 75}') == 75.0
+    assert parse_score("<think>the score: 30 seems") is None
+    assert parse_verdict('<thinking>"winner": "A" at first</thinking> {"winner": "B"}') == "B"
+    assert parse_score('<think>no</think>') is None
+
+
 @pytest.mark.parametrize("scheme", ["openai", "gemini"])
 def test_a_reply_cut_at_the_token_limit_never_gives_a_cut_score(scheme: str, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
@@ -469,6 +487,7 @@ def test_bench_judge_end_to_end_caches_and_never_writes_the_key(bench: Any, alpa
                                "--judge-samples", 2)
         assert code == 0, err
         assert len(server.requests) == paid and re.search(r"\| 0 \(\d+\) \|", out)  # all from the cache
+        assert "cached ones included" in out  # a re-run's tokens/cost are not new spending
         assert all(r["headers"]["Authorization"] == f"Bearer {FAKE_KEY}" for r in server.requests)
     stored = sqlite3.connect(results / "bench.sqlite").execute("SELECT metrics, info FROM judgments").fetchall()
     assert len(stored) == 1

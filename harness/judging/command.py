@@ -253,6 +253,9 @@ def judge_notes(records: Sequence[dict[str, Any]]) -> list[str]:
         notes += [f"warning: {w}" for w in r["info"]["warnings"]]
     notes.append("score: 0-100 against the reference, mean over items (missing answers left out, counted); "
                  "win rate: fine-tuned vs baseline, ties count 1/2; a verdict that flips with the order is a tie")
+    if any(r["metrics"].get("input_tokens") for r in records):
+        notes.append("tokens in/out and cost $: every reply these judgments use, cached ones included (what the "
+                     "judgments cost when first asked); calls (cached): requests sent (answers from the cache)")
     return notes
 
 

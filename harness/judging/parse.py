@@ -14,6 +14,16 @@ _SCORE_FIELD = re.compile(r"""(?i)(?<![a-z])"?score"?\s*[:=]\s*"?(-?\d+(?:\.\d+)
 _BARE_NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*100)?\s*\.?\s*$")
 _WINNER_FIELD = re.compile(r"""(?i)"?winner"?\s*[:=]\s*"?\s*(A|B|tie)\b""")
 _BARE_VERDICT = re.compile(r"""(?i)^\s*(?:\[\[)?\s*"?(A|B|tie)"?\s*(?:\]\])?\s*\.?\s*$""")
+_REASONING = re.compile(r"(?is)<(think|thinking|reasoning)>.*?</\1>")
+_OPEN_REASONING = re.compile(r"(?i)<(think|thinking|reasoning)>")
+
+
+def _answer_part(text: str) -> str:
+    """The reply without a reasoning model's thinking block (<think>...</think>): a draft score
+    weighed there is not the answer. Thinking that never closed (cut at the token limit) leaves
+    no answer at all."""
+    answer = _REASONING.sub("", text)
+    return "" if _OPEN_REASONING.search(answer) else answer
 
 
 def _json_fields(text: str) -> list[dict[str, Any]]:
@@ -41,6 +51,7 @@ def _one(values: list[Any]) -> Any | None:
 
 def parse_score(text: str, low: float = 0.0, high: float = 100.0) -> float | None:
     """The score in [low, high], or None when there is none, several disagree, or it is out of range."""
+    text = _answer_part(text)
     scores: list[float] = []
     for obj in _json_fields(text):
         value = obj.get("score")
@@ -62,6 +73,7 @@ def parse_score(text: str, low: float = 0.0, high: float = 100.0) -> float | Non
 
 def parse_verdict(text: str) -> str | None:
     """'A', 'B' or 'tie', or None."""
+    text = _answer_part(text)
     verdicts = [str(obj["winner"]).strip() for obj in _json_fields(text) if "winner" in obj]
     verdicts += _WINNER_FIELD.findall(text)
     if not verdicts:
