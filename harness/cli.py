@@ -449,7 +449,7 @@ def _emit(text: str, out: str | None) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Leaderboard and the before/after rows, each as CSV and markdown, into a folder."""
-    from harness.judging.command import judge_markdown, judge_section
+    from harness.judging.command import judge_csv, judge_markdown, judge_notes, judge_table, stored_judgments
     from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown
     from harness.report import csv_table, data_notes, markdown_table, table_notes
     from harness.store import atomic_write
@@ -465,9 +465,10 @@ def cmd_export(args: argparse.Namespace) -> int:
                  "leaderboard.md": "# Leaderboard\n\n" + leaderboard_markdown(entries),
                  "comparisons.csv": csv_table(rows, data_notes(store, rows)),
                  "comparisons.md": "# Before / after fine-tuning\n\n" + markdown_table(rows, table_notes(store, rows))}
-        judged = judge_section(store, [row.run_id for row in rows])
-        if judged:
-            files["judge.md"] = "# LLM judge\n\n" + judge_markdown(*judged)
+        judgments = stored_judgments(store, [row.run_id for row in rows])
+        if judgments:
+            files["judge.md"] = "# LLM judge\n\n" + judge_markdown(judge_table(judgments), judge_notes(judgments))
+            files["judge.csv"] = judge_csv(judgments)
         for name, text in files.items():
             atomic_write(target / name, text)
             print(target / name)

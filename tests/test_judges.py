@@ -3,6 +3,7 @@ Google's SDK) and a real tiny local model: retries, Retry-After, timeouts, garba
 the cache, both-order pairwise logic, and that an API key never reaches a file bench writes."""
 from __future__ import annotations
 
+import csv
 import json
 import random
 import re
@@ -503,6 +504,12 @@ def test_bench_judge_end_to_end_caches_and_never_writes_the_key(bench: Any, alpa
     assert '<h2 id="judge">LLM judge</h2>' in page and "win rate: fine-tuned vs baseline" in page
     assert "## LLM judge" in out and "- score: 0-100 against the reference" in out
     assert (results / "x" / "judge.md").read_text().startswith("# LLM judge\n")
+    with open(results / "x" / "judge.csv", newline="") as handle:
+        exported = list(csv.DictReader(handle))
+    assert len(exported) == 1 and exported[0]["run_id"] == run_id
+    assert float(exported[0]["score_before"]) == pytest.approx(metrics["score_before"]["value"], rel=1e-5)
+    assert float(exported[0]["score_delta_high"]) == pytest.approx(metrics["score_delta"]["ci"][1], rel=1e-5, abs=1e-9)
+    assert int(exported[0]["ties"]) == 4 and int(exported[0]["calls"]) == metrics["calls"]
     leaked = [path for path in results.rglob("*") if path.is_file() and FAKE_KEY.encode() in path.read_bytes()]
     assert leaked == [] and FAKE_KEY not in out + err  # store, cache, tables, html, exports, logs
 

@@ -230,6 +230,47 @@ def judge_table(records: Sequence[dict[str, Any]]) -> Any:
     return Table(columns, tuple(rows))
 
 
+def judge_csv(records: Sequence[dict[str, Any]]) -> str:
+    """The judge table as plain numbers, one row per judgment (a CI becomes `_low`/`_high` columns,
+    as in comparisons.csv), for `bench export`."""
+    import csv
+    import io
+
+    def summary(prefix: str, part: dict[str, Any] | None, fields: Sequence[str]) -> dict[str, Any]:
+        part = part or {}
+        row = {f"{prefix}_{f}" if f != "value" else prefix: part.get(f) for f in fields}
+        low, high = part.get("ci") or (None, None)
+        return {**row, f"{prefix}_low": low, f"{prefix}_high": high}
+
+    rows = []
+    for r in records:
+        m, config = r["metrics"], r["config"]
+        pair = m.get("pairwise") or {}
+        rows.append({
+            "run_id": r["run_id"], "task": config.get("task"), "model": config.get("model"),
+            "method": config.get("method"), "judge": r["judge"], "setup": r["setup"], "samples": m["samples"],
+            "n": m["n"], **summary("score_before", m.get("score_before"), ("value", "n_scored", "item_sd")),
+            **summary("score_after", m.get("score_after"), ("value", "n_scored", "item_sd")),
+            **summary("score_delta", m.get("score_delta"), ("value", "p")),
+            **summary("win_rate", {**pair, "value": pair.get("win_rate")}, ("value",)),
+            **{k: pair.get(k) for k in ("wins", "ties", "losses", "flip_rate")},
+            **{k: m.get(k) for k in ("parse_failure_rate", "missing_answers", "calls", "cache_hits",
+                                     "input_tokens", "output_tokens", "cost_usd")}})
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows([{k: _plain(v) for k, v in row.items()} for row in rows])
+    return out.getvalue()
+
+
+def _plain(value: Any) -> Any:
+    """6 significant digits for floats (as comparisons.csv); NaN and None as empty cells."""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else float(f"{value:.6g}")
+    return "" if value is None else value
+
+
 def _score(summary: dict[str, Any]) -> str:
     if not summary or summary.get("n_scored", 0) == 0:
         return "—"
