@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -201,6 +202,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # at /dev/null so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # a read-only or full disk, a folder where a file goes: one line, no traceback
+        print(f"error: {os_error(exc)}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:  # e.g. the store's disk filled up in the middle of a transaction
+        print(f"error: results store: {exc}", file=sys.stderr)
+        return 2
+
+
+def os_error(exc: OSError) -> str:
+    """`No space left on device: /results/runs/x/metrics.json`, not Python's `[Errno 28] ...`."""
+    if not exc.strerror:
+        return str(exc)
+    paths = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+    return f"{exc.strerror}: {paths}" if paths else exc.strerror
 
 
 def cmd_list(what: str | None) -> int:

@@ -106,11 +106,19 @@ class Store:
     def _db(self) -> sqlite3.Connection:
         if self._connection is None:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._connection = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA busy_timeout=60000")
-            self._connection.executescript(SCHEMA)
-            self._migrate(self._connection)
+            connection = None
+            try:
+                connection = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA busy_timeout=60000")
+                connection.executescript(SCHEMA)
+                self._migrate(connection)
+            except sqlite3.DatabaseError as exc:  # not a database, damaged, or on a read-only disk
+                if connection is not None:
+                    connection.close()
+                raise BenchError(f"cannot use the results store {self.db_path}: {exc}; move it aside or pass "
+                                 "--results DIR for another store") from None
+            self._connection = connection
         return self._connection
 
     @staticmethod

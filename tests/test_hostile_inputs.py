@@ -194,3 +194,44 @@ def test_commands_on_a_store_fail_cleanly_and_leave_it_intact(bench: Any, store:
     assert code == 2 and err.startswith("error: ") and expected in err and err.count("\n") == 1, err
     assert _snapshot(store) == before
     assert not (store.parent / "outside").exists() and not (store.parent / "x.html").exists()
+
+
+# --- a damaged store, a full disk, a folder where a file goes: one line, no traceback ---------
+
+def _one_error_line(result: tuple[int, str, str], expected: str) -> None:
+    code, out, err = result
+    lines = err.splitlines()  # `bench run` prints its progress first
+    assert code == 2 and lines[-1].startswith("error: ") and expected in lines[-1], (code, err)
+    assert not [line for line in lines[:-1] if "error" in line.lower()], err
+
+
+@pytest.mark.parametrize("command", [("report",), ("export", "--to", "OUT"), ("run", "sst2")], ids=str)
+def test_a_store_that_is_not_a_database_is_one_error_line(bench: Any, tiny_model: Any, data_dir: Path,
+                                                           tmp_path: Path, command: tuple[str, ...]) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    garbage = bytes(range(256)) * 20
+    (results / "bench.sqlite").write_bytes(garbage)
+    command = tuple(str(tmp_path / "out") if part == "OUT" else part for part in command)
+    extra = ("--models", tiny_model("gpt2"), "--data-dir", data_dir, *FAST) if command[0] == "run" else ()
+    _one_error_line(bench(*command, "--results", results, *extra), "is not a database")
+    assert (results / "bench.sqlite").read_bytes() == garbage
+    assert not (results / "runs").exists() and not (tmp_path / "out").exists()
+
+
+def test_disk_full_while_writing_a_report_is_one_error_line(bench: Any, store: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    def full(source: Any, target: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    out = tmp_path / "report.md"
+    monkeypatch.setattr(os, "replace", full)
+    _one_error_line(bench("report", "--results", store, "--out", out), f"No space left on device: {out}")
+    assert list(tmp_path.iterdir()) == []  # neither the report nor its temp file
+
+
+def test_report_out_to_a_folder_is_one_error_line(bench: Any, store: Path, tmp_path: Path) -> None:
+    _one_error_line(bench("report", "--results", store, "--out", tmp_path), str(tmp_path))
