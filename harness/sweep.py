@@ -186,6 +186,12 @@ def plan_sweep(task: str, axes: Sequence[Axis], *, models: Sequence[str], overri
         except BenchError as exc:
             raise BenchError(f"sweep cell {label}: {exc}") from None
         planned.append(PlannedCell(Cell(values, run.run_id), spec, run))
+    first: dict[str, Cell] = {}
+    for item in planned:  # e.g. objective=auto,lm where auto is lm: one run, shown twice
+        same = first.setdefault(item.cell.run_id, item.cell)
+        if same is not item.cell:
+            raise BenchError(f"sweep cells {same.label} and {item.cell.label} are the same run ({item.cell.run_id}): "
+                             "those values resolve to the same settings; drop one of them")
     check_metric(planned[0].spec, metric)
     # The metric names the sweep too (its table and heatmap differ); None keeps earlier sweeps' names.
     identity = "|".join(item.cell.run_id for item in planned) + (f"|metric={metric}" if metric else "")

@@ -120,6 +120,8 @@ def assert_clean_failure(result: tuple[int, str, str], expected: str, results: P
     (["labels=2,4"], [], "--grid labels=...: task 'sst2' takes no option labels"),
     (["lr=1e-4"], ["--metric", "bleu"], "--metric 'bleu': sst2 records accuracy"),
     (["lr=1e-4"], ["--log-to", "nothing"], "unknown --log-to 'nothing'"),
+    # auto is lm for a causal model: two cells, one run, the same row twice in the table
+    (["objective=auto,lm"], [], "sweep cells objective=auto and objective=lm are the same run"),
 ])
 def test_invalid_grid_is_one_error_line_and_writes_nothing(bench, data_dir, tiny_model, tmp_path, grid, extra,
                                                            expected):
