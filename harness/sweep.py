@@ -300,11 +300,14 @@ def cell_metric(result: CellResult, metric: str | None) -> float | None:
 
 def sweep_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table:
     """Every cell, in grid order: its axis values, the metric, the paired delta, and its cost."""
-    from harness.compare import format_ci, format_p
+    from harness.compare import format_p
+    from harness.report import format_delta
 
     label = metric_label(results, plan.metric)
-    columns = (*(axis.key for axis in plan.axes), label, "Δ [95% CI]", "p", "train s", "peak MB", "trainable",
-               "run")
+    first = next((r.rows[0] for r in results if r.rows), None)
+    # perplexity's delta is one of NLL per token (what is resampled): say so, as the other tables do
+    delta = f"Δ {first.delta_name} [95% CI]" if first and first.delta_name != first.headline else "Δ [95% CI]"
+    columns = (*(axis.key for axis in plan.axes), label, delta, "p", "train s", "peak MB", "trainable", "run")
     rows = []
     for result in results:
         values = tuple(show(value) for _, value in result.cell.values)
@@ -314,7 +317,7 @@ def sweep_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table:
         row = result.rows[0]
         value = cell_metric(result, plan.metric)
         rows.append((*values, "—" if value is None else f"{value:.4f}",
-                     format_ci(row.headline_delta, row.delta_ci, signed=True),
+                     format_delta(row.headline_delta, row.delta_ci, row.delta_name),
                      format_p(row.p_value), f"{row.costs.train_seconds:.1f}", f"{row.costs.peak_memory_mb:.0f}",
                      f"{count_label(row.costs.trainable_params)} ({row.costs.trainable_pct:.2f}%)", result.cell.run_id))
     return Table(columns, tuple(rows))
@@ -324,17 +327,17 @@ def sweep_csv(plan: SweepPlan, results: Sequence[CellResult]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([*(axis.key for axis in plan.axes), "metric", "value", "delta", "delta_ci_low", "delta_ci_high",
-                     "p_value", "train_seconds", "peak_memory_mb", "trainable_params", "trainable_pct", "run_id",
-                     "error"])
+                     "delta_metric", "p_value", "train_seconds", "peak_memory_mb", "trainable_params", "trainable_pct",
+                     "run_id", "error"])
     name = metric_label(results, plan.metric)
     for result in results:
         values = [value for _, value in result.cell.values]
         if not result.rows:
-            writer.writerow([*values, name, *[""] * 9, result.cell.run_id, result.error])
+            writer.writerow([*values, name, *[""] * 10, result.cell.run_id, result.error])
             continue
         row = result.rows[0]
         writer.writerow([*values, name, cell_metric(result, plan.metric), row.headline_delta, *row.delta_ci,
-                         row.p_value,
+                         row.delta_name, row.p_value,
                          row.costs.train_seconds, row.costs.peak_memory_mb, row.costs.trainable_params, row.costs.trainable_pct,
                          result.cell.run_id, ""])
     return out.getvalue()

@@ -224,3 +224,30 @@ def test_a_failed_cell_keeps_its_reason_in_later_reports(tmp_path):
     finally:
         store.close()
     assert errors == ["training loss became nan at step 1", "not complete in the store (re-run the sweep to finish it)"]
+
+
+def test_a_perplexity_sweep_names_its_delta_nll_and_wide_scores_keep_one_decimal():
+    """The before/after table and the leaderboard say a perplexity delta is one of NLL per token;
+    the sweep table beside the perplexity column must too (-0.024 is not a perplexity change)."""
+    from harness.compare import RunCosts, TextComparison
+    from harness.sweep import sweep_csv
+
+    costs = RunCosts(1.0, 10, 1000, 10, 1.0, 2.0, 1.0, 50.0, 700.0)
+
+    def cell(metric: str, key: str, after: float, delta: float, ci: tuple[float, float]) -> tuple[SweepPlan, list]:
+        row = TextComparison("run_a", "t", "m", "lora", "prompt 0-shot", 8, 0, 0, metric, after + 10, (0.0, 1.0),
+                             after, (0.0, 1.0), key, delta, ci, 0.001, metric == "perplexity", {}, costs)
+        record = StageRecord("run_a", "finetuned", 1.0, {"headline": metric, metric: {"value": after}}, {})
+        plan = SweepPlan("sweep__x", "t", (Axis("lr", (1e-3,)),), (Cell((("lr", 1e-3),), "run_a"),))
+        return plan, [CellResult(plan.cells[0], {"finetuned": record}, (row,))]
+
+    plan, results = cell("perplexity", "nll", 782.05, -0.0243, (-0.031, -0.019))
+    table = sweep_table(plan, results)
+    assert table.columns[1:3] == ("perplexity (fine-tuned)", "Δ nll [95% CI]")
+    assert table.rows[0][1:3] == ("782.0500", "-0.024 [-0.031, -0.019]")
+    (row,) = csv.DictReader(io.StringIO(sweep_csv(plan, results)))
+    assert row["delta_metric"] == "nll" and float(row["delta"]) == -0.0243
+
+    plan, results = cell("f1", "f1", 52.0, 46.617, (35.522, 57.062))  # SQuAD F1, 0-100
+    table = sweep_table(plan, results)
+    assert table.columns[2] == "Δ [95% CI]" and table.rows[0][2] == "+46.6 [+35.5, +57.1]"
