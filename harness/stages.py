@@ -228,18 +228,22 @@ def save_checkpoint(model: Any, tokenizer: Any, path: Path, spec: TaskSpec, ref:
     it; written to a temp folder and renamed, so a checkpoint folder is always whole."""
     staging = path.with_name(path.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
     adapter = config.method_name in ("lora", "qlora")
-    if adapter:
-        # peft saves only the adapter; the base config beside it names the labels (id2label) and
-        # their count, which loading a classifier adapter outside bench needs (num_labels=...).
-        model.get_base_model().config.save_pretrained(staging)
-    meta = {"task": spec.key, "kind": type(spec.kind).__name__, "labels": list(getattr(spec.kind, "labels", ())),
-            "model": ref.name, "base_source": ref.source,
-            "family": ref.family, "method": config.method, "objective": config.objective,
-            "adapter": adapter, "config": config.to_dict()}
-    (staging / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if adapter:
+            # peft saves only the adapter; the base config beside it names the labels (id2label) and
+            # their count, which loading a classifier adapter outside bench needs (num_labels=...).
+            model.get_base_model().config.save_pretrained(staging)
+        meta = {"task": spec.key, "kind": type(spec.kind).__name__, "labels": list(getattr(spec.kind, "labels", ())),
+                "model": ref.name, "base_source": ref.source,
+                "family": ref.family, "method": config.method, "objective": config.objective,
+                "adapter": adapter, "config": config.to_dict()}
+        (staging / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2))
+    except Exception:  # a full disk: leave no half checkpoint taking the space (a kill leaves it to the re-run)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     shutil.rmtree(path, ignore_errors=True)
     staging.rename(path)
 

@@ -235,3 +235,26 @@ def test_disk_full_while_writing_a_report_is_one_error_line(bench: Any, store: P
 
 def test_report_out_to_a_folder_is_one_error_line(bench: Any, store: Path, tmp_path: Path) -> None:
     _one_error_line(bench("report", "--results", store, "--out", tmp_path), str(tmp_path))
+
+
+def test_disk_full_while_saving_the_checkpoint_leaves_no_half_checkpoint(bench: Any, tiny_model: Any, data_dir: Path,
+                                                                         tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    from transformers import PreTrainedTokenizerBase
+
+    def full(self: Any, folder: Any, *args: Any, **kwargs: Any) -> None:
+        (Path(folder) / "tokenizer.json").write_text("{")  # a file begun, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    model = tiny_model("gpt2")  # built (and its tokenizer saved) before the disk fills
+    monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", full)
+    results = tmp_path / "results"
+    _one_error_line(bench("run", "sst2", "--models", model, "--data-dir", data_dir, "--results", results,
+                          *FAST), "No space left on device")
+    (run,) = (results / "runs").iterdir()
+    assert not (run / "checkpoint.partial").exists() and not (run / "checkpoint").exists()
+    with sqlite3.connect(results / "bench.sqlite") as db:
+        assert [r[0] for r in db.execute("SELECT stage FROM stages")] == ["baseline:prompt"]
