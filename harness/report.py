@@ -208,8 +208,10 @@ def score_notes(store: Store, rows: Sequence[Comparison | TextComparison]) -> li
             if majority:
                 notes[f"{row.task}: always answering the most frequent eval class ({majority['label']}) would "
                       f"score accuracy {majority['accuracy']:.3f}"] = None
+            # several configurations of one model x method (a sweep) are told apart by their settings
+            who = f"{row.model} {row.method}" + (f" ({row.settings})" if row.settings else "")
             for warning in metrics.get("warnings", ()):
-                notes[f"warning: {row.model} {row.method}, {name}: {warning}"] = None
+                notes[f"warning: {who}, {name}: {warning}"] = None
     return list(notes)
 
 

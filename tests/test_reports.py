@@ -324,3 +324,26 @@ def test_html_renders_in_headless_chromium_without_running_data(bench, built, tm
         assert image.size == (1280, 1600)
         colours = image.convert("RGB").getcolors(maxcolors=1_000_000)
         assert colours is not None and len(colours) > 50  # text, tables and figures, not a blank page
+
+
+def test_score_warnings_name_the_configuration_they_belong_to(tmp_path):
+    """Two learning rates of one model x method: the table rows carry their settings, and so must
+    the warnings under the table, or 'every answer is positive' and '... negative' both read as
+    the same model's."""
+    from types import SimpleNamespace
+
+    from harness.report import score_notes
+
+    store = Store(tmp_path / "results")
+    rows = []
+    for run_id, lr, answer in (("run_a", "0.01", "positive"), ("run_b", "0.001", "negative")):
+        config = {"task": "sst2", "model": "m", "method": "full", "preset": "quick"}
+        for stage in ("baseline:head", "finetuned"):
+            store.complete_stage(run_id, stage, config=config, seconds=1.0, info={},
+                                 metrics={"warnings": [f"every answer is '{answer}'"]})
+        rows.append(SimpleNamespace(run_id=run_id, task="sst2", model="m", method="full", baseline="head (untrained)",
+                                    settings=f"lr={lr}"))
+    notes = score_notes(store, rows)
+    store.close()
+    assert "warning: m full (lr=0.01), fine-tuned: every answer is 'positive'" in notes
+    assert "warning: m full (lr=0.001), fine-tuned: every answer is 'negative'" in notes
