@@ -56,9 +56,13 @@ def save_state(folder: Path, model: Any, optimizer: Any, scheduler: Any, best_st
             "has_best": best_state is not None}
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    save_file(tensors, str(staging / TENSORS_FILE))
-    (staging / STATE_FILE).write_text(json.dumps(meta, default=_plain))
+    try:
+        staging.mkdir(parents=True)
+        save_file(tensors, str(staging / TENSORS_FILE))
+        (staging / STATE_FILE).write_text(json.dumps(meta, default=_plain))
+    except Exception:  # a full disk: no half state left taking the space (the previous state stays whole)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     reached("train-state-staged", loop.step)
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)

@@ -17,3 +17,32 @@ def test_rerun_skips_completed_stages_and_prints_the_same_table(bench, data_dir,
     assert err.count("complete in the store, skipped") == 3
     strip = lambda text: [line for line in text.splitlines() if "wall time" not in line]  # noqa: E731
     assert strip(first) == strip(second)
+
+
+def test_a_training_state_save_that_fails_leaves_the_previous_state_whole(tmp_path, monkeypatch):
+    """Disk full while writing the mid-training state: the error propagates, no `.partial` folder
+    is left taking the space, and the state saved before is still there to resume from."""
+    import errno
+    import os
+
+    import safetensors.torch
+    import torch
+
+    from harness.train_state import STATE_FILE, LoopState, save_state
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    loop = LoopState(step=1, epoch=0, batches_done=1, micro=0, epoch_rng={}, evals_without_gain=0, result={})
+    folder = tmp_path / "train_state"
+    save_state(folder, model, optimizer, scheduler, None, loop)
+
+    def full(tensors, path, *args, **kwargs):
+        open(path, "wb").write(b"\0" * 16)  # a file begun, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OSError):
+        save_state(folder, model, optimizer, scheduler, None, LoopState(**{**loop.__dict__, "step": 2}))
+    assert not folder.with_name("train_state.partial").exists()
+    assert '"step": 1' in (folder / STATE_FILE).read_text()
