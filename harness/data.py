@@ -59,7 +59,12 @@ class SplitSource:
 
     def _local_file(self, split: str) -> Path | None:
         folder = self.data_dir / self.spec.data.local  # type: ignore[operator]
-        return next((folder / f"{split}{s}" for s in SUFFIXES if (folder / f"{split}{s}").is_file()), None)
+        found = [folder / f"{split}{s}" for s in SUFFIXES if (folder / f"{split}{s}").is_file()]
+        if len(found) > 1:  # which one is the data is the user's call, not a suffix order's
+            names = ", ".join(path.name for path in found)
+            raise BenchError(f"{folder} has {len(found)} files for the {split!r} split ({names}); "
+                             "keep one of them (move the others out of the folder)")
+        return found[0] if found else None
 
     def where(self, split: str) -> str:
         """The split's file (or hub id and split), as errors name it."""

@@ -258,3 +258,12 @@ def test_disk_full_while_saving_the_checkpoint_leaves_no_half_checkpoint(bench: 
     assert not (run / "checkpoint.partial").exists() and not (run / "checkpoint").exists()
     with sqlite3.connect(results / "bench.sqlite") as db:
         assert [r[0] for r in db.execute("SELECT stage FROM stages")] == ["baseline:prompt"]
+
+
+def test_two_files_for_one_split_is_an_error_naming_them(bench: Any, tiny_model: Any, tmp_path: Path) -> None:
+    """train.csv beside train.parquet: which one is the data is the user's call, not a silent pick."""
+    data = _data(tmp_path, GOOD)
+    GOOD.assign(label=[0] * 20).to_csv(data / "sst2" / "train.csv", index=False)
+    results = tmp_path / "results"
+    assert_clean_failure(bench("run", "sst2", "--models", tiny_model("gpt2"), "--data-dir", data, "--results", results,
+                               *FAST), "2 files for the 'train' split (train.parquet, train.csv)", results)
