@@ -306,7 +306,10 @@ def sweep_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table:
     label = metric_label(results, plan.metric)
     first = next((r.rows[0] for r in results if r.rows), None)
     # perplexity's delta is one of NLL per token (what is resampled): say so, as the other tables do
-    delta = f"Δ {first.delta_name} [95% CI]" if first and first.delta_name != first.headline else "Δ [95% CI]"
+    delta = f"Δ {first.delta_name}" if first and first.delta_name != first.headline else "Δ"
+    if any(len(r.rows) > 1 for r in results):  # --baseline prompt,head: the delta is against the first
+        delta += f" vs {first.baseline}"  # type: ignore[union-attr]
+    delta += " [95% CI]"
     columns = (*(axis.key for axis in plan.axes), label, delta, "p", "train s", "peak MB", "trainable", "run")
     rows = []
     for result in results:
@@ -327,17 +330,17 @@ def sweep_csv(plan: SweepPlan, results: Sequence[CellResult]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([*(axis.key for axis in plan.axes), "metric", "value", "delta", "delta_ci_low", "delta_ci_high",
-                     "delta_metric", "p_value", "train_seconds", "peak_memory_mb", "trainable_params", "trainable_pct",
+                     "delta_metric", "baseline", "p_value", "train_seconds", "peak_memory_mb", "trainable_params", "trainable_pct",
                      "run_id", "error"])
     name = metric_label(results, plan.metric)
     for result in results:
         values = [value for _, value in result.cell.values]
         if not result.rows:
-            writer.writerow([*values, name, *[""] * 10, result.cell.run_id, result.error])
+            writer.writerow([*values, name, *[""] * 11, result.cell.run_id, result.error])
             continue
         row = result.rows[0]
         writer.writerow([*values, name, cell_metric(result, plan.metric), row.headline_delta, *row.delta_ci,
-                         row.delta_name, row.p_value,
+                         row.delta_name, row.baseline, row.p_value,
                          row.costs.train_seconds, row.costs.peak_memory_mb, row.costs.trainable_params, row.costs.trainable_pct,
                          result.cell.run_id, ""])
     return out.getvalue()

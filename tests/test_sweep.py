@@ -251,3 +251,22 @@ def test_a_perplexity_sweep_names_its_delta_nll_and_wide_scores_keep_one_decimal
     plan, results = cell("f1", "f1", 52.0, 46.617, (35.522, 57.062))  # SQuAD F1, 0-100
     table = sweep_table(plan, results)
     assert table.columns[2] == "Δ [95% CI]" and table.rows[0][2] == "+46.6 [+35.5, +57.1]"
+
+
+def test_a_sweep_with_two_baselines_says_which_one_its_delta_is_against():
+    """--baseline prompt,head gives each cell two comparisons; the table shows the first's delta and
+    must say so (a head baseline near chance and a prompt baseline give very different deltas)."""
+    from harness.compare import RunCosts, TextComparison
+    from harness.sweep import sweep_csv
+
+    costs = RunCosts(1.0, 10, 1000, 10, 1.0, 2.0, 1.0, 50.0, 700.0)
+    rows = tuple(TextComparison("run_a", "t", "m", "lora", baseline, 8, 0, 0, "f1", before, (0.0, 1.0), 60.0,
+                                (0.0, 1.0), "f1", 60.0 - before, (1.0, 2.0), 0.01, False, {}, costs)
+                 for baseline, before in (("prompt 0-shot", 40.0), ("head", 10.0)))
+    record = StageRecord("run_a", "finetuned", 1.0, {"headline": "f1", "f1": {"value": 60.0}}, {})
+    plan = SweepPlan("sweep__x", "t", (Axis("lr", (1e-3,)),), (Cell((("lr", 1e-3),), "run_a"),))
+    results = [CellResult(plan.cells[0], {"finetuned": record}, rows)]
+    table = sweep_table(plan, results)
+    assert table.columns[2] == "Δ vs prompt 0-shot [95% CI]" and table.rows[0][2].startswith("+20.0")
+    (row,) = csv.DictReader(io.StringIO(sweep_csv(plan, results)))
+    assert row["baseline"] == "prompt 0-shot" and float(row["delta"]) == 20.0
