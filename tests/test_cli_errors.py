@@ -133,6 +133,8 @@ def test_label_outside_label_set(run_sst2, tmp_path, results):
     pytest.param(("--method", "adapter"), "unknown method 'adapter'", id="unknown-method"),
     pytest.param(("--method", "lora:2"), "unknown method 'lora:2'", id="method-with-count"),
     pytest.param(("--method", "freeze:0"), "use freeze:N with N >= 1", id="freeze-zero"),
+    pytest.param(("--seed=-1",), "--seed must be an integer from 0", id="seed-negative"),
+    pytest.param(("--seed", str(2**64)), "--seed must be an integer from 0", id="seed-too-large"),
     pytest.param(("--optimizer", "adam8bit"), "unknown --optimizer 'adam8bit'", id="unknown-optimizer"),
     pytest.param(("--labels", "4"), "task 'sst2' takes no option --labels", id="undeclared-task-option"),
     # Found only at fine-tuning before: the baseline had been stored by then.
