@@ -127,6 +127,36 @@ def check_training_options(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> 
         if blocks is not None and (config.freeze_blocks or 0) > blocks:
             raise BenchError(f"--method {config.method}: {ref.name} has only {blocks} blocks; use freeze:1 to "
                              f"freeze:{blocks} (freeze:{blocks} trains them all) or --method full")
+    if config.method_name in ("lora", "qlora") and config.lora_targets:
+        check_lora_targets(spec, ref, config)
+
+
+def check_lora_targets(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
+    """Each --lora-targets name must match a module of the model fine-tuning builds (peft's rule: the
+    module's name or its last dotted part(s)); found out at fine-tuning, a typo would cost the baseline
+    first. The model's skeleton is built on the meta device: no weights are read."""
+    import torch
+    import transformers
+
+    if config.objective == "lm":
+        auto = transformers.AutoModelForSeq2SeqLM if ref.family == "seq2seq" else transformers.AutoModelForCausalLM
+    elif isinstance(spec.kind, ExtractiveQA):
+        auto = transformers.AutoModelForQuestionAnswering
+    else:
+        auto = transformers.AutoModelForSequenceClassification
+    model_config = transformers.AutoConfig.from_pretrained(ref.source, trust_remote_code=ref.trust_remote_code)
+    try:
+        with torch.device("meta"):
+            skeleton = auto.from_config(model_config, trust_remote_code=ref.trust_remote_code)
+    except Exception:  # no such head class for this architecture: fine-tuning names that problem itself
+        return
+    names = [name for name, _ in skeleton.named_modules()]
+    missing = [t for t in config.lora_targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, module in skeleton.named_modules()
+                         if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"})
+        raise BenchError(f"--lora-targets {','.join(missing)}: no such module in {ref.name}; its linear layers are "
+                         f"named {', '.join(leaves)}")
 
 
 class Runner:

@@ -139,6 +139,8 @@ def test_label_outside_label_set(run_sst2, tmp_path, results):
     pytest.param(("--labels", "4"), "task 'sst2' takes no option --labels", id="undeclared-task-option"),
     # Found only at fine-tuning before: the baseline had been stored by then.
     pytest.param(("--method", "freeze:3"), "has only 2 blocks; use freeze:1 to freeze:2", id="freeze-too-many"),
+    pytest.param(("--lora-targets", "c_attn,no_such_proj"), "--lora-targets no_such_proj: no such module",
+                 id="lora-target-unknown"),
     pytest.param(("--early-stop-metric", "loss"), "sst2 validates on f1_macro and accuracy", id="early-stop-loss"),
     # Options that would change nothing but the run id (and so re-run everything).
     pytest.param(("--max-new-tokens", "5"), "--max-new-tokens applies to text tasks", id="max-new-tokens-on-labels"),

@@ -266,3 +266,12 @@ def test_report_rebuilds_the_table_from_the_store(bench, data_dir, tiny_model, t
     assert "| head (untrained) | 16 |" in out
     code, out, err = bench("report", "--results", tmp_path, "--format", "csv")
     assert code == 0 and out.splitlines()[0].startswith("run_id,task,")
+
+
+@pytest.mark.parametrize("family, targets", [("gpt2", "c_attn"), ("bert", "query,value"), ("llama", "q_proj,v_proj")])
+def test_named_lora_targets_pass_the_up_front_check(family, targets, bench, data_dir, tiny_model, tmp_path):
+    """Real module names pass the --lora-targets check made before the baseline, and train."""
+    run(bench, data_dir, tmp_path, "sst2", tiny_model(family), "--lora-targets", targets)
+    rows = stage_rows(tmp_path)
+    (finetune,) = [row for (_, stage), row in rows.items() if stage == "finetune"]
+    assert finetune["info"]["params"]["trainable"] > 0
