@@ -51,6 +51,10 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
 
     if not models:
         raise BenchError("no models given: pass --models A,B (aliases: see `bench list models`)")
+    if isinstance(spec.kind, (Generate, ExtractiveQA)):
+        from harness.metrics.text import load_wordnet
+
+        load_wordnet()  # every stage's METEOR needs it: a missing WordNet fails here, not after the baseline
     planned = []
     for name in models:
         resolve(spec, name, overrides, preset)  # bad options fail before any model is resolved

@@ -166,6 +166,24 @@ def test_qlora_without_4bit(run_sst2, results, monkeypatch):
     assert_clean_failure(run_sst2("--method", "qlora"), expected, results)
 
 
+@pytest.mark.parametrize("task, extra", [("samsum", ("--max-length", "160")), ("squad_v2", ("--max-length", "128"))])
+def test_missing_wordnet_fails_before_the_baseline(bench, tiny_model, data_dir, results, tmp_path, monkeypatch,
+                                                   task, extra):
+    """METEOR scores every text stage: without WordNet the run stops up front with the fix, instead
+    of generating the whole baseline and then discarding it."""
+    import nltk
+
+    def not_found(*args, **kwargs):
+        raise LookupError("no wordnet")
+
+    monkeypatch.setattr(nltk.data, "find", not_found)
+    monkeypatch.setenv("WNSEARCHDIR", str(tmp_path / "no-wordnet"))
+    model = tiny_model("bert" if task == "squad_v2" else "gpt2")
+    result = bench("run", task, "--models", str(model), "--data-dir", str(data_dir), "--results", str(results),
+                   *FAST, *extra)
+    assert_clean_failure(result, "WordNet not found", results)
+
+
 @pytest.mark.parametrize("flags, expected", [
     pytest.param(("--objective", "lm"), "--objective lm needs a causal or seq2seq model", id="objective-lm"),
     pytest.param(("--baseline", "prompt"), "--baseline prompt needs a language-model head", id="baseline-prompt"),
