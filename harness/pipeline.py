@@ -91,6 +91,12 @@ def check_kind_options(spec: TaskSpec, name: str, config: RunConfig, baselines: 
                              "baseline, head objective); drop --shots, or use --baseline prompt with a causal model")
         return
     kind = type(spec.kind).__name__
+    if not isinstance(spec.kind, Generate) and (config.max_new_tokens is not None or config.chat_template != "auto"):
+        option = "--max-new-tokens" if config.max_new_tokens is not None else "--chat-template"
+        what = ("--mode span points at a span in the context" if isinstance(spec.kind, ExtractiveQA) else
+                "language modelling scores raw text and continues it by a fixed length")
+        raise BenchError(f"{option} applies to prompted generation; {spec.name} {what}, so it would change nothing "
+                         f"but the run id: drop it{', or use --mode generate' if isinstance(spec.kind, ExtractiveQA) else ''}")
     if isinstance(spec.kind, ExtractiveQA):
         if "prompt" in baselines or config.objective != "head":
             raise BenchError("squad_v2 --mode span trains and evaluates a span head: use --baseline head "

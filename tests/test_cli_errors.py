@@ -166,6 +166,21 @@ def test_qlora_without_4bit(run_sst2, results, monkeypatch):
     assert_clean_failure(run_sst2("--method", "qlora"), expected, results)
 
 
+@pytest.mark.parametrize("task, family, flags, expected", [
+    ("wikitext", "llama", ("--max-new-tokens", "3"), "--max-new-tokens applies to prompted generation; wikitext"),
+    ("wikitext", "gpt2", ("--chat-template", "on"), "--chat-template applies to prompted generation; wikitext"),
+    ("squad_v2", "bert", ("--max-new-tokens", "5"), "squad_v2 --mode span points at a span"),
+    ("squad_v2", "bert", ("--chat-template", "off"), "or use --mode generate"),
+])
+def test_generation_options_on_tasks_that_generate_nothing(bench, tiny_model, data_dir, results, task, family, flags,
+                                                           expected):
+    """Span QA generates nothing and wikitext's continuations have a fixed length with no prompt: these
+    options would only change the run id (a second full run, same numbers), as on classification."""
+    result = bench("run", task, "--models", str(tiny_model(family)), "--data-dir", str(data_dir),
+                   "--results", str(results), *FAST, *flags)
+    assert_clean_failure(result, expected, results)
+
+
 @pytest.mark.parametrize("task, extra", [("samsum", ("--max-length", "160")), ("squad_v2", ("--max-length", "128"))])
 def test_missing_wordnet_fails_before_the_baseline(bench, tiny_model, data_dir, results, tmp_path, monkeypatch,
                                                    task, extra):

@@ -19,8 +19,8 @@ transformers = pytest.importorskip("transformers")
 from harness.backends.generate import generate_batched, rolling_nll  # noqa: E402
 from harness.types import Example, Prediction  # noqa: E402
 
-SMALL = ("--train-samples", "16", "--eval-samples", "8", "--validation-samples", "4", "--batch-size", "8",
-         "--max-new-tokens", "8")
+SMALL = ("--train-samples", "16", "--eval-samples", "8", "--validation-samples", "4", "--batch-size", "8")
+GENERATE = ("--max-new-tokens", "8")  # only tasks that generate from a prompt take it
 
 
 def stored(results: Path, stage: str) -> tuple[dict, list[dict]]:
@@ -32,11 +32,11 @@ def stored(results: Path, stage: str) -> tuple[dict, list[dict]]:
 
 
 @pytest.mark.parametrize("task, family, extra, headline", [
-    ("samsum", "gpt2", ("--max-length", "160"), "rougeL"),
-    ("samsum", "t5", ("--max-length", "160"), "rougeL"),
+    ("samsum", "gpt2", ("--max-length", "160", *GENERATE), "rougeL"),
+    ("samsum", "t5", ("--max-length", "160", *GENERATE), "rougeL"),
     ("squad_v2", "bert", ("--max-length", "128"), "f1"),
-    ("squad_v2", "llama", ("--mode", "generate", "--max-length", "192"), "f1"),
-    ("alpaca", "gpt_neo", ("--max-response-chars", "512", "--max-length", "192"), "rougeL"),
+    ("squad_v2", "llama", ("--mode", "generate", "--max-length", "192", *GENERATE), "f1"),
+    ("alpaca", "gpt_neo", ("--max-response-chars", "512", "--max-length", "192", *GENERATE), "rougeL"),
     ("wikitext", "llama", ("--max-length", "64"), "perplexity"),
 ])
 def test_text_task_runs_end_to_end(task, family, extra, headline, bench, data_dir, tiny_model, tmp_path):
@@ -76,7 +76,7 @@ def test_rescore_recomputes_metrics_without_the_model(bench, data_dir, tiny_mode
     shutil.copytree(tiny_model("gpt2"), model)
     results = tmp_path / "results"
     code, first, err = bench("run", "samsum", "--models", model, "--data-dir", data_dir, "--results", results, *SMALL,
-                             "--max-length", "160")
+                             *GENERATE, "--max-length", "160")
     assert code == 0, err
     before, _ = stored(results, "finetuned")
     with sqlite3.connect(results / "bench.sqlite") as db:  # damage the stored metrics; outputs stay
