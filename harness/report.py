@@ -200,7 +200,10 @@ def score_notes(store: Store, rows: Sequence[Comparison | TextComparison]) -> li
     that answer, which can look like a gain)."""
     notes: dict[str, None] = {}
     for row in rows:
+        # several configurations of one model x method (a sweep) are told apart by their settings
+        who = f"{row.model} {row.method}" + (f" ({row.settings})" if row.settings else "")
         stages = ((baseline_stage(row), f"baseline ({row.baseline})"), ("finetuned", "fine-tuned"))
+        bleu = []
         for stage, name in stages:
             record = store.stage(row.run_id, stage)
             metrics = record.metrics if record else {}
@@ -208,11 +211,23 @@ def score_notes(store: Store, rows: Sequence[Comparison | TextComparison]) -> li
             if majority:
                 notes[f"{row.task}: always answering the most frequent eval class ({majority['label']}) would "
                       f"score accuracy {majority['accuracy']:.3f}"] = None
-            # several configurations of one model x method (a sweep) are told apart by their settings
-            who = f"{row.model} {row.method}" + (f" ({row.settings})" if row.settings else "")
             for warning in metrics.get("warnings", ()):
                 notes[f"warning: {who}, {name}: {warning}"] = None
+            if isinstance(metrics.get("bleu"), dict) and "precisions" in metrics["bleu"]:
+                bleu.append(metrics["bleu"])
+        if len(bleu) == 2:
+            notes[f"{row.task} {who}: {bleu_breakdown(*bleu)}"] = None
     return list(notes)
+
+
+def bleu_breakdown(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """What a BLEU change is made of: its n-gram precisions and brevity penalty, before -> after."""
+    def precisions(bleu: dict[str, Any]) -> str:
+        return "/".join(f"{p:.1f}" for p in bleu["precisions"])
+
+    return (f"BLEU n-gram precisions (1/2/3/4-gram) {precisions(before)} → {precisions(after)}, brevity penalty "
+            f"{before['bp']:.3f} → {after['bp']:.3f} (output/reference length {before['length_ratio']:.2f} → "
+            f"{after['length_ratio']:.2f})")
 
 
 def table_notes(store: Store, rows: Sequence[Comparison | TextComparison]) -> list[str]:

@@ -51,6 +51,10 @@ def test_text_task_runs_end_to_end(task, family, extra, headline, bench, data_di
     assert all(per_example in p["values"] for p in predictions)
     if task in ("samsum", "alpaca"):  # reference perplexity on response tokens, next to the text metrics
         assert metrics["perplexity"]["value"] > 1 and all("nll" in p["values"] for p in predictions)
+    if "bleu" in metrics:  # what a BLEU change is made of is said under the table
+        bleu = metrics["bleu"]
+        assert ("BLEU n-gram precisions (1/2/3/4-gram) " in out
+                and f"→ {'/'.join(f'{p:.1f}' for p in bleu['precisions'])}, brevity penalty " in out), out
     (run,) = (tmp_path / "runs").iterdir()
     assert (run / "checkpoint" / "bench_checkpoint.json").is_file()
     # The HTML report's sample table shows what the terminal shows: for wikitext, a document's
