@@ -47,7 +47,7 @@ h1{font-size:1.6rem;margin:1.2rem 0 .2rem}h2{margin-top:2rem;border-bottom:2px s
 h3{margin:1.6rem 0 .4rem}.meta,.note{color:#555}.note{font-size:.9em}nav a{margin-right:1rem}
 table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.88em}caption{text-align:left;font-weight:600;
 padding:.3rem 0}th,td{border:1px solid #d0d0d0;padding:.25rem .5rem;vertical-align:top;text-align:left}
-th{background:#f3f3f3}tbody tr:nth-child(even){background:#fafafa}td.text{max-width:38rem;white-space:pre-wrap;
+th{background:#f3f3f3}tbody tr:nth-child(even){background:#fafafa}td.text{min-width:15rem;max-width:38rem;white-space:pre-wrap;
 word-break:break-word}.scroll{overflow-x:auto}figure{margin:.6rem 0}img{max-width:100%;height:auto}
 figcaption{color:#555;font-size:.9em}section.run{border-top:1px solid #eee;margin-top:1.5rem}
 .wrong{color:#b00020}.right{color:#0a7a2f}details{margin:.4rem 0}summary{cursor:pointer;color:#333}

@@ -347,3 +347,15 @@ def test_score_warnings_name_the_configuration_they_belong_to(tmp_path):
     store.close()
     assert "warning: m full (lr=0.01), fine-tuned: every answer is 'positive'" in notes
     assert "warning: m full (lr=0.001), fine-tuned: every answer is 'negative'" in notes
+
+
+def test_free_text_cells_keep_a_readable_width_on_a_narrow_screen():
+    """`word-break` lets a text cell shrink to a few characters, so on a phone (or any window
+    narrower than the table) the sample texts came out one syllable per line. A text cell keeps
+    a minimum width; the table scrolls sideways in its .scroll box instead."""
+    from harness.html_report import CSS
+
+    rule = re.search(r"td\.text\{([^}]*)\}", CSS).group(1)
+    width = re.search(r"min-width:\s*([\d.]+)rem", rule)
+    assert width and float(width.group(1)) >= 12, rule
+    assert re.search(r"\.scroll\{[^}]*overflow-x:\s*auto", CSS)
