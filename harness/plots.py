@@ -61,6 +61,10 @@ def curves_png(curves: Sequence[dict[str, Any]], title: str) -> bytes | None:
     for axes in (left, right):
         axes.grid(alpha=0.3)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+        low, high = axes.get_xlim()
+        if axes.has_data() and high - low < 2:  # one step only: matplotlib pads it to ±5% (0.95 .. 1.05)
+            middle = round((low + high) / 2)
+            axes.set_xlim(middle - 1, middle + 1)
     figure.suptitle(plain(title), fontsize="medium")
     return _png(figure)
 

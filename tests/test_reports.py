@@ -359,3 +359,18 @@ def test_free_text_cells_keep_a_readable_width_on_a_narrow_screen():
     width = re.search(r"min-width:\s*([\d.]+)rem", rule)
     assert width and float(width.group(1)) >= 12, rule
     assert re.search(r"\.scroll\{[^}]*overflow-x:\s*auto", CSS)
+
+
+def test_training_curves_of_a_single_step_have_whole_step_ticks(monkeypatch):
+    """A run that took one optimizer step (or evaluated once) drew its lone point over ticks of
+    0.945, 0.960 ... 1.050: fractional optimizer steps. The axis is widened to whole steps."""
+    from harness import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "_png", lambda figure: drawn.append(figure) or b"png")
+    assert plots.curves_png([{"step": 1, "loss": 6.7}, {"step": 1, "val_loss": 6.7}], "one step") == b"png"
+    (figure,) = drawn
+    for axes in figure.axes:
+        ticks = [t for t in axes.get_xticks() if axes.get_xlim()[0] <= t <= axes.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        assert 1 in ticks
