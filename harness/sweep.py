@@ -282,6 +282,15 @@ def metric_label(results: Sequence[CellResult], metric: str | None) -> str:
     return (metric or (first.headline if first else "metric")) + " (fine-tuned)"
 
 
+def lower_is_better(results: Sequence[CellResult], metric: str | None) -> bool:
+    """Whether a smaller value of the plotted metric is the better one: the headline's own direction
+    (perplexity; its delta, of NLL, too), or a loss-like metric chosen with --metric."""
+    first = next((r.rows[0] for r in results if r.rows), None)
+    if metric in (None, "delta", "before") or (first is not None and metric == first.headline):
+        return bool(getattr(first, "lower_is_better", False))
+    return metric in ("perplexity", "loss", "nll")
+
+
 def cell_metric(result: CellResult, metric: str | None) -> float | None:
     """The chosen metric of one cell: the fine-tuned headline by default, the paired delta or the
     baseline score (first baseline), or any metric the fine-tuned stage recorded."""
@@ -378,12 +387,14 @@ def heatmap(plan: SweepPlan, results: Sequence[CellResult]) -> tuple[bytes, str]
         grid.append(grid_row)
         notes.append(note_row)
     label = metric_label(results, plan.metric)
+    # viridis draws the highest value brightest, the worst one for perplexity: say which way is good
+    direction = ", lower is better" if lower_is_better(results, plan.metric) else ""
     others = [axis.key for axis in plan.axes[2:]]
-    caption = (f"{label} by {first.key} × {second.key}" if second else f"{label} by {first.key}")
+    caption = (f"{label} by {first.key} × {second.key}" if second else f"{label} by {first.key}") + direction
     if others:
         caption += f"; heatmap uses the first two axes, each cell the mean over {', '.join(others)} (see the table)"
     png = heatmap_png(grid, rows, cols, row_axis=first.key if second else "", col_axis=(second or first).key,
-                      title=f"{plan.task}: {label}", colorbar_label=label, annotations=notes)
+                      title=f"{plan.task}: {label}{direction}", colorbar_label=label + direction, annotations=notes)
     return png, caption
 
 

@@ -270,3 +270,28 @@ def test_a_sweep_with_two_baselines_says_which_one_its_delta_is_against():
     assert table.columns[2] == "Δ vs prompt 0-shot [95% CI]" and table.rows[0][2].startswith("+20.0")
     (row,) = csv.DictReader(io.StringIO(sweep_csv(plan, results)))
     assert row["baseline"] == "prompt 0-shot" and float(row["delta"]) == 20.0
+
+
+def test_a_perplexity_heatmap_says_lower_is_better():
+    """viridis paints the highest value brightest; for perplexity that is the worst cell, and the
+    heatmap's title, colour bar and caption did not say which way is good (the leaderboard does)."""
+    from harness.compare import RunCosts, TextComparison
+
+    costs = RunCosts(1.0, 10, 1000, 10, 1.0, 2.0, 1.0, 50.0, 700.0)
+    plan = SweepPlan("sweep__x", "t", (Axis("lr", (1e-3, 1e-2)),),
+                     tuple(Cell((("lr", lr),), f"run_{i}") for i, lr in enumerate((1e-3, 1e-2))))
+
+    def results(metric: str) -> list:
+        cells = []
+        for i, cell in enumerate(plan.cells):
+            after = 780.0 + i
+            row = TextComparison(cell.run_id, "t", "m", "lora", "prompt 0-shot", 8, 0, 0, metric, after + 10,
+                                 (0.0, 1.0), after, (0.0, 1.0), "nll" if metric == "perplexity" else metric, -0.02,
+                                 (-0.03, -0.01), 0.001, metric == "perplexity", {}, costs)
+            record = StageRecord(cell.run_id, "finetuned", 1.0, {"headline": metric, metric: {"value": after}}, {})
+            cells.append(CellResult(cell, {"finetuned": record}, (row,)))
+        return cells
+
+    png, caption = heatmap(plan, results("perplexity"))
+    assert png.startswith(b"\x89PNG") and "lower is better" in caption
+    assert "lower is better" not in heatmap(plan, results("rougeL"))[1]
