@@ -51,6 +51,8 @@ th{background:#f3f3f3}tbody tr:nth-child(even){background:#fafafa}td.text{min-wi
 word-break:break-word}.scroll{overflow-x:auto}figure{margin:.6rem 0}img{max-width:100%;height:auto}
 figcaption{color:#555;font-size:.9em}section.run{border-top:1px solid #eee;margin-top:1.5rem}
 .wrong{color:#b00020}.right{color:#0a7a2f}details{margin:.4rem 0}summary{cursor:pointer;color:#333}
+@page{size:A4 landscape;margin:1cm}@media print{body{max-width:none;padding:0;font-size:10px}
+.scroll{overflow:visible}td.text{min-width:10rem}tr,figure{break-inside:avoid}h2,h3{break-after:avoid}}
 """
 
 

@@ -374,3 +374,15 @@ def test_training_curves_of_a_single_step_have_whole_step_ticks(monkeypatch):
         ticks = [t for t in axes.get_xticks() if axes.get_xlim()[0] <= t <= axes.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
         assert 1 in ticks
+
+
+def test_printed_report_keeps_every_table_column():
+    """Printed (or saved as PDF), each wide table sat in an overflow-x:auto box: on a portrait page
+    the columns right of the box (fail b/a .. configs, trainable .. peak MB) were cut off, with no
+    scroll bar on paper. Print uses a landscape page, a smaller font, and lets the box overflow."""
+    from harness.html_report import CSS
+
+    assert re.search(r"@page\{[^}]*size:[^};]*landscape", CSS)
+    block = CSS.split("@media print{", 1)[1]
+    assert re.search(r"\.scroll\{overflow:visible\}", block)
+    assert re.search(r"body\{[^}]*font-size:\s*\d+px", block)
