@@ -186,6 +186,8 @@ def run_sections(store: Store, runs: Sequence[dict[str, Any]], rows: Sequence[Ro
             continue
         config = run["config"]
         title = f"{run['model']} · {run['method']} · {run['task']}"
+        if run_rows[0].settings:  # a sweep's cells share model, method and task: the settings tell them apart
+            title += f" · {run_rows[0].settings}"
         record = store.stage(run["run_id"], "finetuned")
         notes = (*(record.info.get("data_notes", ()) if record else ()), *score_notes(store, run_rows))
         tables = tuple(_sample_table(store, row, source, samples) for row in run_rows)

@@ -386,3 +386,13 @@ def test_printed_report_keeps_every_table_column():
     block = CSS.split("@media print{", 1)[1]
     assert re.search(r"\.scroll\{overflow:visible\}", block)
     assert re.search(r"body\{[^}]*font-size:\s*\d+px", block)
+
+
+def test_html_run_sections_of_one_model_and_method_are_told_apart_by_their_settings(bench, built, tmp_path):
+    """Two learning rates of one model x method (a sweep's cells): every run section had the same
+    heading and the same training-curve title; the settings that differ now name each one."""
+    code, out, err = bench("report", "--results", built["results"], "--format", "html", "--out", tmp_path / "r.html")
+    assert code == 0, err
+    headings = re.findall(r'<h3 id="run-sst2[^"]*">([^<]*)</h3>', (tmp_path / "r.html").read_text())
+    assert len(headings) == 2 and len(set(headings)) == 2, headings
+    assert all("lr=" in heading for heading in headings), headings
