@@ -83,7 +83,7 @@ def heatmap_png(values: Sequence[Sequence[float]], row_labels: Sequence[str], co
     colormap = _colormap()
     image = axes.imshow(grid, cmap=colormap, aspect="auto")
     figure.colorbar(image, ax=axes, label=plain(colorbar_label))
-    axes.set_xticks(range(cols), [plain(label) for label in col_labels])
+    axes.set_xticks(range(cols), [plain(_wrap(str(label), 16)) for label in col_labels])  # Hub ids overlapped
     axes.set_yticks(range(rows), [plain(label) for label in row_labels])
     axes.set(xlabel=plain(col_axis), ylabel=plain(row_axis))
     axes.set_title(plain(title), fontsize="medium")
@@ -96,6 +96,19 @@ def heatmap_png(values: Sequence[Sequence[float]], row_labels: Sequence[str], co
             axes.text(c, r, plain(text), ha="center", va="center", fontsize="small",
                       color="white" if shade < 0.6 else "black")
     return _png(figure)
+
+
+def _wrap(text: str, width: int) -> str:
+    """A tick label on lines of about `width` characters, broken after / - _ or a space: a column
+    is ~1.4 inches, and model ids such as HuggingFaceTB/SmolLM2-135M-Instruct ran into their neighbours."""
+    import re
+
+    lines = [""]
+    for part in re.findall(r"[^/\-_\s]*[/\-_\s]|[^/\-_\s]+", text):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(line.strip() for line in lines)
 
 
 def _colormap() -> Any:

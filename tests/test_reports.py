@@ -396,3 +396,26 @@ def test_html_run_sections_of_one_model_and_method_are_told_apart_by_their_setti
     headings = re.findall(r'<h3 id="run-sst2[^"]*">([^<]*)</h3>', (tmp_path / "r.html").read_text())
     assert len(headings) == 2 and len(set(headings)) == 2, headings
     assert all("lr=" in heading for heading in headings), headings
+
+
+def test_heatmap_column_labels_do_not_overlap(monkeypatch):
+    """A sweep over models puts Hub ids on the heatmap's x axis; level, they ran into each other
+    ("HuggingFaceTB/SmolLSt2-135M-transformers/...") and no column could be read."""
+    from harness import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "_png", lambda figure: drawn.append(figure) or b"png")
+    models = ["HuggingFaceTB/SmolLM2-135M-Instruct", "sentence-transformers/all-MiniLM-L6-v2",
+              "Qwen/Qwen2.5-0.5B-Instruct"]
+    plots.heatmap_png([[0.81, 0.84, 0.79], [0.6, 0.7, float("nan")]], ["true", "false"], models,
+                      row_axis="freeze", col_axis="model", title="sst2: accuracy", colorbar_label="accuracy")
+    (figure,) = drawn
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    (axes, *_) = figure.axes
+    boxes = [label.get_window_extent(renderer) for label in axes.get_xticklabels() if label.get_text()]
+    assert len(boxes) == 3
+    for left, right in zip(boxes, boxes[1:]):
+        assert not left.overlaps(right), (left, right)
+    for box in boxes:  # and none is cut off at the figure's edge
+        assert box.x0 >= 0 and box.y0 >= 0, box
