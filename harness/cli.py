@@ -359,12 +359,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown, leaderboard_table
     from harness.judging.command import judge_markdown, judge_section
     from harness.report import (
+        PER_CLASS_TITLE,
         comparison_tables,
         csv_table,
         data_notes,
         markdown_table,
+        per_class_table,
         table_notes,
         to_latex,
+        to_markdown,
     )
 
     if args.table == "sweep" and not args.sweep:
@@ -390,6 +393,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                     "sweep": lambda: _sweep_text(plan, results, "csv")}[args.table]()
         elif args.format == "latex":
             parts = [to_latex(table, "Before / after fine-tuning") for table in comparison_tables(rows)]
+            if classes := per_class_table(store, rows):
+                parts.append(to_latex(classes, PER_CLASS_TITLE))
             parts.append(to_latex(leaderboard_table(entries), "Leaderboard"))
             if judged:
                 parts.append(to_latex(judged[0], "LLM judge"))
@@ -399,6 +404,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         else:
             parts = ["## Before / after fine-tuning\n\n" + markdown_table(rows, table_notes(store, rows)),
                      "## Leaderboard\n\n" + leaderboard_markdown(entries)]
+            if classes := per_class_table(store, rows):
+                parts.insert(1, f"## {PER_CLASS_TITLE}\n\n" + to_markdown(classes))
             if judged:
                 parts.append("## LLM judge\n\n" + judge_markdown(*judged))
             if plan:
@@ -466,7 +473,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Leaderboard and the before/after rows, each as CSV and markdown, into a folder."""
     from harness.judging.command import judge_csv, judge_markdown, judge_notes, judge_table, stored_judgments
     from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown
-    from harness.report import csv_table, data_notes, markdown_table, table_notes
+    from harness.compare import Comparison
+    from harness.report import csv_table, data_notes, markdown_table, per_class_csv, table_notes
     from harness.store import atomic_write
 
     target = output_path("--to", args.to)
@@ -480,6 +488,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                  "leaderboard.md": "# Leaderboard\n\n" + leaderboard_markdown(entries),
                  "comparisons.csv": csv_table(rows, data_notes(store, rows)),
                  "comparisons.md": "# Before / after fine-tuning\n\n" + markdown_table(rows, table_notes(store, rows))}
+        if any(isinstance(row, Comparison) for row in rows):
+            files["per_class.csv"] = per_class_csv(store, rows)
         judgments = stored_judgments(store, [row.run_id for row in rows])
         if judgments:
             files["judge.md"] = "# LLM judge\n\n" + judge_markdown(judge_table(judgments), judge_notes(judgments))

@@ -23,12 +23,14 @@ from harness.compare import Comparison, TextComparison
 from harness.errors import BenchError
 from harness.registry import spec_for
 from harness.report import (
+    PER_CLASS_TITLE,
     Table,
     comparison_tables,
     example_texts,
     label_pairs,
     label_text,
     output_pairs,
+    per_class_table,
     score_notes,
 )
 from harness.store import Store
@@ -98,6 +100,7 @@ class RunSection:
     title: str
     config: dict[str, Any]
     comparisons: tuple[Table, ...]
+    per_class: Table | None  # classification runs: the macro scores' parts, class by class
     curves_png: bytes | None
     samples: tuple[SampleTable, ...]
     notes: tuple[str, ...]
@@ -192,6 +195,7 @@ def run_sections(store: Store, runs: Sequence[dict[str, Any]], rows: Sequence[Ro
         notes = (*(record.info.get("data_notes", ()) if record else ()), *score_notes(store, run_rows))
         tables = tuple(_sample_table(store, row, source, samples) for row in run_rows)
         sections.append(RunSection(run["run_id"], title, config, tuple(comparison_tables(run_rows)),
+                                   per_class_table(store, run_rows),
                                    curves_png(store.curves(run["run_id"]), title), tables, notes))
     return sections
 
@@ -305,6 +309,8 @@ def _sweep_html(sweep: SweepSection) -> Markup:
 def _run_html(run: RunSection) -> Markup:
     parts: list[Markup] = [el("h3", run.title, id=f"run-{run.run_id}"), el("p", f"run {run.run_id}", class_="meta")]
     parts += [_table_html(table) for table in run.comparisons]
+    if run.per_class:
+        parts.append(_table_html(run.per_class, PER_CLASS_TITLE))
     if run.curves_png:
         parts.append(_figure(run.curves_png, f"training curves of {run.run_id}",
                              "Training loss per optimizer step and validation metrics per evaluation "

@@ -270,6 +270,49 @@ def output_pairs(store: Store, row: TextComparison, count: int) -> list[tuple[Pr
     return gains[: count - 1] + gains[-1:] if len(gains) >= count else gains
 
 
+PER_CLASS_TITLE = "Per class: precision, recall and F1 on the eval set, baseline → fine-tuned"
+
+
+def per_class_scores(store: Store, rows: Sequence[Comparison | TextComparison]
+                     ) -> list[tuple[Comparison, str, dict[str, Any], dict[str, Any]]]:
+    """(row, class, baseline scores, fine-tuned scores) for every class of every classification row,
+    from the per-class scores each stage stored (precision, recall, f1, support)."""
+    out = []
+    for row in rows:
+        if not isinstance(row, Comparison):
+            continue
+        before, after = (store.stage(row.run_id, stage) for stage in (baseline_stage(row), "finetuned"))
+        before_classes = before.metrics.get("per_class", {}) if before else {}
+        for name, scores in (after.metrics.get("per_class", {}) if after else {}).items():
+            if name in before_classes:
+                out.append((row, name, before_classes[name], scores))
+    return out
+
+
+def per_class_table(store: Store, rows: Sequence[Comparison | TextComparison]) -> Table | None:
+    """Every class's precision, recall and F1 before -> after (the macro scores' parts); None when
+    no row is a classification one."""
+    body = tuple(
+        (row.task, row.model, row.method + (f" ({row.settings})" if row.settings else ""), row.baseline, name,
+         str(a["support"]), *(f"{b[k]:.3f} → {a[k]:.3f}" for k in ("precision", "recall", "f1")),
+         f"{a['f1'] - b['f1']:+.3f}")
+        for row, name, b, a in per_class_scores(store, rows))
+    columns = ("task", "model", "method", "baseline", "class", "support", "precision", "recall", "F1", "ΔF1")
+    return Table(columns, body) if body else None
+
+
+def per_class_csv(store: Store, rows: Sequence[Comparison | TextComparison]) -> str:
+    """The per-class table as plain numbers, one row per run x baseline x class."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["run_id", "task", "model", "method", "baseline", "class", "support", "precision_before",
+                     "precision_after", "recall_before", "recall_after", "f1_before", "f1_after"])
+    for row, name, b, a in per_class_scores(store, rows):
+        writer.writerow([row.run_id, row.task, row.model, row.method, row.baseline, name, a["support"],
+                         *(_csv_number(float(side[k])) for k in ("precision", "recall", "f1") for side in (b, a))])
+    return out.getvalue()
+
+
 def baseline_stage(row: Comparison | TextComparison) -> str:
     """The store stage behind a row's baseline label ("prompt 0-shot" -> "baseline:prompt")."""
     return "baseline:" + row.baseline.split(" ")[0]
@@ -339,6 +382,9 @@ def print_and_save(store: Store, spec: TaskSpec, rows: Sequence[Comparison | Tex
     from harness.faults import reached
 
     table = markdown_table(rows, [*splits.notes, *score_notes(store, rows)])
+    classes = per_class_table(store, rows)
+    if classes:
+        table += f"\n### {PER_CLASS_TITLE}\n\n" + to_markdown(classes)
     print(f"\n## {spec.key}: before / after fine-tuning\n")
     print(table)
     texts, references = example_texts(spec, splits.eval)

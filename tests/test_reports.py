@@ -215,7 +215,7 @@ def test_export_writes_csv_and_markdown_leaderboards(bench, built, tmp_path):
     code, out, err = bench("export", "--results", built["results"], "--to", target, "--task", "sst2")
     assert code == 0, err
     assert sorted(p.name for p in target.iterdir()) == ["comparisons.csv", "comparisons.md", "leaderboard.csv",
-                                                        "leaderboard.md"]
+                                                        "leaderboard.md", "per_class.csv"]
     comparisons = (target / "comparisons.md").read_text()
     assert comparisons.startswith("# Before / after fine-tuning\n\n| task | model |")
     assert "\n- sst2: train 16 (class-balanced sample of 32)" in comparisons  # the data notes, as under `bench run`
@@ -246,7 +246,8 @@ def test_report_errors_are_one_line(bench, built, tmp_path):
 def test_latex_escapes_specials(bench, built):
     code, out, err = bench("report", "--results", built["results"], "--format", "latex")
     assert code == 0, err
-    assert out.count(r"\begin{tabular}") == out.count(r"\end{tabular}") == 3  # classification, text, leaderboard
+    # classification, its per-class table, text, leaderboard
+    assert out.count(r"\begin{tabular}") == out.count(r"\end{tabular}") == 4
     assert r"evil\&co\_100\%\#1 \textless{}script\textgreater{}alert(1)\textless{}/script\textgreater{}" in out
     body = [line for line in out.splitlines() if not line.startswith("%")]
     for line in body:
@@ -419,3 +420,32 @@ def test_heatmap_column_labels_do_not_overlap(monkeypatch):
         assert not left.overlaps(right), (left, right)
     for box in boxes:  # and none is cut off at the figure's edge
         assert box.x0 >= 0 and box.y0 >= 0, box
+
+
+def test_per_class_scores_are_shown_before_and_after(bench, built, tmp_path):
+    """The macro scores' parts, class by class, read from each stage's stored scores: in the
+    markdown report, the HTML run sections and export's per_class.csv (the same numbers)."""
+    store = Store(built["results"])
+    try:
+        run_id = store.runs("sst2")[0]["run_id"]
+        before = store.stage(run_id, "baseline:prompt").metrics["per_class"]
+        after = store.stage(run_id, "finetuned").metrics["per_class"]
+    finally:
+        store.close()
+    code, out, err = bench("report", "--results", built["results"], "--runs", run_id)
+    assert code == 0, err
+    section = out.split("## Per class: precision, recall and F1")[1].split("## Leaderboard")[0]
+    for name in ("negative", "positive"):
+        b, a = before[name], after[name]
+        assert (f"| {name} | {a['support']} | {b['precision']:.3f} → {a['precision']:.3f} | "
+                f"{b['recall']:.3f} → {a['recall']:.3f} | {b['f1']:.3f} → {a['f1']:.3f} | "
+                f"{a['f1'] - b['f1']:+.3f} |") in section, section
+    code, _, err = bench("export", "--results", built["results"], "--runs", run_id, "--to", tmp_path / "x")
+    assert code == 0, err
+    rows = {row["class"]: row for row in csv.DictReader(io.StringIO((tmp_path / "x" / "per_class.csv").read_text()))}
+    assert float(rows["positive"]["f1_after"]) == pytest.approx(after["positive"]["f1"], rel=1e-5, abs=1e-9)
+    assert int(rows["negative"]["support"]) == after["negative"]["support"]
+    code, _, err = bench("report", "--results", built["results"], "--runs", run_id, "--format", "html",
+                         "--data-dir", built["data"], "--out", tmp_path / "r.html")
+    assert code == 0, err
+    assert "<caption>Per class: precision, recall and F1" in (tmp_path / "r.html").read_text()
