@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--data-dir", help="local datasets folder (references); env BENCH_DATA_DIR")
     add_judge_options(judge, required=True)
 
-    export = commands.add_parser("export", help="write leaderboard CSV + markdown and before/after CSV to a folder")
+    export = commands.add_parser("export", help="write the leaderboard and before/after tables (and the judge table) "
+                                               "as CSV and markdown to a folder")
     _selection(export)
     export.add_argument("--to", required=True, help="folder to create/fill (no '..' components)")
     return parser
@@ -470,7 +471,7 @@ def _emit(text: str, out: str | None) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Leaderboard and the before/after rows, each as CSV and markdown, into a folder."""
+    """Leaderboard, the before/after rows and (when stored) the judge table, each as CSV and markdown."""
     from harness.judging.command import judge_csv, judge_markdown, judge_notes, judge_table, stored_judgments
     from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown
     from harness.compare import Comparison

@@ -449,3 +449,12 @@ def test_per_class_scores_are_shown_before_and_after(bench, built, tmp_path):
                          "--data-dir", built["data"], "--out", tmp_path / "r.html")
     assert code == 0, err
     assert "<caption>Per class: precision, recall and F1" in (tmp_path / "r.html").read_text()
+
+
+def test_export_help_names_what_it_writes():
+    """`bench --help` says what `bench export` writes: every table as CSV and markdown, the judge table too."""
+    from harness.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    (line,) = [choice.help for choice in commands._choices_actions if choice.dest == "export"]
+    assert "judge" in line and "CSV and markdown" in line and "before/after" in line
