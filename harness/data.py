@@ -332,7 +332,11 @@ def build_splits(spec: TaskSpec, data_dir: Path | None, *, train_samples: int | 
     train_pool = kept
     demo_pool = tuple(train_pool)
     if source.has(data.validation):
-        validation_pool = without_duplicates_of(load(data.validation), eval_set)
+        validation_rows = load(data.validation)
+        validation_pool = without_duplicates_of(validation_rows, eval_set)
+        if len(validation_pool) < len(validation_rows):
+            notes.append(f"{len(validation_rows) - len(validation_pool)} validation rows dropped: their texts are "
+                         "also eval examples'")
         validation = random_sample(validation_pool, validation_samples, rng)
     else:
         # Carve validation out of train so early stopping never sees eval examples.

@@ -106,6 +106,26 @@ def test_rows_the_data_repeats_across_splits_are_not_trained_on(data_dir):
     assert int(note.split()[0]) >= 356, note
 
 
+def test_validation_rows_that_repeat_eval_texts_are_dropped_and_counted(tmp_path):
+    """A separate validation split's rows that repeat an eval example's texts leave it, and the
+    notes count them, as they count the training rows dropped for the same reason."""
+    from harness.spec import Classify, HubData
+
+    spec = TaskSpec(data=HubData("none/toy", local="toy", validation="validation"),
+                    kind=Classify(fields=("text",), labels=("no", "yes")), prompt="{text}", name="toy")
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    pd.DataFrame({"text": [f"train {i}" for i in range(20)], "label": [i % 2 for i in range(20)]}).to_csv(
+        folder / "train.csv", index=False)
+    pd.DataFrame({"text": ["shared a", "shared b", "own c", "own d"], "label": [0, 1, 0, 1]}).to_csv(
+        folder / "validation.csv", index=False)
+    pd.DataFrame({"text": ["shared a", "shared b", "test e", "test f"], "label": [0, 1, 0, 1]}).to_csv(
+        folder / "test.csv", index=False)
+    splits = build_splits(spec, tmp_path, train_samples=None, eval_samples=None, validation_samples=10, seed=0)
+    assert sorted(e.texts[0] for e in splits.validation) == ["own c", "own d"]
+    assert "2 validation rows dropped: their texts are also eval examples'" in splits.notes
+
+
 def test_a_carved_squad_eval_spreads_over_contexts(data_dir):
     """squad_v2 carves train from its one split without sharing a context; the eval sample still
     spreads over contexts (one question each, not whole contexts: a cluster sample would make the
