@@ -5,7 +5,7 @@ comments, multi-label over 27 emotions + neutral). A subset keeps the comments w
 label among the K most frequent emotions of the train split (neutral excluded: it is the absence of
 an emotion), renumbered 0..K-1; `--train-samples 800|1600|2400` draws a class-balanced, seeded
 training set. Paper: Demszky et al., 2020, "GoEmotions: A Dataset of Fine-Grained Emotions".
-Metrics: accuracy, precision/recall/F1 (macro is the headline: classes are imbalanced in eval).
+Metrics: accuracy (the headline), precision/recall/F1 (read macro-F1 too: classes are imbalanced in eval).
 """
 from __future__ import annotations
 

@@ -332,3 +332,14 @@ def test_without_local_data_the_hub_is_asked_and_its_failure_explained(monkeypat
     message = str(failure.value)
     assert message.startswith("could not load stanfordnlp/sst2 split 'validation' from the Hugging Face Hub (")
     assert "pass --data-dir DIR or set BENCH_DATA_DIR (DIR/sst2/validation.parquet)" in message
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_a_card_names_the_headline_metric_the_task_reports(name):
+    """A task card that says which metric is the headline names the one its tables lead with."""
+    import re
+
+    spec = get_task(name)
+    card = importlib.import_module(f"tasks.{name}").__doc__
+    for named in re.findall(r"([\w-]+) (?:is the headline|\(the headline\))", card or ""):
+        assert named == spec.kind.headline, f"{name}'s card calls {named} the headline; it is {spec.kind.headline}"
