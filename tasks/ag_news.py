@@ -3,7 +3,8 @@
 Data: fancyzhx/ag_news (120k train / 7.6k test). Offline copies may lack the train split; then
 train is carved from test with the run's seed, disjoint from the eval sample, and the table says so.
 Paper: Zhang, Zhao & LeCun, 2015, "Character-level Convolutional Networks for Text Classification".
-Metrics: accuracy, precision/recall/F1. Verbalizers are multi-token for most tokenizers.
+Metrics: accuracy, precision/recall/F1. The Science/Technology verbalizer is multi-token for most
+tokenizers (World, Sports and Business are one token each in SmolLM2's, for one).
 """
 from harness.registry import task
 from harness.spec import Classify, HubData, TaskSpec
