@@ -46,8 +46,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-samples", type=int, help="training examples (class-balanced, seeded)")
     parser.add_argument("--eval-samples", "--limit", type=int, dest="eval_samples", help="eval examples (seeded sample)")
     parser.add_argument("--validation-samples", type=int, help="validation examples for early stopping")
-    parser.add_argument("--max-length", type=int, help="max tokens per example (default 128 quick, 512 paper)")
-    parser.add_argument("--eval-batch-size", type=int, help="eval batch size (default 32)")
+    parser.add_argument("--max-length", type=int, help="max tokens per example (default 128 quick, 512 paper, or the task's: "
+                             "alpaca, samsum, squad_v2, wikitext set their own)")
+    parser.add_argument("--eval-batch-size", type=int, help="eval batch size (default 32, or the task's)")
     parser.add_argument("--seed", type=int, help="seed for sampling, init and training (default 0)")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow models whose repository ships its own Python code (off: such models are refused)")
@@ -129,9 +130,9 @@ def _training(run: argparse.ArgumentParser) -> None:
     run.add_argument("--log-to", type=_csv, help="also log curves and metrics to tensorboard and/or wandb (optional)")
     run.add_argument("--method", help="full | lora (default) | qlora | freeze:N | head")
     run.add_argument("--objective", help="auto (default: lm for causal/seq2seq models, head for encoders) | head (new classification head) | lm (train the LM on the label verbalizer, prompt masked)")
-    run.add_argument("--lr", type=float, help="learning rate (default by method: lora/qlora 5e-4, or 2e-3 with a new head; full 5e-5; freeze 1e-4; head 1e-3)")
+    run.add_argument("--lr", type=float, help="learning rate (quick default by method: lora/qlora 5e-4, or 2e-3 with a new head; full 5e-5; freeze 1e-4; head 1e-3; paper: the task's, e.g. 2e-5)")
     run.add_argument("--epochs", type=float, help="epochs (fractions allowed)")
-    run.add_argument("--batch-size", type=int, help="train batch size (default 16)")
+    run.add_argument("--batch-size", type=int, help="train batch size (default 16, or the task's)")
     run.add_argument("--grad-accum", type=int, help="gradient accumulation steps (default 1)")
     run.add_argument("--optimizer", help="adamw (default) | sgd | sgd-momentum")
     run.add_argument("--schedule", help="linear (default) | cosine | constant, after warmup")

@@ -257,3 +257,20 @@ def test_list_prints_every_task(bench):
     after = lines[lines.index("tasks:") + 1:]
     block = after[:next((i for i, line in enumerate(after) if not line.startswith("  ")), len(after))]
     assert [line.split()[0] for line in block] == task_names()
+
+
+def test_help_defaults_say_when_presets_or_tasks_override_them():
+    """A default the help states for --max-length, --batch-size, --eval-batch-size or --lr must not be
+    the only one: where a task's presets set that option, the help says the task's value applies."""
+    from harness.cli import build_parser
+    from harness.config import PRESETS
+    from harness.registry import get_task, task_names
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    run = commands.choices["run"]
+    helps = {action.dest: action.help for action in run._actions}
+    for key in ("max_length", "batch_size", "eval_batch_size", "lr"):
+        overridden = [name for name in task_names() for preset in PRESETS
+                      if key in get_task(name).presets.get(preset, {})]
+        if overridden:
+            assert "task's" in helps[key], (key, helps[key], overridden)
