@@ -129,7 +129,7 @@ def _training(run: argparse.ArgumentParser) -> None:
     """Options of `run` and `sweep` (a sweep's fixed settings; any of them can be a grid axis)."""
     run.add_argument("--log-to", type=_csv, help="also log curves and metrics to tensorboard and/or wandb (optional)")
     run.add_argument("--method", help="full | lora (default) | qlora | freeze:N | head")
-    run.add_argument("--objective", help="auto (default: lm for causal/seq2seq models, head for encoders) | head (new classification head) | lm (train the LM on the label verbalizer, prompt masked)")
+    run.add_argument("--objective", help="auto (default: lm for causal/seq2seq models, head for encoders, --method head and squad_v2 span) | head (new classification head) | lm (train the LM on the label verbalizer, prompt masked)")
     run.add_argument("--lr", type=float, help="learning rate (quick default by method: lora/qlora 5e-4, or 2e-3 with a new head; full 5e-5; freeze 1e-4; head 1e-3; paper: the task's, e.g. 2e-5)")
     run.add_argument("--epochs", type=float, help="epochs (fractions allowed)")
     run.add_argument("--batch-size", type=int, help="train batch size (default 16, or the task's)")

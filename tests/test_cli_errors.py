@@ -274,3 +274,17 @@ def test_help_defaults_say_when_presets_or_tasks_override_them():
                       if key in get_task(name).presets.get(preset, {})]
         if overridden:
             assert "task's" in helps[key], (key, helps[key], overridden)
+
+
+def test_objective_help_names_every_case_auto_picks_head():
+    """`--objective auto` trains a head for encoders, for --method head and for squad_v2's span mode:
+    the help says so (it named encoders only)."""
+    from harness.cli import build_parser
+    from harness.config import resolve
+    from harness.registry import get_task
+
+    assert resolve(get_task("sst2"), "m", {"method": "head"}, can_prompt=True).objective == "head"
+    assert resolve(get_task("squad_v2"), "m", {}, can_prompt=True).objective == "head"
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    (text,) = [a.help for a in commands.choices["run"]._actions if a.dest == "objective"]
+    assert "--method head" in text and "span" in text
