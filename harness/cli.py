@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_judge_options(judge, required=True)
 
     export = commands.add_parser("export", help="write the leaderboard and before/after tables (and the judge table) "
-                                               "as CSV and markdown to a folder")
+                                               "as CSV and markdown, per-class scores as CSV, to a folder")
     _selection(export)
     export.add_argument("--to", required=True, help="folder to create/fill (no '..' components)")
     return parser
@@ -472,7 +472,8 @@ def _emit(text: str, out: str | None) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Leaderboard, the before/after rows and (when stored) the judge table, each as CSV and markdown."""
+    """Leaderboard, the before/after rows and (when stored) the judge table, each as CSV and markdown;
+    classification runs' per-class scores as CSV."""
     from harness.judging.command import judge_csv, judge_markdown, judge_notes, judge_table, stored_judgments
     from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown
     from harness.compare import Comparison
