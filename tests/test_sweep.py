@@ -90,7 +90,7 @@ def test_sweep_runs_every_cell_once_and_resumes(bench, data_dir, tiny_model, tmp
 
     # its before/after table tells the four cells apart by the settings that differ
     code, out, err = bench("report", "--results", results, "--sweep", name, "--format", "md")
-    before_after = out.split("## Before / after fine-tuning")[1].split("## Leaderboard")[0]
+    before_after = out.split("## Before / after fine-tuning")[1].split("## Per class")[0]
     settings = [line.split(" | ")[4] for line in before_after.splitlines() if line.startswith("| sst2 ")]
     assert code == 0 and settings == ["lora_rank=2, lr=0.0001", "lora_rank=2, lr=5e-05", "lora_rank=4, lr=0.0001",
                                       "lora_rank=4, lr=5e-05"], out
