@@ -142,7 +142,7 @@ def _training(run: argparse.ArgumentParser) -> None:
     run.add_argument("--evals-per-epoch", type=int, help="validation evaluations per epoch")
     run.add_argument("--patience", type=int, help="early stopping: evaluations without improvement")
     run.add_argument("--early-stop-metric", help="auto (default: f1_macro for classification, held-out loss for text "
-                                                 "tasks) | accuracy | f1_macro | loss")
+                                                 "tasks) | accuracy | f1_macro (classification) | loss (text tasks)")
     run.add_argument("--lora-rank", type=int, help="LoRA rank (default 8)")
     run.add_argument("--lora-alpha", type=int, help="LoRA alpha (default 16)")
     run.add_argument("--lora-dropout", type=float, help="LoRA dropout (default 0.05)")

@@ -32,7 +32,7 @@ class JudgeSettings:
 def add_judge_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     parser.add_argument("--judge", required=required, metavar="SPEC",
                         help="gemini:MODEL | openai:URL#MODEL | hf:MODEL_ID_OR_ALIAS (keys from the environment: "
-                             "GEMINI_API_KEY, BENCH_JUDGE_API_KEY or OPENAI_API_KEY)")
+                             "gemini: GEMINI_API_KEY or GOOGLE_API_KEY; openai: BENCH_JUDGE_API_KEY or OPENAI_API_KEY)")
     parser.add_argument("--judge-samples", type=int, default=1,
                         help="ask each judgment N times (sampled); report mean, sd and per-item spread")
     parser.add_argument("--judge-mode", default="both", choices=MODES,
