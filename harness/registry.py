@@ -1,8 +1,9 @@
 """The one registry: task factories by name, and judge backends by spec scheme, filled by
 importing `tasks/` and `judges/` and the `bench.tasks` / `bench.judges` entry points.
 
-A task factory is a function returning a TaskSpec; keyword parameters it declares (such as
-GoEmotions' `labels`) become task options on the command line. A judge factory takes a parsed
+A task factory is a function returning a TaskSpec; it may take the command line's task options
+(`config.TASK_OPTIONS`: `--labels`, `--mode`, `--max-response-chars`) as keyword parameters, as
+GoEmotions takes `labels`; a new option is added there and to the run parser. A judge factory takes a parsed
 judge spec (`gemini:MODEL` -> scheme "gemini") and returns a backend; it must not load a model or
 call a network until asked to judge, so a bad command fails before any work.
 """
