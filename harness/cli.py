@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import sqlite3
 import sys
@@ -205,11 +206,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as exc:  # a read-only or full disk, a folder where a file goes: one line, no traceback
+        if exc.errno not in DISK_ERRNOS:  # anything else (a file bench expected, a bug) keeps its traceback
+            raise
         print(f"error: {os_error(exc)}", file=sys.stderr)
         return 2
     except sqlite3.Error as exc:  # e.g. the store's disk filled up in the middle of a transaction
+        if getattr(exc, "sqlite_errorcode", None) is None or exc.sqlite_errorcode & 0xFF not in STORE_FAILURES:
+            raise  # SQL that is wrong (a bug) is not the store's disk: keep the traceback
         print(f"error: results store: {exc}", file=sys.stderr)
         return 2
+
+
+# What the machine, not bench, is to blame for: said in one line. errno and SQLite's primary result codes.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
+                         errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EIO})
+STORE_FAILURES = frozenset({3, 5, 6, 8, 10, 11, 13, 14, 26})  # PERM BUSY LOCKED READONLY IOERR CORRUPT FULL CANTOPEN NOTADB
 
 
 def os_error(exc: OSError) -> str:

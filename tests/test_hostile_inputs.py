@@ -237,6 +237,45 @@ def test_report_out_to_a_folder_is_one_error_line(bench: Any, store: Path, tmp_p
     _one_error_line(bench("report", "--results", store, "--out", tmp_path), str(tmp_path))
 
 
+def _bad_sql(path: Path) -> None:
+    sqlite3.connect(":memory:").execute("SELECT no_such_column FROM sqlite_master")
+
+
+def _missing_file(path: Path) -> None:
+    (path / "no-such-file.json").read_text()
+
+
+def _read_only_store(path: Path) -> None:
+    sqlite3.connect(path / "db.sqlite").execute("CREATE TABLE t (x)").connection.close()
+    sqlite3.connect(f"file:{path / 'db.sqlite'}?mode=ro", uri=True).execute("INSERT INTO t VALUES (1)")
+
+
+def _results_is_a_file(path: Path) -> None:  # --results naming a file: Store's mkdir
+    (path / "results").touch()
+    (path / "results").mkdir(parents=True, exist_ok=True)
+
+
+@pytest.mark.parametrize("fault, expected", [
+    (_bad_sql, None), (_missing_file, None),
+    (_read_only_store, "error: results store: attempt to write a readonly database"),
+    (_results_is_a_file, "error: File exists: "),
+], ids=["sql-bug", "missing-file", "read-only-store", "results-is-a-file"])
+def test_only_disk_and_store_failures_lose_their_traceback(fault: Any, expected: str | None, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A full or read-only disk, a file where a folder goes, is the user's to fix and gets one error:
+    line; wrong SQL or a file bench itself expected is a bug, and main() must not hide its traceback."""
+    import harness.cli
+
+    monkeypatch.setattr(harness.cli, "cmd_report", lambda args: fault(tmp_path))
+    if expected:
+        assert main(["report"]) == 2
+        assert capsys.readouterr().err.startswith(expected)
+    else:
+        with pytest.raises((sqlite3.OperationalError, FileNotFoundError)):
+            main(["report"])
+
+
 def test_disk_full_while_saving_the_checkpoint_leaves_no_half_checkpoint(bench: Any, tiny_model: Any, data_dir: Path,
                                                                          tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
