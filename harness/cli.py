@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import errno
 import os
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -210,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {os_error(exc)}", file=sys.stderr)
         return 2
-    except sqlite3.Error as exc:  # e.g. the store's disk filled up in the middle of a transaction
-        if getattr(exc, "sqlite_errorcode", None) is None or exc.sqlite_errorcode & 0xFF not in STORE_FAILURES:
+    except Exception as exc:  # e.g. the store's disk filled up in the middle of a transaction
+        if not store_failure(exc):
             raise  # SQL that is wrong (a bug) is not the store's disk: keep the traceback
         print(f"error: results store: {exc}", file=sys.stderr)
         return 2
@@ -221,6 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
                          errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EIO})
 STORE_FAILURES = frozenset({3, 5, 6, 8, 10, 11, 13, 14, 26})  # PERM BUSY LOCKED READONLY IOERR CORRUPT FULL CANTOPEN NOTADB
+
+
+def store_failure(exc: Exception) -> bool:
+    """An sqlite3 error the disk caused. sqlite3 is looked up, not imported: `bench --help` and `bench
+    list` never load it, and only a command that did can raise its errors."""
+    sqlite3 = sys.modules.get("sqlite3")
+    code = getattr(exc, "sqlite_errorcode", None)
+    return sqlite3 is not None and isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in STORE_FAILURES
 
 
 def os_error(exc: OSError) -> str:

@@ -229,7 +229,7 @@ COMMANDS = ("run", "sweep", "eval", "rescore", "report", "judge", "export")
 
 def test_help_and_list_do_not_import_heavy_modules():
     """`bench --help`, every command's `--help` and `bench list` must answer instantly: no torch,
-    transformers, pandas or matplotlib (modules import them inside commands only)."""
+    transformers, pandas, matplotlib or sqlite3 (modules import them inside commands only)."""
     script = (
         "import contextlib, io, sys\n"
         "from harness.cli import main\n"
@@ -241,7 +241,7 @@ def test_help_and_list_do_not_import_heavy_modules():
         "            raise AssertionError(f'{args} --help did not exit')\n"
         "        except SystemExit as exit:\n"
         "            assert exit.code == 0, args\n"
-        "heavy = sorted({'torch', 'transformers', 'pandas', 'matplotlib'} & set(sys.modules))\n"
+        "heavy = sorted({'torch', 'transformers', 'pandas', 'matplotlib', 'sqlite3'} & set(sys.modules))\n"
         "print(','.join(heavy) or 'none')\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
