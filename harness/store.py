@@ -84,6 +84,11 @@ def _prediction_row(p: Prediction) -> dict[str, Any]:
     return row
 
 
+# SQLite's primary result codes of a store file this process cannot use at all, whoever holds it.
+UNUSABLE_STORE = frozenset({sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_CANTOPEN,
+                            sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_PERM, sqlite3.SQLITE_FULL})
+
+
 class Store:
     """The SQLite index plus run folders under `root`. Nothing is created on disk until the first
     query, so a command that fails validation leaves no trace."""
@@ -116,6 +121,8 @@ class Store:
             except sqlite3.DatabaseError as exc:  # not a database, damaged, or on a read-only disk
                 if connection is not None:
                     connection.close()
+                if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF not in UNUSABLE_STORE:
+                    raise  # a store another bench holds, or wrong SQL here: "move it aside" would be bad advice
                 raise BenchError(f"cannot use the results store {self.db_path}: {exc}; move it aside or pass "
                                  "--results DIR for another store") from None
             self._connection = connection

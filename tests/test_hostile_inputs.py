@@ -219,6 +219,19 @@ def test_a_store_that_is_not_a_database_is_one_error_line(bench: Any, tiny_model
     assert not (results / "runs").exists() and not (tmp_path / "out").exists()
 
 
+def test_a_store_bug_is_not_blamed_on_the_store_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wrong SQL while opening the store (a migration bug) is bench's fault: it must keep its
+    traceback, not tell the user to move a good store aside."""
+    from harness.store import Store
+
+    def broken_migration(db: sqlite3.Connection) -> None:
+        db.execute("ALTER TABLE stages ADD COLUMN stage TEXT")  # a column it already has
+
+    monkeypatch.setattr(Store, "_migrate", staticmethod(broken_migration))
+    with pytest.raises(sqlite3.OperationalError, match="duplicate column"):
+        Store(tmp_path / "results").runs()
+
+
 def test_disk_full_while_writing_a_report_is_one_error_line(bench: Any, store: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
