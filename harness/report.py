@@ -175,13 +175,13 @@ def _csv_record(fields: dict[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {}
     for key, value in fields.items():
         if isinstance(value, tuple) and len(value) == 2:
-            record[f"{key}_low"], record[f"{key}_high"] = (_csv_number(v) for v in value)
+            record[f"{key}_low"], record[f"{key}_high"] = (csv_number(v) for v in value)
         else:
-            record[key] = json.dumps(value) if isinstance(value, dict) else _csv_number(value)
+            record[key] = json.dumps(value) if isinstance(value, dict) else csv_number(value)
     return record
 
 
-def _csv_number(value: Any) -> Any:
+def csv_number(value: Any) -> Any:
     return float(f"{value:.6g}") if isinstance(value, float) and math.isfinite(value) else value
 
 
@@ -309,7 +309,7 @@ def per_class_csv(store: Store, rows: Sequence[Comparison | TextComparison]) -> 
                      "precision_after", "recall_before", "recall_after", "f1_before", "f1_after"])
     for row, name, b, a in per_class_scores(store, rows):
         writer.writerow([row.run_id, row.task, row.model, row.method, row.baseline, name, a["support"],
-                         *(_csv_number(float(side[k])) for k in ("precision", "recall", "f1") for side in (b, a))])
+                         *(csv_number(float(side[k])) for k in ("precision", "recall", "f1") for side in (b, a))])
     return out.getvalue()
 
 

@@ -265,10 +265,10 @@ def judge_csv(records: Sequence[dict[str, Any]]) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """6 significant digits for floats (as comparisons.csv); NaN and None as empty cells."""
-    if isinstance(value, float):
-        return "" if math.isnan(value) else float(f"{value:.6g}")
-    return "" if value is None else value
+    """comparisons.csv's numbers (6 significant digits); NaN and None as empty cells."""
+    from harness.report import csv_number
+
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else csv_number(value)
 
 
 def _score(summary: dict[str, Any]) -> str:
