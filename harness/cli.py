@@ -216,18 +216,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-# What the machine, not bench, is to blame for: said in one line. errno and SQLite's primary result codes.
+# What the machine, not bench, is to blame for: said in one line.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
                          errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EIO})
-STORE_FAILURES = frozenset({3, 5, 6, 8, 10, 11, 13, 14, 26})  # PERM BUSY LOCKED READONLY IOERR CORRUPT FULL CANTOPEN NOTADB
 
 
 def store_failure(exc: Exception) -> bool:
-    """An sqlite3 error the disk caused. sqlite3 is looked up, not imported: `bench --help` and `bench
-    list` never load it, and only a command that did can raise its errors."""
+    """An sqlite3 error the disk or another process caused (the store's unusable-file codes, busy,
+    locked). sqlite3 is looked up, not imported: `bench --help` and `bench list` never load it, and
+    only a command that did can raise its errors."""
     sqlite3 = sys.modules.get("sqlite3")
     code = getattr(exc, "sqlite_errorcode", None)
-    return sqlite3 is not None and isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in STORE_FAILURES
+    if sqlite3 is None or not isinstance(exc, sqlite3.Error) or code is None:
+        return False
+    from harness.store import UNUSABLE_STORE
+
+    return (code & 0xFF) in UNUSABLE_STORE | {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 
 
 def os_error(exc: OSError) -> str:
