@@ -134,7 +134,8 @@ def resolve(spec: TaskSpec, model: str, overrides: Mapping[str, Any], preset: st
         lora_head = method_name in ("lora", "qlora") and objective == "head"
         values["lr"] = LORA_HEAD_LR if lora_head else METHOD_LR[method_name]
     values.update(explicit)
-    values.update(task=spec.key, model=model, preset=preset)
+    # a folder given with and without its trailing "/" (shell completion adds one) is one run, not two
+    values.update(task=spec.key, model=model.rstrip("/") or model, preset=preset)
     known = {f.name for f in dataclasses.fields(RunConfig)}
     config = RunConfig(**{key: value for key, value in values.items() if key in known})
     validate(config)

@@ -17,6 +17,10 @@ def test_rerun_skips_completed_stages_and_prints_the_same_table(bench, data_dir,
     assert err.count("complete in the store, skipped") == 3
     strip = lambda text: [line for line in text.splitlines() if "wall time" not in line]  # noqa: E731
     assert strip(first) == strip(second)
+    # the same folder with a trailing "/" (as shell completion writes it) is the same run
+    code, third, err = bench(*[f"{a}/" if a == tiny_model("gpt2") else a for a in args])
+    assert code == 0 and err.count("complete in the store, skipped") == 3, err
+    assert strip(third) == strip(first)
 
 
 def test_a_training_state_save_that_fails_leaves_the_previous_state_whole(tmp_path, monkeypatch):
