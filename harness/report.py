@@ -305,11 +305,11 @@ def per_class_csv(store: Store, rows: Sequence[Comparison | TextComparison]) -> 
     """The per-class table as plain numbers, one row per run x baseline x class."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["run_id", "task", "model", "method", "baseline", "class", "support", "precision_before",
-                     "precision_after", "recall_before", "recall_after", "f1_before", "f1_after"])
+    writer.writerow(["run_id", "task", "model", "method", "settings", "baseline", "class", "support",
+                     "precision_before", "precision_after", "recall_before", "recall_after", "f1_before", "f1_after"])
     for row, name, b, a in per_class_scores(store, rows):
-        writer.writerow([row.run_id, row.task, row.model, row.method, row.baseline, name, a["support"],
-                         *(csv_number(float(side[k])) for k in ("precision", "recall", "f1") for side in (b, a))])
+        writer.writerow([row.run_id, row.task, row.model, row.method, row.settings, row.baseline, name,
+                         a["support"], *(csv_number(float(side[k])) for k in ("precision", "recall", "f1") for side in (b, a))])
     return out.getvalue()
 
 

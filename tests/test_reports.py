@@ -445,6 +445,11 @@ def test_per_class_scores_are_shown_before_and_after(bench, built, tmp_path):
     rows = {row["class"]: row for row in csv.DictReader(io.StringIO((tmp_path / "x" / "per_class.csv").read_text()))}
     assert float(rows["positive"]["f1_after"]) == pytest.approx(after["positive"]["f1"], rel=1e-5, abs=1e-9)
     assert int(rows["negative"]["support"]) == after["negative"]["support"]
+    code, _, err = bench("export", "--results", built["results"], "--task", "sst2", "--to", tmp_path / "both")
+    assert code == 0, err  # two learning rates of one model x lora: each row says which
+    exported = (tmp_path / "both" / "per_class.csv").read_text()
+    settings = {row["settings"] for row in csv.DictReader(io.StringIO(exported))}
+    assert settings == {"lr=0.001", "lr=0.01"}, settings
     code, _, err = bench("report", "--results", built["results"], "--runs", run_id, "--format", "html",
                          "--data-dir", built["data"], "--out", tmp_path / "r.html")
     assert code == 0, err
