@@ -81,22 +81,23 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
 
 def check_kind_options(spec: TaskSpec, name: str, config: RunConfig, baselines: Sequence[str]) -> None:
     """Options that contradict the task kind fail here, before any work."""
-    if spec.is_classification:  # options that would change the run id and nothing else
-        if config.max_new_tokens is not None or config.chat_template != "auto":
-            option = "--max-new-tokens" if config.max_new_tokens is not None else "--chat-template"
-            raise BenchError(f"{option} applies to text tasks; {spec.name} scores its label verbalizers and "
-                             "generates nothing: drop it")
+    if not isinstance(spec.kind, Generate) and (config.max_new_tokens is not None or config.chat_template != "auto"):
+        # options that would change the run id (a second full run) and nothing else
+        option = "--max-new-tokens" if config.max_new_tokens is not None else "--chat-template"
+        if spec.is_classification:
+            what, fix = "scores its label verbalizers and generates nothing", ""
+        elif isinstance(spec.kind, ExtractiveQA):
+            what, fix = "--mode span points at a span in the context", ", or use --mode generate"
+        else:
+            what, fix = "(language modelling) scores raw text and continues it by a fixed length", ""
+        raise BenchError(f"{option} applies to prompted generation; {spec.name} {what}, so it would change nothing "
+                         f"but the run id: drop it{fix}")
+    if spec.is_classification:
         if config.shots and "prompt" not in baselines and config.objective != "lm":
             raise BenchError(f"--shots {config.shots}: nothing would show {name} the demonstrations (no prompt "
                              "baseline, head objective); drop --shots, or use --baseline prompt with a causal model")
         return
     kind = type(spec.kind).__name__
-    if not isinstance(spec.kind, Generate) and (config.max_new_tokens is not None or config.chat_template != "auto"):
-        option = "--max-new-tokens" if config.max_new_tokens is not None else "--chat-template"
-        what = ("--mode span points at a span in the context" if isinstance(spec.kind, ExtractiveQA) else
-                "language modelling scores raw text and continues it by a fixed length")
-        raise BenchError(f"{option} applies to prompted generation; {spec.name} {what}, so it would change nothing "
-                         f"but the run id: drop it{', or use --mode generate' if isinstance(spec.kind, ExtractiveQA) else ''}")
     if isinstance(spec.kind, ExtractiveQA):
         if "prompt" in baselines or config.objective != "head":
             raise BenchError("squad_v2 --mode span trains and evaluates a span head: use --baseline head "

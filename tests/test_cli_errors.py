@@ -143,8 +143,10 @@ def test_label_outside_label_set(run_sst2, tmp_path, results):
                  id="lora-target-unknown"),
     pytest.param(("--early-stop-metric", "loss"), "sst2 validates on f1_macro and accuracy", id="early-stop-loss"),
     # Options that would change nothing but the run id (and so re-run everything).
-    pytest.param(("--max-new-tokens", "5"), "--max-new-tokens applies to text tasks", id="max-new-tokens-on-labels"),
-    pytest.param(("--chat-template", "on"), "--chat-template applies to text tasks", id="chat-template-on-labels"),
+    pytest.param(("--max-new-tokens", "5"), "--max-new-tokens applies to prompted generation; sst2 scores its label",
+                 id="max-new-tokens-on-labels"),
+    pytest.param(("--chat-template", "on"), "--chat-template applies to prompted generation",
+                 id="chat-template-on-labels"),
     pytest.param(("--shots", "2", "--baseline", "head", "--objective", "head"), "nothing would show",
                  id="shots-without-prompt"),
 ])
