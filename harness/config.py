@@ -168,7 +168,9 @@ def validate(config: RunConfig) -> None:
         raise BenchError(f"--max-length must be at least 16 tokens (got {config.max_length})")
     if config.shots < 0:
         raise BenchError(f"--shots must be 0 or more (got {config.shots})")
-    if not 0 <= config.seed < 2**63:  # numpy refuses negative seeds, torch.manual_seed ones of 2**64 and up
+    # numpy refuses negative seeds, torch.manual_seed ones of 2**64 and up; the bound keeps the recorded
+    # seed a signed 64-bit integer, which every reader of a run's config (SQLite, JSON elsewhere) can hold
+    if not 0 <= config.seed < 2**63:
         raise BenchError(f"--seed must be an integer from 0 to 2**63 - 1 (got {config.seed})")
     if not 0 <= config.warmup_ratio < 1:
         raise BenchError(f"--warmup-ratio must be in [0, 1) (got {config.warmup_ratio})")

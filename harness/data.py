@@ -288,12 +288,16 @@ def carve(pool: list[Example], n: int, rng: np.random.Generator) -> tuple[list[E
     return held, rest, len(pool) - len(held) - len(rest)
 
 
-def without_duplicates_of(pool: list[Example], held: Sequence[Example]) -> list[Example]:
-    """`pool` less the rows whose texts are also a held-out example's (datasets repeat rows across
-    their splits: 356 of the 2,000 Enron test mails are in its train split): a model trained on
-    an eval example would score it from memory."""
+def without_duplicates_of(pool: list[Example], held: Sequence[Example], what: str, notes: list[str]
+                          ) -> list[Example]:
+    """`pool` (the `what` rows) less those whose texts are also a held-out example's, said in `notes`
+    (datasets repeat rows across their splits: 356 of the 2,000 Enron test mails are in its train
+    split): a model trained on an eval example would score it from memory."""
     seen = {e.texts for e in held}
-    return [e for e in pool if e.texts not in seen]
+    kept = [e for e in pool if e.texts not in seen]
+    if len(kept) < len(pool):
+        notes.append(f"{len(pool) - len(kept)} {what} rows dropped: their texts are also eval examples'")
+    return kept
 
 
 def build_splits(spec: TaskSpec, data_dir: Path | None, *, train_samples: int | None, eval_samples: int | None,
@@ -326,17 +330,10 @@ def build_splits(spec: TaskSpec, data_dir: Path | None, *, train_samples: int | 
                    "out of training" if data.group else "")
         notes.append(f"{missing}: train carved from {data.eval} (seed {seed}{grouped}), disjoint from the "
                      f"{len(eval_set)} eval examples")
-    kept = without_duplicates_of(train_pool, eval_set)
-    if len(kept) < len(train_pool):
-        notes.append(f"{len(train_pool) - len(kept)} training rows dropped: their texts are also eval examples'")
-    train_pool = kept
+    train_pool = without_duplicates_of(train_pool, eval_set, "training", notes)
     demo_pool = tuple(train_pool)
     if source.has(data.validation):
-        validation_rows = load(data.validation)
-        validation_pool = without_duplicates_of(validation_rows, eval_set)
-        if len(validation_pool) < len(validation_rows):
-            notes.append(f"{len(validation_rows) - len(validation_pool)} validation rows dropped: their texts are "
-                         "also eval examples'")
+        validation_pool = without_duplicates_of(load(data.validation), eval_set, "validation", notes)
         validation = random_sample(validation_pool, validation_samples, rng)
     else:
         # Carve validation out of train so early stopping never sees eval examples.

@@ -205,15 +205,39 @@ def load_tokenizer(ref: ModelRef, *, padding_side: str = "right") -> Any:
     return tokenizer
 
 
-def load_lm(ref: ModelRef, *, quantize_4bit: bool = False) -> Any:
-    """The model with its language-modelling head, for prompt scoring and `--objective lm`."""
+def _lm_class(ref: ModelRef) -> Any:
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    return AutoModelForSeq2SeqLM if ref.family == "seq2seq" else AutoModelForCausalLM
+
+
+def load_lm(ref: ModelRef, *, quantize_4bit: bool = False) -> Any:
+    """The model with its language-modelling head, for prompt scoring and `--objective lm`."""
     if ref.family == "encoder":
         raise BenchError(f"{ref.name} is an encoder without a language-model head: prompt baselines and "
                          "--objective lm need a causal or seq2seq model; use --baseline head")
-    auto = AutoModelForSeq2SeqLM if ref.family == "seq2seq" else AutoModelForCausalLM
-    return _one_4bit_layout(auto.from_pretrained(ref.source, **_load_kwargs(ref, quantize_4bit)))
+    return _one_4bit_layout(_lm_class(ref).from_pretrained(ref.source, **_load_kwargs(ref, quantize_4bit)))
+
+
+def skeleton(ref: ModelRef, head: str) -> Any | None:
+    """The model `load_lm` ("lm"), `load_classifier` ("classifier") or `load_span_model` ("span")
+    would build, on the meta device: its module names without reading any weights. None when
+    transformers has no such head class for this architecture (the loader names that problem)."""
+    import torch
+    import transformers
+
+    if head == "lm":
+        auto = _lm_class(ref)
+    elif head == "span":
+        auto = transformers.AutoModelForQuestionAnswering
+    else:
+        auto = transformers.AutoModelForSequenceClassification
+    config = _load_config(ref.name, ref.source, ref.trust_remote_code)
+    try:
+        with torch.device("meta"):
+            return auto.from_config(config, trust_remote_code=ref.trust_remote_code)
+    except Exception:  # noqa: BLE001 - each architecture refuses a missing head its own way
+        return None
 
 
 def load_classifier(ref: ModelRef, labels: tuple[str, ...], pad_token_id: int, *, seed: int,

@@ -20,7 +20,7 @@ from harness.data import run_splits, split_settings
 from harness.errors import BenchError
 from harness.faults import reached
 from harness.memory import PeakMemory
-from harness.models import ModelRef, config_int, resolve_model
+from harness.models import ModelRef, config_int, resolve_model, skeleton
 from harness.scoring import score_stage
 from harness.spec import ExtractiveQA, Generate, TaskSpec
 from harness.store import StageRecord, Store
@@ -145,26 +145,17 @@ def check_training_options(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> 
 def check_lora_targets(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
     """Each --lora-targets name must match a module of the model fine-tuning builds (peft's rule: the
     module's name or its last dotted part(s)); found out at fine-tuning, a typo would cost the baseline
-    first. The model's skeleton is built on the meta device: no weights are read."""
+    first."""
     import torch
-    import transformers
 
-    if config.objective == "lm":
-        auto = transformers.AutoModelForSeq2SeqLM if ref.family == "seq2seq" else transformers.AutoModelForCausalLM
-    elif isinstance(spec.kind, ExtractiveQA):
-        auto = transformers.AutoModelForQuestionAnswering
-    else:
-        auto = transformers.AutoModelForSequenceClassification
-    model_config = transformers.AutoConfig.from_pretrained(ref.source, trust_remote_code=ref.trust_remote_code)
-    try:
-        with torch.device("meta"):
-            skeleton = auto.from_config(model_config, trust_remote_code=ref.trust_remote_code)
-    except Exception:  # no such head class for this architecture: fine-tuning names that problem itself
+    head = "lm" if config.objective == "lm" else "span" if isinstance(spec.kind, ExtractiveQA) else "classifier"
+    model = skeleton(ref, head)
+    if model is None:  # no such head class for this architecture: fine-tuning names that problem itself
         return
-    names = [name for name, _ in skeleton.named_modules()]
+    names = [name for name, _ in model.named_modules()]
     missing = [t for t in config.lora_targets if not any(n == t or n.endswith("." + t) for n in names)]
     if missing:
-        leaves = sorted({n.rsplit(".", 1)[-1] for n, module in skeleton.named_modules()
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, module in model.named_modules()
                          if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"})
         raise BenchError(f"--lora-targets {','.join(missing)}: no such module in {ref.name}; its linear layers are "
                          f"named {', '.join(leaves)}")

@@ -194,14 +194,19 @@ def data_notes(store: Store, rows: Sequence[Comparison | TextComparison]) -> dic
     return notes
 
 
+def method_label(row: Comparison | TextComparison) -> str:
+    """The method, with the settings that tell several configurations of one model x method (a
+    sweep's cells) apart: `lora (lora_rank=2, lr=0.001)`."""
+    return row.method + (f" ({row.settings})" if row.settings else "")
+
+
 def score_notes(store: Store, rows: Sequence[Comparison | TextComparison]) -> list[str]:
     """What the scores need said beside them: the majority-class accuracy of each classification
     eval set, and any stage whose answers were all the same (a collapsed model scores the share of
     that answer, which can look like a gain)."""
     notes: dict[str, None] = {}
     for row in rows:
-        # several configurations of one model x method (a sweep) are told apart by their settings
-        who = f"{row.model} {row.method}" + (f" ({row.settings})" if row.settings else "")
+        who = f"{row.model} {method_label(row)}"
         stages = ((baseline_stage(row), f"baseline ({row.baseline})"), ("finetuned", "fine-tuned"))
         bleu = []
         for stage, name in stages:
@@ -293,7 +298,7 @@ def per_class_table(store: Store, rows: Sequence[Comparison | TextComparison]) -
     """Every class's precision, recall and F1 before -> after (the macro scores' parts); None when
     no row is a classification one."""
     body = tuple(
-        (row.task, row.model, row.method + (f" ({row.settings})" if row.settings else ""), row.baseline, name,
+        (row.task, row.model, method_label(row), row.baseline, name,
          str(a["support"]), *(f"{b[k]:.3f} → {a[k]:.3f}" for k in ("precision", "recall", "f1")),
          f"{a['f1'] - b['f1']:+.3f}")
         for row, name, b, a in per_class_scores(store, rows))
@@ -308,8 +313,9 @@ def per_class_csv(store: Store, rows: Sequence[Comparison | TextComparison]) -> 
     writer.writerow(["run_id", "task", "model", "method", "settings", "baseline", "class", "support",
                      "precision_before", "precision_after", "recall_before", "recall_after", "f1_before", "f1_after"])
     for row, name, b, a in per_class_scores(store, rows):
+        scores = (csv_number(float(side[k])) for k in ("precision", "recall", "f1") for side in (b, a))
         writer.writerow([row.run_id, row.task, row.model, row.method, row.settings, row.baseline, name,
-                         a["support"], *(csv_number(float(side[k])) for k in ("precision", "recall", "f1") for side in (b, a))])
+                         a["support"], *scores])
     return out.getvalue()
 
 

@@ -273,8 +273,13 @@ def results_from_store(store: Store, plan: SweepPlan) -> list[CellResult]:
 
 # ---------------------------------------------------------------- results
 
+def first_row(results: Sequence[CellResult]) -> Comparison | TextComparison | None:
+    """The first complete cell's comparison: what the sweep's labels and directions are read from."""
+    return next((r.rows[0] for r in results if r.rows), None)
+
+
 def metric_label(results: Sequence[CellResult], metric: str | None) -> str:
-    first = next((r.rows[0] for r in results if r.rows), None)
+    first = first_row(results)
     if metric == "delta":  # perplexity's delta is one of NLL per token, as in the before/after table
         return "Δ " + (first.delta_name if first else "metric") + " (fine-tuned − baseline)"
     if metric == "before":
@@ -285,7 +290,7 @@ def metric_label(results: Sequence[CellResult], metric: str | None) -> str:
 def lower_is_better(results: Sequence[CellResult], metric: str | None) -> bool:
     """Whether a smaller value of the plotted metric is the better one: the headline's own direction
     (perplexity; its delta, of NLL, too), or a loss-like metric chosen with --metric."""
-    first = next((r.rows[0] for r in results if r.rows), None)
+    first = first_row(results)
     if metric in (None, "delta", "before") or (first is not None and metric == first.headline):
         return bool(getattr(first, "lower_is_better", False))
     return metric in ("perplexity", "loss", "nll")
@@ -313,7 +318,7 @@ def sweep_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table:
     from harness.report import format_delta
 
     label = metric_label(results, plan.metric)
-    first = next((r.rows[0] for r in results if r.rows), None)
+    first = first_row(results)
     # perplexity's delta is one of NLL per token (what is resampled): say so, as the other tables do
     delta = f"Δ {first.delta_name}" if first and first.delta_name != first.headline else "Δ"
     if any(len(r.rows) > 1 for r in results):  # --baseline prompt,head: the delta is against the first
