@@ -18,7 +18,7 @@ from harness.judging.command import add_judge_options
 RUN_OPTIONS = ("method", "objective", "shots", "train_samples", "eval_samples", "validation_samples", "epochs", "lr",
                "batch_size", "eval_batch_size", "grad_accum", "max_length", "optimizer", "schedule", "warmup_ratio",
                "max_grad_norm", "weight_decay", "evals_per_epoch", "patience", "early_stop_metric", "seed",
-               "lora_rank", "lora_alpha", "lora_dropout", "chat_template", "max_new_tokens", "precision", "compile")
+               "train_seed", "lora_rank", "lora_alpha", "lora_dropout", "chat_template", "max_new_tokens", "precision", "compile")
 # Grid keys besides RUN_OPTIONS and TASK_OPTIONS: the model, and freeze=N for method=freeze:N.
 GRID_EXTRAS: dict[str, Callable[[str], Any]] = {"model": str, "freeze": int}
 REPORT_FORMATS = ("md", "csv", "html", "latex")
@@ -49,7 +49,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, help="max tokens per example (default 128 quick, 512 paper, or the task's: "
                              "alpaca, samsum, squad_v2, wikitext set their own)")
     parser.add_argument("--eval-batch-size", type=int, help="eval batch size (default 32, or the task's)")
-    parser.add_argument("--seed", type=int, help="seed for sampling, init and training (default 0)")
+    parser.add_argument("--seed", type=int, help="seed for sampling, init and training (default 0); see --train-seed")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow models whose repository ships its own Python code (off: such models are refused)")
 
@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--models", type=_csv, help="comma-separated models (or a model=A,B grid axis)")
     sweep.add_argument("--grid", nargs="+", action="extend", required=True, metavar="KEY=V1,V2",
                        help="axes: any run option (lora_rank, lr, batch_size, method, ...), freeze=N (method "
-                            "freeze:N), a task option (labels) or model; the heatmap uses the first two")
+                            "freeze:N), a task option (labels) or model; the heatmap uses the first two, seed "
+                            "axes last (seed or train_seed axes add a mean ± sd table per setting)")
     sweep.add_argument("--metric", help="heatmap/table metric: the fine-tuned headline (default), delta, before, "
                                         "or a metric name such as f1_macro")
     _training(sweep)
@@ -143,6 +144,9 @@ def _training(run: argparse.ArgumentParser) -> None:
     run.add_argument("--patience", type=int, help="early stopping: evaluations without improvement")
     run.add_argument("--early-stop-metric", help="auto (default: f1_macro for classification, held-out loss for text "
                                                  "tasks) | accuracy | f1_macro (classification) | loss (text tasks)")
+    run.add_argument("--train-seed", type=int,
+                     help="seed for training only (new heads and adapters, batch order, dropout; default: --seed): "
+                          "vary it to measure fine-tuning variance on the same data, e.g. --grid train_seed=0,1,2")
     run.add_argument("--lora-rank", type=int, help="LoRA rank (default 8)")
     run.add_argument("--lora-alpha", type=int, help="LoRA alpha (default 16)")
     run.add_argument("--lora-dropout", type=float, help="LoRA dropout (default 0.05)")
@@ -442,13 +446,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _sweep_text(plan: Any, results: Any, fmt: str) -> str:
-    from harness.report import to_latex, to_markdown
-    from harness.sweep import sweep_csv, sweep_table
+    from harness.report import OVER_SEEDS_TITLE, to_latex
+    from harness.sweep import over_seeds_table, sweep_csv, sweep_markdown, sweep_table
 
     if fmt == "csv":
         return sweep_csv(plan, results)
-    table = sweep_table(plan, results)
-    return to_latex(table, f"Sweep {plan.name}") if fmt == "latex" else to_markdown(table)
+    if fmt != "latex":
+        return sweep_markdown(plan, results)
+    text = to_latex(sweep_table(plan, results), f"Sweep {plan.name}")
+    pooled = over_seeds_table(plan, results)
+    return text if pooled is None else text + "\n" + to_latex(pooled, f"Sweep {plan.name}: {OVER_SEEDS_TITLE}")
 
 
 def _html_report(store: Any, args: argparse.Namespace, runs: list[Any], rows: list[Any], plan: Any,

@@ -40,7 +40,7 @@ METHOD_LR = {"full": 5e-5, "freeze": 1e-4, "head": 1e-3, "lora": 5e-4, "qlora": 
 LORA_HEAD_LR = 2e-3
 
 # Fields added after the first stored runs, with the defaults that leave a run's digest unchanged.
-LATER_DEFAULTS: dict[str, Any] = {"precision": "auto", "compile": False}
+LATER_DEFAULTS: dict[str, Any] = {"precision": "auto", "compile": False, "train_seed": None}
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,9 @@ class RunConfig:
     patience: int | None = None
     early_stop_metric: str = "auto"  # auto: f1_macro for classification, validation loss for text tasks
     seed: int = 0
+    # Seeds only what training draws (new heads and adapters, batch order, dropout); None: `seed`.
+    # Varying it alone measures fine-tuning variance on fixed data: same splits, same eval examples.
+    train_seed: int | None = None
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -85,6 +88,10 @@ class RunConfig:
         return self.method.split(":")[0]
 
     @property
+    def training_seed(self) -> int:
+        return self.seed if self.train_seed is None else self.train_seed
+
+    @property
     def freeze_blocks(self) -> int | None:
         return int(self.method.split(":")[1]) if self.method.startswith("freeze:") else None
 
@@ -97,6 +104,15 @@ class RunConfig:
         values = {key: value for key, value in self.to_dict().items() if LATER_DEFAULTS.get(key, ...) != value}
         canonical = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def shown_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored run config as tables show its settings: the training seed it actually used (a run
+    without --train-seed, or one given equal to --seed, trained with --seed)."""
+    shown = dict(config)
+    if shown.get("train_seed") is None:
+        shown["train_seed"] = shown.get("seed", 0)
+    return shown
 
 
 # Every keyword option a registered task factory declares, each a `bench run/sweep/eval` flag (a
@@ -136,6 +152,8 @@ def resolve(spec: TaskSpec, model: str, overrides: Mapping[str, Any], preset: st
     values.update(explicit)
     # a folder given with and without its trailing "/" (shell completion adds one) is one run, not two
     values.update(task=spec.key, model=model.rstrip("/") or model, preset=preset)
+    if values.get("train_seed") == values.get("seed", 0):  # the default spelled out: the same run, one id
+        values["train_seed"] = None
     known = {f.name for f in dataclasses.fields(RunConfig)}
     config = RunConfig(**{key: value for key, value in values.items() if key in known})
     validate(config)
@@ -170,8 +188,10 @@ def validate(config: RunConfig) -> None:
         raise BenchError(f"--shots must be 0 or more (got {config.shots})")
     # numpy refuses negative seeds, torch.manual_seed ones of 2**64 and up; the bound keeps the recorded
     # seed a signed 64-bit integer, which every reader of a run's config (SQLite, JSON elsewhere) can hold
-    if not 0 <= config.seed < 2**63:
-        raise BenchError(f"--seed must be an integer from 0 to 2**63 - 1 (got {config.seed})")
+    for name in ("seed", "train_seed"):
+        value = getattr(config, name)
+        if value is not None and not 0 <= value < 2**63:
+            raise BenchError(f"--{name.replace('_', '-')} must be an integer from 0 to 2**63 - 1 (got {value})")
     if not 0 <= config.warmup_ratio < 1:
         raise BenchError(f"--warmup-ratio must be in [0, 1) (got {config.warmup_ratio})")
     if not 0 <= config.lora_dropout < 1:

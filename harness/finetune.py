@@ -150,8 +150,8 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
     if not items:  # the step loop below would wait forever for a first batch
         raise BenchError("no training examples to fine-tune on: raise --train-samples, or check that the "
                          "training texts are not empty")
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.training_seed)
+    rng = np.random.default_rng(config.training_seed)
     device = next(model.parameters()).device
     lengths = [len(item.input_ids) for item in items]
     batches_per_epoch = math.ceil(len(items) / config.batch_size)

@@ -23,6 +23,7 @@ from harness.compare import Comparison, TextComparison
 from harness.errors import BenchError
 from harness.registry import spec_for
 from harness.report import (
+    OVER_SEEDS_TITLE,
     PER_CLASS_TITLE,
     Table,
     comparison_tables,
@@ -113,6 +114,7 @@ class SweepSection:
     heatmap_png: bytes | None
     heatmap_caption: str
     table: Table
+    over_seeds: Table | None = None  # mean ± sd per setting, when the grid has a seed axis
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,8 @@ def _sweep_html(sweep: SweepSection) -> Markup:
     if sweep.heatmap_png:
         parts.append(_figure(sweep.heatmap_png, f"heatmap of sweep {sweep.name}", sweep.heatmap_caption))
     parts.append(_table_html(sweep.table))
+    if sweep.over_seeds is not None:
+        parts += [el("h3", OVER_SEEDS_TITLE), _table_html(sweep.over_seeds)]
     return el("section", *parts)
 
 

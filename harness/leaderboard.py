@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 from harness.compare import Comparison, TextComparison, compare, format_p
+from harness.config import shown_settings
 from harness.errors import BenchError
 from harness.report import Table, format_delta, format_score, show, to_markdown
 from harness.store import Store
@@ -76,7 +77,7 @@ def collect(store: Store, runs: Sequence[dict[str, Any]]) -> list[Row]:
             continue
         records = {stage: store.stage(run["run_id"], stage) for stage in stages}
         rows += compare(store, run["run_id"], run["config"], records)
-    configs = {run["run_id"]: run["config"] for run in runs}
+    configs = {run["run_id"]: shown_settings(run["config"]) for run in runs}
     return [replace(row, settings=label) if (label := _differences(row, rows, configs)) else row for row in rows]
 
 
@@ -88,8 +89,10 @@ def _differences(row: Row, rows: Sequence[Row], configs: dict[str, dict[str, Any
     if len(peers) < 2:
         return ""
     own = configs[row.run_id]
-    keys = sorted({key for config in peers for key in config
-                   if any(other.get(key) != config.get(key) for other in peers)})
+    keys = {key for config in peers for key in config if any(other.get(key) != config.get(key) for other in peers)}
+    if all(config["train_seed"] == config.get("seed", 0) for config in peers):
+        keys.discard("train_seed")  # it follows --seed in every run: the seed column says it all
+    keys = sorted(keys)
     return ", ".join(f"{key}={show(own.get(key))}" for key in keys)
 
 

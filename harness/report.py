@@ -276,6 +276,7 @@ def output_pairs(store: Store, row: TextComparison, count: int) -> list[tuple[Pr
 
 
 PER_CLASS_TITLE = "Per class: precision, recall and F1 on the eval set, baseline → fine-tuned"
+OVER_SEEDS_TITLE = "Over seeds: mean ± sd (sample sd) per setting"
 
 
 def per_class_scores(store: Store, rows: Sequence[Comparison | TextComparison]

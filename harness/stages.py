@@ -63,8 +63,8 @@ def _load_head_model(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer
                      quantize_4bit: bool = False) -> Any:
     """A new, seeded head: span start/end for extractive QA, else classification."""
     if isinstance(spec.kind, ExtractiveQA):
-        return load_span_model(ref, seed=config.seed, quantize_4bit=quantize_4bit)
-    return load_classifier(ref, spec.kind.labels, tokenizer.pad_token_id, seed=config.seed,
+        return load_span_model(ref, seed=config.training_seed, quantize_4bit=quantize_4bit)
+    return load_classifier(ref, spec.kind.labels, tokenizer.pad_token_id, seed=config.training_seed,
                            quantize_4bit=quantize_4bit)
 
 
@@ -141,7 +141,7 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
 
     # Seed before anything random is built (heads, LoRA matrices): a resumed run that skipped the
     # baseline must initialise exactly like an uninterrupted one.
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.training_seed)
     tokenizer = load_tokenizer(ref)
     quantize = config.method_name == "qlora"
     if config.objective == "head":

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from harness.compare import Comparison, TextComparison, compare
 from harness.config import TASK_OPTIONS, recorded_task_options
 from harness.errors import BenchError
-from harness.report import Table, count_label, show
+from harness.report import OVER_SEEDS_TITLE, Table, count_label, show
 from harness.store import StageRecord, Store
 
 if TYPE_CHECKING:
@@ -38,6 +38,9 @@ Log = Callable[[str], None]
 AfterRun = Callable[[str, dict[str, Any], dict[str, StageRecord]], None]
 SPECIAL_METRICS = ("delta", "before")  # besides the fine-tuned stage's own metric names
 SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,200}$")
+# Axes whose values repeat one setting rather than change it: the sweep pools over them (mean ± sd)
+# and keeps them off the heatmap's two axes.
+REPLICATE_AXES = ("seed", "train_seed")
 
 
 @dataclass(frozen=True)
@@ -340,6 +343,57 @@ def sweep_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table:
     return Table(columns, tuple(rows))
 
 
+def over_seeds_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table | None:
+    """Per setting (the values of the non-seed axes), the metric and the paired delta as mean ± sd
+    over its seeds, and their range: one cell cannot tell a better setting from a lucky seed. None
+    when the grid has no seed axis."""
+    from harness.report import on_wide_scale
+
+    replicates = [axis for axis in plan.axes if axis.key in REPLICATE_AXES]
+    if not replicates:
+        return None
+    settings = [axis for axis in plan.axes if axis.key not in REPLICATE_AXES]
+    groups: dict[tuple[Any, ...], list[CellResult]] = {}
+    for result in results:  # grid order: the settings come out in the order of their axes
+        values = dict(result.cell.values)
+        groups.setdefault(tuple(values[axis.key] for axis in settings), []).append(result)
+    label, first = metric_label(results, plan.metric), first_row(results)
+    delta = f"Δ {first.delta_name}" if first and first.delta_name != first.headline else "Δ"
+    columns = (*(axis.key for axis in settings), "seeds", f"{label} mean ± sd", "min – max", f"{delta} mean ± sd")
+    rows = []
+    for key, group in groups.items():
+        scores = [s for s in (cell_metric(result, plan.metric) for result in group) if s is not None]
+        deltas = [result.rows[0].headline_delta for result in group if result.rows]
+        failed = sum(1 for result in group if not result.rows)
+        seeds = f"{len(scores)}" + (f" ({failed} failed)" if failed else "")
+        if not scores:
+            rows.append((*(show(value) for value in key), seeds, "—", "—", "—"))
+            continue
+        wide = on_wide_scale(first.delta_name) if first else False  # the delta's decimals, as in the table
+        rows.append((*(show(value) for value in key), seeds, _mean_sd(scores, "{:.4f}"),
+                     f"{min(scores):.4f} – {max(scores):.4f}", _mean_sd(deltas, "{:+.1f}" if wide else "{:+.3f}")))
+    return Table(columns, tuple(rows))
+
+
+def _mean_sd(values: Sequence[float], number: str) -> str:
+    """`mean ± sd` with the sample sd (n - 1): the spread a new seed would show; one value has none."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return number.format(mean)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{number.format(mean)} ± {number.format(sd).lstrip('+')}"
+
+
+def sweep_markdown(plan: SweepPlan, results: Sequence[CellResult]) -> str:
+    """The per-cell table, and under it the over-seeds table when the grid has a seed axis."""
+    from harness.report import to_markdown
+
+    text = to_markdown(sweep_table(plan, results))
+    if (pooled := over_seeds_table(plan, results)) is not None:
+        text += f"\n{OVER_SEEDS_TITLE}\n\n" + to_markdown(pooled)
+    return text
+
+
 def sweep_csv(plan: SweepPlan, results: Sequence[CellResult]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
@@ -362,11 +416,13 @@ def sweep_csv(plan: SweepPlan, results: Sequence[CellResult]) -> str:
 
 def heatmap(plan: SweepPlan, results: Sequence[CellResult]) -> tuple[bytes, str]:
     """The metric over the first two axes (one axis: a single row). With more axes, each heatmap
-    cell is the mean over the others, and the caption says so; the table lists every cell."""
+    cell is the mean over the others, and the caption says so; the table lists every cell. Seed
+    axes go last, so the two axes shown are settings whenever the grid has two."""
     from harness.plots import heatmap_png
 
-    first = plan.axes[0]
-    second = plan.axes[1] if len(plan.axes) > 1 else None
+    axes = sorted(plan.axes, key=lambda axis: axis.key in REPLICATE_AXES)  # stable: grid order otherwise
+    first = axes[0]
+    second = axes[1] if len(axes) > 1 else None
     rows = [show(v) for v in first.values] if second else [""]
     cols = [show(v) for v in (second.values if second else first.values)]
     buckets: dict[tuple[int, int], list[CellResult]] = {}
@@ -394,10 +450,10 @@ def heatmap(plan: SweepPlan, results: Sequence[CellResult]) -> tuple[bytes, str]
     label = metric_label(results, plan.metric)
     # viridis draws the highest value brightest, the worst one for perplexity: say which way is good
     direction = ", lower is better" if lower_is_better(results, plan.metric) else ""
-    others = [axis.key for axis in plan.axes[2:]]
+    others = [axis.key for axis in axes[2:]]
     caption = (f"{label} by {first.key} × {second.key}" if second else f"{label} by {first.key}") + direction
     if others:
-        caption += f"; heatmap uses the first two axes, each cell the mean over {', '.join(others)} (see the table)"
+        caption += f"; each heatmap cell is the mean over {', '.join(others)} (see the table)"
     png = heatmap_png(grid, rows, cols, row_axis=first.key if second else "", col_axis=(second or first).key,
                       title=f"{plan.task}: {label}{direction}", colorbar_label=label + direction, annotations=notes)
     return png, caption
@@ -413,8 +469,9 @@ def sweep_section(plan: SweepPlan, results: Sequence[CellResult]) -> SweepSectio
     png, caption = heatmap(plan, results) if done else (None, "no cell is complete yet")
     axes = " × ".join(f"{axis.key} ({len(axis.values)})" for axis in plan.axes)
     description = (f"{len(plan.cells)} cells over {axes}; {len(done)} complete. Every cell is an ordinary run "
-                   f"(see Runs below); the heatmap uses the first two axes.")
-    return SweepSection(plan.name, description, png, caption, sweep_table(plan, results))
+                   f"(see Runs below); the heatmap uses the first two axes, seed axes last.")
+    return SweepSection(plan.name, description, png, caption, sweep_table(plan, results),
+                        over_seeds_table(plan, results))
 
 
 def write_outputs(store: Store, plan: SweepPlan, results: Sequence[CellResult], data_dir: Path | None
@@ -422,10 +479,9 @@ def write_outputs(store: Store, plan: SweepPlan, results: Sequence[CellResult], 
     """results/sweeps/<name>.md, .csv and .png, and the HTML report of the complete cells:
     (the markdown table, the report's sweep section, the report's path or None)."""
     from harness.html_report import build_report, render
-    from harness.report import to_markdown
     from harness.store import atomic_write
 
-    table = to_markdown(sweep_table(plan, results))
+    table = sweep_markdown(plan, results)
     folder = sweeps_dir(store.root)
     atomic_write(folder / f"{plan.name}.md", f"# {plan.name}\n\n{table}")
     atomic_write(folder / f"{plan.name}.csv", sweep_csv(plan, results))

@@ -204,7 +204,8 @@ def test_more_than_two_axes_lists_every_cell_and_heatmaps_the_first_two():
         results.append(CellResult(cell, {"finetuned": record}, (row,)))
     plan = SweepPlan("sweep__x", "sst2", axes, tuple(r.cell for r in results))
     png, caption = heatmap(plan, results)
-    assert png.startswith(b"\x89PNG") and "first two axes" in caption and "mean over seed" in caption
+    assert png.startswith(b"\x89PNG") and caption.startswith("accuracy (fine-tuned) by lora_rank × lr")
+    assert "each heatmap cell is the mean over seed" in caption
     assert len(sweep_table(plan, [r for r in results if r.error]).rows) == 1
     assert sweep_table(plan, results[7:]).rows[0][-1] == "failed: loss became nan"
 
@@ -295,3 +296,63 @@ def test_a_perplexity_heatmap_says_lower_is_better():
     png, caption = heatmap(plan, results("perplexity"))
     assert png.startswith(b"\x89PNG") and "lower is better" in caption
     assert "lower is better" not in heatmap(plan, results("rougeL"))[1]
+
+
+def test_seed_axes_get_a_mean_and_sd_per_setting_and_stay_off_the_heatmap_axes():
+    """A seed axis repeats a setting: the sweep pools it (sample sd, the spread a new seed would
+    show) and plots the settings, even when the seed axis comes first in the grid."""
+    from harness.compare import RunCosts, TextComparison
+    from harness.report import to_markdown
+    from harness.sweep import over_seeds_table, sweep_markdown
+
+    costs = RunCosts(1.0, 10, 1000, 10, 1.0, 2.0, 1.0, 50.0, 700.0)
+    axes = (Axis("train_seed", (0, 1, 2)), Axis("lr", (1e-3, 1e-4)))
+    scores = {(0, 1e-3): 0.80, (1, 1e-3): 0.84, (2, 1e-3): 0.88, (0, 1e-4): 0.70, (1, 1e-4): 0.72}
+    results = []
+    for seed in axes[0].values:
+        for lr in axes[1].values:
+            cell = Cell((("train_seed", seed), ("lr", lr)), f"run_{seed}_{lr}")
+            if (seed, lr) not in scores:
+                results.append(CellResult(cell, error="loss became nan"))
+                continue
+            after = scores[(seed, lr)]
+            row = TextComparison(cell.run_id, "t", "m", "lora", "prompt 0-shot", 8, 0, 0, "rougeL", 0.5, (0.0, 1.0),
+                                 after, (0.0, 1.0), "rougeL", after - 0.5, (0.0, 1.0), 0.01, False, {}, costs)
+            record = StageRecord(cell.run_id, "finetuned", 1.0, {"headline": "rougeL", "rougeL": {"value": after}}, {})
+            results.append(CellResult(cell, {"finetuned": record}, (row,)))
+    plan = SweepPlan("sweep__x", "t", axes, tuple(r.cell for r in results))
+    table = over_seeds_table(plan, results)
+    assert table is not None
+    assert table.columns == ("lr", "seeds", "rougeL (fine-tuned) mean ± sd", "min – max", "Δ mean ± sd")
+    # lr 1e-3: mean 0.84, sample sd sqrt((0.04² + 0 + 0.04²) / 2) = 0.04; lr 1e-4: two seeds, one failed
+    assert table.rows == (("0.001", "3", "0.8400 ± 0.0400", "0.8000 – 0.8800", "+0.340 ± 0.040"),
+                          ("0.0001", "2 (1 failed)", "0.7100 ± 0.0141", "0.7000 – 0.7200", "+0.210 ± 0.014"))
+    assert to_markdown(table) in sweep_markdown(plan, results)
+    _, caption = heatmap(plan, results)
+    assert caption.startswith("rougeL (fine-tuned) by lr × train_seed")
+    assert over_seeds_table(SweepPlan("sweep__y", "t", axes[1:], ()), []) is None  # no seed axis, no pooling
+
+
+def test_train_seed_varies_training_on_the_same_data(bench, data_dir, tiny_model, tmp_path):
+    """--train-seed changes what training draws and nothing else: both runs score the same eval
+    examples with the same baseline, and --train-seed equal to --seed is the plain run."""
+    results = tmp_path / "results"
+    model = tiny_model("gpt2")
+    code, out, err = bench("sweep", "sst2", "--models", model, "--data-dir", data_dir, "--results", results, *SMALL,
+                           "--lr", "1e-2", "--grid", "train_seed=0,1")
+    assert code == 0, err
+    assert "Over seeds: mean ± sd (sample sd) per setting" in out and "| 2 | " in out
+    with sqlite3.connect(results / "bench.sqlite") as db:
+        runs = dict(db.execute("SELECT json_extract(config, '$.train_seed'), run_id FROM runs").fetchall())
+        assert set(runs) == {None, 1}  # train_seed 0 is --seed 0 spelled out: recorded as the default
+
+        def column(run_id: str, stage: str, what: str) -> list:
+            return [r[0] for r in db.execute(f"SELECT {what} FROM predictions WHERE run_id=? AND stage=? ORDER BY idx",
+                                             (run_id, stage))]
+
+        assert column(runs[None], "baseline:prompt", "example_id") == column(runs[1], "baseline:prompt", "example_id")
+        assert column(runs[None], "baseline:prompt", "scores") == column(runs[1], "baseline:prompt", "scores")
+        assert column(runs[None], "finetuned", "scores") != column(runs[1], "finetuned", "scores")
+    code, out, err = bench("run", "sst2", "--models", model, "--data-dir", data_dir, "--results", results, *SMALL,
+                           "--lr", "1e-2", "--train-seed", "0")
+    assert code == 0 and f"run {runs[None]}" in err + out and "finetune ..." not in err + out
