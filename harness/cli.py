@@ -18,7 +18,8 @@ from harness.judging.command import add_judge_options
 RUN_OPTIONS = ("method", "objective", "shots", "train_samples", "eval_samples", "validation_samples", "epochs", "lr",
                "batch_size", "eval_batch_size", "grad_accum", "max_length", "optimizer", "schedule", "warmup_ratio",
                "max_grad_norm", "weight_decay", "evals_per_epoch", "patience", "early_stop_metric", "seed",
-               "train_seed", "lora_rank", "lora_alpha", "lora_dropout", "chat_template", "max_new_tokens", "precision", "compile")
+               "train_seed", "lora_rank", "lora_alpha", "lora_dropout", "chat_template", "max_new_tokens", "precision",
+               "compile")
 # Grid keys besides RUN_OPTIONS and TASK_OPTIONS: the model, and freeze=N for method=freeze:N.
 GRID_EXTRAS: dict[str, Callable[[str], Any]] = {"model": str, "freeze": int}
 REPORT_FORMATS = ("md", "csv", "html", "latex")

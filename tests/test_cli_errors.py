@@ -135,6 +135,7 @@ def test_label_outside_label_set(run_sst2, tmp_path, results):
     pytest.param(("--method", "freeze:0"), "use freeze:N with N >= 1", id="freeze-zero"),
     pytest.param(("--seed=-1",), "--seed must be an integer from 0", id="seed-negative"),
     pytest.param(("--seed", str(2**64)), "--seed must be an integer from 0", id="seed-too-large"),
+    pytest.param(("--train-seed=-1",), "--train-seed must be an integer from 0", id="train-seed-negative"),
     pytest.param(("--optimizer", "adam8bit"), "unknown --optimizer 'adam8bit'", id="unknown-optimizer"),
     pytest.param(("--labels", "4"), "task 'sst2' takes no option --labels", id="undeclared-task-option"),
     # Found only at fine-tuning before: the baseline had been stored by then.
