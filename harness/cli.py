@@ -250,19 +250,27 @@ def os_error(exc: OSError) -> str:
 def cmd_list(what: str | None) -> int:
     from harness.config import METHODS
     from harness.models import ALIASES
-    from harness.registry import get_task, task_names
+    from harness.registry import broken_plugins, get_task, task_names
 
+    errors: list[str] = []
     if what in (None, "tasks"):
         print("tasks:")
         for name in task_names():
-            print(f"  {name:<12} {get_task(name).description}")
+            try:
+                print(f"  {name:<12} {get_task(name).description}")
+            except BenchError as exc:  # one broken task is reported, and the others still listed
+                print(f"  {name:<12} (cannot be built: see the error below)")
+                errors.append(str(exc))
+        errors += broken_plugins()
     if what in (None, "models"):
         print("models (aliases; any hub id or local folder also works):")
         for alias in ALIASES.values():
             print(f"  {alias.name:<14} {alias.hub_id:<40} {alias.note}")
     if what in (None, "methods"):
         print("methods: " + ", ".join(METHODS) + "   baselines: prompt, head   objectives: auto, head, lm")
-    return 0
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 2 if errors else 0
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

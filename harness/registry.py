@@ -16,20 +16,24 @@ import pkgutil
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
-from harness.errors import BenchError
+from harness.errors import BenchError, error_reason
 from harness.spec import TaskSpec
 
 TaskFactory = Callable[..., TaskSpec]
 JudgeFactory = Callable[..., Any]  # (JudgeSpec, JudgeOptions) -> JudgeBackend
 _TASKS: dict[str, TaskFactory] = {}
 _JUDGES: dict[str, JudgeFactory] = {}
+# Plugins that failed to import (a syntax error, a missing import, a name clash), each with its
+# one-line reason: one broken plugin must not take `bench list` and every other task down with it.
+_BROKEN: list[str] = []
 _discovered = False
 
 
 def _registrar(table: dict[str, Any], what: str, name: str) -> Callable[[Any], Any]:
     def register(factory: Any) -> Any:
         if name in table and table[name] is not factory:
-            raise ValueError(f"{what} {name!r} registered twice")
+            raise ValueError(f"{what} name {name!r} is already taken by {table[name].__module__}; "
+                             "register this one under another name")
         table[name] = factory
         return factory
 
@@ -56,10 +60,33 @@ def _discover() -> None:
 
     for package in (tasks, judges):
         for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package.__name__}.{module.name}")
+            name = f"{package.__name__}.{module.name}"
+            _load(f"plugin {name}", lambda name=name: importlib.import_module(name))
     for group in ("bench.tasks", "bench.judges"):
         for entry in entry_points(group=group):
-            entry.load()
+            _load(f"plugin {entry.value} (entry point {group} {entry.name!r})", entry.load)
+
+
+def _load(plugin: str, load: Callable[[], Any]) -> None:
+    """Import one plugin; if it fails, remember why, by its name. What it registered before failing
+    stays: the module may be imported whole for another entry point (`pkg.mod:missing_name`)."""
+    try:
+        load()
+    except Exception as exc:  # whatever the plugin's code raises, SyntaxError and ImportError included
+        _BROKEN.append(f"{plugin} failed to load: {error_reason(exc)}; fix or remove it")
+
+
+def _broken_note() -> str:
+    """What an unknown-name error adds when plugins failed to load: the name may be in one of them."""
+    if len(_BROKEN) == 1:
+        return f"; and {_BROKEN[0]}"
+    return f"; and {len(_BROKEN)} plugins failed to load (see `bench list`)" if _BROKEN else ""
+
+
+def broken_plugins() -> list[str]:
+    """Why each plugin that failed to import did (empty when all loaded)."""
+    _discover()
+    return list(_BROKEN)
 
 
 def get_judge(text: str, options: Any) -> Any:
@@ -69,7 +96,7 @@ def get_judge(text: str, options: Any) -> Any:
     spec = parse_judge_spec(text)
     _discover()
     if spec.scheme not in _JUDGES:
-        raise BenchError(f"--judge {text!r}: unknown judge {spec.scheme!r}; use {SPEC_HELP}")
+        raise BenchError(f"--judge {text!r}: unknown judge {spec.scheme!r}; use {SPEC_HELP}" + _broken_note())
     return _JUDGES[spec.scheme](spec, options)
 
 
@@ -85,7 +112,8 @@ def task_options(name: str) -> dict[str, inspect.Parameter]:
 def _factory(name: str) -> TaskFactory:
     _discover()
     if name not in _TASKS:
-        raise BenchError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))} (see `bench list`)")
+        raise BenchError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))} (see `bench list`)"
+                         + _broken_note())
     return _TASKS[name]
 
 
@@ -98,7 +126,12 @@ def get_task(name: str, **options: Any) -> TaskSpec:
     if unknown:
         flags = ", ".join("--" + key.replace("_", "-") for key in unknown)
         raise BenchError(f"task {name!r} takes no option {flags}")
-    spec = factory(**given)
+    try:
+        spec = factory(**given)
+    except BenchError:  # the task's own message about its options (e.g. goemotions --labels 3)
+        raise
+    except Exception as exc:  # a bug in the plugin, or a TaskSpec/kind it built that is invalid
+        raise BenchError(f"task {name!r} cannot be built: {error_reason(exc)}") from None
     card = (inspect.getmodule(factory).__doc__ or factory.__doc__ or "").strip()
     return dataclasses.replace(spec, name=spec.name or name,
                                description=spec.description or (card.splitlines()[0] if card else ""))
