@@ -7,6 +7,7 @@ every run and its hash names the run, so the same command resumes the same run.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -137,6 +138,7 @@ def resolve(spec: TaskSpec, model: str, overrides: Mapping[str, Any], preset: st
     """
     if preset not in PRESETS:
         raise BenchError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    check_task_presets(spec)
     values: dict[str, Any] = dict(PRESETS[preset])
     values.update(spec.presets.get(preset, {}))
     explicit = {key: value for key, value in overrides.items() if value is not None}
@@ -158,6 +160,19 @@ def resolve(spec: TaskSpec, model: str, overrides: Mapping[str, Any], preset: st
     config = RunConfig(**{key: value for key, value in values.items() if key in known})
     validate(config)
     return config
+
+
+def check_task_presets(spec: TaskSpec) -> None:
+    """A task's preset overrides must name presets and run options that exist: a typo ("epoch")
+    would otherwise be dropped without a word and the run go ahead on the defaults."""
+    options = [f.name for f in dataclasses.fields(RunConfig) if f.name not in ("task", "model", "preset", "task_options")]
+    for preset, values in spec.presets.items():
+        for name, known, what in ((preset, list(PRESETS), "a preset"),
+                                  *((key, options, f"a run option (in its {preset!r} preset)") for key in values)):
+            if name not in known:
+                close = difflib.get_close_matches(str(name), known, n=1)
+                raise BenchError(f"task {spec.name}: {name!r} is not {what}"
+                                 f"{f'; did you mean {close[0]!r}?' if close else ''} (known: {', '.join(known)})")
 
 
 def check_method(method: str) -> None:

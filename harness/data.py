@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.errors import BenchError
+from harness.errors import BenchError, error_reason
 from harness.spec import Classify, ExtractiveQA, Generate, LanguageModel, TaskSpec
 from harness.types import Example, Splits
 
@@ -77,7 +77,15 @@ class SplitSource:
         so errors name the file's row and rows without an id keep theirs whatever `prepare` drops."""
         frame = self._read_local(split) if self.data_dir is not None else self._read_hub(split)
         frame = frame.reset_index(drop=True)
-        return self.spec.prepare(frame) if self.spec.prepare is not None else frame
+        if self.spec.prepare is None or frame.empty:  # an empty file is said to be empty, not a prepare failure
+            return frame
+        try:
+            return self.spec.prepare(frame)
+        except BenchError:
+            raise
+        except Exception as exc:  # the plugin's code on this file's rows, e.g. a KeyError for a column it lacks
+            raise BenchError(f"task {self.spec.name}'s prepare failed on {self.where(split)} (columns: "
+                             f"{', '.join(map(str, frame.columns)) or 'none'}): {error_reason(exc)}") from None
 
     def _read_local(self, split: str) -> pd.DataFrame:
         path = self._local_file(split)
@@ -94,6 +102,8 @@ class SplitSource:
             # keep_default_na=False: "", "NA", "None" and "null" are texts (an empty Alpaca input, a
             # sentence "NA"), not missing values
             return pd.read_csv(path, keep_default_na=False)
+        except pd.errors.EmptyDataError:  # a 0-byte csv: said like an empty jsonl, not as a parse failure
+            return pd.DataFrame()
         except Exception as exc:  # pyarrow, json and csv parsers each raise their own types
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise BenchError(f"cannot read {path}: {reason}; expected a valid {path.suffix[1:]} file") from None
@@ -138,12 +148,12 @@ def _build_examples(frame: pd.DataFrame, spec: TaskSpec, where: str, split: str)
     kind = spec.kind
     answer_column = {Classify: "label_column", Generate: "target", ExtractiveQA: "answers"}.get(type(kind))
     needed = [*kind.fields, *([getattr(kind, answer_column)] if answer_column else [])]
+    if len(frame) == 0:  # before the columns: an empty file has none to name
+        raise BenchError(f"{where} is empty: task {spec.name} needs at least one example")
     missing = [column for column in needed if column not in frame.columns]
     if missing:
         raise BenchError(f"{where} lacks column(s) {', '.join(missing)} (has: {', '.join(map(str, frame.columns))}); "
                          f"task {spec.name} needs {', '.join(needed)}")
-    if len(frame) == 0:
-        raise BenchError(f"{where} is empty: task {spec.name} needs at least one example")
     _check_texts(frame, kind.fields, where)
     ids = (frame["id"].astype(str) if "id" in frame.columns
            else pd.Series([f"{split}-{row}" for row in frame.index], index=frame.index))
@@ -204,9 +214,12 @@ def _checked_labels(frame: pd.DataFrame, kind: Classify, where: str) -> list[int
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         allowed = ", ".join(f"{i}={name}" for i, name in enumerate(kind.labels))
-        raise BenchError(f"{where}: column {kind.label_column!r} row {int(frame.index[row])} is "
-                         f"{_plain(frame[kind.label_column].iloc[row])!r}, not a class id ({allowed}); map the "
-                         "labels to these ids or drop that row")
+        value = _plain(frame[kind.label_column].iloc[row])
+        # A label's name where its id belongs: a whole column of names, from a researcher's own file.
+        fix = ("the column holds names: map them to these ids in the file, or in the task's `prepare`"
+               if value in kind.labels else "map the labels to these ids or drop that row")
+        raise BenchError(f"{where}: column {kind.label_column!r} row {int(frame.index[row])} is {value!r}, not a "
+                         f"class id ({allowed}); {fix}")
     return [int(label) for label in labels]
 
 

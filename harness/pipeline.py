@@ -66,6 +66,7 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
                                         for b in config.baselines))
         check_kind_options(spec, name, config, baselines)
         check_prompt_room(spec, ref, config)
+        check_verbalizers(spec, ref, config, baselines)
         check_training_options(spec, ref, config)
         if "prompt" in baselines and not ref.can_prompt:
             raise BenchError(f"--baseline prompt needs a language-model head; {name} is an encoder: use --baseline head")
@@ -102,6 +103,11 @@ def check_kind_options(spec: TaskSpec, name: str, config: RunConfig, baselines: 
         if "prompt" in baselines or config.objective != "head":
             raise BenchError("squad_v2 --mode span trains and evaluates a span head: use --baseline head "
                              "--objective head, or --mode generate for prompted answers")
+        stride = spec.kind.doc_stride
+        if config.max_length <= stride:  # found by the baseline, after the model had loaded
+            raise BenchError(f"--max-length {config.max_length}: {spec.name}'s context windows overlap by its "
+                             f"doc_stride of {stride} tokens, so they must be longer; use --max-length "
+                             f"{2 * stride} or more, or a smaller ExtractiveQA(doc_stride=...) in the task")
         return
     if "head" in baselines or config.objective != "lm":
         raise BenchError(f"{spec.name} is a text task ({kind}): it has no classification head; use --baseline "
@@ -120,6 +126,25 @@ def check_prompt_room(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
         raise BenchError(f"--max-length {config.max_length} leaves {room} prompt tokens after {new_tokens} generated "
                          f"ones (--max-new-tokens); use --max-length {new_tokens + 4 * MIN_PROMPT_TOKENS} or more, "
                          "or a smaller --max-new-tokens")
+
+
+def check_verbalizers(spec: TaskSpec, ref: ModelRef, config: RunConfig, baselines: Sequence[str]) -> None:
+    """A label is scored by the summed log-probabilities of its verbalizer's tokens, so a verbalizer
+    whose tokens start with all of another's scores at most as high (each extra token adds a log-
+    probability <= 0): its label would never be predicted, before or after fine-tuning."""
+    if not spec.is_classification or ("prompt" not in baselines and config.objective != "lm"):
+        return
+    from harness.models import load_tokenizer
+    from harness.prompts import verbalizer_ids
+
+    words, labels = spec.kind.verbalizers, spec.kind.labels  # type: ignore[union-attr]
+    ids = verbalizer_ids(spec, load_tokenizer(ref))
+    for i, j in ((i, j) for i in range(len(ids)) for j in range(len(ids)) if i != j):
+        if ids[j][:len(ids[i])] == ids[i]:
+            same = "the same tokens as" if ids[i] == ids[j] else "all the tokens of"
+            raise BenchError(f"task {spec.name}: with {ref.name}'s tokenizer the verbalizer {words[j]!r} has {same} "
+                             f"{words[i]!r} ({ids[j]} vs {ids[i]}), so label {labels[j]!r} can never outscore "
+                             f"{labels[i]!r}; give the labels verbalizers that differ in their tokens")
 
 
 def check_training_options(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:

@@ -6,6 +6,8 @@ stages dispatch on it for requests, heads and metrics, so a plugin only says wha
 """
 from __future__ import annotations
 
+import re
+import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence, Union
 
@@ -79,9 +81,10 @@ class Classify(_KindDefaults):
         if not self.verbalizers:
             object.__setattr__(self, "verbalizers", tuple(" " + name for name in self.labels))
         if len(self.verbalizers) != len(self.labels):
-            raise ValueError("one verbalizer per label")
-        if len(set(self.verbalizers)) != len(self.verbalizers):
-            raise ValueError("verbalizers must be distinct")
+            raise ValueError(f"{len(self.labels)} labels but {len(self.verbalizers)} verbalizers: give one per label")
+        repeated = [v for i, v in enumerate(self.verbalizers) if v in self.verbalizers[:i]]
+        if repeated:
+            raise ValueError(f"verbalizer {repeated[0]!r} is given for two labels: each label needs its own word")
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,10 @@ class TaskSpec:
     name: str = ""
     description: str = ""
 
+    def __post_init__(self) -> None:
+        if self.formatter is None:
+            check_template(self.prompt, self.kind.fields)
+
     @property
     def key(self) -> str:
         return f"{self.name}-{self.variant}" if self.variant else self.name
@@ -201,3 +208,17 @@ class TaskSpec:
         if self.formatter is not None:
             return self.formatter(tuple(texts))
         return self.prompt.format(**dict(zip(self.kind.fields, texts)))
+
+
+def check_template(prompt: str, fields: Sequence[str]) -> None:
+    """A prompt may name only the kind's fields: found when the task is built, not as a KeyError
+    after a model has loaded."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(prompt) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"prompt is not a str.format template ({exc}); write a literal brace as {{{{ or }}}}") from None
+    for name in names:
+        base = re.split(r"[.\[]", name)[0]  # {text.upper} and {text[0]} use the field `text`
+        if base not in fields:
+            raise ValueError(f"prompt names {{{name}}}, which is not a field of the task's kind; its fields are "
+                             f"{', '.join(fields) or 'none'} (a column the prompt needs goes in the kind's fields)")

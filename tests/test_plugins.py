@@ -6,17 +6,111 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
+import pandas as pd
 import pytest
 
-from test_cli_errors import assert_store_empty
+from harness import registry
+from harness.spec import Classify, ExtractiveQA, HubData, TaskSpec
+from test_cli_errors import assert_clean_failure, assert_store_empty
 
 REPO = Path(__file__).resolve().parents[1]
+FAST = ("--train-samples", "8", "--eval-samples", "8", "--validation-samples", "4")
+TEXTS = ["a fine film", "a dull film", "great fun", "a bore"] * 5
 
 
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
     return tmp_path / "results"
+
+
+@pytest.fixture
+def own_files(tmp_path: Path) -> Path:
+    """A researcher's data dir: reviews with string labels in a differently named column, as CSV
+    (train) and JSONL (test)."""
+    data = tmp_path / "data"
+    (data / "mine").mkdir(parents=True)
+    rows = pd.DataFrame({"review_body": [f"{text} {i}" for i, text in enumerate(TEXTS)], "sentiment": ["pos", "neg"] * 10})
+    rows.to_csv(data / "mine" / "train.csv", index=False)
+    rows.assign(review_body=rows["review_body"] + " again").to_json(data / "mine" / "test.jsonl", orient="records",
+                                                                    lines=True)
+    return data
+
+
+def reviews(**changes: Any) -> TaskSpec:
+    """The README's example task, with `changes` to its TaskSpec arguments."""
+    arguments: dict[str, Any] = dict(
+        data=HubData("me/mine", local="mine", train="train", eval="test"),
+        kind=Classify(fields=("review_body",), labels=("neg", "pos"), label_column="sentiment"),
+        prompt="Review: {review_body}\nSentiment:",
+        prepare=lambda rows: rows.assign(sentiment=rows["sentiment"].map({"neg": 0, "pos": 1})))
+    return TaskSpec(**{**arguments, **changes})
+
+
+@pytest.fixture
+def run_plugin(bench, tiny_model, own_files, results, monkeypatch):
+    """Register `factory` as task "mine" (in the real registry, for this test only) and `bench run` it."""
+    registry.task_names()  # discover first, so the entry below is not overwritten by discovery
+
+    def run(factory: Callable[[], TaskSpec], family: str = "gpt2", *extra: str) -> tuple[int, str, str]:
+        monkeypatch.setitem(registry._TASKS, "mine", factory)
+        return bench("run", "mine", "--models", str(tiny_model(family)), "--data-dir", str(own_files),
+                     "--results", str(results), *FAST, *extra)
+
+    return run
+
+
+def test_the_readme_example_runs_on_own_files(run_plugin, results):
+    code, out, err = run_plugin(reviews)
+    assert code == 0, err
+    assert "| mine |" in out
+
+
+@pytest.mark.parametrize("factory, expected", [
+    pytest.param(lambda: reviews(prompt="Review: {text}\nSentiment:"),
+                 "task 'mine' cannot be built: ValueError: prompt names {text}, which is not a field of the task's "
+                 "kind; its fields are review_body", id="prompt-field"),
+    pytest.param(lambda: reviews(prompt="Review: {review_body} }"),
+                 "prompt is not a str.format template (Single '}' encountered", id="prompt-brace"),
+    pytest.param(lambda: reviews(kind=Classify(fields=("review_body",), labels=("neg", "pos"),
+                                               verbalizers=(" x", " x"))),
+                 "verbalizer ' x' is given for two labels", id="same-verbalizer"),
+    pytest.param(lambda: reviews(presets={"quick": {"epoch": 2}}),
+                 "task mine: 'epoch' is not a run option (in its 'quick' preset); did you mean 'epochs'?",
+                 id="preset-key"),
+    pytest.param(lambda: reviews(presets={"papr": {"epochs": 2}}),
+                 "task mine: 'papr' is not a preset; did you mean 'paper'?", id="preset-name"),
+    pytest.param(lambda: reviews(prepare=lambda rows: rows.assign(sentiment=rows["sentimnt"])),
+                 "task mine's prepare failed on", id="prepare-raises"),
+    pytest.param(lambda: reviews(prepare=None),
+                 "column 'sentiment' row 0 is 'pos', not a class id (0=neg, 1=pos); the column holds names: map "
+                 "them to these ids in the file, or in the task's `prepare`", id="label-names"),
+    pytest.param(lambda: reviews(kind=Classify(fields=("review_body",), labels=("neg", "pos"),
+                                               verbalizers=(" good!", " good"), label_column="sentiment")),
+                 "verbalizer ' good!' has all the tokens of ' good' ([", id="verbalizer-prefix"),
+])
+def test_plugin_mistakes_fail_cleanly(run_plugin, results, factory, expected):
+    """Each was a traceback, or a run that went ahead wrongly: a KeyError after the model loaded, preset
+    typos dropped without a word, a label whose verbalizer can never win scored as if it could."""
+    assert_clean_failure(run_plugin(factory), expected, results)
+
+
+def test_a_doc_stride_the_windows_cannot_hold_fails_before_the_model_loads(run_plugin, results):
+    """ExtractiveQA's default stride (128) equals the quick preset's --max-length: found by the baseline
+    before, after the model had loaded and the store was opened."""
+    qa = lambda: reviews(kind=ExtractiveQA(question="review_body", context="review_body", answers="sentiment"),
+                         prompt="")  # noqa: E731
+    assert_clean_failure(run_plugin(qa, "bert"), "--max-length 128: mine's context windows overlap by its "
+                         "doc_stride of 128 tokens, so they must be longer; use --max-length 256 or more", results)
+
+
+@pytest.mark.parametrize("content", ["", "review_body,sentiment\n"])
+def test_an_empty_file_is_said_to_be_empty(run_plugin, own_files, results, content):
+    """Not 'No columns to parse' (0-byte CSV) or the prepare's KeyError on a frame without columns."""
+    (own_files / "mine" / "test.jsonl").unlink()
+    (own_files / "mine" / "test.csv").write_text(content)
+    assert_clean_failure(run_plugin(reviews), "mine/test.csv is empty: task mine needs at least one example", results)
 
 
 PLUGINS = {
