@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.errors import BenchError
-from harness.config import TASK_OPTIONS
+from harness.config import TASK_OPTIONS, boolean
 from harness.judging.command import add_judge_options
 
 RUN_OPTIONS = ("method", "objective", "shots", "train_samples", "eval_samples", "validation_samples", "epochs", "lr",
@@ -38,6 +38,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", help="task option: squad_v2 span (span head, default) or generate (prompted)")
     parser.add_argument("--max-response-chars", type=int,
                         help="task option: alpaca keeps responses shorter than this (the seed used 512)")
+    parser.add_argument("--task-option", action="append", metavar="KEY=VALUE",
+                        help="an option of a task plugin's own (a keyword argument of its factory), e.g. "
+                             "--task-option column=title; repeatable; a grid axis in sweeps as KEY=V1,V2")
     parser.add_argument("--chat-template", help="text tasks: auto (default: when the tokenizer has one) | on | off")
     parser.add_argument("--max-new-tokens", type=int, help="text tasks: generation length (default per task)")
     parser.add_argument("--precision", help="auto (default: bf16 autocast on a GPU that has it, else fp32) | fp32 | bf16")
@@ -168,14 +171,6 @@ def grid_types() -> dict[str, Callable[[str], Any]]:
     return {**allowed, **GRID_EXTRAS}
 
 
-def boolean(text: str) -> bool:
-    """An on/off option as a grid value (compile=true,false)."""
-    value = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}.get(text.lower())
-    if value is None:
-        raise ValueError(f"{text!r} is not true or false")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -285,7 +280,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: getattr(args, name) for name in TASK_OPTIONS if getattr(args, name, None) is not None}
+    """The task options given: the flagged ones (--labels, ...) and a plugin's own (--task-option)."""
+    from harness.registry import parse_task_options
+
+    named = {name: getattr(args, name) for name in TASK_OPTIONS if getattr(args, name, None) is not None}
+    return {**named, **parse_task_options(args.task, args.task_option or ())}
 
 
 def _log(message: str) -> None:
@@ -547,13 +546,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.data import data_dir_from
     from harness.loggers import check_loggers
     from harness.store import Store, results_dir
+    from harness.registry import task_option_type
+    from harness.registry import task_options as declared_options
     from harness.sweep import execute, metric_label, parse_grid, plan_sweep, prepare_runners, save_plan, write_outputs
 
     started = time.perf_counter()
     loggers = check_loggers(args.log_to)
     overrides = _overrides(args)
     options = task_options(args)
-    axes = parse_grid(args.grid, grid_types(), {**overrides, **options, "models": args.models})
+    own = {name: parameter for name, parameter in declared_options(args.task).items() if name not in TASK_OPTIONS}
+    axes = parse_grid(args.grid, {**grid_types(), **{name: task_option_type(p) for name, p in own.items()}},
+                      {**overrides, **options, "models": args.models}, plugin_options=list(own))
     plan, planned = plan_sweep(args.task, axes, models=list(args.models or ()), overrides=overrides,
                                task_options=options, preset=args.preset, metric=args.metric)
     data_dir = data_dir_from(args.data_dir)

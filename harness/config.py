@@ -122,9 +122,21 @@ def shown_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 TASK_OPTIONS = ("labels", "mode", "max_response_chars")
 
 
+def boolean(text: str) -> bool:
+    """An on/off value typed as text (a grid's compile=true,false; a task option)."""
+    value = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}.get(text.lower())
+    if value is None:
+        raise ValueError(f"{text!r} is not true or false")
+    return value
+
+
 def recorded_task_options(values: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | None:
     """The task options given (name -> value; None = not given) as a run's config records them."""
     options = tuple((name, values[name]) for name in TASK_OPTIONS if values.get(name) is not None)
+    # a plugin's own options (`--task-option KEY=VALUE`) after the flagged ones, by name: the order
+    # they were typed in does not change the run id
+    options += tuple(sorted((name, value) for name, value in values.items()
+                            if name not in TASK_OPTIONS and value is not None))
     return options or None
 
 

@@ -107,7 +107,10 @@ def task_command(task_key: str, run_config: dict[str, Any] | None) -> str:
 
     if run_config is None:
         return task_key
-    options = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in run_config.get("task_options") or ())
+    from harness.config import TASK_OPTIONS
+
+    options = " ".join(f"--{name.replace('_', '-')} {value}" if name in TASK_OPTIONS else f"--task-option {name}={value}"
+                       for name, value in run_config.get("task_options") or ())
     return f"{spec_for(run_config).name} {options}".strip()
 
 

@@ -1,9 +1,9 @@
 """The one registry: task factories by name, and judge backends by spec scheme, filled by
 importing `tasks/` and `judges/` and the `bench.tasks` / `bench.judges` entry points.
 
-A task factory is a function returning a TaskSpec; it may take the command line's task options
-(`config.TASK_OPTIONS`: `--labels`, `--mode`, `--max-response-chars`) as keyword parameters, as
-GoEmotions takes `labels`; a new option is added there and to the run parser. A judge factory takes a parsed
+A task factory is a function returning a TaskSpec; it may take keyword parameters: the flagged task
+options (`config.TASK_OPTIONS`: `--labels`, `--mode`, `--max-response-chars`), as GoEmotions takes
+`labels`, or any of its own, given as `--task-option KEY=VALUE` (typed by the parameter's default). A judge factory takes a parsed
 judge spec (`gemini:MODEL` -> scheme "gemini") and returns a backend; it must not load a model or
 call a network until asked to judge, so a bad command fails before any work.
 """
@@ -14,8 +14,9 @@ import importlib
 import inspect
 import pkgutil
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
+from harness.config import TASK_OPTIONS, boolean
 from harness.errors import BenchError, error_reason
 from harness.spec import TaskSpec
 
@@ -109,6 +110,49 @@ def task_options(name: str) -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(_factory(name)).parameters)
 
 
+def parse_task_options(name: str, items: Sequence[str]) -> dict[str, Any]:
+    """`--task-option KEY=VALUE` items -> keyword arguments of task `name`'s factory. Each value takes
+    the type of the parameter's default (else its annotation: int, float, bool, str), so `8` and
+    `08` are one option value and one run id."""
+    parameters = task_options(name)
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise BenchError(f"--task-option {item!r}: expected KEY=VALUE, e.g. --task-option column=title")
+        if key in TASK_OPTIONS:
+            raise BenchError(f"--task-option {item!r}: {key} has its own flag; use --{key.replace('_', '-')} {text}")
+        if key not in parameters:
+            raise BenchError(f"--task-option {item!r}: task {name!r} takes no option {key!r}" + _declared(parameters))
+        if key in options:
+            raise BenchError(f"--task-option {key}=... is given twice; give it once")
+        options[key] = _convert(parameters[key], text.strip(), item)
+    return options
+
+
+def _declared(parameters: Mapping[str, inspect.Parameter]) -> str:
+    return f" (its options: {', '.join(parameters)})" if parameters else " (it takes no options)"
+
+
+def _convert(parameter: inspect.Parameter, text: str, item: str) -> Any:
+    convert = task_option_type(parameter)
+    try:
+        return convert(text)
+    except (TypeError, ValueError):
+        raise BenchError(f"--task-option {item!r}: {text!r} is not a valid {convert.__name__}") from None
+
+
+def task_option_type(parameter: inspect.Parameter) -> Callable[[str], Any]:
+    """How a task factory's keyword is read from text: as the type of its default, else of its
+    annotation (int, float, bool; `from __future__ import annotations` leaves it a string), else str."""
+    kind: type = type(parameter.default) if parameter.default not in (None, inspect.Parameter.empty) else str
+    if kind is str:
+        annotation = str(parameter.annotation).replace(" ", "")
+        kind = next((t for t in (bool, int, float) if annotation in (t.__name__, f"{t.__name__}|None")), str)
+    return boolean if kind is bool else kind
+
+
 def _factory(name: str) -> TaskFactory:
     _discover()
     if name not in _TASKS:
@@ -124,8 +168,9 @@ def get_task(name: str, **options: Any) -> TaskSpec:
     given = {key: value for key, value in options.items() if value is not None}
     unknown = sorted(set(given) - set(accepted))
     if unknown:
-        flags = ", ".join("--" + key.replace("_", "-") for key in unknown)
-        raise BenchError(f"task {name!r} takes no option {flags}")
+        flags = ", ".join("--" + key.replace("_", "-") if key in TASK_OPTIONS else f"--task-option {key}"
+                          for key in unknown)
+        raise BenchError(f"task {name!r} takes no option {flags}" + _declared(accepted))
     try:
         spec = factory(**given)
     except BenchError:  # the task's own message about its options (e.g. goemotions --labels 3)

@@ -104,10 +104,12 @@ class CellResult:
 
 # ---------------------------------------------------------------- grid syntax
 
-def parse_grid(items: Sequence[str], types: Mapping[str, Converter], fixed: Mapping[str, Any]) -> tuple[Axis, ...]:
+def parse_grid(items: Sequence[str], types: Mapping[str, Converter], fixed: Mapping[str, Any],
+               plugin_options: Sequence[str] = ()) -> tuple[Axis, ...]:
     """`KEY=V1,V2,...` items -> axes. `types` maps each allowed key to its value converter (the
     `run` command's own option types); `fixed` holds the options given explicitly, which a grid
-    key may not also set. `freeze=1,2` is shorthand for `method=freeze:1,freeze:2`."""
+    key may not also set; `plugin_options` are the task's own (given as --task-option KEY=VALUE).
+    `freeze=1,2` is shorthand for `method=freeze:1,freeze:2`."""
     axes: list[Axis] = []
     seen: set[str] = set()
     for item in items:
@@ -137,7 +139,8 @@ def parse_grid(items: Sequence[str], types: Mapping[str, Converter], fixed: Mapp
             raise BenchError(f"--grid item {item!r}: {target} is already a grid axis (freeze=N is method=freeze:N)")
         option = "models" if target == "model" else target
         if fixed.get(option) is not None:
-            raise BenchError(f"--grid item {item!r}: --{option.replace('_', '-')} is also given; drop one")
+            flag = f"--task-option {option}" if option in plugin_options else f"--{option.replace('_', '-')}"
+            raise BenchError(f"--grid item {item!r}: {flag} is also given; drop one")
         seen.add(target)
         axes.append(Axis(key, tuple(values)))
     if not axes:
@@ -176,7 +179,7 @@ def plan_sweep(task: str, axes: Sequence[Axis], *, models: Sequence[str], overri
                 model = value
             elif key == "freeze":
                 cell_overrides["method"] = f"freeze:{value}"
-            elif key in TASK_OPTIONS:
+            elif key in TASK_OPTIONS or key in declared:
                 cell_options[key] = value
             else:
                 cell_overrides[key] = value

@@ -168,3 +168,45 @@ def test_broken_plugins_are_named_and_the_rest_still_work(tmp_path, results):
     code, out, err = bench("run", "needs", "--models", "x", "--results", str(results))
     assert (code, out) == (2, "") and err.count("\n") == 1, err
     assert "unknown task 'needs'" in err and "and 4 plugins failed to load (see `bench list`)" in err
+
+
+def test_a_plugins_own_option_is_a_typed_task_option_and_a_sweep_axis(run_plugin, bench, tiny_model, own_files,
+                                                                       results):
+    """`def mine(column: str = ..., shots_hint: int = 0)`: no flag of its own, so `--task-option
+    KEY=VALUE`, typed by the default (5 and 05 are one run), recorded in the run's config and id,
+    and a `--grid` axis; what the factory does not take is one error line listing what it does."""
+    seen: list[tuple[str, int]] = []
+
+    def mine(column: str = "review_body", repeat: int = 1) -> TaskSpec:
+        seen.append((column, repeat))
+        return reviews(prompt=f"Review: {{review_body}}\nAbout {column} x{repeat}:", variant=f"{column}{repeat}")
+
+    code, out, err = run_plugin(mine, "gpt2", "--task-option", "column=title", "--task-option", "repeat=05")
+    assert code == 0, err
+    assert ("title", 5) in seen and "| mine-title5 |" in out
+    import json
+    import sqlite3
+
+    with sqlite3.connect(results / "bench.sqlite") as db:
+        (options,) = db.execute("SELECT json_extract(config, '$.task_options') FROM runs").fetchone()
+    assert json.loads(options) == [["column", "title"], ["repeat", 5]]
+
+    code, _, err = run_plugin(mine, "gpt2", "--task-option", "repeat=5", "--task-option", "column=title")
+    assert code == 0 and "baseline:prompt ..." not in err  # same run: given in another order, 5 for 05
+
+    for extra, expected in [
+        (("--task-option", "colour=red"), "task 'mine' takes no option 'colour' (its options: column, repeat)"),
+        (("--task-option", "repeat=many"), "--task-option 'repeat=many': 'many' is not a valid int"),
+        (("--task-option", "repeat"), "expected KEY=VALUE"),
+        (("--task-option", "labels=4"), "labels has its own flag; use --labels 4"),
+    ]:
+        code, _, err = run_plugin(mine, "gpt2", *extra)
+        assert code == 2 and err.strip().splitlines()[-1].startswith("error: ") and expected in err, (extra, err)
+
+    code, out, err = bench("sweep", "mine", "--models", str(tiny_model("gpt2")), "--data-dir", str(own_files),
+                           "--results", str(results), *FAST, "--grid", "repeat=1,2")
+    assert code == 0, err
+    assert ("review_body", 2) in seen and "| repeat |" in out
+    code, _, err = bench("sweep", "mine", "--models", str(tiny_model("gpt2")), "--data-dir", str(own_files),
+                         "--results", str(results), *FAST, "--task-option", "repeat=3", "--grid", "repeat=1,2")
+    assert code == 2 and "--task-option repeat is also given; drop one" in err

@@ -280,8 +280,8 @@ def test_name_and_description_come_from_the_registration_and_the_card(name):
 
 @pytest.mark.parametrize("name, options, flag", [
     ("sst2", {"labels": 4}, "--labels"),
-    ("goemotions", {"num_labels": 4}, "--num-labels"),
-    ("nli", {"labels": 3, "shots": 2}, "--labels, --shots"),
+    ("goemotions", {"num_labels": 4}, "--task-option num_labels"),  # a plugin's own option would be given so
+    ("nli", {"labels": 3, "shots": 2}, "--labels, --task-option shots"),
 ])
 def test_undeclared_task_option_is_an_error(name, options, flag):
     """An option the task does not declare is refused, not silently ignored."""
