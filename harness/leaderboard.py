@@ -77,30 +77,45 @@ def collect(store: Store, runs: Sequence[dict[str, Any]]) -> list[Row]:
             continue
         records = {stage: store.stage(run["run_id"], stage) for stage in stages}
         rows += compare(store, run["run_id"], run["config"], records)
-    configs = {run["run_id"]: shown_settings(run["config"]) for run in runs}
-    return [replace(row, settings=label) if (label := _differences(row, rows, configs)) else row for row in rows]
+    configs = {run["run_id"]: run["config"] for run in runs}
+    return [replace(row, settings=label) if label else row for row, label in zip(rows, settings_labels(rows, configs))]
 
 
-def _differences(row: Row, rows: Sequence[Row], configs: dict[str, dict[str, Any]]) -> str:
-    """The settings in which `row`'s run differs from the other runs of its task x model x method x
-    baseline among `rows` (`lora_rank=4, lr=5e-05`); empty when it is the only one."""
-    peers = [configs[r.run_id] for r in rows if (r.task, r.model, r.method, r.baseline)
-             == (row.task, row.model, row.method, row.baseline)]
-    if len(peers) < 2:
-        return ""
-    own = configs[row.run_id]
-    keys = {key for config in peers for key in config if any(other.get(key) != config.get(key) for other in peers)}
-    if all(config["train_seed"] == config.get("seed", 0) for config in peers):
-        keys.discard("train_seed")  # it follows --seed in every run: the seed column says it all
-    keys = sorted(keys)
-    return ", ".join(f"{key}={show(own.get(key))}" for key in keys)
+def settings_labels(rows: Sequence[Row], configs: dict[str, dict[str, Any]]) -> list[str]:
+    """Per row, the settings in which its run differs from the other runs of its task x model x
+    method x baseline among `rows` (`lora_rank=4, lr=5e-05`); empty when it is the only one.
+
+    The differing keys are found once per group, each config compared with the group's first:
+    comparing every row with all its peers was cubic in a group's runs (`bench report` of a
+    400-cell sweep took minutes)."""
+    configs = {run_id: shown_settings(config) for run_id, config in configs.items()}
+    peers: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        peers.setdefault(_group(row), []).append(configs[row.run_id])
+    differing: dict[tuple[str, str, str, str], list[str]] = {}
+    for group, group_configs in peers.items():
+        if len(group_configs) < 2:
+            continue
+        first = group_configs[0]
+        keys = dict.fromkeys(key for config in group_configs for key in config)
+        # values are not all equal exactly when one differs from the first's (None where absent)
+        follows_seed = all(config["train_seed"] == config.get("seed", 0) for config in group_configs)
+        differing[group] = sorted(key for key in keys if any(config.get(key) != first.get(key)
+                                                             for config in group_configs)
+                                  and not (key == "train_seed" and follows_seed))  # then the seed says it
+    return [", ".join(f"{key}={show(configs[row.run_id].get(key))}" for key in differing.get(_group(row), ()))
+            for row in rows]
+
+
+def _group(row: Row) -> tuple[str, str, str, str]:
+    return row.task, row.model, row.method, row.baseline
 
 
 def leaderboard(store: Store, rows: Sequence[Row]) -> list[LeaderboardRow]:
     """One entry per task x model x method x baseline, best fine-tuned score first within a task."""
     groups: dict[tuple[str, str, str, str], list[Row]] = {}
     for row in rows:
-        groups.setdefault((row.task, row.model, row.method, row.baseline), []).append(row)
+        groups.setdefault(_group(row), []).append(row)
     entries = []
     for group in groups.values():
         chosen, how = _select(store, group)
