@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
+
 from harness.leaderboard import settings_labels
 
 
@@ -57,3 +59,39 @@ def test_settings_labels_compare_each_config_once_per_key_not_with_every_peer():
     labels = settings_labels(rows, configs)
     assert labels[9] == "lr=1, rank=1"
     assert _Counted.comparisons <= 2 * runs * keys, _Counted.comparisons
+
+
+class _BatchSizes:
+    """A tokenizer that records how many texts each call encodes."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.sizes = tokenizer, []
+
+    def __call__(self, texts, *args, **kwargs):
+        self.sizes.append(1 if isinstance(texts, str) else len(texts))
+        return self.tokenizer(texts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_prompts_of_a_full_test_set_are_encoded_chunk_by_chunk_with_the_same_ids(tiny_model, monkeypatch):
+    """One tokenizer call over every eval text held all their whole encodings at once (full IMDB
+    test: +1.3 to +2.7 GB of peak memory for prompts that keep 128 tokens each). Chunks give the
+    same token ids, long examples clipped as before."""
+    transformers = pytest.importorskip("transformers")
+    from harness import prompts
+    from harness.registry import get_task
+    from harness.types import Example
+
+    spec = get_task("imdb")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model("gpt2"))
+    words = "a rather long and tedious story about nothing at all told twice over".split()
+    examples = [Example(f"e{i}", (" ".join(words[: 1 + i % len(words)] * (1 + i % 7)),), label=i % 2)
+                for i in range(23)]
+    whole = prompts.build_contexts(spec, tokenizer, examples, [], 32)
+    assert any(len(" ".join(e.texts).split()) > 32 for e in examples), "the test needs clipped examples"
+    monkeypatch.setattr(prompts, "ENCODE_CHUNK", 5)
+    counting = _BatchSizes(tokenizer)
+    assert prompts.build_contexts(spec, counting, examples, [], 32) == whole
+    assert max(counting.sizes) <= 5, counting.sizes
