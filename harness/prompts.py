@@ -61,10 +61,10 @@ def build_contexts(spec: TaskSpec, tokenizer: Any, examples: Sequence[Example], 
     return contexts
 
 
-# Examples per tokenizer call. One call holds every whole text's encoding (tokens, offsets, masks)
-# until it returns: all 25,000 IMDB reviews at once took 1.3 GB (SmolLM2's tokenizer) to 2.7 GB
-# (a small vocabulary) for prompts that keep 128 tokens each. A chunk this size is still a batch
-# the fast tokenizers encode in parallel.
+# Examples per tokenizer call (prompts here, classification heads in backends.hf). One call holds
+# every whole text's encoding (tokens, offsets, masks) until it returns: all 25,000 IMDB reviews
+# at once took 1.3 GB (SmolLM2's tokenizer) to 2.7 GB (a small vocabulary) for prompts that keep
+# 128 tokens each. A chunk this size is still a batch the fast tokenizers encode in parallel.
 ENCODE_CHUNK = 1024
 
 

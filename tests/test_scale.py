@@ -95,3 +95,26 @@ def test_prompts_of_a_full_test_set_are_encoded_chunk_by_chunk_with_the_same_ids
     counting = _BatchSizes(tokenizer)
     assert prompts.build_contexts(spec, counting, examples, [], 32) == whole
     assert max(counting.sizes) <= 5, counting.sizes
+
+
+@pytest.mark.parametrize("family, fields, segments", [("bert", 2, True), ("bert", 1, True), ("gpt2", 2, False)])
+def test_head_inputs_are_encoded_chunk_by_chunk_with_the_same_ids(tiny_model, monkeypatch, family, fields, segments):
+    """Classification heads' inputs (single texts and sentence pairs, with segment ids where the
+    tokenizer makes them) come out the same chunk by chunk, never all texts in one call."""
+    transformers = pytest.importorskip("transformers")
+    from harness import prompts
+    from harness.backends.hf import encode_for_head
+    from harness.types import Example
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model(family))
+    if segments:  # as BERT's own tokenizer does (the tiny one makes none)
+        tokenizer.model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
+    words = "a rather long and tedious story about nothing at all told twice over".split()
+    examples = [Example(f"e{i}", tuple(" ".join(words[: 1 + (i + f) % len(words)] * (1 + i % 5))
+                                       for f in range(fields)), label=i % 2) for i in range(23)]
+    whole = encode_for_head(tokenizer, examples, 24)
+    assert (whole[1] is not None) == (segments and fields == 2)
+    monkeypatch.setattr(prompts, "ENCODE_CHUNK", 5)
+    counting = _BatchSizes(tokenizer)
+    assert encode_for_head(counting, examples, 24) == whole
+    assert max(counting.sizes) <= 5, counting.sizes

@@ -198,7 +198,19 @@ def encode_for_head(tokenizer: Any, examples: Sequence[Example], max_length: int
     """Token ids for a classification head (one text, or a truncated sentence pair; no padding),
     and a pair's segment ids where the tokenizer makes them (BERT: 0 for the first text, 1 for the
     second), as the model was pretrained and as plain transformers would call it; else None."""
-    firsts = [e.texts[0] for e in examples]
-    seconds = [e.texts[1] for e in examples] if len(examples[0].texts) > 1 else None
-    encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
-    return encoded["input_ids"], encoded.get("token_type_ids") if seconds is not None else None
+    from harness.prompts import ENCODE_CHUNK
+
+    pairs = len(examples[0].texts) > 1
+    ids: list[list[int]] = []
+    segments: list[list[int]] | None = [] if pairs else None
+    # chunk by chunk: one call would hold every whole text's encoding before truncation (ENCODE_CHUNK)
+    for start in range(0, len(examples), ENCODE_CHUNK):
+        chunk = examples[start:start + ENCODE_CHUNK]
+        encoded = tokenizer([e.texts[0] for e in chunk], [e.texts[1] for e in chunk] if pairs else None,
+                            truncation=True, max_length=max_length)
+        ids += encoded["input_ids"]
+        if segments is not None and "token_type_ids" in encoded:
+            segments += encoded["token_type_ids"]
+        else:  # one text, or a tokenizer that makes no segment ids
+            segments = None
+    return ids, segments
