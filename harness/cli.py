@@ -412,11 +412,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         plan = results = None
         if args.sweep:
-            from harness.sweep import load_plan, results_from_store
+            from harness.sweep import load_plan
 
             plan = load_plan(store.root, args.sweep)
-            results = results_from_store(store, plan)
         runs, rows = _selected(store, args, plan)
+        if plan:
+            from harness.sweep import results_from_store
+
+            results = results_from_store(store, plan, rows)  # the cells' comparisons made once, in rows
         entries = leaderboard(store, rows)
         judged = judge_section(store, [row.run_id for row in rows]) if args.format in ("md", "latex") else None
         out = args.out

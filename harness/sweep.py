@@ -262,8 +262,13 @@ def execute(planned: Sequence[PlannedCell], runners: Mapping[str, Runner], store
     return results
 
 
-def results_from_store(store: Store, plan: SweepPlan) -> list[CellResult]:
-    """The sweep's cells as the store has them now (for `bench report --sweep`)."""
+def results_from_store(store: Store, plan: SweepPlan, rows: Sequence[Row] = ()) -> list[CellResult]:
+    """The sweep's cells as the store has them now (for `bench report --sweep`). `rows`: comparisons
+    the caller already made of some cells, reused (making them again repeated every paired bootstrap
+    and prediction read: a sweep report took twice as long as a report of the same runs)."""
+    made: dict[str, list[Row]] = {}
+    for row in rows:
+        made.setdefault(row.run_id, []).append(row)
     results = []
     for cell in plan.cells:
         stages = store.stages_of(cell.run_id)
@@ -272,8 +277,9 @@ def results_from_store(store: Store, plan: SweepPlan) -> list[CellResult]:
             results.append(CellResult(cell, error=failed or "not complete in the store (re-run the sweep to finish it)"))
             continue
         records = {stage: store.stage(cell.run_id, stage) for stage in stages}
-        config = store.run_config(cell.run_id) or {}
-        results.append(CellResult(cell, records, tuple(compare(store, cell.run_id, config, records))))
+        if cell.run_id not in made:
+            made[cell.run_id] = compare(store, cell.run_id, store.run_config(cell.run_id) or {}, records)
+        results.append(CellResult(cell, records, tuple(made[cell.run_id])))
     return results
 
 

@@ -118,3 +118,57 @@ def test_head_inputs_are_encoded_chunk_by_chunk_with_the_same_ids(tiny_model, mo
     counting = _BatchSizes(tokenizer)
     assert encode_for_head(counting, examples, 24) == whole
     assert max(counting.sizes) <= 5, counting.sizes
+
+
+def _write_classification_run(store, run_id: str, lr: float, examples: int = 40) -> None:
+    """A finished sst2 run written straight into the store: baseline, fine-tune, fine-tuned."""
+    from harness.metrics.classification import classification_report
+    from harness.types import Prediction
+
+    config = {"task": "sst2", "model": "m", "method": "lora", "preset": "quick", "seed": 0, "lr": lr,
+              "early_stop_metric": "auto", "validation_samples": 8}
+    golds = [i % 2 for i in range(examples)]
+    for stage, right in (("baseline:prompt", 0.5), ("finetuned", 0.8)):
+        labels = [g if i < right * examples else 1 - g for i, g in enumerate(golds)]
+        predictions = [Prediction(f"e{i}", g, p, (-0.5, -1.0)) for i, (g, p) in enumerate(zip(golds, labels))]
+        store.complete_stage(run_id, stage, config=config, seconds=1.0,
+                             metrics=classification_report(golds, labels, ("negative", "positive"), resamples=10),
+                             info={"mode": "prompt", "shots": 0}, predictions=predictions)
+        if stage == "baseline:prompt":
+            store.complete_stage(run_id, "finetune", config=config, seconds=2.0, metrics={"best_validation": lr},
+                                 info={"params": {"base": 100, "added": 4, "trainable": 4, "trainable_pct": 3.8},
+                                       "train_seconds": 2.0, "tokens_per_second": 10.0})
+
+
+def test_a_sweep_report_compares_each_cell_once(bench, tmp_path, monkeypatch):
+    """`bench report --sweep` made every cell's comparison (paired bootstrap, predictions read) twice,
+    once for the sweep table and once for the before/after table: twice as long as a report of the
+    same runs (20 cells of 25,000 examples: 24 s instead of 12 s)."""
+    import harness.compare
+    from harness.store import Store
+    from harness.sweep import Axis, Cell, SweepPlan, save_plan
+
+    store = Store(tmp_path / "results")
+    run_ids = ("sst2__m__lora__a", "sst2__m__lora__b")
+    for run_id, lr in zip(run_ids, (1e-3, 1e-4)):
+        _write_classification_run(store, run_id, lr)
+    plan = SweepPlan("sweep__sst2__cells", "sst2", (Axis("lr", (1e-3, 1e-4)),),
+                     tuple(Cell((("lr", lr),), run_id) for run_id, lr in zip(run_ids, (1e-3, 1e-4))))
+    save_plan(store.root, plan)
+    store.close()
+    compared = []
+
+    def counting(store, run_id, *args):
+        compared.append(run_id)
+        return harness.compare.compare(store, run_id, *args)
+
+    monkeypatch.setattr("harness.sweep.compare", counting)
+    monkeypatch.setattr("harness.leaderboard.compare", counting)
+    for table in ("comparison", "sweep"):
+        compared.clear()
+        code, out, err = bench("report", "--results", tmp_path / "results", "--sweep", plan.name, "--format", "csv",
+                               "--table", table)
+        assert code == 0, err
+        assert sorted(compared) == list(run_ids)
+    assert [line.split(",")[:2] for line in out.splitlines()[1:]] == [["0.001", "accuracy (fine-tuned)"],
+                                                                       ["0.0001", "accuracy (fine-tuned)"]]
