@@ -33,8 +33,8 @@ from harness.models import (
     resolve_model,
 )
 from harness.precision import autocast, resolved_precision
-from harness.prompts import build_contexts, choose_shots, verbalizer_ids
-from harness.spec import ExtractiveQA, TaskSpec
+from harness.prompts import build_contexts, choose_shots, use_chat_template, verbalizer_ids
+from harness.spec import Classify, ExtractiveQA, Generate, TaskSpec
 from harness.text_stages import predict_text, text_train_items, validation_loss
 from harness.types import Example, Prediction, Splits, StageOutput
 
@@ -230,22 +230,40 @@ def save_checkpoint(model: Any, tokenizer: Any, path: Path, spec: TaskSpec, ref:
     shutil.rmtree(staging, ignore_errors=True)
     adapter = config.method_name in ("lora", "qlora")
     try:
+        # An adapter folder holds no config.json: transformers would take one for a full model's
+        # and `AutoModelFor*.from_pretrained(checkpoint)` would then look for its weights instead of
+        # loading the base named in adapter_config.json. What the base config told a reader (labels,
+        # pad id, 4-bit settings) is in bench_checkpoint.json instead.
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if adapter:
-            # peft saves only the adapter; the base config beside it names the labels (id2label) and
-            # their count, which loading a classifier adapter outside bench needs (num_labels=...).
-            model.get_base_model().config.save_pretrained(staging)
+        base_config = (model.get_base_model() if adapter else model).config
+        quantization = getattr(base_config, "quantization_config", None)
         meta = {"task": spec.key, "kind": type(spec.kind).__name__, "labels": list(getattr(spec.kind, "labels", ())),
                 "model": ref.name, "base_source": ref.source,
                 "family": ref.family, "method": config.method, "objective": config.objective,
-                "adapter": adapter, "config": config.to_dict()}
+                "adapter": adapter, "pad_token_id": tokenizer.pad_token_id,
+                "quantization": quantization.to_dict() if hasattr(quantization, "to_dict") else quantization,
+                **prompt_record(spec, ref, config, tokenizer), "config": config.to_dict()}
         (staging / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2))
     except Exception:  # a full disk: leave no half checkpoint taking the space (a kill leaves it to the re-run)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     shutil.rmtree(path, ignore_errors=True)
     staging.rename(path)
+
+
+def prompt_record(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any) -> dict[str, Any]:
+    """How the model was prompted, for using an `--objective lm` checkpoint without bench: the
+    task's str.format template over its fields (or the function that builds it), the label
+    verbalizers scored after it, and whether generation prompts went through the chat template."""
+    record: dict[str, Any] = {"prompt": spec.prompt, "prompt_fields": list(spec.kind.fields)}
+    if spec.formatter is not None:  # e.g. alpaca: a template with an optional section
+        record["prompt_builder"] = f"{spec.formatter.__module__}.{spec.formatter.__qualname__}"
+    if isinstance(spec.kind, Classify):
+        record["verbalizers"] = list(spec.kind.verbalizers)
+    if isinstance(spec.kind, Generate):
+        record["chat_template"] = use_chat_template(tokenizer, config.chat_template, ref.family == "seq2seq")
+    return record
 
 
 def checkpoint_meta(path: Path) -> dict[str, Any] | None:

@@ -104,6 +104,19 @@ def test_qlora_trains_on_4bit_weights_where_bitsandbytes_runs(family, bench, dat
     assert (checkpoint / "adapter_model.safetensors").is_file()
     code, out, err = bench("eval", "sst2", "--model", checkpoint, "--data-dir", data_dir, "--results", tmp_path, *SMALL[:6])
     assert code == 0, err
+    # Outside bench, the recorded 4-bit settings rebuild the base the adapter was trained on.
+    found: dict = {"checkpoint": str(checkpoint)}
+    if family == "bert":  # a classifier: the README's snippet as written
+        exec(readme_loading_snippet(), found)
+    else:
+        from peft import AutoPeftModelForCausalLM
+        from transformers import BitsAndBytesConfig
+
+        found["meta"] = json.loads((checkpoint / "bench_checkpoint.json").read_text())
+        found["model"] = AutoPeftModelForCausalLM.from_pretrained(
+            checkpoint, quantization_config=BitsAndBytesConfig.from_dict(found["meta"]["quantization"]))
+    assert found["meta"]["quantization"]["bnb_4bit_quant_type"] == "nf4"
+    assert any(type(module).__name__ == "Linear4bit" for module in found["model"].modules())
 
 
 def test_4bit_layers_pass_gradients_after_an_eval_pass(tiny_model):
@@ -210,18 +223,18 @@ def test_a_pair_classifier_adapter_loads_outside_bench_with_the_same_predictions
     folder its base model was recorded in is gone (a cleared cache, results on another machine)."""
     import torch
     from peft import AutoPeftModelForSequenceClassification
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from harness.data import run_splits
 
     run(bench, data_dir, tmp_path, "nli", tiny_model("bert"), "--method", "lora", "--lr", "1e-2")
     checkpoint = only_run(tmp_path) / "checkpoint"
-    labels = AutoConfig.from_pretrained(checkpoint).id2label
-    assert list(labels.values()) == list(get_task("nli").kind.labels)
-    model = AutoPeftModelForSequenceClassification.from_pretrained(checkpoint, num_labels=len(labels),
-                                                                   id2label=labels).eval()
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     meta = json.loads((checkpoint / "bench_checkpoint.json").read_text())
+    assert meta["labels"] == list(get_task("nli").kind.labels)
+    model = AutoPeftModelForSequenceClassification.from_pretrained(
+        checkpoint, num_labels=len(meta["labels"]), id2label=dict(enumerate(meta["labels"]))).eval()
+    assert list(model.config.id2label.values()) == meta["labels"]
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     examples = {e.id: e for e in run_splits(get_task("nli"), meta["config"], data_dir).eval}
     with sqlite3.connect(tmp_path / "bench.sqlite") as db:
         stored = db.execute("SELECT example_id, label FROM predictions WHERE stage='finetuned' ORDER BY idx").fetchall()
@@ -235,6 +248,79 @@ def test_a_pair_classifier_adapter_loads_outside_bench_with_the_same_predictions
     code, out, err = bench("eval", "nli", "--model", checkpoint, "--data-dir", data_dir, "--results", tmp_path / "again")
     (after,) = [row for (_, stage), row in stage_rows(tmp_path).items() if stage == "finetuned"]
     assert code == 0 and f"accuracy {after['metrics']['accuracy']['value']:.4f}" in out, err
+
+
+def readme_loading_snippet() -> str:
+    """The README's code for loading a checkpoint outside bench, run as written."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("A checkpoint loads outside bench"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("\n```", start)]
+
+
+def stored_predictions(results: Path) -> list[tuple[str, int]]:
+    with sqlite3.connect(results / "bench.sqlite") as db:
+        return db.execute("SELECT example_id, label FROM predictions WHERE stage='finetuned' ORDER BY idx").fetchall()
+
+
+def test_a_causal_classifier_adapter_loads_outside_bench_as_the_readme_says(bench, data_dir, tiny_model, tmp_path):
+    """GPT-2 (no pad token of its own), a new head, LoRA: the README's snippet gives a model that
+    classifies a padded batch as bench did; transformers' own `AutoModelFor...from_pretrained` on
+    the adapter folder loads base + adapter + head too (a config.json there sent it looking for
+    full weights)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from harness.data import run_splits
+
+    run(bench, data_dir, tmp_path, "sst2", tiny_model("gpt2"), "--method", "lora", "--objective", "head",
+        "--lr", "1e-2")
+    checkpoint = only_run(tmp_path) / "checkpoint"
+    found: dict = {"checkpoint": str(checkpoint)}
+    exec(readme_loading_snippet(), found)
+    model, tokenizer, meta = found["model"].eval(), found["tokenizer"], found["meta"]
+    assert model.config.id2label == {0: "negative", 1: "positive"} and meta["quantization"] is None
+    examples = {e.id: e for e in run_splits(get_task("sst2"), meta["config"], data_dir).eval}
+    stored = stored_predictions(tmp_path)
+    batch = tokenizer([examples[example_id].texts[0] for example_id, _ in stored], padding=True, truncation=True,
+                      max_length=96, return_tensors="pt")
+    plain = AutoModelForSequenceClassification.from_pretrained(
+        checkpoint, num_labels=2, id2label=dict(enumerate(meta["labels"])), pad_token_id=meta["pad_token_id"]).eval()
+    with torch.inference_mode():
+        for loaded in (model, plain):
+            assert loaded(**batch).logits.argmax(-1).tolist() == [label for _, label in stored]
+
+
+def test_an_lm_objective_adapter_answers_outside_bench_from_its_recorded_prompt(bench, data_dir, tiny_model, tmp_path):
+    """The checkpoint records the prompt template and verbalizers it was trained on: plain
+    transformers (which loads the adapter itself) scoring each verbalizer after that prompt gives
+    bench's fine-tuned predictions."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.data import run_splits
+
+    # max length 192: no sentence is clipped to fit (bench cuts long fields; this reader does not)
+    run(bench, data_dir, tmp_path, "sst2", tiny_model("gpt2"), "--method", "lora", "--lr", "1e-2", "--max-length", "192")
+    checkpoint = only_run(tmp_path) / "checkpoint"
+    meta = json.loads((checkpoint / "bench_checkpoint.json").read_text())
+    assert meta["prompt"] == get_task("sst2").prompt and meta["verbalizers"] == [" negative", " positive"]
+    model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    examples = {e.id: e for e in run_splits(get_task("sst2"), meta["config"], data_dir).eval}
+    stored = stored_predictions(tmp_path)
+    answers = []
+    with torch.inference_mode():
+        for example_id, _ in stored:
+            prompt = tokenizer(meta["prompt"].format(**dict(zip(meta["prompt_fields"], examples[example_id].texts))))
+            scores = []
+            for verbalizer in meta["verbalizers"]:
+                answer = tokenizer(verbalizer, add_special_tokens=False)["input_ids"]
+                ids = torch.tensor([prompt["input_ids"] + answer])
+                logprobs = model(input_ids=ids).logits[0, -len(answer) - 1:-1].log_softmax(-1)
+                scores.append(float(logprobs[range(len(answer)), answer].sum()))
+            answers.append(max(range(len(scores)), key=scores.__getitem__))
+    assert len(stored) == 16 and answers == [label for _, label in stored]
 
 
 def test_eval_names_eval_examples_the_checkpoint_trained_on(bench, data_dir, tiny_model, tmp_path):
