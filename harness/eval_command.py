@@ -60,7 +60,7 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
 
         def work() -> Any:
             if meta is not None:
-                model, tokenizer, _ = load_checkpoint(path)
+                model, tokenizer, _ = load_checkpoint(path, trust_remote_code=args.trust_remote_code)
                 return evaluate_model(spec, ref, config, model, tokenizer, splits)
             chosen = config.baselines[0] if config.baselines else "auto"
             baseline = spec.kind.default_baseline(ref.can_prompt) if chosen == "auto" else chosen

@@ -232,7 +232,8 @@ class Runner:
                 model, tokenizer = trained[0]
                 model = stages.merged_for_inference(model, config)
             else:
-                model, tokenizer, _ = stages.load_checkpoint(self.store.run_dir(run_id) / "checkpoint")
+                model, tokenizer, _ = stages.load_checkpoint(self.store.run_dir(run_id) / "checkpoint",
+                                                             trust_remote_code=planned.ref.trust_remote_code)
             return stages.evaluate_model(self.spec, planned.ref, config, model, tokenizer, splits)
 
         records["finetuned"] = self._stage(planned, "finetuned", splits, evaluate_finetuned)

@@ -283,27 +283,30 @@ def base_source(meta: dict[str, Any]) -> str:
     return source
 
 
-def load_checkpoint(path: Path) -> tuple[Any, Any, dict[str, Any]]:
-    """A bench checkpoint back in memory: base + adapter (merged for speed) or full weights."""
+def load_checkpoint(path: Path, *, trust_remote_code: bool = False) -> tuple[Any, Any, dict[str, Any]]:
+    """A bench checkpoint back in memory: base + adapter (merged for speed) or full weights.
+    `trust_remote_code`: the caller's --trust-remote-code, which a checkpoint of a model with its own
+    code needs again (saved full weights carry that code with them)."""
     meta = checkpoint_meta(path)
     if meta is None:
         raise BenchError(f"{path} is not a bench checkpoint (no {CHECKPOINT_FILE}); evaluate a plain model with "
                          "`bench eval TASK --model PATH --baseline prompt|head`")
     check_safetensors(path, str(path))
-    tokenizer = load_tokenizer(ModelRef(meta["model"], str(path), meta["family"], ""))
+    tokenizer = load_tokenizer(ModelRef(meta["model"], str(path), meta["family"], "", trust_remote_code))
     if meta["adapter"]:
         from peft import PeftModel
 
         # QLoRA adapters were trained against 4-bit weights: reload them on the same 4-bit base.
         quantized = meta["method"] == "qlora"
-        base_ref = ModelRef(meta["model"], base_source(meta), meta["family"], "")
+        base_ref = ModelRef(meta["model"], base_source(meta), meta["family"], "", trust_remote_code)
         base = _reload_base(meta, base_ref, tokenizer, quantized)
         model = PeftModel.from_pretrained(base, path)
         if quantized:
             return model, tokenizer, meta
         model = model.merge_and_unload()  # plain weights evaluate faster than base + adapter
     else:
-        model = _reload_base(meta, ModelRef(meta["model"], str(path), meta["family"], ""), tokenizer, False)
+        model = _reload_base(meta, ModelRef(meta["model"], str(path), meta["family"], "", trust_remote_code), tokenizer,
+                             False)
     return model.to(device()), tokenizer, meta
 
 

@@ -323,6 +323,45 @@ def test_an_lm_objective_adapter_answers_outside_bench_from_its_recorded_prompt(
     assert len(stored) == 16 and answers == [label for _, label in stored]
 
 
+def test_a_checkpoint_of_a_model_with_its_own_code_reloads_with_trust_remote_code(bench, data_dir, tiny_model,
+                                                                                   tmp_path):
+    """A model whose repository ships its code, trained with --trust-remote-code: its checkpoint
+    reloads with that code when the run resumes after fine-tuning (killed as the fine-tuned
+    evaluation starts) and in `bench eval --trust-remote-code`, to the same metrics."""
+    import os
+    import subprocess
+    import sys
+
+    model = tmp_path / "own-code"
+    model.mkdir()
+    for path in tiny_model("gpt2").iterdir():
+        (model / path.name).write_bytes(path.read_bytes())
+    (model / "configuration_own.py").write_text(
+        "from transformers import GPT2Config\n\n\nclass OwnConfig(GPT2Config):\n    model_type = 'own-gpt2'\n")
+    (model / "modeling_own.py").write_text(
+        "from transformers import GPT2LMHeadModel\n\nfrom .configuration_own import OwnConfig\n\n\n"
+        "class OwnLM(GPT2LMHeadModel):\n    config_class = OwnConfig\n")
+    config = json.loads((model / "config.json").read_text())
+    config.update(model_type="own-gpt2", architectures=["OwnLM"], auto_map={
+        "AutoConfig": "configuration_own.OwnConfig", "AutoModelForCausalLM": "modeling_own.OwnLM"})
+    (model / "config.json").write_text(json.dumps(config))
+    results = tmp_path / "results"
+    args = ["run", "sst2", "--models", str(model), "--trust-remote-code", "--method", "full", "--data-dir",
+            str(data_dir), "--results", str(results), *SMALL]
+    env = {**os.environ, "BENCH_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "BENCH_FAULTS": "kill@finetuned-started=1"}
+    killed = subprocess.run([sys.executable, "-m", "harness.cli", *args], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert killed.returncode == -9, killed.stderr
+    code, _, err = bench(*args)
+    assert code == 0, err
+    (after,) = [row for (_, stage), row in stage_rows(results).items() if stage == "finetuned"]
+    checkpoint = only_run(results) / "checkpoint"
+    code, out, err = bench("eval", "sst2", "--model", checkpoint, "--trust-remote-code", "--data-dir", data_dir,
+                           "--results", results)
+    assert code == 0 and f"accuracy {after['metrics']['accuracy']['value']:.4f}" in out, err
+
+
 def test_eval_names_eval_examples_the_checkpoint_trained_on(bench, data_dir, tiny_model, tmp_path):
     """ag_news has no train split here: train is carved from test around the run's eval sample, so
     a larger eval sample takes in training examples, which must be said, not hidden."""
