@@ -462,10 +462,10 @@ def _sweep_text(plan: Any, results: Any, fmt: str) -> str:
 
     if fmt == "csv":
         return sweep_csv(plan, results)
+    table, pooled = sweep_table(plan, results), over_seeds_table(plan, results)
     if fmt != "latex":
-        return sweep_markdown(plan, results)
-    text = to_latex(sweep_table(plan, results), f"Sweep {plan.name}")
-    pooled = over_seeds_table(plan, results)
+        return sweep_markdown(table, pooled)
+    text = to_latex(table, f"Sweep {plan.name}")
     return text if pooled is None else text + "\n" + to_latex(pooled, f"Sweep {plan.name}: {OVER_SEEDS_TITLE}")
 
 

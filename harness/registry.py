@@ -3,9 +3,9 @@ importing `tasks/` and `judges/` and the `bench.tasks` / `bench.judges` entry po
 
 A task factory is a function returning a TaskSpec; it may take keyword parameters: the flagged task
 options (`config.TASK_OPTIONS`: `--labels`, `--mode`, `--max-response-chars`), as GoEmotions takes
-`labels`, or any of its own, given as `--task-option KEY=VALUE` (typed by the parameter's default). A judge factory takes a parsed
-judge spec (`gemini:MODEL` -> scheme "gemini") and returns a backend; it must not load a model or
-call a network until asked to judge, so a bad command fails before any work.
+`labels`, or any of its own, given as `--task-option KEY=VALUE` (typed by the parameter's default).
+A judge factory takes a parsed judge spec (`gemini:MODEL` -> scheme "gemini") and returns a backend;
+it must not load a model or call a network until asked to judge, so a bad command fails before any work.
 """
 from __future__ import annotations
 

@@ -292,21 +292,23 @@ def load_checkpoint(path: Path, *, trust_remote_code: bool = False) -> tuple[Any
         raise BenchError(f"{path} is not a bench checkpoint (no {CHECKPOINT_FILE}); evaluate a plain model with "
                          "`bench eval TASK --model PATH --baseline prompt|head`")
     check_safetensors(path, str(path))
-    tokenizer = load_tokenizer(ModelRef(meta["model"], str(path), meta["family"], "", trust_remote_code))
+
+    def ref_at(source: str) -> ModelRef:  # the checkpoint's model, read from the checkpoint or its base
+        return ModelRef(meta["model"], source, meta["family"], "", trust_remote_code)
+
+    tokenizer = load_tokenizer(ref_at(str(path)))
     if meta["adapter"]:
         from peft import PeftModel
 
         # QLoRA adapters were trained against 4-bit weights: reload them on the same 4-bit base.
         quantized = meta["method"] == "qlora"
-        base_ref = ModelRef(meta["model"], base_source(meta), meta["family"], "", trust_remote_code)
-        base = _reload_base(meta, base_ref, tokenizer, quantized)
+        base = _reload_base(meta, ref_at(base_source(meta)), tokenizer, quantized)
         model = PeftModel.from_pretrained(base, path)
         if quantized:
             return model, tokenizer, meta
         model = model.merge_and_unload()  # plain weights evaluate faster than base + adapter
     else:
-        model = _reload_base(meta, ModelRef(meta["model"], str(path), meta["family"], "", trust_remote_code), tokenizer,
-                             False)
+        model = _reload_base(meta, ref_at(str(path)), tokenizer, False)
     return model.to(device()), tokenizer, meta
 
 

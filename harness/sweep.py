@@ -324,6 +324,12 @@ def cell_metric(result: CellResult, metric: str | None) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def delta_label(first: Comparison | TextComparison | None) -> str:
+    """The delta columns' name: perplexity's delta is one of NLL per token (what is resampled), and
+    says so, as the other tables do."""
+    return f"Δ {first.delta_name}" if first and first.delta_name != first.headline else "Δ"
+
+
 def sweep_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table:
     """Every cell, in grid order: its axis values, the metric, the paired delta, and its cost."""
     from harness.compare import format_p
@@ -331,8 +337,7 @@ def sweep_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table:
 
     label = metric_label(results, plan.metric)
     first = first_row(results)
-    # perplexity's delta is one of NLL per token (what is resampled): say so, as the other tables do
-    delta = f"Δ {first.delta_name}" if first and first.delta_name != first.headline else "Δ"
+    delta = delta_label(first)
     if any(len(r.rows) > 1 for r in results):  # --baseline prompt,head: the delta is against the first
         delta += f" vs {first.baseline}"  # type: ignore[union-attr]
     delta += " [95% CI]"
@@ -367,8 +372,9 @@ def over_seeds_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table | 
         values = dict(result.cell.values)
         groups.setdefault(tuple(values[axis.key] for axis in settings), []).append(result)
     label, first = metric_label(results, plan.metric), first_row(results)
-    delta = f"Δ {first.delta_name}" if first and first.delta_name != first.headline else "Δ"
-    columns = (*(axis.key for axis in settings), "seeds", f"{label} mean ± sd", "min – max", f"{delta} mean ± sd")
+    columns = (*(axis.key for axis in settings), "seeds", f"{label} mean ± sd", "min – max",
+               f"{delta_label(first)} mean ± sd")
+    delta_format = "{:+.1f}" if first and on_wide_scale(first.delta_name) else "{:+.3f}"  # as in the table
     rows = []
     for key, group in groups.items():
         scores = [s for s in (cell_metric(result, plan.metric) for result in group) if s is not None]
@@ -378,9 +384,8 @@ def over_seeds_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table | 
         if not scores:
             rows.append((*(show(value) for value in key), seeds, "—", "—", "—"))
             continue
-        wide = on_wide_scale(first.delta_name) if first else False  # the delta's decimals, as in the table
         rows.append((*(show(value) for value in key), seeds, _mean_sd(scores, "{:.4f}"),
-                     f"{min(scores):.4f} – {max(scores):.4f}", _mean_sd(deltas, "{:+.1f}" if wide else "{:+.3f}")))
+                     f"{min(scores):.4f} – {max(scores):.4f}", _mean_sd(deltas, delta_format)))
     return Table(columns, tuple(rows))
 
 
@@ -393,13 +398,13 @@ def _mean_sd(values: Sequence[float], number: str) -> str:
     return f"{number.format(mean)} ± {number.format(sd).lstrip('+')}"
 
 
-def sweep_markdown(plan: SweepPlan, results: Sequence[CellResult]) -> str:
+def sweep_markdown(table: Table, over_seeds: Table | None) -> str:
     """The per-cell table, and under it the over-seeds table when the grid has a seed axis."""
     from harness.report import to_markdown
 
-    text = to_markdown(sweep_table(plan, results))
-    if (pooled := over_seeds_table(plan, results)) is not None:
-        text += f"\n{OVER_SEEDS_TITLE}\n\n" + to_markdown(pooled)
+    text = to_markdown(table)
+    if over_seeds is not None:
+        text += f"\n{OVER_SEEDS_TITLE}\n\n" + to_markdown(over_seeds)
     return text
 
 
@@ -490,11 +495,11 @@ def write_outputs(store: Store, plan: SweepPlan, results: Sequence[CellResult], 
     from harness.html_report import build_report, render
     from harness.store import atomic_write
 
-    table = sweep_markdown(plan, results)
+    section = sweep_section(plan, results)  # its tables are the markdown's too: built once
+    table = sweep_markdown(section.table, section.over_seeds)
     folder = sweeps_dir(store.root)
     atomic_write(folder / f"{plan.name}.md", f"# {plan.name}\n\n{table}")
     atomic_write(folder / f"{plan.name}.csv", sweep_csv(plan, results))
-    section = sweep_section(plan, results)
     if section.heatmap_png:
         atomic_write(folder / f"{plan.name}.png", section.heatmap_png)
     rows = [row for result in results for row in result.rows]

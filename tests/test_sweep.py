@@ -327,7 +327,7 @@ def test_seed_axes_get_a_mean_and_sd_per_setting_and_stay_off_the_heatmap_axes()
     # lr 1e-3: mean 0.84, sample sd sqrt((0.04² + 0 + 0.04²) / 2) = 0.04; lr 1e-4: two seeds, one failed
     assert table.rows == (("0.001", "3", "0.8400 ± 0.0400", "0.8000 – 0.8800", "+0.340 ± 0.040"),
                           ("0.0001", "2 (1 failed)", "0.7100 ± 0.0141", "0.7000 – 0.7200", "+0.210 ± 0.014"))
-    assert to_markdown(table) in sweep_markdown(plan, results)
+    assert to_markdown(table) in sweep_markdown(sweep_table(plan, results), table)
     _, caption = heatmap(plan, results)
     assert caption.startswith("rougeL (fine-tuned) by lr × train_seed")
     assert over_seeds_table(SweepPlan("sweep__y", "t", axes[1:], ()), []) is None  # no seed axis, no pooling
