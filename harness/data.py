@@ -176,18 +176,19 @@ def _answers(value: Any, where: str, row: int, column: str) -> tuple[tuple[str, 
         raise BenchError(f"{where}: column {column!r} row {row} is not a SQuAD answers struct "
                          "{text: [...], answer_start: [...]}")
     texts, starts = _plain(value["text"]), _plain(value["answer_start"])
-    if not isinstance(texts, (list, tuple)) or not all(isinstance(text, str) for text in texts):
+    if not _list_of(texts, str):  # a bare string would be read letter by letter as answers
         raise BenchError(f"{where}: column {column!r} row {row} has answers text {_shown(texts)}, not a list of "
                          "texts; fix or drop that row")
-    try:
-        starts = [int(start) for start in starts]  # type: ignore[union-attr]
-    except (TypeError, ValueError):
+    if not _list_of(starts, int):
         raise BenchError(f"{where}: column {column!r} row {row} has answer_start {_shown(starts)}, not a list of "
-                         "character offsets (integers); fix or drop that row") from None
-    texts, starts = tuple(texts), tuple(starts)
+                         "character offsets (integers); fix or drop that row")
     if len(texts) != len(starts):
         raise BenchError(f"{where}: column {column!r} row {row} has {len(texts)} answers but {len(starts)} offsets")
-    return texts, starts
+    return tuple(texts), tuple(starts)
+
+
+def _list_of(value: Any, kind: type) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(item, kind) for item in value)
 
 
 def _check_texts(frame: pd.DataFrame, fields: Sequence[str], where: str) -> None:

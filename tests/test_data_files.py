@@ -154,6 +154,8 @@ def test_a_jsonl_object_with_a_key_twice_is_refused(run_on: Any, sst2_copy: Path
                  id="text-not-a-list"),
     pytest.param({"text": np.array(["Paris"]), "answer_start": np.array([[3, 4]], dtype=object)},
                  "has answer_start a list [[3, 4]], not a list of character offsets", id="nested-offsets"),
+    pytest.param({"text": ["Paris"], "answer_start": "3"}, "has answer_start '3', not a list of character offsets",
+                 id="offsets-as-a-string"),
 ])
 def test_squad_answers_of_the_wrong_shape_are_refused(answers: dict[str, Any], expected: str) -> None:
     """A text where SQuAD's list of answer texts belongs was read letter by letter as five answers."""
