@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import BenchError, error_reason
+from harness.local_files import read_split_file, split_file, unreadable_because
 from harness.spec import Classify, ExtractiveQA, Generate, LanguageModel, TaskSpec
 from harness.types import Example, Splits
 
 DATA_DIR_ENV = "BENCH_DATA_DIR"
-SUFFIXES = (".parquet", ".jsonl", ".csv")
 # A text over a million characters (~250k tokens, far past any context evaluated here) is a broken
 # row (a concatenated file, an attachment), and tokenizing it would stall the run. Real long
 # texts stay under it: the longest Enron mail in the seed data has 228k characters.
@@ -47,8 +47,13 @@ class SplitSource:
         self.data_dir = data_dir
         self.hashes: dict[str, str] = {}
         if data_dir is not None and not (data_dir / spec.data.local).is_dir():
+            folder = data_dir / spec.data.local
+            if os.path.lexists(folder):  # there, but a broken link or a file: not said to be absent
+                raise BenchError(f"{folder}, task {spec.name}'s data folder, "
+                                 f"{unreadable_because(folder) or 'is a file'}; make it a folder with one "
+                                 "<split>.parquet file per split")
             raise BenchError(f"data dir {data_dir} has no folder {spec.data.local!r} for task {spec.name}; "
-                             f"expected {data_dir / spec.data.local}/<split>.parquet")
+                             f"expected {folder}/<split>.parquet")
 
     def has(self, split: str | None) -> bool:
         if split is None:
@@ -58,13 +63,7 @@ class SplitSource:
         return self._local_file(split) is not None
 
     def _local_file(self, split: str) -> Path | None:
-        folder = self.data_dir / self.spec.data.local  # type: ignore[operator]
-        found = [folder / f"{split}{s}" for s in SUFFIXES if (folder / f"{split}{s}").is_file()]
-        if len(found) > 1:  # which one is the data is the user's call, not a suffix order's
-            names = ", ".join(path.name for path in found)
-            raise BenchError(f"{folder} has {len(found)} files for the {split!r} split ({names}); "
-                             "keep one of them (move the others out of the folder)")
-        return found[0] if found else None
+        return split_file(self.data_dir / self.spec.data.local, split)  # type: ignore[operator]
 
     def where(self, split: str) -> str:
         """The split's file (or hub id and split), as errors name it."""
@@ -94,19 +93,7 @@ class SplitSource:
             have = sorted(p.name for p in folder.iterdir())
             raise BenchError(f"split {split!r} missing: no {folder}/{split}.parquet (found: {', '.join(have) or 'nothing'})")
         self.hashes[str(path)] = _sha256(path)
-        try:
-            if path.suffix == ".parquet":
-                return pd.read_parquet(path)
-            if path.suffix == ".jsonl":
-                return pd.read_json(path, lines=True)
-            # keep_default_na=False: "", "NA", "None" and "null" are texts (an empty Alpaca input, a
-            # sentence "NA"), not missing values
-            return pd.read_csv(path, keep_default_na=False)
-        except pd.errors.EmptyDataError:  # a 0-byte csv: said like an empty jsonl, not as a parse failure
-            return pd.DataFrame()
-        except Exception as exc:  # pyarrow, json and csv parsers each raise their own types
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise BenchError(f"cannot read {path}: {reason}; expected a valid {path.suffix[1:]} file") from None
+        return read_split_file(path)
 
     def _read_hub(self, split: str) -> pd.DataFrame:
         data = self.spec.data
@@ -138,6 +125,8 @@ def to_examples(frame: pd.DataFrame, spec: TaskSpec, where: str, split: str) -> 
     group = spec.data.group
     if group is not None and len(frame) and group not in frame.columns:
         raise BenchError(f"{where} lacks column {group!r} that task {spec.name} groups examples by")
+    if group is not None:
+        _refuse_nested(frame, group, where, "a text or number (the group's name)")
     examples = _build_examples(frame, spec, where, split)
     if group is None:
         return examples
@@ -155,6 +144,8 @@ def _build_examples(frame: pd.DataFrame, spec: TaskSpec, where: str, split: str)
         raise BenchError(f"{where} lacks column(s) {', '.join(missing)} (has: {', '.join(map(str, frame.columns))}); "
                          f"task {spec.name} needs {', '.join(needed)}")
     _check_texts(frame, kind.fields, where)
+    if "id" in frame.columns:
+        _refuse_nested(frame, "id", where, "a text or number (the example's id)")
     ids = (frame["id"].astype(str) if "id" in frame.columns
            else pd.Series([f"{split}-{row}" for row in frame.index], index=frame.index))
     repeated = ids[ids.duplicated()]
@@ -184,11 +175,20 @@ def _answers(value: Any, where: str, row: int, column: str) -> tuple[tuple[str, 
     if not isinstance(value, dict) or "text" not in value or "answer_start" not in value:
         raise BenchError(f"{where}: column {column!r} row {row} is not a SQuAD answers struct "
                          "{text: [...], answer_start: [...]}")
-    texts = tuple(str(text) for text in value["text"])
-    starts = tuple(int(start) for start in value["answer_start"])
+    texts, starts = _plain(value["text"]), _plain(value["answer_start"])
+    if not _list_of(texts, str):  # a bare string would be read letter by letter as answers
+        raise BenchError(f"{where}: column {column!r} row {row} has answers text {_shown(texts)}, not a list of "
+                         "texts; fix or drop that row")
+    if not _list_of(starts, int):
+        raise BenchError(f"{where}: column {column!r} row {row} has answer_start {_shown(starts)}, not a list of "
+                         "character offsets (integers); fix or drop that row")
     if len(texts) != len(starts):
         raise BenchError(f"{where}: column {column!r} row {row} has {len(texts)} answers but {len(starts)} offsets")
-    return texts, starts
+    return tuple(texts), tuple(starts)
+
+
+def _list_of(value: Any, kind: type) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(item, kind) for item in value)
 
 
 def _check_texts(frame: pd.DataFrame, fields: Sequence[str], where: str) -> None:
@@ -197,7 +197,7 @@ def _check_texts(frame: pd.DataFrame, fields: Sequence[str], where: str) -> None
         not_text = texts.map(lambda value: not isinstance(value, str))
         if not_text.any():
             row = int(np.flatnonzero(not_text.to_numpy())[0])
-            raise BenchError(f"{where}: column {column!r} row {int(frame.index[row])} is {_plain(texts.iloc[row])!r}, "
+            raise BenchError(f"{where}: column {column!r} row {int(frame.index[row])} is {_shown(texts.iloc[row])}, "
                              "not a text; fix or drop that row")
         too_long = texts.str.len() > MAX_TEXT_CHARS
         if too_long.any():
@@ -218,14 +218,38 @@ def _checked_labels(frame: pd.DataFrame, kind: Classify, where: str) -> list[int
         # A label's name where its id belongs: a whole column of names, from a researcher's own file.
         fix = ("the column holds names: map them to these ids in the file, or in the task's `prepare`"
                if value in kind.labels else "map the labels to these ids or drop that row")
-        raise BenchError(f"{where}: column {kind.label_column!r} row {int(frame.index[row])} is {value!r}, not a "
+        raise BenchError(f"{where}: column {kind.label_column!r} row {int(frame.index[row])} is {_shown(value)}, not a "
                          f"class id ({allowed}); {fix}")
     return [int(label) for label in labels]
 
 
+def _refuse_nested(frame: pd.DataFrame, column: str, where: str, expected: str) -> None:
+    """A list or struct cell (a Parquet list column, a nested JSON value) where one value belongs:
+    `str()` of it would pass for an id or group name that no other row shares."""
+    if frame[column].dtype != object:  # numbers and strings only
+        return
+    nested = frame[column].map(lambda value: isinstance(value, (list, tuple, dict, set, np.ndarray)))
+    if nested.any():
+        row = int(np.flatnonzero(nested.to_numpy())[0])
+        raise BenchError(f"{where}: column {column!r} row {int(frame.index[row])} is {_shown(frame[column].iloc[row])}, "
+                         f"not {expected}; fix or drop that row")
+
+
 def _plain(value: Any) -> Any:
-    """numpy scalars as Python values, so messages read `7`, not `np.int64(7)`."""
-    return value.item() if hasattr(value, "item") else value
+    """numpy values as Python ones, so messages read `7`, not `np.int64(7)`, and a Parquet list
+    cell (a numpy array) compares as one value."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _shown(value: Any) -> str:
+    """A cell as a message shows it: `7`, `'pos'`, or `a list ['a', 'b']` (a list or struct named as
+    one, so `[1]` is not read as the label 1), cut short."""
+    value = _plain(value)
+    text = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    kind = "a list " if isinstance(value, (list, tuple, set)) else "a struct " if isinstance(value, dict) else ""
+    return kind + text
 
 
 def split_settings(config: Mapping[str, Any]) -> dict[str, Any]:
