@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return judge_command(args)
         return cmd_report(args)
     except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {masked(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: completed stages are stored; re-run the same command to resume", file=sys.stderr)
@@ -206,14 +206,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     except OSError as exc:  # a read-only or full disk, a folder where a file goes: one line, no traceback
         if exc.errno not in DISK_ERRNOS:  # anything else (a file bench expected, a bug) keeps its traceback
+            if print_masked_traceback(exc):
+                return 1
             raise
-        print(f"error: {os_error(exc)}", file=sys.stderr)
+        print(f"error: {masked(os_error(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # e.g. the store's disk filled up in the middle of a transaction
         if not store_failure(exc):
+            if print_masked_traceback(exc):
+                return 1
             raise  # SQL that is wrong (a bug) is not the store's disk: keep the traceback
-        print(f"error: results store: {exc}", file=sys.stderr)
+        print(f"error: results store: {masked(str(exc))}", file=sys.stderr)
         return 2
+
+
+def masked(text: str) -> str:
+    """`text` without the value of any credential in the environment: the last line of defence,
+    for an error raised outside the judge backends' own masking (harness.judging.backend.ask)."""
+    from harness.credentials import environment_secrets, mask
+
+    return mask(text, *environment_secrets())
+
+
+def print_masked_traceback(exc: BaseException) -> bool:
+    """A crash's traceback that quotes a credential from the environment is printed masked (True);
+    any other keeps the interpreter's own printing (False)."""
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    hidden = masked(text)
+    if hidden == text:
+        return False
+    print(hidden, end="", file=sys.stderr)
+    return True
 
 
 # What the machine, not bench, is to blame for: said in one line.

@@ -13,6 +13,7 @@ import os
 import threading
 from typing import Any
 
+from harness.credentials import redact, secret_from_env
 from harness.errors import BenchError
 from harness.judging.backend import (
     JudgeOptions,
@@ -22,9 +23,7 @@ from harness.judging.backend import (
     TransientJudgeError,
     cut_off,
     http_failure,
-    redact,
     retry_after_seconds,
-    secret_from_env,
 )
 from harness.registry import judge
 
@@ -46,7 +45,7 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 class GeminiJudge:
     def __init__(self, spec: JudgeSpec, options: JudgeOptions):
-        found = secret_from_env(*KEY_VARIABLES)
+        found = secret_from_env(*KEY_VARIABLES)  # a malformed key stops here, before the SDK sees it
         if found is None:
             raise BenchError("--judge gemini needs an API key: export GEMINI_API_KEY (or GOOGLE_API_KEY)")
         self._key = found[1]
@@ -55,6 +54,10 @@ class GeminiJudge:
         self.concurrency, self.timeout = options.concurrency, options.timeout
         self._client: Any = None
         self._lock = threading.Lock()
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self._key,)
 
     def _sdk(self) -> Any:
         with self._lock:  # one client for all worker threads (a dropped client closes its connections)

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from harness.credentials import redact, secret_from_env
 from harness.judging.backend import (
     JudgeOptions,
     JudgeRequest,
@@ -23,9 +24,7 @@ from harness.judging.backend import (
     TransientJudgeError,
     cut_off,
     http_failure,
-    redact,
     retry_after_seconds,
-    secret_from_env,
 )
 from harness.registry import judge
 
@@ -38,9 +37,13 @@ class OpenAICompatibleJudge:
         self.model, self.url = spec.model, spec.url
         self.id = f"openai:{spec.url}#{spec.model}"
         self.concurrency, self.timeout = options.concurrency, options.timeout
-        found = secret_from_env(*KEY_VARIABLES)
+        found = secret_from_env(*KEY_VARIABLES)  # a malformed key stops here, before any request
         self._key = found[1] if found else ""
         self._structured = True
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self._key,) if self._key else ()
 
     def complete(self, request: JudgeRequest) -> Reply:
         body: dict[str, Any] = {

@@ -3,16 +3,23 @@
 A backend turns one prompt into one reply. It raises `TransientJudgeError` for what may pass
 (rate limits, server errors, timeouts, garbled transport) and `BenchError` for what will not (bad
 key, unknown model); the engine owns retries, caching and parsing, so backends stay small.
+
+A backend that holds a key lists it in a `secrets` property. The engine calls backends only
+through `ask`/`ask_batch`, which mask those secrets out of every reply and every exception that
+leaves the backend, whatever raised it: nothing a backend call returns or raises can carry its key
+into a traceback, a log, the cache, the store or an export.
 """
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from harness.credentials import redact
 from harness.errors import BenchError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,57 @@ class JudgeBackend(Protocol):
     def complete(self, request: JudgeRequest) -> Reply: ...
 
 
+class JudgeBackendError(Exception):
+    """An unexpected exception from inside a judge backend, raised in its place with its text
+    masked of the backend's secrets and with its frames (a bug still shows where it happened): the
+    original may quote the key, as a transport library's error quotes the request's headers."""
+
+
+def ask(backend: JudgeBackend, request: JudgeRequest) -> Reply:
+    """`backend.complete(request)`, its secrets masked out of the reply and of any exception."""
+    secrets = backend_secrets(backend)
+    return _masked_reply(_masked_call(lambda: backend.complete(request), secrets, backend.id), secrets)
+
+
+def ask_batch(backend: BatchJudgeBackend, requests: Sequence[JudgeRequest]) -> list[Reply]:
+    """`backend.complete_batch(requests)`, masked as `ask` is."""
+    secrets = backend_secrets(backend)
+    replies = _masked_call(lambda: backend.complete_batch(requests), secrets, backend.id)
+    return [_masked_reply(reply, secrets) for reply in replies]
+
+
+def backend_secrets(backend: Any) -> tuple[str, ...]:
+    """The values a backend holds that must never leave it (none for a local model)."""
+    return tuple(secret for secret in getattr(backend, "secrets", ()) if secret)
+
+
+def _masked_reply(reply: Reply, secrets: Sequence[str]) -> Reply:
+    # the raw reply is cached and stored (when unparseable): a server that echoes the key gets it masked
+    return replace(reply, text=redact(reply.text, *secrets)) if secrets else reply
+
+
+def _masked_call(call: Callable[[], T], secrets: Sequence[str], judge_id: str) -> T:
+    """call(), with any exception it raises replaced by one whose text is masked of `secrets`:
+    the engine's two kinds keep their kind (and Retry-After), anything else becomes a
+    JudgeBackendError. The replacement is raised outside the `except` and `from None`, so the
+    original, its arguments and its chained causes are never printed with it."""
+    if not secrets:
+        return call()  # nothing to mask: a local model's errors keep their type
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - every exception leaves masked; Ctrl-C passes through
+        text = redact(str(exc), *secrets)
+        failure: Exception
+        if isinstance(exc, TransientJudgeError):
+            failure = TransientJudgeError(text, exc.retry_after)
+        elif isinstance(exc, BenchError):
+            failure = BenchError(text)
+        else:
+            failure = JudgeBackendError(f"judge {judge_id}: {type(exc).__name__}: {text}")
+        failure = failure.with_traceback(exc.__traceback__)  # frames show source lines, never values
+    raise failure from None
+
+
 class BatchJudgeBackend(JudgeBackend, Protocol):
     """A backend that answers many prompts in one call (a local model batching on its device)."""
 
@@ -91,24 +149,6 @@ def parse_judge_spec(text: str) -> JudgeSpec:
                              "BENCH_JUDGE_API_KEY or OPENAI_API_KEY in the environment")
         return JudgeSpec("openai", model.strip(), urlunsplit(parts._replace(fragment="")).rstrip("/"))
     return JudgeSpec(scheme, rest.strip())
-
-
-def secret_from_env(*names: str) -> tuple[str, str] | None:
-    """(variable name, value) of the first of `names` set and non-empty in the environment."""
-    for name in names:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return name, value
-    return None
-
-
-def redact(text: str, *secrets: str) -> str:
-    """`text` with every secret replaced, and anything shaped like a bearer token or key= query
-    masked: error bodies may echo a request back, and those end up in logs and the store."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return re.sub(r"(?i)(bearer\s+|key=|api[_-]?key\"?\s*[:=]\s*\"?)[A-Za-z0-9._\-]{6,}", r"\1***", text)
 
 
 def cut_off(text: str) -> str:

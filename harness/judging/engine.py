@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from harness.errors import BenchError
-from harness.judging.backend import AnswerFormat, JudgeBackend, JudgeRequest, Reply
+from harness.judging.backend import AnswerFormat, JudgeBackend, JudgeRequest, Reply, ask, ask_batch
 from harness.judging.cache import JudgeCache, cache_key
 from harness.judging.retry import GaveUp, RetryPolicy, call_with_retries
 
@@ -142,13 +142,13 @@ def _fetch(backend: JudgeBackend, queries: Sequence[Query], indices: Sequence[in
            settings: EngineSettings):
     """Yield (index, Reply or GaveUp, calls) as replies arrive."""
     requests = {i: _request(queries[i], attempt, settings.samples) for i in indices}
-    batch = getattr(backend, "complete_batch", None)
-    if batch is not None:  # a local model: batched passes, nothing transient to retry; a batch's
-        # replies are yielded (and cached) before the next is generated, so a crash loses one batch
+    if getattr(backend, "complete_batch", None) is not None:  # a local model: batched passes, nothing
+        # transient to retry; a batch's replies are yielded (and cached) before the next is
+        # generated, so a crash loses one batch
         size = max(1, int(getattr(backend, "batch_size", 8)))
         for start in range(0, len(indices), size):
             chunk = indices[start:start + size]
-            for i, reply in zip(chunk, batch([requests[i] for i in chunk])):
+            for i, reply in zip(chunk, ask_batch(backend, [requests[i] for i in chunk])):
                 yield i, reply, 1
         return
     with ThreadPoolExecutor(max_workers=max(1, backend.concurrency)) as pool:
@@ -164,6 +164,6 @@ def _fetch(backend: JudgeBackend, queries: Sequence[Query], indices: Sequence[in
 
 def _one(backend: JudgeBackend, request: JudgeRequest, policy: RetryPolicy, seed: int) -> tuple[Reply | GaveUp, int]:
     try:
-        return call_with_retries(lambda: backend.complete(request), policy, seed=seed)
+        return call_with_retries(lambda: ask(backend, request), policy, seed=seed)
     except GaveUp as exc:
         return exc, policy.attempts

@@ -34,7 +34,8 @@ class GaveUp(Exception):
 def call_with_retries(call: Callable[[], T], policy: RetryPolicy, *, seed: int = 0,
                       sleep: Callable[[float], None] = time.sleep) -> tuple[T, int]:
     """(result, calls made). Raises GaveUp after `policy.attempts` transient failures; any other
-    exception (a bad key, an unknown model) passes straight through: retrying cannot fix it."""
+    exception (a bad key, an unknown model) passes straight through: retrying cannot fix it.
+    `call` is a masked backend call (`backend.ask`), so the errors GaveUp quotes carry no key."""
     rng = random.Random(seed)
     for attempt in range(policy.attempts):
         try:
