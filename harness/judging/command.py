@@ -344,7 +344,8 @@ def judge_notes(records: Sequence[dict[str, Any]]) -> list[str]:
     # A judge that cannot judge comes first, right under the table, before anything reads its numbers.
     notes = [f"warning: UNUSABLE judgment: judge {r['judge']} on {r['run_id']} cannot judge these outputs: "
              f"{'; '.join(p.reason for p in found)}. Read its {unusable_parts(found)} above as a measure of the "
-             "judge, not of the models; judge again with a stronger judge" for r in records if (found := problems(r["metrics"]))]
+             "judge, not of the models; judge again with a stronger judge"
+             for r in records if (found := problems(r["metrics"]))]
     for r in records:
         templates = ", ".join(f"{k} {v}" for k, v in r["info"]["templates"].items() if v)
         notes.append(f"{r['run_id']}: {r['info']['before_stage']} vs {r['info']['after_stage']}; templates {templates}")
