@@ -461,7 +461,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 parts.append(to_latex(classes, PER_CLASS_TITLE))
             parts.append(to_latex(leaderboard_table(entries), "Leaderboard"))
             if judged:
-                parts.append(to_latex(judged[0], "LLM judge"))
+                parts.append(to_latex(judged[0], "LLM judge", judged[1]))
             if plan:
                 parts.append(_sweep_text(plan, results, "latex"))
             text = "% bench report: needs \\usepackage{booktabs}\n" + "\n".join(parts)

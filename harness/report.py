@@ -74,8 +74,9 @@ def latex_escape(text: str) -> str:
     return "{}" + escaped if escaped.startswith("[") else escaped
 
 
-def to_latex(table: Table, caption: str = "") -> str:
-    """A booktabs table (needs \\usepackage{booktabs}); every cell escaped."""
+def to_latex(table: Table, caption: str = "", notes: Sequence[str] = ()) -> str:
+    """A booktabs table (needs \\usepackage{booktabs}); every cell escaped; `notes` (how to read
+    it, warnings) in small type under it."""
     # numbers right-aligned: a column whose every cell starts like a number (or is empty: —)
     spec = "".join("r" if table.rows and all(_NUMERIC.match(row[i]) for row in table.rows) else "l"
                    for i in range(len(table.columns)))
@@ -85,7 +86,10 @@ def to_latex(table: Table, caption: str = "") -> str:
     lines += [r"\begin{tabular}{" + spec + "}", r"\toprule",
               " & ".join(latex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
     lines += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in table.rows]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if notes:
+        lines += [r"\par\smallskip", r"{\footnotesize\raggedright"] + [latex_escape(n) + r"\par" for n in notes] + ["}"]
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 

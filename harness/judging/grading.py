@@ -17,6 +17,7 @@ import numpy as np
 from harness.judging.cache import cache_key
 from harness.judging.engine import Answer, Query
 from harness.judging.parse import parse_score, parse_verdict
+from harness.judging.reliability import measure
 from harness.judging.templates import SCORE_FORMAT, VERDICT_FORMAT, Template
 from harness.stats import BOOTSTRAP_RESAMPLES
 
@@ -87,6 +88,7 @@ def summarize(items: Sequence[Item], samples: int, slots: Sequence[Slot], answer
     pairwise = _pairwise(items, samples, table, seed)
     if pairwise:
         metrics["pairwise"] = pairwise
+    metrics["reliability"] = measure(table, samples)  # can this judge judge: see harness.judging.reliability
     replies = sum(len(a.raw) for a in answers)
     metrics["replies"] = replies
     metrics["parse_failure_rate"] = sum(a.unparsed for a in answers) / replies if replies else math.nan
