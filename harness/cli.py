@@ -1,4 +1,4 @@
-"""`bench list|run|sweep|eval|rescore|report|judge|export`: parse, call, print. Heavy imports happen
+"""`bench list|run|sweep|eval|rescore|report|judge|export|compare`: parse, call, print. Heavy imports happen
 inside commands only, so `bench --help` and `bench list` answer instantly."""
 from __future__ import annotations
 
@@ -117,6 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--data-dir", help="local datasets folder (references); env BENCH_DATA_DIR")
     add_judge_options(judge, required=True)
 
+    compare = commands.add_parser("compare", help="two stored evaluations of one task, paired on their shared "
+                                  "examples: scores, delta, p, MDE, equivalence", description="A and B: RUN_ID (its "
+                                  "fine-tuned stage), RUN_ID:baseline-prompt, RUN_ID:baseline-head, RUN_ID:finetuned, "
+                                  "or a `bench eval` record id; or --task T --by method|model for every pair of runs "
+                                  "that differ only in that. Example: bench compare RUN_A RUN_B --margin 0.02")
+    compare.add_argument("a", nargs="?", metavar="A", help="first stage (the reference)")
+    compare.add_argument("b", nargs="?", metavar="B", help="second stage; the delta is B - A")
+    compare.add_argument("--task", help="with --by: the task whose runs are paired")
+    compare.add_argument("--by", metavar="method|model", help="pair the task's runs that differ only in this")
+    compare.add_argument("--margin", metavar="M", help="equivalence margin: TOST verdict equivalent within ±M, "
+                         "different, or inconclusive")
+    compare.add_argument("--adjust", default="holm", metavar="holm|bh|none",
+                         help="p-value adjustment over several pairs (default holm)")
+    compare.add_argument("--format", default="terminal", metavar="terminal|md|csv", help="default terminal")
+    compare.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
+
     export = commands.add_parser("export", help="write the leaderboard and before/after tables (and the judge table) "
                                                "as CSV and markdown, per-class scores as CSV, to a folder")
     _selection(export)
@@ -188,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return rescore_command(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "compare":
+            from harness.compare_command import compare_command
+
+            return compare_command(args)
         if args.command == "judge":
             from harness.judging.command import judge_command
 

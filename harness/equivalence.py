@@ -7,7 +7,7 @@ nothing. Two one-sided tests (TOST; Schuirmann 1987) turn the question around: t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,13 +67,16 @@ def tost_paired(before: Sequence[float], after: Sequence[float], margin: float) 
     return tost(float(d.mean()), se, margin, df=d.size - 1)
 
 
-def verdict(tost_p: float, difference_p: float, margin: float, alpha: float = 0.05) -> str:
+def verdict(tost_p: float, difference_p: float, margin: float, alpha: float = 0.05,
+            show: Callable[[float], str] | None = None) -> str:
     """The result in words: equivalent when TOST rejects "|Δ| ≥ M", different when the test of
-    "no difference" rejects, else inconclusive (neither shown: more examples needed)."""
+    "no difference" rejects, else inconclusive (neither shown: more examples needed). `show`
+    prints a p-value (the table's own format, so the words and the p column agree)."""
+    show = show or _p
     if tost_p < alpha:
-        return f"equivalent within ±{margin:g} (p={_p(tost_p)})"
+        return f"equivalent within ±{margin:g} (p={show(tost_p)})"
     if difference_p < alpha:
-        return f"different (p={_p(difference_p)})"
+        return f"different (p={show(difference_p)})"
     return "inconclusive at this n"
 
 
