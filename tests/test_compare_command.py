@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import hashlib
 import io
 from pathlib import Path
@@ -187,3 +188,50 @@ def test_unpairable_stages_are_refused(bench, tmp_path):
         code, out, err = bench("compare", "s", other, "--results", tmp_path / "r")
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert fingerprint(tmp_path / "r") == before
+
+
+def test_power_from_a_stored_run_and_from_the_worst_case(bench, store_root):
+    from statsmodels.stats.power import TTestPower
+
+    from harness.power import required_n_accuracy
+
+    code, out, err = bench("power", "sst2", "--delta", "0.02", "--from", "run-full", "--results", store_root)
+    assert code == 0, err
+    # run-full: baseline all wrong, fine-tuned right on 166 of 200 -> discordance 0.83
+    assert out.startswith(f"sst2: {required_n_accuracy(0.02, 0.83)} eval examples detect a difference of 0.02 in "
+                          "accuracy at 80% power")
+    assert "discordance 0.83, observed in run-full (n 200, baseline:prompt vs finetuned)" in out
+    code, out, _ = bench("power", "sst2", "--delta", "0.02")
+    assert code == 0 and out.startswith(f"sst2: {required_n_accuracy(0.02, 0.5)} eval examples") and "worst case" in out
+    code, out, _ = bench("power", "samsum", "--delta", "0.02")
+    n = math.ceil(TTestPower().solve_power(effect_size=0.02 / 0.5, nobs=None, alpha=0.05, power=0.8))
+    assert code == 0 and out.startswith(f"samsum: {n} eval examples") and "SD of the per-example differences 0.5" in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (("sst2", "--delta", "-0.02"), "--delta -0.02: give the difference to detect as a positive number"),
+    (("sst2", "--delta", "0.9", "--from", "run-full"), "is not below the discordance 0.83"),
+    (("ag_news", "--delta", "0.02", "--from", "run-full"), "run run-full is task sst2, not ag_news"),
+    (("sst2", "--delta", "0.02", "--from", "nope"), "'nope' is not in the store"),
+])
+def test_power_bad_input_is_one_error_line(bench, store_root, args, message):
+    before = fingerprint(store_root)
+    code, out, err = bench("power", *args, "--results", store_root)
+    assert code == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert fingerprint(store_root) == before
+
+
+def test_before_after_report_states_the_family_and_each_rows_mde(bench, store_root):
+    code, out, err = bench("report", "--results", store_root)
+    assert code == 0, err
+    assert "| McNemar p | p adj (holm) |" in out
+    assert "p adj: Holm (family-wise error rate) over a family of the 2 before/after comparisons in this report" in out
+    assert ("MDE m lora vs prompt 0-shot: smallest Δaccuracy detectable at 80% power, α 0.05, given n 200 and the "
+            "observed discordance 0.770") in out
+    assert "over a family of the 2 leaderboard rows" in out
+    code, out, _ = bench("report", "--results", store_root, "--adjust", "bh", "--format", "csv")
+    assert code == 0 and "p_adjusted" in out.splitlines()[0] and ",bh," in out
+    code, out, _ = bench("report", "--results", store_root, "--adjust", "none")
+    assert code == 0 and "p adj" not in out and "not adjusted for multiple comparisons" in out
+    code, out, err = bench("report", "--results", store_root, "--adjust", "sidak")
+    assert code == 2 and err == "error: --adjust sidak: unknown adjustment; use holm (default), bh or none\n"
