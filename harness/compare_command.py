@@ -59,6 +59,7 @@ class PairResult:
     tost_p: float = math.nan
     p_adjusted: float = math.nan
     verdict: str = ""
+    gold_probability: str = ""  # the secondary test on the probability of the gold label, in words
 
 
 def compare_command(args: argparse.Namespace) -> int:
@@ -194,7 +195,8 @@ def compare_pair(a: Side, b: Side, margin: float | None) -> PairResult:
                             score_b=sum(y) / n, ci_b=wilson_interval(int(sum(y)), n), delta=boot.delta,
                             delta_ci=(boot.ci_low, boot.ci_high), test=f"McNemar b={test.b} c={test.c}",
                             p_value=test.p_value, mde=mde_accuracy(n, psi) if n > 1 else math.nan,
-                            mde_basis=f"discordance {psi:.3f}", **common)
+                            mde_basis=f"discordance {psi:.3f}", gold_probability=gold_probability_test(left, right, seed),
+                            **common)
     else:
         key = PER_EXAMPLE.get(headline, headline)
         x = [float((p.values or {}).get(key, 0.0)) for p in left]
@@ -212,6 +214,28 @@ def compare_pair(a: Side, b: Side, margin: float | None) -> PairResult:
 
         result = replace(result, tost_p=tost_paired(x, y, margin).p_value)
     return result
+
+
+def gold_probability_test(left: Sequence[Any], right: Sequence[Any], seed: int) -> str:
+    """A secondary, lower-variance paired test: the probability each side gave the gold label
+    (prompt log-likelihoods normalised over the labels, or a head's probabilities), which moves
+    on every example, where correctness moves only on the few that flip. Empty when the stored
+    predictions keep no per-label scores."""
+    from harness.compare import format_ci, format_p
+    from harness.report import label_probabilities
+    from harness.stats import BOOTSTRAP_RESAMPLES, paired_bootstrap
+
+    pairs = [(x, y) for x, y in zip(left, right) if len(x.scores) > x.gold >= 0 and len(y.scores) > y.gold >= 0
+             and len(x.scores) >= 2 and len(y.scores) >= 2]
+    if len(pairs) < 2:
+        return ""
+    before = [label_probabilities(x.scores)[x.gold] for x, _ in pairs]
+    after = [label_probabilities(y.scores)[y.gold] for _, y in pairs]
+    boot = paired_bootstrap(before, after, resamples=BOOTSTRAP_RESAMPLES, seed=seed)
+    return (f"gold-label probability (secondary paired test, lower variance than accuracy; n {len(pairs)}): "
+            f"{sum(before) / len(pairs):.3f} → {sum(after) / len(pairs):.3f}, Δ "
+            f"{format_ci(boot.delta, (boot.ci_low, boot.ci_high), signed=True)}, paired bootstrap p "
+            f"{format_p(boot.p_value)}")
 
 
 def _sd(values: Sequence[float]) -> float:
@@ -264,6 +288,8 @@ def notes(results: Sequence[PairResult], method: str, margin: float | None) -> l
         if r.n < max(r.n_a, r.n_b):
             lines.append(f"{prefix}paired on the {r.n} examples both evaluated ({r.a} has {r.n_a}, {r.b} has {r.n_b})")
         mde = "n too small for any" if math.isnan(r.mde) else f"±{r.mde:.3g}"
+        if r.gold_probability:
+            lines.append(prefix + r.gold_probability)
         lines.append(f"{prefix}MDE: the smallest Δ detectable at 80% power, α 0.05, given n {r.n} and the observed "
                      f"{r.mde_basis}: {mde}")
     if len(results) > 1:

@@ -402,10 +402,10 @@ def label_text(prediction: Prediction, labels: Sequence[str]) -> str:
     """"positive (p=0.61)", or FAILED when the example could not be scored."""
     if prediction.label is None:
         return "FAILED"
-    return f"{labels[prediction.label]} (p={_probabilities(prediction.scores)[prediction.label]:.2f})"
+    return f"{labels[prediction.label]} (p={label_probabilities(prediction.scores)[prediction.label]:.2f})"
 
 
-def _probabilities(scores: Sequence[float]) -> list[float]:
+def label_probabilities(scores: Sequence[float]) -> list[float]:
     """Head scores are already probabilities; prompt log-likelihoods are normalised over the labels."""
     if all(0.0 <= s <= 1.0 for s in scores) and abs(sum(scores) - 1.0) < 1e-3:
         return list(scores)

@@ -235,3 +235,24 @@ def test_before_after_report_states_the_family_and_each_rows_mde(bench, store_ro
     assert code == 0 and "p adj" not in out and "not adjusted for multiple comparisons" in out
     code, out, err = bench("report", "--results", store_root, "--adjust", "sidak")
     assert code == 2 and err == "error: --adjust sidak: unknown adjustment; use holm (default), bh or none\n"
+
+
+def test_prompt_scores_add_a_gold_label_probability_test(bench, tmp_path):
+    """Same correctness on every example (McNemar sees nothing), but B puts more probability on
+    the gold label: the secondary paired test shows it."""
+    import math as m
+
+    store = Store(tmp_path / "r")
+    config = {"task": "sst2", "model": "m", "method": "eval", "preset": "quick", "seed": 0}
+    for run_id, p_gold in (("low", 0.6), ("high", 0.7)):
+        # prompt log-likelihoods of (negative, positive); gold positive; both always right
+        predictions = [Prediction(f"e{i}", 1, 1, (m.log(1 - p_gold - 0.001 * (i % 5)), m.log(p_gold + 0.001 * (i % 5))))
+                       for i in range(50)]
+        store.complete_stage(run_id, "eval", config=config, seconds=1.0, metrics=classification_metrics([True] * 50),
+                             info={"mode": "prompt"}, predictions=predictions)
+    store.close()
+    code, out, err = bench("compare", "low", "high", "--results", tmp_path / "r")
+    assert code == 0, err
+    assert "McNemar b=0 c=0" in out
+    assert "gold-label probability (secondary paired test, lower variance than accuracy; n 50): 0.602 → 0.702, " \
+           "Δ +0.100 [+0.100, +0.100], paired bootstrap p <0.001" in out
