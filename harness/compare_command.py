@@ -212,7 +212,14 @@ def compare_pair(a: Side, b: Side, margin: float | None) -> PairResult:
     if margin is not None and n > 1:
         from dataclasses import replace
 
-        result = replace(result, tost_p=tost_paired(x, y, margin).p_value)
+        from harness.equivalence import tost
+
+        tested = tost_paired(x, y, margin)
+        if headline == "accuracy" and test.b + test.c == 0:
+            # No item flipped: the t test's SE is 0 and would call any n "equivalent". Count one
+            # discordant item instead (SE 1/n), as the MDE does: n 30 stays inconclusive, n 2000 not.
+            tested = tost(tested.delta, 1.0 / n, margin, df=n - 1)
+        result = replace(result, tost_p=tested.p_value)
     return result
 
 
@@ -287,7 +294,7 @@ def notes(results: Sequence[PairResult], method: str, margin: float | None) -> l
         prefix = f"{r.a} vs {r.b}: " if len(results) > 1 else ""
         if r.n < max(r.n_a, r.n_b):
             lines.append(f"{prefix}paired on the {r.n} examples both evaluated ({r.a} has {r.n_a}, {r.b} has {r.n_b})")
-        mde = "n too small for any" if math.isnan(r.mde) else f"±{r.mde:.3g}"
+        mde = "none: too few disagreements at this n" if math.isnan(r.mde) else f"±{r.mde:.3g}"
         if r.gold_probability:
             lines.append(prefix + r.gold_probability)
         lines.append(f"{prefix}MDE: the smallest Δ detectable at 80% power, α 0.05, given n {r.n} and the observed "

@@ -256,3 +256,17 @@ def test_prompt_scores_add_a_gold_label_probability_test(bench, tmp_path):
     assert "McNemar b=0 c=0" in out
     assert "gold-label probability (secondary paired test, lower variance than accuracy; n 50): 0.602 → 0.702, " \
            "Δ +0.100 [+0.100, +0.100], paired bootstrap p <0.001" in out
+
+
+def test_no_flips_at_small_n_is_not_called_equivalent(bench, tmp_path):
+    """Two stages that agree on all 30 examples: the paired t's SE is 0, which would make any n
+    'equivalent'; counted as one discordant item, 30 examples cannot show ±0.02, 2000 can."""
+    store = Store(tmp_path / "r")
+    write_run(store, "few", before=[True] * 15 + [False] * 15, after=[True] * 15 + [False] * 15)
+    write_run(store, "many", before=[True] * 1000 + [False] * 1000, after=[True] * 1000 + [False] * 1000)
+    store.close()
+    code, out, _ = bench("compare", "few:baseline", "few", "--margin", "0.02", "--results", tmp_path / "r")
+    assert code == 0 and "inconclusive at this n" in out
+    assert "given n 30 and the observed discordance 0.033: none: too few disagreements at this n" in out
+    code, out, _ = bench("compare", "many:baseline", "many", "--margin", "0.02", "--results", tmp_path / "r")
+    assert code == 0 and "equivalent within ±0.02 (p=<1e-4)" in out
