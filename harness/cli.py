@@ -1,4 +1,4 @@
-"""`bench list|run|sweep|eval|rescore|report|judge|export`: parse, call, print. Heavy imports happen
+"""`bench list|run|sweep|eval|rescore|report|judge|export|compare|power`: parse, call, print. Heavy imports happen
 inside commands only, so `bench --help` and `bench list` answer instantly."""
 from __future__ import annotations
 
@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="write to this file instead (html default: results/reports/<name>.html)")
     report.add_argument("--data-dir", help="datasets folder, to show example texts in html sample predictions; "
                                            "env BENCH_DATA_DIR")
+    report.add_argument("--adjust", default="holm", metavar="holm|bh|none",
+                        help="adjusted p column over each table's comparisons: holm (default, family-wise error), "
+                             "bh (false discovery rate) or none")
 
     judge = commands.add_parser("judge", help="LLM-judge a run's stored generations (baseline and fine-tuned)",
                                 description="Scores stored outputs 0-100 against the reference and compares "
@@ -116,6 +119,33 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
     judge.add_argument("--data-dir", help="local datasets folder (references); env BENCH_DATA_DIR")
     add_judge_options(judge, required=True)
+
+    compare = commands.add_parser("compare", help="two stored evaluations of one task, paired on their shared "
+                                  "examples: scores, delta, p, MDE, equivalence", description="A and B: RUN_ID (its "
+                                  "fine-tuned stage), RUN_ID:baseline-prompt, RUN_ID:baseline-head, RUN_ID:finetuned, "
+                                  "or a `bench eval` record id; or --task T --by method|model for every pair of runs "
+                                  "that differ only in that. Example: bench compare RUN_A RUN_B --margin 0.02")
+    compare.add_argument("a", nargs="?", metavar="A", help="first stage (the reference)")
+    compare.add_argument("b", nargs="?", metavar="B", help="second stage; the delta is B - A")
+    compare.add_argument("--task", help="with --by: the task whose runs are paired")
+    compare.add_argument("--by", metavar="method|model", help="pair the task's runs that differ only in this")
+    compare.add_argument("--margin", metavar="M", help="equivalence margin: TOST verdict equivalent within ±M, "
+                         "different, or inconclusive")
+    compare.add_argument("--adjust", default="holm", metavar="holm|bh|none",
+                         help="p-value adjustment over several pairs (default holm)")
+    compare.add_argument("--format", default="terminal", metavar="terminal|md|csv", help="default terminal")
+    compare.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
+
+    power = commands.add_parser("power", help="how many eval examples a paired comparison needs to detect a delta",
+                                description="80% power, two-sided alpha 0.05; from a stored run's observed "
+                                "discordance (accuracy) or SD of per-example differences, else the worst case. "
+                                "Example: bench power sst2 --delta 0.02 --from RUN_ID")
+    power.add_argument("task", help="task name (see `bench list`)")
+    power.add_argument("--delta", required=True, help="the difference to detect, on the metric's scale (0.02 = 2 points "
+                                                     "of accuracy)")
+    power.add_argument("--from", dest="run", metavar="RUN", help="a stored run whose baseline vs fine-tuned "
+                                                                 "disagreement to plan from")
+    power.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
 
     export = commands.add_parser("export", help="write the leaderboard and before/after tables (and the judge table) "
                                                "as CSV and markdown, per-class scores as CSV, to a folder")
@@ -188,6 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return rescore_command(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "power":
+            from harness.power_command import power_command
+
+            return power_command(args)
+        if args.command == "compare":
+            from harness.compare_command import compare_command
+
+            return compare_command(args)
         if args.command == "judge":
             from harness.judging.command import judge_command
 
@@ -433,6 +471,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.table == "sweep" and not args.sweep:
         raise BenchError("--table sweep needs --sweep NAME")
+    from harness.stats import ADJUSTMENTS
+
+    if args.adjust not in ADJUSTMENTS:
+        raise BenchError(f"--adjust {args.adjust}: unknown adjustment; use holm (default), bh or none")
+    adjust = args.adjust
     store = _open_store(args.results)
     try:
         plan = results = None
@@ -452,28 +495,28 @@ def cmd_report(args: argparse.Namespace) -> int:
             text, default = _html_report(store, args, runs, rows, plan, results)
             out = out or str(default)
         elif args.format == "csv":
-            text = {"comparison": lambda: csv_table(rows, data_notes(store, rows)),
+            text = {"comparison": lambda: csv_table(rows, data_notes(store, rows), adjust),
                     "leaderboard": lambda: leaderboard_csv(entries),
                     "sweep": lambda: _sweep_text(plan, results, "csv")}[args.table]()
         elif args.format == "latex":
-            parts = [to_latex(table, "Before / after fine-tuning") for table in comparison_tables(rows)]
+            parts = [to_latex(table, "Before / after fine-tuning") for table in comparison_tables(rows, adjust)]
             if classes := per_class_table(store, rows):
                 parts.append(to_latex(classes, PER_CLASS_TITLE))
-            parts.append(to_latex(leaderboard_table(entries), "Leaderboard"))
+            parts.append(to_latex(leaderboard_table(entries, adjust), "Leaderboard"))
             if judged:
                 parts.append(to_latex(judged[0], "LLM judge", judged[1]))
             if plan:
-                parts.append(_sweep_text(plan, results, "latex"))
+                parts.append(_sweep_text(plan, results, "latex", adjust))
             text = "% bench report: needs \\usepackage{booktabs}\n" + "\n".join(parts)
         else:
-            parts = ["## Before / after fine-tuning\n\n" + markdown_table(rows, table_notes(store, rows)),
-                     "## Leaderboard\n\n" + leaderboard_markdown(entries)]
+            parts = ["## Before / after fine-tuning\n\n" + markdown_table(rows, table_notes(store, rows), adjust),
+                     "## Leaderboard\n\n" + leaderboard_markdown(entries, adjust)]
             if classes := per_class_table(store, rows):
                 parts.insert(1, f"## {PER_CLASS_TITLE}\n\n" + to_markdown(classes))
             if judged:
                 parts.append("## LLM judge\n\n" + judge_markdown(*judged))
             if plan:
-                parts.insert(0, f"## Sweep {plan.name}\n\n" + _sweep_text(plan, results, "md"))
+                parts.insert(0, f"## Sweep {plan.name}\n\n" + _sweep_text(plan, results, "md", adjust))
             text = "\n".join(parts)
         _emit(text, out)
     finally:
@@ -481,15 +524,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_text(plan: Any, results: Any, fmt: str) -> str:
+def _sweep_text(plan: Any, results: Any, fmt: str, adjust: str = "holm") -> str:
     from harness.report import OVER_SEEDS_TITLE, to_latex
     from harness.sweep import over_seeds_table, sweep_csv, sweep_markdown, sweep_table
 
     if fmt == "csv":
         return sweep_csv(plan, results)
-    table, pooled = sweep_table(plan, results), over_seeds_table(plan, results)
+    table, pooled = sweep_table(plan, results, adjust), over_seeds_table(plan, results)
     if fmt != "latex":
-        return sweep_markdown(table, pooled)
+        return sweep_markdown(table, pooled, adjust)
     text = to_latex(table, f"Sweep {plan.name}")
     return text if pooled is None else text + "\n" + to_latex(pooled, f"Sweep {plan.name}: {OVER_SEEDS_TITLE}")
 

@@ -58,6 +58,8 @@ class Comparison(_FlatRow):
     f1_macro_after: float
     costs: RunCosts
     settings: str = ""  # what tells this run from others of the same model x method in one table
+    mde: float = math.nan  # smallest delta detectable at 80% power, alpha 0.05 (see harness.power)
+    mde_basis: str = ""  # what it assumed: the observed discordance
 
     # The headline, read the same way for every kind of comparison (sweeps, leaderboards).
     headline = "accuracy"
@@ -103,6 +105,8 @@ class TextComparison(_FlatRow):
     others: dict[str, tuple[float, float]]
     costs: RunCosts
     settings: str = ""  # what tells this run from others of the same model x method in one table
+    mde: float = math.nan  # smallest delta detectable at 80% power, alpha 0.05 (see harness.power)
+    mde_basis: str = ""  # what it assumed: the SD of the per-example differences
 
     @property
     def headline(self) -> str:
@@ -155,6 +159,8 @@ def compare_text(store: Store, run_id: str, config: dict[str, Any], records: dic
                                 weights=_token_weights(after) if headline in PER_EXAMPLE else None,
                                 resamples=BOOTSTRAP_RESAMPLES, seed=int(config.get("seed", 0)))
         mb, ma = before_record.metrics, after_record.metrics
+        mde, basis = mde_of_metric([(p.values or {}).get(key, 0.0) for p in before],
+                                   [(p.values or {}).get(key, 0.0) for p in after])
         others = {name: (_value(mb, name), _value(ma, name)) for name in SECONDARY
                   if name != headline and name in mb and name in ma}
         rows.append(TextComparison(
@@ -164,7 +170,8 @@ def compare_text(store: Store, run_id: str, config: dict[str, Any], records: dic
             before=_value(mb, headline), before_ci=tuple(mb[headline].get("ci", (math.nan,) * 2)),
             after=_value(ma, headline), after_ci=tuple(ma[headline].get("ci", (math.nan,) * 2)),
             delta_metric=key, delta=boot.delta, delta_ci=(boot.ci_low, boot.ci_high), p_value=boot.p_value,
-            lower_is_better=headline == "perplexity", others=others, costs=_costs(records, before_record)))
+            lower_is_better=headline == "perplexity", others=others, costs=_costs(records, before_record),
+            mde=mde, mde_basis=basis))
     return rows
 
 
@@ -207,6 +214,7 @@ def compare_classification(store: Store, run_id: str, config: dict[str, Any], re
         boot = paired_bootstrap([float(x) for x in right_before], [float(x) for x in right_after],
                                 resamples=BOOTSTRAP_RESAMPLES, seed=int(config.get("seed", 0)))
         mb, ma = before_record.metrics, after_record.metrics
+        mde, basis = mde_of_accuracy(test.b, test.c, len(before))
         rows.append(Comparison(
             run_id=run_id, task=config["task"], model=config["model"], method=config["method"],
             baseline=stage.split(":", 1)[1] + _shots(before_record), n=len(before),
@@ -216,8 +224,30 @@ def compare_classification(store: Store, run_id: str, config: dict[str, Any], re
             delta_accuracy=boot.delta, delta_ci=(boot.ci_low, boot.ci_high),
             mcnemar_b=test.b, mcnemar_c=test.c, p_value=test.p_value,
             f1_macro_before=mb["f1_macro"]["value"], f1_macro_after=ma["f1_macro"]["value"],
-            costs=_costs(records, before_record)))
+            costs=_costs(records, before_record), mde=mde, mde_basis=basis))
     return rows
+
+
+def mde_of_accuracy(b: int, c: int, n: int) -> tuple[float, str]:
+    """The MDE of a McNemar comparison from its observed discordance, and the words for that."""
+    from harness.power import mde_accuracy, observed_discordance
+
+    if n < 2:
+        return math.nan, ""
+    psi = observed_discordance(b, c, n)
+    return mde_accuracy(n, psi), f"discordance {psi:.3f}"
+
+
+def mde_of_metric(before: Sequence[float], after: Sequence[float]) -> tuple[float, str]:
+    """The MDE of a paired comparison of per-example values from the SD of their differences."""
+    from harness.power import mde_mean
+
+    if len(before) < 2:
+        return math.nan, ""
+    import numpy as np
+
+    sd = float(np.std(np.asarray(after, dtype=float) - np.asarray(before, dtype=float), ddof=1))
+    return mde_mean(len(before), sd), f"SD of the differences {sd:.3g}"
 
 
 def _shots(record: StageRecord) -> str:

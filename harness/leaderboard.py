@@ -168,24 +168,36 @@ def _entry(row: Row, configs: int, selected_by: str) -> LeaderboardRow:
         lower_is_better=row.lower_is_better, configs=configs, selected_by=selected_by, run_id=row.run_id)
 
 
-def leaderboard_table(entries: Sequence[LeaderboardRow]) -> Table:
+def leaderboard_table(entries: Sequence[LeaderboardRow], adjust: str = "holm") -> Table:
+    """One row per entry; with an adjustment, a `p adj` column after `p`, adjusted over the rows shown."""
+    from harness.report import adjusted_column
+    from harness.stats import adjust_p
+
+    adjusted = adjust_p([e.p_value for e in entries], adjust)
     cells = []
-    for e in entries:
+    for e, p_adj in zip(entries, adjusted):
         # A delta of another quantity than the scores (NLL per token for perplexity) names it.
         delta = format_delta(e.delta, e.delta_ci, e.delta_metric) + (f" {e.delta_metric}" if e.delta_metric != e.metric
                                                                        else "")
         cells.append((e.task, e.model, e.method, e.baseline, e.metric + (" (lower is better)" if e.lower_is_better
                                                                          else ""),
                       format_score(e.before, e.metric), format_score(e.after, e.metric), delta,
-                      format_p(e.p_value), str(e.n), f"{e.failures_before}/{e.failures_after}",
-                      f"{e.trainable_pct:.2f}", f"{e.train_seconds:.1f}", f"{e.peak_memory_mb:.0f}", str(e.configs)))
-    return Table(COLUMNS, tuple(cells))
+                      format_p(e.p_value), *((format_p(p_adj),) if adjust != "none" else ()), str(e.n),
+                      f"{e.failures_before}/{e.failures_after}", f"{e.trainable_pct:.2f}", f"{e.train_seconds:.1f}",
+                      f"{e.peak_memory_mb:.0f}", str(e.configs)))
+    at = COLUMNS.index("p") + 1
+    columns = COLUMNS[:at] + ((adjusted_column(adjust),) if adjust != "none" else ()) + COLUMNS[at:]
+    return Table(columns, tuple(cells))
 
 
-def leaderboard_markdown(entries: Sequence[LeaderboardRow]) -> str:
-    text = to_markdown(leaderboard_table(entries))
+def leaderboard_markdown(entries: Sequence[LeaderboardRow], adjust: str = "holm") -> str:
+    from harness.report import family_note
+
+    text = to_markdown(leaderboard_table(entries, adjust))
     if any(e.configs > 1 for e in entries):
         text += "\n" + SELECTION_NOTE + "\n"
+    if entries:
+        text += "\n" + family_note(len(entries), adjust, "leaderboard rows") + "\n"
     return text
 
 

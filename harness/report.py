@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 
 from harness.compare import Comparison, RunCosts, TextComparison, format_ci, format_p
 from harness.spec import LanguageModel, TaskSpec
+from harness.stats import ADJUSTMENTS, adjust_p
 from harness.store import Store, atomic_write
 from harness.types import Example, Prediction
 
@@ -32,25 +33,66 @@ class Table:
     rows: tuple[tuple[str, ...], ...]
 
 
-def markdown_table(rows: Sequence[Comparison | TextComparison], notes: Sequence[str] = ()) -> str:
-    """One table per kind of comparison: classification rows, then text rows (own columns)."""
-    body = "\n".join(to_markdown(table) for table in comparison_tables(rows))
+def markdown_table(rows: Sequence[Comparison | TextComparison], notes: Sequence[str] = (),
+                   adjust: str = "holm") -> str:
+    """One table per kind of comparison: classification rows, then text rows (own columns); under
+    them the p-value family and each row's minimum detectable effect, then `notes`."""
+    body = "\n".join(to_markdown(table) for table in comparison_tables(rows, adjust))
+    notes = [*statistics_notes(rows, adjust), *notes]
     if notes:
         body += "\n" + "\n".join(f"- {note}" for note in notes) + "\n"
     return body
 
 
-def comparison_tables(rows: Sequence[Comparison | TextComparison]) -> list[Table]:
+def comparison_tables(rows: Sequence[Comparison | TextComparison], adjust: str = "holm") -> list[Table]:
     """Classification rows and text rows have different columns, so each kind gets its own table.
-    Text rows are grouped by headline metric (ROUGE-L, F1, perplexity do not share a column)."""
+    Text rows are grouped by headline metric (ROUGE-L, F1, perplexity do not share a column).
+    Every row's p-value is adjusted over all of them (one family; `adjust` none leaves the column out)."""
+    adjusted = dict(zip(map(id, rows), adjust_p([r.p_value for r in rows], adjust)))
     tables = []
     classification = [r for r in rows if isinstance(r, Comparison)]
     if classification:
-        tables.append(_classification_table(classification))
+        tables.append(_with_adjusted(_classification_table(classification), classification, adjusted, adjust))
     text = [r for r in rows if isinstance(r, TextComparison)]
     for metric in dict.fromkeys(r.metric for r in text):
-        tables.append(_text_table([r for r in text if r.metric == metric]))
+        chosen = [r for r in text if r.metric == metric]
+        tables.append(_with_adjusted(_text_table(chosen), chosen, adjusted, adjust))
     return tables
+
+
+def adjusted_column(adjust: str) -> str:
+    return f"p adj ({adjust})"
+
+
+def _with_adjusted(table: Table, rows: Sequence[Comparison | TextComparison], adjusted: dict[int, float],
+                   adjust: str) -> Table:
+    """The adjusted p column right after the p column (McNemar p / bootstrap p)."""
+    if adjust == "none":
+        return table
+    at = next(i for i, name in enumerate(table.columns) if name.endswith(" p")) + 1
+    return Table(table.columns[:at] + (adjusted_column(adjust),) + table.columns[at:],
+                 tuple(cells[:at] + (format_p(adjusted[id(r)]),) + cells[at:] for cells, r in zip(table.rows, rows)))
+
+
+def family_note(count: int, adjust: str, what: str = "before/after comparisons in this report") -> str:
+    """The sentence under a table with an adjusted p column: which adjustment, over what family."""
+    if adjust == "none":
+        return f"p: not adjusted for multiple comparisons (--adjust none); {count} {what}"
+    return f"p adj: {ADJUSTMENTS[adjust]} over a family of the {count} {what}"
+
+
+def mde_note(row: Comparison | TextComparison) -> str:
+    """One row's minimum detectable effect, in words."""
+    mde = "n too small for any" if math.isnan(row.mde) else f"±{format_score(row.mde, row.delta_name)}"
+    return (f"MDE {row.model} {method_label(row)} vs {row.baseline}: smallest Δ{row.delta_name} detectable at 80% "
+            f"power, α 0.05, given n {row.n} and the observed {row.mde_basis}: {mde}")
+
+
+def statistics_notes(rows: Sequence[Comparison | TextComparison], adjust: str) -> list[str]:
+    """What the p and Δ columns need said: the adjustment family, and every row's MDE."""
+    if not rows:
+        return []
+    return [family_note(len(rows), adjust), *(mde_note(row) for row in rows if row.mde_basis)]
 
 
 def to_markdown(table: Table) -> str:
@@ -159,13 +201,15 @@ def _classification_table(rows: Sequence[Comparison]) -> Table:
     return _with_settings(Table(COLUMNS, tuple(cells)), rows)
 
 
-def csv_table(rows: Sequence[Comparison], notes: dict[str, Sequence[str]] | None = None) -> str:
+def csv_table(rows: Sequence[Comparison], notes: dict[str, Sequence[str]] | None = None, adjust: str = "holm") -> str:
     """One row per comparison; a CI becomes `<name>_low`/`<name>_high` columns and floats keep 6
     significant digits (no 0.49999999999999994), so spreadsheets and pandas read plain numbers.
     `notes` (run id -> data notes) adds the provenance column the markdown shows under its table."""
     out = io.StringIO()
     if rows:
         records = [_csv_record(row.as_dict()) for row in rows]
+        for record, p in zip(records, adjust_p([row.p_value for row in rows], adjust)):
+            record["p_adjusted"], record["adjustment"] = csv_number(p), adjust
         if notes is not None:
             for row, record in zip(rows, records):
                 record["data_notes"] = "; ".join(notes.get(row.run_id, ()))
@@ -362,10 +406,10 @@ def label_text(prediction: Prediction, labels: Sequence[str]) -> str:
     """"positive (p=0.61)", or FAILED when the example could not be scored."""
     if prediction.label is None:
         return "FAILED"
-    return f"{labels[prediction.label]} (p={_probabilities(prediction.scores)[prediction.label]:.2f})"
+    return f"{labels[prediction.label]} (p={label_probabilities(prediction.scores)[prediction.label]:.2f})"
 
 
-def _probabilities(scores: Sequence[float]) -> list[float]:
+def label_probabilities(scores: Sequence[float]) -> list[float]:
     """Head scores are already probabilities; prompt log-likelihoods are normalised over the labels."""
     if all(0.0 <= s <= 1.0 for s in scores) and abs(sum(scores) - 1.0) < 1e-3:
         return list(scores)

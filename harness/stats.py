@@ -5,6 +5,7 @@ the between-example variance and is what makes small improvements detectable at 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -206,3 +207,108 @@ def _as_scores(values: Sequence[float], name: str) -> np.ndarray:
 def _check_confidence(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Many comparisons: family-wise (Holm) and false-discovery-rate (Benjamini-Hochberg) adjustment
+# ---------------------------------------------------------------------------------------------
+
+ADJUSTMENTS = {"holm": "Holm (family-wise error rate)", "bh": "Benjamini-Hochberg (false discovery rate)",
+               "none": "none"}
+
+
+def adjust_p(p_values: Sequence[float], method: str = "holm") -> list[float]:
+    """Adjusted p-values of one family of tests, in the given order (like statsmodels
+    `multipletests(method='holm'|'fdr_bh')[1]`).
+
+    holm: step-down Bonferroni (Holm 1979), controls the chance of any false positive in the
+    family; bh: step-up (Benjamini & Hochberg 1995), controls the expected share of false
+    positives among the rejections; none: the p-values unchanged. NaN p-values (a row with no
+    test) stay NaN and do not count towards the family.
+    """
+    if method not in ADJUSTMENTS:
+        raise ValueError(f"unknown adjustment {method!r}; use one of {', '.join(ADJUSTMENTS)}")
+    p = np.asarray(p_values, dtype=float)
+    out = p.copy()
+    tested = ~np.isnan(p)
+    m = int(tested.sum())
+    if method == "none" or m == 0:
+        return [float(x) for x in out]
+    values = p[tested]
+    if ((values < 0) | (values > 1)).any():
+        raise ValueError("p-values must lie in [0, 1]")
+    order = np.argsort(values, kind="mergesort")
+    ranked = values[order]
+    if method == "holm":
+        stepped = np.maximum.accumulate((m - np.arange(m)) * ranked)
+    else:
+        stepped = np.minimum.accumulate((m / np.arange(m, 0, -1) * ranked[::-1]))[::-1]
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(1.0, stepped)
+    out[tested] = adjusted
+    return [float(x) for x in out]
+
+
+# ---------------------------------------------------------------------------------------------
+# Clustered data: items that share a context (SQuAD questions on one paragraph) are not independent
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusteredMean:
+    """A mean with its ordinary and its cluster-robust (CR1) standard error and normal 95% CI."""
+
+    mean: float
+    se_iid: float
+    se_cluster: float
+    clusters: int
+    ci: tuple[float, float]
+
+    @property
+    def widening(self) -> float:
+        """How many times wider the clustered interval is than the independent-items one."""
+        return self.se_cluster / self.se_iid if self.se_iid > 0 else math.nan
+
+
+def clustered_mean(values: Sequence[float], clusters: Sequence[str], confidence: float = 0.95) -> ClusteredMean:
+    """Mean of `values` with a cluster-robust standard error (CR1; Miller 2024, arXiv 2411.00640,
+    Appendix A): the same number as statsmodels OLS on a constant with `cov_type='cluster'`.
+
+    SE² = G/(G-1) · Σ_g (Σ_{i∈g} (x_i − x̄))² / n² over G clusters. It assumes clusters are
+    independent of each other (items inside one may be correlated any way) and needs enough of
+    them (a few dozen) for the normal interval to be trusted. `se_iid` is the ordinary s/√n.
+    """
+    x = _as_scores(values, "values")
+    groups = np.asarray([str(c) for c in clusters])
+    if groups.shape != x.shape:
+        raise ValueError(f"clusters must give one cluster per value, got {groups.size} for {x.size}")
+    _check_confidence(confidence)
+    n = x.size
+    mean = float(x.mean())
+    _, codes = np.unique(groups, return_inverse=True)
+    sums = np.bincount(codes, weights=x - mean)
+    g = sums.size
+    se_cluster = math.sqrt(g / (g - 1) * float(np.sum(sums ** 2)) / n ** 2) if g > 1 else math.nan
+    se_iid = float(x.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    from scipy.stats import norm
+
+    z = float(norm.ppf(1.0 - (1.0 - confidence) / 2.0))
+    return ClusteredMean(mean=mean, se_iid=se_iid, se_cluster=se_cluster, clusters=g,
+                         ci=(mean - z * se_cluster, mean + z * se_cluster))
+
+
+def clustered_paired_difference(before: Sequence[float], after: Sequence[float], clusters: Sequence[str],
+                                confidence: float = 0.95) -> tuple[ClusteredMean, float]:
+    """Mean of after − before per item with its CR1 standard error and CI, and the two-sided
+    normal p-value of "no difference" (Miller 2024, eq. A.3: cluster the paired differences)."""
+    x, y = _as_scores(before, "before"), _as_scores(after, "after")
+    if x.shape != y.shape:
+        raise ValueError(f"before and after must have equal length, got {x.size} and {y.size}")
+    result = clustered_mean(y - x, clusters, confidence)
+    from scipy.stats import norm
+
+    if result.se_cluster > 0:
+        p = float(2.0 * norm.sf(abs(result.mean) / result.se_cluster))
+    else:
+        p = 1.0 if result.mean == 0 else 0.0
+    return result, p

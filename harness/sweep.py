@@ -330,10 +330,12 @@ def delta_label(first: Comparison | TextComparison | None) -> str:
     return f"Δ {first.delta_name}" if first and first.delta_name != first.headline else "Δ"
 
 
-def sweep_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table:
-    """Every cell, in grid order: its axis values, the metric, the paired delta, and its cost."""
+def sweep_table(plan: SweepPlan, results: Sequence[CellResult], adjust: str = "holm") -> Table:
+    """Every cell, in grid order: its axis values, the metric, the paired delta (p, and p adjusted
+    over the cells that finished), and its cost."""
     from harness.compare import format_p
-    from harness.report import format_delta
+    from harness.report import adjusted_column, format_delta
+    from harness.stats import adjust_p
 
     label = metric_label(results, plan.metric)
     first = first_row(results)
@@ -341,18 +343,21 @@ def sweep_table(plan: SweepPlan, results: Sequence[CellResult]) -> Table:
     if any(len(r.rows) > 1 for r in results):  # --baseline prompt,head: the delta is against the first
         delta += f" vs {first.baseline}"  # type: ignore[union-attr]
     delta += " [95% CI]"
-    columns = (*(axis.key for axis in plan.axes), label, delta, "p", "train s", "peak MB", "trainable", "run")
+    extra = (adjusted_column(adjust),) if adjust != "none" else ()
+    columns = (*(axis.key for axis in plan.axes), label, delta, "p", *extra, "train s", "peak MB", "trainable", "run")
+    adjusted = iter(adjust_p([r.rows[0].p_value for r in results if r.rows], adjust))
     rows = []
     for result in results:
         values = tuple(show(value) for _, value in result.cell.values)
         if not result.rows:
-            rows.append((*values, "—", "—", "—", "—", "—", "—", f"failed: {result.error}"))
+            rows.append((*values, "—", "—", "—", *("—" for _ in extra), "—", "—", "—", f"failed: {result.error}"))
             continue
         row = result.rows[0]
         value = cell_metric(result, plan.metric)
         rows.append((*values, "—" if value is None else f"{value:.4f}",
                      format_delta(row.headline_delta, row.delta_ci, row.delta_name),
-                     format_p(row.p_value), f"{row.costs.train_seconds:.1f}", f"{row.costs.peak_memory_mb:.0f}",
+                     format_p(row.p_value), *(format_p(next(adjusted)) for _ in extra),
+                     f"{row.costs.train_seconds:.1f}", f"{row.costs.peak_memory_mb:.0f}",
                      f"{count_label(row.costs.trainable_params)} ({row.costs.trainable_pct:.2f}%)", result.cell.run_id))
     return Table(columns, tuple(rows))
 
@@ -398,11 +403,15 @@ def _mean_sd(values: Sequence[float], number: str) -> str:
     return f"{number.format(mean)} ± {number.format(sd).lstrip('+')}"
 
 
-def sweep_markdown(table: Table, over_seeds: Table | None) -> str:
-    """The per-cell table, and under it the over-seeds table when the grid has a seed axis."""
-    from harness.report import to_markdown
+def sweep_markdown(table: Table, over_seeds: Table | None, adjust: str = "holm") -> str:
+    """The per-cell table with its p-value family stated, and under it the over-seeds table when
+    the grid has a seed axis."""
+    from harness.report import family_note, to_markdown
 
     text = to_markdown(table)
+    tested = sum(row[table.columns.index("p")] != "—" for row in table.rows)
+    if tested:
+        text += "\n" + family_note(tested, adjust, "sweep cells that finished") + "\n"
     if over_seeds is not None:
         text += f"\n{OVER_SEEDS_TITLE}\n\n" + to_markdown(over_seeds)
     return text

@@ -51,7 +51,7 @@ def test_sweep_runs_every_cell_once_and_resumes(bench, data_dir, tiny_model, tmp
 
     # the table: one row per cell, in grid order, with the metric and the cost of each cell
     table = [line for line in out.splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| lora_rank | lr | accuracy (fine-tuned) | Δ [95% CI] | p | train s | peak MB |")
+    assert table[0].startswith("| lora_rank | lr | accuracy (fine-tuned) | Δ [95% CI] | p | p adj (holm) | train s | peak MB |")
     cells = [line.split(" | ")[:2] for line in table[1:]]
     assert cells == [["| 2", "0.0001"], ["| 2", "5e-05"], ["| 4", "0.0001"], ["| 4", "5e-05"]]
     assert all(run_id in out for run_id in run_ids)
