@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from harness.artefacts import DISK_ERRNOS, disk_advice, disk_message
 from harness.errors import BenchError
 from harness.config import TASK_OPTIONS, boolean
 from harness.judging.command import add_judge_options
@@ -212,13 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # e.g. the store's disk filled up in the middle of a transaction
         if not store_failure(exc):
             raise  # SQL that is wrong (a bug) is not the store's disk: keep the traceback
-        print(f"error: results store: {exc}", file=sys.stderr)
+        print(f"error: results store: {exc}{store_advice(exc)}", file=sys.stderr)
         return 2
-
-
-# What the machine, not bench, is to blame for: said in one line.
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
-                         errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EIO})
 
 
 def store_failure(exc: Exception) -> bool:
@@ -234,12 +229,23 @@ def store_failure(exc: Exception) -> bool:
     return (code & 0xFF) in UNUSABLE_STORE | {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 
 
+def store_advice(exc: Exception) -> str:
+    """What to do when the store's disk is full or read-only ('' for a busy or damaged store)."""
+    import errno
+    import sqlite3
+
+    code = {sqlite3.SQLITE_FULL: errno.ENOSPC, sqlite3.SQLITE_READONLY: errno.EROFS}.get(
+        getattr(exc, "sqlite_errorcode", 0) & 0xFF)
+    return f"; {disk_advice(code)}" if code else ""
+
+
 def os_error(exc: OSError) -> str:
-    """`No space left on device: /results/runs/x/metrics.json`, not Python's `[Errno 28] ...`."""
+    """`No space left on device: /results/runs/x/metrics.json; free space there ...`, not Python's
+    `[Errno 28] ...`."""
     if not exc.strerror:
         return str(exc)
     paths = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
-    return f"{exc.strerror}: {paths}" if paths else exc.strerror
+    return disk_message(exc.strerror, paths or None, exc.errno)
 
 
 def cmd_list(what: str | None) -> int:
@@ -367,9 +373,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _open_store(results: str | None) -> Any:
+    """The store of a command that only reads it (report, export): opened read-only, so an archived
+    store on a read-only disk reads, and nothing there is migrated or written."""
     from harness.store import Store
 
-    return Store.existing(results)
+    return Store.existing(results, read_only=True)
 
 
 def _selected(store: Any, args: argparse.Namespace, sweep: Any = None) -> tuple[list[Any], list[Any]]:
