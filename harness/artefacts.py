@@ -115,7 +115,7 @@ def stored_json(text: str | None, where: str, fix: str) -> Any:
         raise DamagedFile(where, _reason(exc), fix) from None
 
 
-def check_safetensors(path: Path, fix: str) -> None:
+def check_safetensors_file(path: Path, fix: str) -> None:
     """The file's header parses and its tensors cover the file exactly (what a truncated or
     overwritten weights file fails): read from the header alone, no weights loaded."""
     from safetensors import safe_open

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.artefacts import DamagedFile, check_safetensors as check_weights_file, read_json, writing
+from harness.artefacts import DamagedFile, check_safetensors_file, read_json, writing
 from harness.backends.hf import encode_for_head
 from harness.batch_size import start_batch_size
 from harness.config import RunConfig
@@ -292,7 +292,7 @@ def checkpoint_problem(path: Path) -> str | None:
         if checkpoint_meta(path) is None:
             return f"{path} has no {CHECKPOINT_FILE}"
         for weights in sorted(path.glob("*.safetensors")):
-            check_weights_file(weights, RETRAIN)
+            check_safetensors_file(weights, RETRAIN)
     except DamagedFile as exc:
         return f"{exc.where} is damaged ({exc.reason})"
     return None

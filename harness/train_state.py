@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.artefacts import DamagedFile, check_safetensors, read_json, writing
+from harness.artefacts import DamagedFile, check_safetensors_file, read_json, writing
 from harness.faults import reached
 
 STATE_FILE = "state.json"
@@ -90,7 +90,7 @@ def load_state(folder: Path, model: Any, optimizer: Any, scheduler: Any
     meta = read_json(folder / STATE_FILE, fix)
     if not (folder / TENSORS_FILE).is_file():
         raise DamagedFile(str(folder), f"no {TENSORS_FILE}", fix)
-    check_safetensors(folder / TENSORS_FILE, fix)
+    check_safetensors_file(folder / TENSORS_FILE, fix)
     tensors = load_file(str(folder / TENSORS_FILE))
     params = dict(model.named_parameters())
     best: dict[str, Any] = {}
