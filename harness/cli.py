@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from harness.artefacts import DISK_ERRNOS, disk_advice, disk_message
 from harness.errors import BenchError
 from harness.config import TASK_OPTIONS, boolean
 from harness.judging.command import add_judge_options
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if print_masked_traceback(exc):
                 return 1
             raise  # SQL that is wrong (a bug) is not the store's disk: keep the traceback
-        print(f"error: results store: {masked(str(exc))}", file=sys.stderr)
+        print(f"error: results store: {masked(str(exc))}{store_advice(exc)}", file=sys.stderr)
         return 2
 
 
@@ -279,11 +279,6 @@ def print_masked_traceback(exc: BaseException) -> bool:
     return True
 
 
-# What the machine, not bench, is to blame for: said in one line.
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
-                         errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EIO})
-
-
 def store_failure(exc: Exception) -> bool:
     """An sqlite3 error the disk or another process caused (the store's unusable-file codes, busy,
     locked). sqlite3 is looked up, not imported: `bench --help` and `bench list` never load it, and
@@ -297,12 +292,23 @@ def store_failure(exc: Exception) -> bool:
     return (code & 0xFF) in UNUSABLE_STORE | {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 
 
+def store_advice(exc: Exception) -> str:
+    """What to do when the store's disk is full or read-only ('' for a busy or damaged store)."""
+    import errno
+    import sqlite3
+
+    code = {sqlite3.SQLITE_FULL: errno.ENOSPC, sqlite3.SQLITE_READONLY: errno.EROFS}.get(
+        getattr(exc, "sqlite_errorcode", 0) & 0xFF)
+    return f"; {disk_advice(code)}" if code else ""
+
+
 def os_error(exc: OSError) -> str:
-    """`No space left on device: /results/runs/x/metrics.json`, not Python's `[Errno 28] ...`."""
+    """`No space left on device: /results/runs/x/metrics.json; free space there ...`, not Python's
+    `[Errno 28] ...`."""
     if not exc.strerror:
         return str(exc)
     paths = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
-    return f"{exc.strerror}: {paths}" if paths else exc.strerror
+    return disk_message(exc.strerror, paths or None, exc.errno)
 
 
 def cmd_list(what: str | None) -> int:
@@ -430,9 +436,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _open_store(results: str | None) -> Any:
+    """The store of a command that only reads it (report, export): opened read-only, so an archived
+    store on a read-only disk reads, and nothing there is migrated or written."""
     from harness.store import Store
 
-    return Store.existing(results)
+    return Store.existing(results, read_only=True)
 
 
 def _selected(store: Any, args: argparse.Namespace, sweep: Any = None) -> tuple[list[Any], list[Any]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,25 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     from harness.models import resolve_model
     from harness.pipeline import Runner, quiet_transformers
     from harness.registry import get_task
-    from harness.stages import base_source, checkpoint_meta, evaluate_baseline, evaluate_model, load_checkpoint
+    from harness.stages import (
+        RETRAIN,
+        base_source,
+        checkpoint_meta,
+        checkpoint_problem,
+        evaluate_baseline,
+        evaluate_model,
+        load_checkpoint,
+    )
     from harness.store import Store, results_dir
 
     spec = get_task(args.task, **task_options(args))
     data_dir = data_dir_from(args.data_dir)
     path = Path(args.model)
-    meta = checkpoint_meta(path)
+    run_checkpoint = path.name == "checkpoint" and (path.parent / "config.json").is_file()
+    meta = checkpoint_meta(path)  # a damaged record raises here, before anything is loaded or stored
+    problem = checkpoint_problem(path) if meta is not None or run_checkpoint else None
+    if problem is not None:  # deleted, or a weights file cut short
+        raise BenchError(f"{problem}: {RETRAIN}")
     run_config = checkpoint_run_config(path, meta) if meta is not None else None
     if meta is not None and meta["task"] != spec.key:
         raise BenchError(f"checkpoint {path} was trained on task {meta['task']}, not {spec.key}; evaluate it with "
@@ -95,8 +106,11 @@ def checkpoint_run_config(path: Path, meta: dict[str, Any]) -> dict[str, Any] | 
         return meta["config"]
     beside = path.parent / "config.json"
     if beside.is_file():
-        config = json.loads(beside.read_text())
-        if config.get("task") == meta.get("task"):
+        from harness.artefacts import read_json
+
+        config = read_json(beside, "restore it from a copy, or evaluate the checkpoint with explicit --eval-samples, "
+                                   "--seed and lengths after deleting it")
+        if isinstance(config, dict) and config.get("task") == meta.get("task"):
             return config
     return None
 

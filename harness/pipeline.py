@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from harness.artefacts import DamagedFile
 from harness.config import RunConfig, resolve
 from harness.data import run_splits, split_settings
 from harness.errors import BenchError
@@ -224,7 +225,7 @@ class Runner:
             metrics = {"best_validation": result.best_metric, "best_step": result.best_step}
             return [], metrics, info, result.curves
 
-        records["finetune"] = self._stage(planned, "finetune", splits, finetune)
+        records["finetune"] = self._stage(planned, "finetune", splits, finetune, redo=self._checkpoint_lost(run_id))
         shutil.rmtree(self.store.run_dir(run_id) / stages.TRAIN_STATE, ignore_errors=True)  # stage committed
 
         def evaluate_finetuned() -> StageOutput:
@@ -239,15 +240,37 @@ class Runner:
         records["finetuned"] = self._stage(planned, "finetuned", splits, evaluate_finetuned)
         return records
 
-    def _stage(self, planned: PlannedRun, stage: str, splits: Splits, work: StageWork) -> StageRecord:
-        return self.stage(planned.run_id, stage, planned.config, splits, work,
+    def _checkpoint_lost(self, run_id: str) -> bool:
+        """A stored finetune stage is complete only with its checkpoint, its output: when that was
+        deleted or is damaged, the re-run trains it again (its other stored stages stay)."""
+        from harness import stages
+
+        try:
+            if self.store.stage(run_id, "finetune") is None:
+                return False
+        except DamagedFile:
+            return False  # the stage runs again anyway
+        problem = stages.checkpoint_problem(self.store.run_dir(run_id) / "checkpoint")
+        if problem is not None:
+            self.log(f"  finetune: stored, but its checkpoint cannot be used ({problem}): training again")
+        return problem is not None
+
+    def _stage(self, planned: PlannedRun, stage: str, splits: Splits, work: StageWork, *,
+               redo: bool = False) -> StageRecord:
+        return self.stage(planned.run_id, stage, planned.config, splits, work, redo=redo,
                           extra_info={"baselines": planned.baselines})
 
     def stage(self, run_id: str, stage: str, config: RunConfig, splits: Splits, work: StageWork, *,
-              stored_config: dict[str, Any] | None = None, extra_info: Mapping[str, Any] = {}) -> StageRecord:
-        """Run one stage unless the store has it complete: time it, measure peak memory, score its
-        predictions, and store it with its provenance (data notes and hashes, package versions)."""
-        done = self.store.stage(run_id, stage)
+              stored_config: dict[str, Any] | None = None, extra_info: Mapping[str, Any] = {},
+              redo: bool = False) -> StageRecord:
+        """Run one stage unless the store has it complete (or `redo`): time it, measure peak memory,
+        score its predictions, and store it with its provenance (data notes and hashes, package
+        versions). A stored record that is damaged counts as not stored: the stage runs again."""
+        try:
+            done = None if redo else self.store.stage(run_id, stage)
+        except DamagedFile as exc:
+            self.log(f"  {stage}: its stored record cannot be read ({exc.where}: {exc.reason}): running it again")
+            done = None
         if done is not None:
             self.log(f"  {stage}: complete in the store, skipped")
             return done

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.artefacts import DamagedFile, check_safetensors_file, read_json, writing
 from harness.backends.hf import encode_for_head
 from harness.batch_size import start_batch_size
 from harness.config import RunConfig
@@ -39,6 +40,9 @@ from harness.text_stages import predict_text, text_train_items, validation_loss
 from harness.types import Example, Prediction, Splits, StageOutput
 
 CHECKPOINT_FILE = "bench_checkpoint.json"
+# What to do about a run's checkpoint that is gone or cannot be read.
+RETRAIN = ("re-run the `bench run` (or `bench sweep`) that trained it: a run whose checkpoint is missing or damaged "
+           "trains it again, and keeps its other stored stages")
 TRAIN_STATE = "train_state"  # beside the checkpoint: the resumable mid-training state
 
 
@@ -229,25 +233,26 @@ def save_checkpoint(model: Any, tokenizer: Any, path: Path, spec: TaskSpec, ref:
     staging = path.with_name(path.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     adapter = config.method_name in ("lora", "qlora")
-    try:
-        # An adapter folder holds no config.json: transformers would take one for a full model's
-        # and `AutoModelFor*.from_pretrained(checkpoint)` would then look for its weights instead of
-        # loading the base named in adapter_config.json. What the base config told a reader (labels,
-        # pad id, 4-bit settings) is in bench_checkpoint.json instead.
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        base_config = (model.get_base_model() if adapter else model).config
-        quantization = getattr(base_config, "quantization_config", None)
-        meta = {"task": spec.key, "kind": type(spec.kind).__name__, "labels": list(getattr(spec.kind, "labels", ())),
-                "model": ref.name, "base_source": ref.source,
-                "family": ref.family, "method": config.method, "objective": config.objective,
-                "adapter": adapter, "pad_token_id": tokenizer.pad_token_id,
-                "quantization": quantization.to_dict() if hasattr(quantization, "to_dict") else quantization,
-                **prompt_record(spec, ref, config, tokenizer), "config": config.to_dict()}
-        (staging / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2))
-    except Exception:  # a full disk: leave no half checkpoint taking the space (a kill leaves it to the re-run)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with writing(staging):  # a full disk: one error line naming the folder, not a SafetensorError traceback
+        try:
+            # An adapter folder holds no config.json: transformers would take one for a full model's
+            # and `AutoModelFor*.from_pretrained(checkpoint)` would then look for its weights instead of
+            # loading the base named in adapter_config.json. What the base config told a reader (labels,
+            # pad id, 4-bit settings) is in bench_checkpoint.json instead.
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            base_config = (model.get_base_model() if adapter else model).config
+            quantization = getattr(base_config, "quantization_config", None)
+            meta = {"task": spec.key, "kind": type(spec.kind).__name__,
+                    "labels": list(getattr(spec.kind, "labels", ())), "model": ref.name, "base_source": ref.source,
+                    "family": ref.family, "method": config.method, "objective": config.objective,
+                    "adapter": adapter, "pad_token_id": tokenizer.pad_token_id,
+                    "quantization": quantization.to_dict() if hasattr(quantization, "to_dict") else quantization,
+                    **prompt_record(spec, ref, config, tokenizer), "config": config.to_dict()}
+            (staging / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2))
+        except Exception:  # a full disk: leave no half checkpoint taking the space (a kill: the re-run)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     shutil.rmtree(path, ignore_errors=True)
     staging.rename(path)
 
@@ -270,7 +275,27 @@ def checkpoint_meta(path: Path) -> dict[str, Any] | None:
     """What `save_checkpoint` wrote beside the weights (task, base model, objective, run config);
     None when `path` is not a bench checkpoint."""
     meta_file = path / CHECKPOINT_FILE
-    return json.loads(meta_file.read_text()) if meta_file.is_file() else None
+    if not meta_file.is_file():
+        return None
+    meta = read_json(meta_file, RETRAIN)
+    if not isinstance(meta, dict):
+        raise DamagedFile(str(meta_file), f"a JSON {type(meta).__name__}, not an object", RETRAIN)
+    return meta
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint at `path` cannot be loaded (missing, its record or a weights file damaged),
+    read from the files' headers alone; None when it is whole."""
+    if not path.is_dir():
+        return f"{path} is missing"
+    try:
+        if checkpoint_meta(path) is None:
+            return f"{path} has no {CHECKPOINT_FILE}"
+        for weights in sorted(path.glob("*.safetensors")):
+            check_safetensors_file(weights, RETRAIN)
+    except DamagedFile as exc:
+        return f"{exc.where} is damaged ({exc.reason})"
+    return None
 
 
 def base_source(meta: dict[str, Any]) -> str:
@@ -292,6 +317,9 @@ def load_checkpoint(path: Path, *, trust_remote_code: bool = False) -> tuple[Any
         raise BenchError(f"{path} is not a bench checkpoint (no {CHECKPOINT_FILE}); evaluate a plain model with "
                          "`bench eval TASK --model PATH --baseline prompt|head`")
     check_safetensors(path, str(path))
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise BenchError(f"{problem}: {RETRAIN}")
 
     def ref_at(source: str) -> ModelRef:  # the checkpoint's model, read from the checkpoint or its base
         return ModelRef(meta["model"], source, meta["family"], "", trust_remote_code)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from harness.artefacts import read_jsonl, stored_json
 from harness.errors import BenchError
 from harness.faults import reached
 from harness.types import Prediction
@@ -39,6 +40,8 @@ CREATE TABLE IF NOT EXISTS judgments (
     run_id TEXT NOT NULL, judge TEXT NOT NULL, setup TEXT NOT NULL, metrics TEXT NOT NULL, info TEXT NOT NULL,
     finished_at REAL NOT NULL, PRIMARY KEY (run_id, judge, setup));
 """
+# Columns later bench versions added to old stores (`Store._migrate`); a read-only open sees NULL instead.
+ADDED_COLUMNS = {"predictions": ("output", "metric_values")}
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,200}$")
 
 
@@ -91,33 +94,39 @@ UNUSABLE_STORE = frozenset({sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT, sqlit
 
 class Store:
     """The SQLite index plus run folders under `root`. Nothing is created on disk until the first
-    query, so a command that fails validation leaves no trace."""
+    query, so a command that fails validation leaves no trace. A `read_only` store (report, export)
+    never writes: it opens the file read-only, so an archived store on a read-only disk still reads."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, read_only: bool = False):
         self.root = root
         self.db_path = root / "bench.sqlite"
+        self.read_only = read_only
         self._connection: sqlite3.Connection | None = None
+        self._missing_columns: frozenset[str] = frozenset()
 
     @classmethod
-    def existing(cls, results: str | None) -> Store:
+    def existing(cls, results: str | None, *, read_only: bool = False) -> Store:
         """The store under --results (or BENCH_RESULTS, or ./results) for commands that only read
         or add to earlier runs: a missing one is an error, not a new empty store."""
         root = results_dir(results)
         if not (root / "bench.sqlite").is_file():
             raise BenchError(f"no results store at {root}/bench.sqlite; run `bench run` first or pass --results DIR")
-        return cls(root)
+        return cls(root, read_only=read_only)
 
     @property
     def _db(self) -> sqlite3.Connection:
         if self._connection is None:
-            self.root.mkdir(parents=True, exist_ok=True)
             connection = None
             try:
-                connection = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA busy_timeout=60000")
-                connection.executescript(SCHEMA)
-                self._migrate(connection)
+                if self.read_only:
+                    connection = self._open_read_only()
+                else:
+                    self.root.mkdir(parents=True, exist_ok=True)
+                    connection = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    connection.execute("PRAGMA busy_timeout=60000")
+                    connection.executescript(SCHEMA)
+                    self._migrate(connection)
             except sqlite3.DatabaseError as exc:  # not a database, damaged, or on a read-only disk
                 if connection is not None:
                     connection.close()
@@ -128,11 +137,32 @@ class Store:
             self._connection = connection
         return self._connection
 
+    def _open_read_only(self) -> sqlite3.Connection:
+        """`mode=ro`; on a folder bench cannot write (an archived store), where SQLite could not
+        create the WAL index beside the file, `immutable=1`, unless a WAL journal holds commits the
+        file lacks (a store copied while in use), which only a writable folder can read."""
+        from urllib.parse import quote
+
+        uri = f"file:{quote(str(self.db_path.absolute()))}?mode=ro"
+        wal = self.db_path.with_name(self.db_path.name + "-wal")
+        if not os.access(self.root, os.W_OK):
+            if wal.is_file() and wal.stat().st_size:
+                raise BenchError(f"the results store {self.db_path} has unmerged commits in {wal.name} and its folder "
+                                 "is read-only: copy the folder to a writable disk and pass --results COPY")
+            uri += "&immutable=1"
+        connection = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+        connection.execute("PRAGMA busy_timeout=60000")
+        connection.execute("PRAGMA query_only=1")
+        have = {table: {row[1] for row in connection.execute(f"PRAGMA table_info({table})")} for table in ADDED_COLUMNS}
+        self._missing_columns = frozenset(column for table, columns in ADDED_COLUMNS.items() for column in columns
+                                          if column not in have[table])
+        return connection
+
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
         """Stores written before text tasks existed lack the output columns: add them in place."""
         have = {row[1] for row in db.execute("PRAGMA table_info(predictions)")}
-        for column in ("output", "metric_values"):
+        for column in ADDED_COLUMNS["predictions"]:
             if column not in have:
                 db.execute(f"ALTER TABLE predictions ADD COLUMN {column} TEXT")
 
@@ -176,10 +206,20 @@ class Store:
             raise
         self._db.execute("COMMIT")
 
+    def _json(self, text: str | None, run_id: str, what: str) -> Any:
+        """A JSON column of run `run_id`'s rows; a damaged one names the row and the fix."""
+        return stored_json(text, f"{what} of run {run_id} in the results store {self.db_path}",
+                           f"re-run the command that made run {run_id} (`bench run` redoes a stage whose stored "
+                           "record is damaged), or restore the store from a copy")
+
     def stage(self, run_id: str, stage: str) -> StageRecord | None:
+        """The stored stage; a record that is stored but damaged raises DamagedFile."""
         row = self._db.execute("SELECT seconds, metrics, info FROM stages WHERE run_id=? AND stage=?",
                                (run_id, stage)).fetchone()
-        return StageRecord(run_id, stage, row[0], json.loads(row[1]), json.loads(row[2])) if row else None
+        if row is None:
+            return None
+        return StageRecord(run_id, stage, row[0], self._json(row[1], run_id, f"the {stage} metrics"),
+                           self._json(row[2], run_id, f"the {stage} info"))
 
     def finished_at(self, run_id: str, stage: str) -> float | None:
         """When the stage was stored (Unix time), None if it was not."""
@@ -187,10 +227,13 @@ class Store:
         return float(row[0]) if row else None
 
     def predictions(self, run_id: str, stage: str) -> list[Prediction]:
-        rows = self._db.execute("SELECT example_id, gold, label, scores, output, metric_values FROM predictions "
+        added = ", ".join("NULL" if column in self._missing_columns else column
+                          for column in ADDED_COLUMNS["predictions"])
+        rows = self._db.execute(f"SELECT example_id, gold, label, scores, {added} FROM predictions "
                                 "WHERE run_id=? AND stage=? ORDER BY idx", (run_id, stage)).fetchall()
-        return [Prediction(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], json.loads(r[5]) if r[5] else None)
-                for r in rows]
+        what = f"the {stage} predictions"
+        return [Prediction(r[0], r[1], r[2], tuple(self._json(r[3], run_id, what)), r[4],
+                           self._json(r[5], run_id, what) if r[5] else None) for r in rows]
 
     def complete_stage(self, run_id: str, stage: str, *, config: dict[str, Any], seconds: float,
                        metrics: dict[str, Any], info: dict[str, Any],
@@ -234,19 +277,19 @@ class Store:
     def judgments(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT judge, setup, metrics, info FROM judgments WHERE run_id=? ORDER BY finished_at",
                                 (run_id,)).fetchall()
-        return [dict(run_id=run_id, judge=r[0], setup=r[1], metrics=json.loads(r[2]), info=json.loads(r[3]))
-                for r in rows]
+        return [dict(run_id=run_id, judge=r[0], setup=r[1], metrics=self._json(r[2], run_id, f"judgment {r[0]}"),
+                     info=self._json(r[3], run_id, f"judgment {r[0]}")) for r in rows]
 
     def runs(self, task: str | None = None) -> list[dict[str, Any]]:
         query = "SELECT run_id, task, model, method, preset, config FROM runs"
         rows = self._db.execute(query + (" WHERE task=?" if task else "") + " ORDER BY created_at",
                                 (task,) if task else ()).fetchall()
-        return [dict(run_id=r[0], task=r[1], model=r[2], method=r[3], preset=r[4], config=json.loads(r[5]))
-                for r in rows]
+        return [dict(run_id=r[0], task=r[1], model=r[2], method=r[3], preset=r[4],
+                     config=self._json(r[5], r[0], "the config")) for r in rows]
 
     def run_config(self, run_id: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT config FROM runs WHERE run_id=?", (run_id,)).fetchone()
-        return json.loads(row[0]) if row else None
+        return self._json(row[0], run_id, "the config") if row else None
 
     def stages_of(self, run_id: str) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT stage FROM stages WHERE run_id=? ORDER BY finished_at",
@@ -258,4 +301,5 @@ class Store:
         path = self.run_dir(run_id) / "finetune" / "curves.jsonl"
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return read_jsonl(path, "restore it from a copy, or delete it: reports then show no training curves for "
+                                f"run {run_id}")

@@ -539,4 +539,7 @@ def load_plan(root: Path, name: str) -> SweepPlan:
         known = sorted(p.stem for p in sweeps_dir(root).glob("*.json")) if sweeps_dir(root).is_dir() else []
         raise BenchError(f"no sweep {name!r} under {sweeps_dir(root)}" + (f"; sweeps: {', '.join(known)}" if known
                                                                           else "; run `bench sweep` first"))
-    return SweepPlan.from_json(path.read_text(encoding="utf-8"))
+    from harness.artefacts import parsed
+
+    return parsed(path, SweepPlan.from_json, f"restore it from a copy, or re-run the `bench sweep` that made {name} "
+                                             "(its complete cells are skipped)")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.artefacts import DamagedFile, check_safetensors_file, read_json, writing
 from harness.faults import reached
 
 STATE_FILE = "state.json"
@@ -57,9 +58,10 @@ def save_state(folder: Path, model: Any, optimizer: Any, scheduler: Any, best_st
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        staging.mkdir(parents=True)
-        save_file(tensors, str(staging / TENSORS_FILE))
-        (staging / STATE_FILE).write_text(json.dumps(meta, default=_plain))
+        with writing(staging):  # a full disk: one error line (safetensors says it as a SafetensorError)
+            staging.mkdir(parents=True)
+            save_file(tensors, str(staging / TENSORS_FILE))
+            (staging / STATE_FILE).write_text(json.dumps(meta, default=_plain))
     except Exception:  # a full disk: no half state left taking the space (the previous state stays whole)
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -84,7 +86,11 @@ def load_state(folder: Path, model: Any, optimizer: Any, scheduler: Any
         if not (old / STATE_FILE).is_file():
             return None
         folder = old
-    meta = json.loads((folder / STATE_FILE).read_text())
+    fix = f"delete {folder} to fine-tune from the start, then re-run the same command"
+    meta = read_json(folder / STATE_FILE, fix)
+    if not (folder / TENSORS_FILE).is_file():
+        raise DamagedFile(str(folder), f"no {TENSORS_FILE}", fix)
+    check_safetensors_file(folder / TENSORS_FILE, fix)
     tensors = load_file(str(folder / TENSORS_FILE))
     params = dict(model.named_parameters())
     best: dict[str, Any] = {}

@@ -24,7 +24,7 @@ def test_rerun_skips_completed_stages_and_prints_the_same_table(bench, data_dir,
 
 
 def test_a_training_state_save_that_fails_leaves_the_previous_state_whole(tmp_path, monkeypatch):
-    """Disk full while writing the mid-training state: the error propagates, no `.partial` folder
+    """Disk full while writing the mid-training state: one BenchError, no `.partial` folder
     is left taking the space, and the state saved before is still there to resume from."""
     import errno
     import os
@@ -46,7 +46,10 @@ def test_a_training_state_save_that_fails_leaves_the_previous_state_whole(tmp_pa
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(safetensors.torch, "save_file", full)
-    with pytest.raises(OSError):
+    from harness.errors import BenchError
+
+    # one error line naming the folder and the fix, not the OSError's traceback
+    with pytest.raises(BenchError, match="No space left on device: .*train_state.partial; free space"):
         save_state(folder, model, optimizer, scheduler, None, LoopState(**{**loop.__dict__, "step": 2}))
     assert not folder.with_name("train_state.partial").exists()
     assert '"step": 1' in (folder / STATE_FILE).read_text()
