@@ -56,6 +56,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed for sampling, init and training (default 0); see --train-seed")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow models whose repository ships its own Python code (off: such models are refused)")
+    parser.add_argument("--force-new", action="store_true",
+                        help="start the run(s) over: discard what the store holds of them (stages, checkpoint, "
+                             "training state) instead of resuming; needed when the data files changed since")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -378,6 +381,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.pipeline import Runner, plan
     from harness.registry import get_task
     from harness.report import print_and_save
+    from harness.resume import settle_stored_runs
     from harness.store import Store, results_dir
 
     started = time.perf_counter()
@@ -394,6 +398,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         judging = Judging(judge_settings, store, _log) if judge_settings else None  # a bad spec fails here
         runner = Runner(spec, store, data_dir, _log)
         runner.splits(planned[0].config)  # data problems surface before any model loads
+        # every run's stored work checked against this data and config (or discarded) before any runs
+        settle_stored_runs(store, [(item.run_id, item.config.to_dict(), runner.splits(item.config))
+                                   for item in planned], force_new=args.force_new, log=_log)
         rows = []
         for item in planned:
             records = runner.run(item)
@@ -624,6 +631,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.data import data_dir_from
     from harness.loggers import check_loggers
+    from harness.resume import settle_stored_runs
     from harness.store import Store, results_dir
     from harness.registry import task_option_type
     from harness.registry import task_options as declared_options
@@ -643,6 +651,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         _log(f"sweep {plan.name}: {len(planned)} cells")
         runners = prepare_runners(planned, store, data_dir, _log)
+        settle_stored_runs(store, [(item.run.run_id, item.run.config.to_dict(),
+                                    runners[item.spec.key].splits(item.run.config)) for item in planned],
+                           force_new=args.force_new, log=_log)
         save_plan(store.root, plan)  # before the first cell: an interrupted sweep can still be reported
         results = execute(planned, runners, store, _log, after_run=_after_run(loggers, store))
         plan = dataclasses.replace(plan, failures={r.cell.run_id: r.error for r in results if r.error})

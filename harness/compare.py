@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from harness.errors import BenchError
 from harness.metrics.classification import correct_mask
+from harness.resume import changed_files
 from harness.stats import BOOTSTRAP_RESAMPLES, mcnemar_exact, paired_bootstrap
 from harness.store import StageRecord, Store
 from harness.types import Prediction
@@ -153,7 +154,7 @@ def compare_text(store: Store, run_id: str, config: dict[str, Any], records: dic
         if not stage.startswith("baseline:"):
             continue
         before = store.predictions(run_id, stage)
-        _check_paired(before, after, run_id)
+        _check_paired(run_id, stage, before, after, records)
         boot = paired_bootstrap([(p.values or {}).get(key, 0.0) for p in before],
                                 [(p.values or {}).get(key, 0.0) for p in after],
                                 weights=_token_weights(after) if headline in PER_EXAMPLE else None,
@@ -206,7 +207,7 @@ def compare_classification(store: Store, run_id: str, config: dict[str, Any], re
         if not stage.startswith("baseline:"):
             continue
         before = store.predictions(run_id, stage)
-        _check_paired(before, after, run_id)
+        _check_paired(run_id, stage, before, after, records)
         gold = [p.gold for p in before]
         right_before = correct_mask(gold, [p.label for p in before])
         right_after = correct_mask(gold, [p.label for p in after])
@@ -255,10 +256,33 @@ def _shots(record: StageRecord) -> str:
     return f" {shots}-shot" if shots else (" 0-shot" if record.info.get("mode") == "prompt" else " (untrained)")
 
 
-def _check_paired(before: Sequence[Prediction], after: Sequence[Prediction], run_id: str) -> None:
+def _check_paired(run_id: str, stage: str, before: Sequence[Prediction], after: Sequence[Prediction],
+                  records: dict[str, StageRecord]) -> None:
+    """Before and after must be the same examples with the same gold: a stage stored before the data
+    changed, paired with one made after, would compare answers to different labels (or references)
+    under the same ids and report a wrong delta."""
+    fix = ("re-run it from scratch with --force-new (or into a new --results DIR) so both stages are scored on "
+           "the same data")
     if [p.example_id for p in before] != [p.example_id for p in after]:
-        raise BenchError(f"run {run_id}: baseline and fine-tuned predictions cover different examples; "
-                         "delete the run folder and re-run")
+        raise BenchError(f"run {run_id}: {stage} and finetuned predictions cover different examples; {fix}")
+    differ = [(b, a) for b, a in zip(before, after) if b.gold != a.gold]
+    if differ:
+        b, a = differ[0]
+        raise BenchError(f"run {run_id}: {stage} and finetuned were scored against different gold labels "
+                         f"({len(differ)} of {len(before)} examples, e.g. {b.example_id!r}: {b.gold} vs {a.gold}): "
+                         f"the data changed between the two stages; {fix}")
+    # Text tasks store no gold per prediction: the stages' digests of the eval references must agree
+    # (stages stored before digests were recorded: the data files they were made from).
+    info_before, info_after = records[stage].info, records["finetuned"].info
+    if info_before.get("eval_gold") and info_after.get("eval_gold"):
+        if info_before["eval_gold"] != info_after["eval_gold"]:
+            raise BenchError(f"run {run_id}: {stage} and finetuned were scored against different gold labels or "
+                             f"references (the eval data changed between the two stages); {fix}")
+        return
+    changed = changed_files(info_before.get("data_hashes") or {}, info_after.get("data_hashes") or {})
+    if changed:
+        raise BenchError(f"run {run_id}: {stage} and finetuned were made from different data ({', '.join(changed)} "
+                         f"changed between the two stages); {fix}")
 
 
 def format_p(p: float) -> str:

@@ -27,6 +27,7 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     from harness.models import resolve_model
     from harness.pipeline import Runner, quiet_transformers
     from harness.registry import get_task
+    from harness.resume import settle_stored_runs
     from harness.stages import (
         RETRAIN,
         base_source,
@@ -78,6 +79,8 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
             return evaluate_baseline(spec, ref, config, baseline, splits)
 
         run_id = f"eval__{spec.key}__{config.digest()}"
+        # its stored config keeps the checkpoint's training settings: checked by its data files only
+        settle_stored_runs(store, [(run_id, None, splits)], force_new=args.force_new, log=runner.log)
         with store.run_lock(run_id, runner.log):
             # A checkpoint's record keeps the settings it was trained with (its lr, method, ...), not
             # this command's defaults for them; the evaluation's own settings are this command's.

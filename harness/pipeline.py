@@ -22,6 +22,8 @@ from harness.errors import BenchError
 from harness.faults import reached
 from harness.memory import PeakMemory
 from harness.models import ModelRef, config_int, resolve_model, skeleton
+from harness.resume import (check_stage_data, check_stored_run, forget_training_inputs, gold_digest,
+                            record_training_inputs)
 from harness.scoring import score_stage
 from harness.spec import ExtractiveQA, Generate, TaskSpec
 from harness.store import StageRecord, Store
@@ -205,6 +207,7 @@ class Runner:
         quiet_transformers()
         self.log(f"[{planned.ref.name}] run {planned.run_id}")
         with self.store.run_lock(planned.run_id, self.log):
+            check_stored_run(self.store, planned.run_id, planned.config.to_dict(), self.splits(planned.config))
             return self._run_stages(planned)
 
     def _run_stages(self, planned: PlannedRun) -> dict[str, StageRecord]:
@@ -219,6 +222,7 @@ class Runner:
         trained: list[Any] = []  # the in-memory fine-tuned model, handed from one stage to the next
 
         def finetune() -> StageOutput:
+            record_training_inputs(self.store.run_dir(run_id), config.to_dict(), splits)
             model, tokenizer, result, info = stages.finetune(self.spec, planned.ref, config, splits,
                                                                self.store.run_dir(run_id) / "checkpoint", self.log)
             trained.append((model, tokenizer))
@@ -227,6 +231,7 @@ class Runner:
 
         records["finetune"] = self._stage(planned, "finetune", splits, finetune, redo=self._checkpoint_lost(run_id))
         shutil.rmtree(self.store.run_dir(run_id) / stages.TRAIN_STATE, ignore_errors=True)  # stage committed
+        forget_training_inputs(self.store.run_dir(run_id))
 
         def evaluate_finetuned() -> StageOutput:
             if trained:
@@ -272,6 +277,7 @@ class Runner:
             self.log(f"  {stage}: its stored record cannot be read ({exc.where}: {exc.reason}): running it again")
             done = None
         if done is not None:
+            check_stage_data(run_id, stage, done.info, splits)  # reused only if made from these files
             self.log(f"  {stage}: complete in the store, skipped")
             return done
         self.log(f"  {stage} ...")
@@ -286,7 +292,8 @@ class Runner:
             metrics = {**scored, **metrics, "headline": name}
             self.log(f"  {stage}: {name} {metrics[name]['value']:.4f}  ({seconds:.1f} s)")
         info = {**info, "peak_memory_mb": peak.mb, "data_notes": list(splits.notes),
-                "data_hashes": splits.source_hashes, "versions": package_versions(), **extra_info}
+                "data_hashes": splits.source_hashes, "eval_gold": gold_digest(splits.eval),
+                "versions": package_versions(), **extra_info}
         return self.store.complete_stage(run_id, stage, config=stored_config or config.to_dict(), seconds=seconds,
                                          metrics=metrics, info=info, predictions=predictions, curves=curves)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -195,6 +196,42 @@ class Store:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def discard_run(self, run_id: str) -> bool:
+        """Forget a run (`--force-new`): its rows and its folder, in steps a crash cannot leave half
+        done. The folder is renamed aside first (one atomic rename), then the rows go in one
+        transaction, then the renamed folder is deleted; a discard cut short anywhere is finished
+        by `finish_discard`, which every resume check calls first. The caller holds the run lock.
+        True when there was something to discard."""
+        self.finish_discard(run_id)
+        folder = self.run_dir(run_id)
+        if folder.exists():
+            folder.rename(self._discarded(run_id))
+        elif self.run_config(run_id) is None and not self.stages_of(run_id):
+            return False
+        self._delete_rows(run_id)
+        shutil.rmtree(self._discarded(run_id), ignore_errors=True)
+        return True
+
+    def finish_discard(self, run_id: str) -> None:
+        """Complete a discard that a crash interrupted (its folder is still renamed aside). The rows
+        go only while no new run folder exists: a run started after they were already deleted
+        writes its folder before its first row."""
+        trash = self._discarded(run_id)
+        if not trash.exists():
+            return
+        if not self.run_dir(run_id).exists():
+            self._delete_rows(run_id)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _delete_rows(self, run_id: str) -> None:
+        with self._transaction() as db:
+            for table in ("predictions", "stages", "judgments", "runs"):
+                db.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+
+    def _discarded(self, run_id: str) -> Path:
+        folder = self.run_dir(run_id)
+        return folder.with_name(f".{folder.name}.discarded")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
