@@ -171,6 +171,30 @@ def config_int(config: Any, *names: str, default: D) -> int | D:
     return default
 
 
+# Where the families record how many positions their (learned or rotary) position table covers;
+# relative-position models (T5) record none and have no such limit.
+POSITION_LIMIT_NAMES = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "max_sequence_length",
+                        "seq_length")
+# Encoders whose position ids start after the pad id (RoBERTa's scheme): a table of 514 holds 512 tokens.
+PADDING_OFFSET_TYPES = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer",
+                        "mpnet", "ibert", "luke", "markuplm", "xmod", "roberta-prelayernorm", "esm", "lilt"}
+
+
+def model_config(ref: ModelRef) -> Any:
+    """The model's transformers config (read from its folder or the hub cache; no weights)."""
+    return _load_config(ref.name, ref.source, ref.trust_remote_code)
+
+
+def position_limit(ref: ModelRef) -> int | None:
+    """The longest sequence (in tokens) the model has positions for; None when it has no limit."""
+    config = model_config(ref)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = config_int(text, *POSITION_LIMIT_NAMES, default=None)
+    if limit is not None and ref.model_type in PADDING_OFFSET_TYPES:
+        limit -= config_int(text, "pad_token_id", default=0) + 1  # positions start at pad id + 1
+    return limit
+
+
 def _looks_local(name: str) -> bool:
     """A path, not a hub id: hub ids are `name` or `org/name`, never absolute, relative or deeper."""
     return Path(name).expanduser().exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1
