@@ -224,6 +224,9 @@ def validate(config: RunConfig) -> None:
         raise BenchError(f"--max-length must be at least 16 tokens (got {config.max_length})")
     if config.shots < 0:
         raise BenchError(f"--shots must be 0 or more (got {config.shots})")
+    if config.shots > config.max_length:  # each demonstration takes at least a token of the prompt
+        raise BenchError(f"--shots {config.shots}: a prompt of --max-length {config.max_length} tokens cannot hold "
+                         f"{config.shots} demonstrations; use fewer --shots or a larger --max-length")
     # numpy refuses negative seeds, torch.manual_seed ones of 2**64 and up; the bound keeps the recorded
     # seed a signed 64-bit integer, which every reader of a run's config (SQLite, JSON elsewhere) can hold
     for name in ("seed", "train_seed"):

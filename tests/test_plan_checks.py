@@ -85,6 +85,8 @@ def tiny_bart(t5: Path, folder: Path) -> Path:
     pytest.param("--batch-size", str(2**63), f"--batch-size {2**63} is out of range", id="batch-size"),
     pytest.param("--lora-alpha", HUGE, "--lora-alpha (a 1329-bit integer) is out of range", id="lora-alpha"),
     pytest.param("--patience", str(2**70), f"--patience {2**70} is out of range", id="patience"),
+    pytest.param("--shots", "100000", "--shots 100000: a prompt of --max-length 128 tokens cannot hold",
+                 id="shots"),  # once: every training example a demonstration, minutes of tokenizing
 ])
 def test_step_arithmetic_overflow(bench, tiny_model, data_dir, results, option, value, expected):
     """Values past what the step count, the schedule or the store can hold."""
