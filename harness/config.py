@@ -40,6 +40,13 @@ METHOD_LR = {"full": 5e-5, "freeze": 1e-4, "head": 1e-3, "lora": 5e-4, "qlora": 
 # LM head (sst2 quick preset, minilm: accuracy 0.63 at 5e-4, 0.735 at 2e-3).
 LORA_HEAD_LR = 2e-3
 
+# More passes than this over the training data is a typo (1e5 for 1e-5?), not a plan: the step
+# count and the schedule it sets would run for ever, or past what a float holds.
+MAX_EPOCHS = 10_000
+# A run's integer settings are stored (SQLite, JSON) and reach numpy and torch as signed 64-bit
+# integers; a larger one fails there, or as an OverflowError wherever it meets a float.
+INT64_MAX = 2**63 - 1
+
 # Fields added after the first stored runs, with the defaults that leave a run's digest unchanged.
 LATER_DEFAULTS: dict[str, Any] = {"precision": "auto", "compile": False, "train_seed": None}
 
@@ -197,6 +204,7 @@ def check_method(method: str) -> None:
 
 
 def validate(config: RunConfig) -> None:
+    check_integer_range(config)
     positive = dict(lr=config.lr, epochs=config.epochs, batch_size=config.batch_size,
                     eval_batch_size=config.eval_batch_size, grad_accum=config.grad_accum,
                     lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
@@ -205,6 +213,9 @@ def validate(config: RunConfig) -> None:
     for name, value in positive.items():
         if not (value > 0 and math.isfinite(value)):
             raise BenchError(f"--{name.replace('_', '-')} must be positive and finite (got {value})")
+    if config.epochs > MAX_EPOCHS:
+        raise BenchError(f"--epochs {config.epochs:g} is more than {MAX_EPOCHS:,} passes over the training data; "
+                         f"use --epochs {MAX_EPOCHS} or fewer")
     for name in ("train_samples", "eval_samples", "patience"):
         value = getattr(config, name)
         if value is not None and value < 1:
@@ -213,6 +224,9 @@ def validate(config: RunConfig) -> None:
         raise BenchError(f"--max-length must be at least 16 tokens (got {config.max_length})")
     if config.shots < 0:
         raise BenchError(f"--shots must be 0 or more (got {config.shots})")
+    if config.shots > config.max_length:  # each demonstration takes at least a token of the prompt
+        raise BenchError(f"--shots {config.shots}: a prompt of --max-length {config.max_length} tokens cannot hold "
+                         f"{config.shots} demonstrations; use fewer --shots or a larger --max-length")
     # numpy refuses negative seeds, torch.manual_seed ones of 2**64 and up; the bound keeps the recorded
     # seed a signed 64-bit integer, which every reader of a run's config (SQLite, JSON elsewhere) can hold
     for name in ("seed", "train_seed"):
@@ -240,3 +254,15 @@ def validate(config: RunConfig) -> None:
     check_precision(config.precision)
     if config.max_new_tokens is not None and config.max_new_tokens < 1:
         raise BenchError(f"--max-new-tokens must be at least 1 (got {config.max_new_tokens})")
+
+
+def check_integer_range(config: RunConfig) -> None:
+    """Every integer setting fits a signed 64-bit integer (the seeds have their own, narrower check)."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.name in ("seed", "train_seed") or isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if not -INT64_MAX - 1 <= value <= INT64_MAX:
+            shown = str(value) if value.bit_length() <= 128 else f"(a {value.bit_length()}-bit integer)"
+            raise BenchError(f"--{field.name.replace('_', '-')} {shown} is out of range: integer settings are "
+                             "stored as signed 64-bit integers (at most 2**63 - 1)")

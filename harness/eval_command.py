@@ -11,9 +11,14 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import BenchError
+
+if TYPE_CHECKING:
+    from harness.config import RunConfig
+    from harness.models import ModelRef
+    from harness.spec import TaskSpec
 
 # Settings that decide which examples are evaluated and how they are prompted.
 EVAL_SETTINGS = ("train_samples", "validation_samples", "eval_samples", "seed", "shots", "max_length",
@@ -57,6 +62,9 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     preset = args.preset or (run_config or {}).get("preset") or "quick"
     config = resolve(spec, args.model, {**inherited, **explicit, **({"objective": meta["objective"]} if meta else {})},
                      preset, can_prompt=ref.can_prompt)
+    chosen = config.baselines[0] if config.baselines else "auto"
+    baseline = spec.kind.default_baseline(ref.can_prompt) if chosen == "auto" else chosen
+    check_inputs(spec, ref, config, None if meta is not None else baseline)
     quiet_transformers()
     store = Store(results_dir(args.results))
     try:
@@ -74,8 +82,6 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
             if meta is not None:
                 model, tokenizer, _ = load_checkpoint(path, trust_remote_code=args.trust_remote_code)
                 return evaluate_model(spec, ref, config, model, tokenizer, splits)
-            chosen = config.baselines[0] if config.baselines else "auto"
-            baseline = spec.kind.default_baseline(ref.can_prompt) if chosen == "auto" else chosen
             return evaluate_baseline(spec, ref, config, baseline, splits)
 
         run_id = f"eval__{spec.key}__{config.digest()}"
@@ -100,6 +106,25 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
           f"{metrics.get('failures', 0)} | {headline} {value['value']:.4f} [{value['ci'][0]:.4f}, {value['ci'][1]:.4f}]"
           f"{extra} | {record.seconds:.1f} s")
     return 0
+
+
+def check_inputs(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline: str | None) -> None:
+    """What evaluating would find out only after the store was opened and the model loaded, checked
+    before either: a model's own evaluation as a run's `baseline` is, a checkpoint's (baseline None)
+    as its run was, for the settings this command may change (lengths, the span task's windows)."""
+    from harness.checks import check_position_limit
+    from harness.pipeline import check_kind_options, check_prompt_room, check_verbalizers
+
+    if baseline is not None:
+        if baseline == "prompt" and not ref.can_prompt:
+            raise BenchError(f"--baseline prompt needs a language-model head; {ref.name} is an encoder: use "
+                             "--baseline head")
+        check_kind_options(spec, ref.name, config, (baseline,))
+        check_verbalizers(spec, ref, config, (baseline,))
+    elif not spec.is_classification:  # a classifier checkpoint's inherited --shots were checked with its run
+        check_kind_options(spec, ref.name, config, ())
+    check_prompt_room(spec, ref, config)
+    check_position_limit(spec, ref, config)
 
 
 def checkpoint_run_config(path: Path, meta: dict[str, Any]) -> dict[str, Any] | None:

@@ -171,6 +171,35 @@ def config_int(config: Any, *names: str, default: D) -> int | D:
     return default
 
 
+# Where the families record how many positions their (learned or rotary) position table covers.
+POSITION_LIMIT_NAMES = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "max_sequence_length",
+                        "seq_length")
+# Encoders whose position ids start after the pad id (RoBERTa's scheme): a table of 514 holds 512 tokens.
+PADDING_OFFSET_TYPES = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer",
+                        "mpnet", "ibert", "luke", "markuplm", "xmod", "roberta-prelayernorm", "esm", "lilt"}
+
+# Relative positions only (T5's distance buckets), so no table to run past, though their configs
+# may still carry the n_positions their pretraining used.
+RELATIVE_POSITION_TYPES = {"t5", "mt5", "umt5", "longt5", "switch_transformers"}
+
+
+def model_config(ref: ModelRef) -> Any:
+    """The model's transformers config (read from its folder or the hub cache; no weights)."""
+    return _load_config(ref.name, ref.source, ref.trust_remote_code)
+
+
+def position_limit(ref: ModelRef) -> int | None:
+    """The longest sequence (in tokens) the model has positions for; None when it has no limit."""
+    config = model_config(ref)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if ref.model_type in RELATIVE_POSITION_TYPES or getattr(text, "position_biased_input", True) is False:
+        return None  # DeBERTa without position_biased_input: relative attention only, like T5
+    limit = config_int(text, *POSITION_LIMIT_NAMES, default=None)
+    if limit is not None and ref.model_type in PADDING_OFFSET_TYPES:
+        limit -= config_int(text, "pad_token_id", default=0) + 1  # positions start at pad id + 1
+    return limit
+
+
 def _looks_local(name: str) -> bool:
     """A path, not a hub id: hub ids are `name` or `org/name`, never absolute, relative or deeper."""
     return Path(name).expanduser().exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from harness.artefacts import DamagedFile
+from harness.checks import check_model_limits
 from harness.config import RunConfig, resolve
 from harness.data import run_splits, split_settings
 from harness.errors import BenchError
@@ -71,6 +72,7 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
         check_prompt_room(spec, ref, config)
         check_verbalizers(spec, ref, config, baselines)
         check_training_options(spec, ref, config)
+        check_model_limits(spec, ref, config)
         if "prompt" in baselines and not ref.can_prompt:
             raise BenchError(f"--baseline prompt needs a language-model head; {name} is an encoder: use --baseline head")
         if config.objective == "lm" and not ref.can_prompt:
