@@ -26,6 +26,7 @@ from harness.models import ModelRef, config_int, resolve_model, skeleton
 from harness.resume import (check_stage_data, check_stored_run, forget_training_inputs, gold_digest,
                             record_training_inputs)
 from harness.scoring import score_stage
+from harness.shared_baseline import KEY_FIELD, baseline_key, copied_stage, shared_source
 from harness.spec import ExtractiveQA, Generate, TaskSpec
 from harness.store import StageRecord, Store
 from harness.types import Splits, StageOutput
@@ -219,8 +220,7 @@ class Runner:
         splits = self.splits(config)
         records: dict[str, StageRecord] = {}
         for baseline in planned.baselines:
-            records[f"baseline:{baseline}"] = self._stage(planned, f"baseline:{baseline}", splits, lambda b=baseline: (
-                stages.evaluate_baseline(self.spec, planned.ref, config, b, splits)))
+            records[f"baseline:{baseline}"] = self._baseline(planned, baseline, splits)
         trained: list[Any] = []  # the in-memory fine-tuned model, handed from one stage to the next
 
         def finetune() -> StageOutput:
@@ -246,6 +246,24 @@ class Runner:
 
         records["finetuned"] = self._stage(planned, "finetuned", splits, evaluate_finetuned)
         return records
+
+    def _baseline(self, planned: PlannedRun, baseline: str, splits: Splits) -> StageRecord:
+        """The baseline stage: evaluated, or copied from another run's identical one (shared_baseline)."""
+        from harness import stages
+
+        stage = f"baseline:{baseline}"
+        key = baseline_key(planned.config, baseline, splits, gold_digest(splits.eval))
+
+        def work() -> StageOutput:  # runs only when this run's own stage is not stored yet
+            source = shared_source(self.store, planned.run_id, stage, key)
+            if source is None:
+                return stages.evaluate_baseline(self.spec, planned.ref, planned.config, baseline, splits)
+            self.log(f"  {stage}: the same as run {source}'s (same model, examples and evaluation settings): "
+                     "copied from it, not evaluated again")
+            return copied_stage(self.store, source, stage)
+
+        return self.stage(planned.run_id, stage, planned.config, splits, work,
+                          extra_info={"baselines": planned.baselines, KEY_FIELD: key})
 
     def _checkpoint_lost(self, run_id: str) -> bool:
         """A stored finetune stage is complete only with its checkpoint, its output: when that was

@@ -249,6 +249,12 @@ class Store:
                            f"re-run the command that made run {run_id} (`bench run` redoes a stage whose stored "
                            "record is damaged), or restore the store from a copy")
 
+    def run_with_stage_info(self, stage: str, field: str, value: str, *, other_than: str) -> str | None:
+        """The run whose complete `stage` records `field` = `value` in its info, first finished first."""
+        row = self._db.execute("SELECT run_id FROM stages WHERE stage=? AND run_id<>? AND json_extract(info, ?)=? "
+                               "ORDER BY finished_at LIMIT 1", (stage, other_than, f"$.{field}", value)).fetchone()
+        return row[0] if row else None
+
     def stage(self, run_id: str, stage: str) -> StageRecord | None:
         """The stored stage; a record that is stored but damaged raises DamagedFile."""
         row = self._db.execute("SELECT seconds, metrics, info FROM stages WHERE run_id=? AND stage=?",
