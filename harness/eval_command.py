@@ -28,13 +28,16 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     from harness.models import resolve_model
     from harness.pipeline import Runner, quiet_transformers
     from harness.registry import get_task
-    from harness.stages import base_source, checkpoint_meta, evaluate_baseline, evaluate_model, load_checkpoint
+    from harness.stages import (base_source, check_checkpoint, checkpoint_meta, evaluate_baseline, evaluate_model,
+                                load_checkpoint)
     from harness.store import Store, results_dir
 
     spec = get_task(args.task, **task_options(args))
     data_dir = data_dir_from(args.data_dir)
     path = Path(args.model)
     meta = checkpoint_meta(path)
+    if meta is not None:  # before the store opens; `load_checkpoint` checks again when it loads
+        check_checkpoint(path, meta, args.trust_remote_code)
     run_config = checkpoint_run_config(path, meta) if meta is not None else None
     if meta is not None and meta["task"] != spec.key:
         raise BenchError(f"checkpoint {path} was trained on task {meta['task']}, not {spec.key}; evaluate it with "
