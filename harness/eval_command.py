@@ -36,6 +36,7 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     from harness.stages import (
         RETRAIN,
         base_source,
+        check_checkpoint,
         checkpoint_meta,
         checkpoint_problem,
         evaluate_baseline,
@@ -52,6 +53,8 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     problem = checkpoint_problem(path) if meta is not None or run_checkpoint else None
     if problem is not None:  # deleted, or a weights file cut short
         raise BenchError(f"{problem}: {RETRAIN}")
+    if meta is not None:  # before the store opens; `load_checkpoint` checks again when it loads
+        check_checkpoint(path, meta, args.trust_remote_code)
     run_config = checkpoint_run_config(path, meta) if meta is not None else None
     if meta is not None and meta["task"] != spec.key:
         raise BenchError(f"checkpoint {path} was trained on task {meta['task']}, not {spec.key}; evaluate it with "

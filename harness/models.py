@@ -6,7 +6,9 @@ used first. Any hub id or local folder also works. Nothing here is imported by `
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -131,7 +133,7 @@ def resolve_model(name: str, trust_remote_code: bool = False) -> ModelRef:
             raise BenchError(f"model path {name} does not exist; pass a folder with config.json, a hub id or an "
                              f"alias ({', '.join(ALIASES)})")
     if Path(source).is_dir():
-        check_safetensors(Path(source), name)
+        check_local_model(Path(source), "model" if source == name else f"model {name}", trust_remote_code)
     config = _load_config(name, source, trust_remote_code)
     model_type = getattr(config, "model_type", "")
     if getattr(config, "is_encoder_decoder", False):
@@ -144,18 +146,51 @@ def resolve_model(name: str, trust_remote_code: bool = False) -> ModelRef:
                     trust_remote_code=trust_remote_code)
 
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+# Pickles that no model loader opens: transformers.Trainer's bookkeeping beside its checkpoints.
+TRAINER_STATE = re.compile(r"training_args\.bin|optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth")
+# Where transformers finds a repository's own classes (`auto_map`: class name -> module in the folder).
+CODE_MAP_FILES = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
 
 
-def check_safetensors(folder: Path, name: str) -> None:
-    """Weights load from safetensors only: a pickle file (pytorch_model.bin, *.pt) can run any
-    code when loaded. A folder with only pickle weights is refused, with the conversion named."""
-    files = [p for p in folder.iterdir() if p.is_file()]
-    pickles = sorted(p.name for p in files if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
-    if pickles and not any(p.suffix in (".safetensors", ".gguf") for p in files):
-        raise BenchError(f"model {name}: {folder} has only pickle weights ({', '.join(pickles[:3])}); bench loads "
-                         "safetensors only (unpickling can run code): convert with `model.save_pretrained(dir, "
-                         "safe_serialization=True)` from a trusted environment")
+def check_local_model(folder: Path, what: str, trust_remote_code: bool) -> None:
+    """What a local model folder or checkpoint must pass before anything in it is read: no pickle
+    weights (`check_safetensors`), and, without --trust-remote-code, no code of its own
+    (`check_no_code`). `what` starts the error: "model", "model ALIAS", "checkpoint"."""
+    check_safetensors(folder, what)
+    if not trust_remote_code:
+        check_no_code(folder, what)
+
+
+def check_safetensors(folder: Path, what: str) -> None:
+    """Weights load from safetensors only: a pickle (pytorch_model.bin, adapter_model.bin, *.pt)
+    can run any code when loaded, and peft falls back to adapter_model.bin when there is no
+    adapter_model.safetensors, whatever other .safetensors file the folder holds. So any pickle
+    weight file is refused, even beside safetensors, with the fix named; Trainer's run state
+    (training_args.bin, optimizer.pt, ...) is no weight file, and no loader opens it."""
+    pickles = sorted(p.name for p in folder.iterdir()
+                     if p.suffix in PICKLE_SUFFIXES and not TRAINER_STATE.fullmatch(p.name) and p.is_file())
+    if pickles:
+        more = f" (and {', '.join(pickles[1:4])}{', ...' if len(pickles) > 4 else ''})" if len(pickles) > 1 else ""
+        raise BenchError(f"{what}: {folder / pickles[0]}{more} is a pickle, which can run any code when loaded, and "
+                         "bench loads safetensors only: delete it, or convert the weights from a trusted environment "
+                         "with `model.save_pretrained(dir, safe_serialization=True)`")
+
+
+def check_no_code(folder: Path, what: str) -> None:
+    """A folder whose config, tokenizer or processor config has an `auto_map` names classes in its
+    own Python files; transformers runs them with trust_remote_code, and otherwise quietly uses
+    its built-in class of the same model type where it has one. Either way the folder is not the
+    model it says it is without its code: refused, unless --trust-remote-code."""
+    for name in CODE_MAP_FILES:
+        path = folder / name
+        try:
+            found = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # unreadable: the loader names that problem
+        if isinstance(found, dict) and found.get("auto_map"):
+            raise BenchError(f"{what}: {path} has an auto_map, so the model ships Python code of its own, which bench "
+                             "does not run by default; read that code, then pass --trust-remote-code")
 
 
 D = TypeVar("D")

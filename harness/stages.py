@@ -25,7 +25,7 @@ from harness.methods import apply_method
 from harness.metrics.classification import classification_report
 from harness.models import (
     ModelRef,
-    check_safetensors,
+    check_local_model,
     load_classifier,
     load_lm,
     load_span_model,
@@ -308,6 +308,16 @@ def base_source(meta: dict[str, Any]) -> str:
     return source
 
 
+def check_checkpoint(path: Path, meta: dict[str, Any], trust_remote_code: bool) -> None:
+    """A checkpoint, and an adapter's local base, pass what a local model folder passes before
+    anything in them loads: no pickle weights (peft loads an adapter_model.bin wherever
+    adapter_model.safetensors is missing), and no code of their own without --trust-remote-code."""
+    check_local_model(path, "checkpoint", trust_remote_code)
+    base = Path(base_source(meta)) if meta["adapter"] else None
+    if base is not None and base.is_dir():
+        check_local_model(base, f"the base model of checkpoint {path}", trust_remote_code)
+
+
 def load_checkpoint(path: Path, *, trust_remote_code: bool = False) -> tuple[Any, Any, dict[str, Any]]:
     """A bench checkpoint back in memory: base + adapter (merged for speed) or full weights.
     `trust_remote_code`: the caller's --trust-remote-code, which a checkpoint of a model with its own
@@ -316,7 +326,7 @@ def load_checkpoint(path: Path, *, trust_remote_code: bool = False) -> tuple[Any
     if meta is None:
         raise BenchError(f"{path} is not a bench checkpoint (no {CHECKPOINT_FILE}); evaluate a plain model with "
                          "`bench eval TASK --model PATH --baseline prompt|head`")
-    check_safetensors(path, str(path))
+    check_checkpoint(path, meta, trust_remote_code)
     problem = checkpoint_problem(path)
     if problem is not None:
         raise BenchError(f"{problem}: {RETRAIN}")
@@ -331,7 +341,9 @@ def load_checkpoint(path: Path, *, trust_remote_code: bool = False) -> tuple[Any
         # QLoRA adapters were trained against 4-bit weights: reload them on the same 4-bit base.
         quantized = meta["method"] == "qlora"
         base = _reload_base(meta, ref_at(base_source(meta)), tokenizer, quantized)
-        model = PeftModel.from_pretrained(base, path)
+        # use_safetensors: peft's own switch; what guards a local folder is check_checkpoint above, as
+        # peft loads adapter_model.bin wherever adapter_model.safetensors is missing.
+        model = PeftModel.from_pretrained(base, path, use_safetensors=True)
         if quantized:
             return model, tokenizer, meta
         model = model.merge_and_unload()  # plain weights evaluate faster than base + adapter
