@@ -29,6 +29,12 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _baselines(value: str) -> tuple[str, ...]:
+    """--baseline prompt,head; `both` is short for that pair."""
+    return tuple(dict.fromkeys(part for name in _csv(value) for part in
+                               (("prompt", "head") if name == "both" else (name,))))
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", help="task name (see `bench list`)")
     parser.add_argument("--data-dir", help="local datasets folder (one subfolder per dataset); env BENCH_DATA_DIR")
@@ -44,7 +50,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chat-template", help="text tasks: auto (default: when the tokenizer has one) | on | off")
     parser.add_argument("--max-new-tokens", type=int, help="text tasks: generation length (default per task)")
     parser.add_argument("--precision", help="auto (default: bf16 autocast on a GPU that has it, else fp32) | fp32 | bf16")
-    parser.add_argument("--baseline", type=_csv, dest="baselines",
+    parser.add_argument("--baseline", type=_baselines, dest="baselines",
                         help="prompt, head or both (comma-separated); default auto: prompt for LMs, head for encoders")
     parser.add_argument("--shots", type=int, help="few-shot demonstrations in the prompt baseline (default 0)")
     parser.add_argument("--train-samples", type=int, help="training examples (class-balanced, seeded)")
@@ -59,24 +65,30 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description="Zero-shot baseline -> fine-tune -> same eval again -> "
+    # allow_abbrev=False everywhere: a prefix (`--model` for `--models`, `--lr` for some future
+    # `--lr-schedule`) must not silently pick an option
+    parser = argparse.ArgumentParser(prog="bench", allow_abbrev=False, description="Zero-shot baseline -> fine-tune -> same eval again -> "
                                      "paired before/after table. Example: bench run sst2 --models smollm2,minilm")
     commands = parser.add_subparsers(dest="command", required=True)
-    listing = commands.add_parser("list", help="list tasks, model aliases and methods")
+    listing = commands.add_parser("list", allow_abbrev=False, help="list tasks, model aliases and methods")
     listing.add_argument("what", nargs="?", choices=("tasks", "models", "methods"), help="only this list")
 
-    run = commands.add_parser("run", help="baseline, fine-tune and re-evaluate each model; print the before/after table")
+    run = commands.add_parser("run", allow_abbrev=False, help="baseline, fine-tune and re-evaluate each model; print the before/after table",
+                              description="Options can come from a file: bench run --config exp.yaml (keys are the "
+                              "options' names, plus task and models; flags typed here override it). Every run "
+                              "folder keeps the config.yaml that re-runs it.")
     _common(run)
-    run.add_argument("--models", type=_csv, required=True, help="comma-separated aliases, hub ids or local folders")
+    run.add_argument("--models", "--model", type=_csv, required=True,
+                     help="comma-separated aliases, hub ids or local folders")
     _training(run)
     add_judge_options(run, required=False)
 
-    sweep = commands.add_parser("sweep", help="a grid of runs (--grid lora_rank=2,4 lr=1e-4,5e-5): table + heatmap",
+    sweep = commands.add_parser("sweep", allow_abbrev=False, help="a grid of runs (--grid lora_rank=2,4 lr=1e-4,5e-5): table + heatmap",
                                 description="Every cell is an ordinary `bench run` in the store; re-running the same "
                                 "sweep skips what is complete. Example: bench sweep sst2 --models minilm "
                                 "--grid lora_rank=2,4,8 lr=1e-4,5e-5")
     _common(sweep)
-    sweep.add_argument("--models", type=_csv, help="comma-separated models (or a model=A,B grid axis)")
+    sweep.add_argument("--models", "--model", type=_csv, help="comma-separated models (or a model=A,B grid axis)")
     sweep.add_argument("--grid", nargs="+", action="extend", required=True, metavar="KEY=V1,V2",
                        help="axes: any run option (lora_rank, lr, batch_size, method, ...), freeze=N (method "
                             "freeze:N), a task option (labels) or model; the heatmap uses the first two, seed "
@@ -85,18 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
                                         "or a metric name such as f1_macro")
     _training(sweep)
 
-    evaluate = commands.add_parser("eval", help="evaluate a model or a bench checkpoint on a task")
+    evaluate = commands.add_parser("eval", allow_abbrev=False, help="evaluate a model or a bench checkpoint on a task")
     _common(evaluate)
-    evaluate.add_argument("--model", required=True, help="bench checkpoint folder (evaluated with its run's sample "
+    evaluate.add_argument("--model", "--models", required=True, help="bench checkpoint folder (evaluated with its run's sample "
                           "sizes, seed, shots and lengths unless given), alias, hub id or local folder")
     evaluate.set_defaults(preset=None)  # a checkpoint's run preset, else quick
 
-    rescore = commands.add_parser("rescore", help="recompute a run's metrics from its stored outputs (no model)")
+    rescore = commands.add_parser("rescore", allow_abbrev=False, help="recompute a run's metrics from its stored outputs (no model)")
     rescore.add_argument("run", help="run id (a folder name under results/runs)")
     rescore.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
     rescore.add_argument("--data-dir", help="local datasets folder; env BENCH_DATA_DIR")
 
-    report = commands.add_parser("report", help="before/after table + leaderboard from the store (no model loaded)",
+    report = commands.add_parser("report", allow_abbrev=False, help="before/after table + leaderboard from the store (no model loaded)",
                                  description="md and latex print both tables; csv prints one (--table); html writes "
                                  "a self-contained report to results/reports/<name>.html (or --out), printing the path")
     _selection(report)
@@ -109,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--data-dir", help="datasets folder, to show example texts in html sample predictions; "
                                            "env BENCH_DATA_DIR")
 
-    judge = commands.add_parser("judge", help="LLM-judge a run's stored generations (baseline and fine-tuned)",
+    judge = commands.add_parser("judge", allow_abbrev=False, help="LLM-judge a run's stored generations (baseline and fine-tuned)",
                                 description="Scores stored outputs 0-100 against the reference and compares "
                                 "baseline with fine-tuned in both orders. Example: bench judge alpaca --judge hf:smollm2")
     judge.add_argument("target", metavar="RUN_OR_TASK", help="a run id, or a task name (all its runs in the store)")
@@ -117,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--data-dir", help="local datasets folder (references); env BENCH_DATA_DIR")
     add_judge_options(judge, required=True)
 
-    export = commands.add_parser("export", help="write the leaderboard and before/after tables (and the judge table) "
+    export = commands.add_parser("export", allow_abbrev=False, help="write the leaderboard and before/after tables (and the judge table) "
                                                "as CSV and markdown, per-class scores as CSV, to a folder")
     _selection(export)
     export.add_argument("--to", required=True, help="folder to create/fill (no '..' components)")
@@ -132,6 +144,8 @@ def _selection(parser: argparse.ArgumentParser) -> None:
 
 def _training(run: argparse.ArgumentParser) -> None:
     """Options of `run` and `sweep` (a sweep's fixed settings; any of them can be a grid axis)."""
+    run.add_argument("--config", metavar="FILE", help="experiment file (YAML, or TOML for .toml): the task, models, "
+                     "any option by name (lora_rank: 8), for sweeps a grid: {lr: [1e-4, 5e-5]}; flags override it")
     run.add_argument("--log-to", type=_csv, help="also log curves and metrics to tensorboard and/or wandb (optional)")
     run.add_argument("--method", help="full | lora (default) | qlora | freeze:N | head")
     run.add_argument("--objective", help="auto (default: lm for causal/seq2seq models, head for encoders, --method head and squad_v2 span) | head (new classification head) | lm (train the LM on the label verbalizer, prompt masked)")
@@ -162,7 +176,7 @@ def _training(run: argparse.ArgumentParser) -> None:
 def grid_types() -> dict[str, Callable[[str], Any]]:
     """Grid key -> value converter: the run and task options `bench run` takes, with the types
     argparse applies to them, so a grid value parses exactly as the option would."""
-    options = argparse.ArgumentParser(add_help=False)
+    options = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     _common(options)
     _training(options)
     converters = {action.dest: boolean if isinstance(action, argparse._StoreTrueAction) else action.type or str
@@ -172,7 +186,11 @@ def grid_types() -> dict[str, Callable[[str], Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse(list(sys.argv[1:] if argv is None else argv))
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "list":
             return cmd_list(args.what)
@@ -218,6 +236,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # SQL that is wrong (a bug) is not the store's disk: keep the traceback
         print(f"error: results store: {masked(str(exc))}", file=sys.stderr)
         return 2
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line, with `run`/`sweep --config FILE` read first: the file's values become the
+    command's defaults, so flags typed here override them."""
+    parser = build_parser()
+    command = next(iter(argv), None)
+    if command not in ("run", "sweep"):
+        return parser.parse_args(argv)
+    from harness.experiment import apply_file, config_path, merge_repeated, read_file
+
+    path = config_path(argv[1:])
+    if path is None:
+        return parser.parse_args(argv)
+    subcommand = subcommands(parser)[command]
+    repeated = apply_file(subcommand, path, read_file(path))
+    args = parser.parse_args(argv)
+    merge_repeated(args, repeated)
+    if args.task is None:
+        subcommand.error("the following arguments are required: task (or a `task:` key in the --config file)")
+    return args
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
 
 
 def masked(text: str) -> str:
@@ -350,6 +394,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         judging = Judging(judge_settings, store, _log) if judge_settings else None  # a bad spec fails here
         runner = Runner(spec, store, data_dir, _log)
         runner.splits(planned[0].config)  # data problems surface before any model loads
+        write_run_files(store, [item for item in planned])
         rows = []
         for item in planned:
             records = runner.run(item)
@@ -377,6 +422,17 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"stored: judge them again with `bench judge {spec.key} --judge ...`", file=sys.stderr)
         return 1
     return 0
+
+
+def write_run_files(store: Any, planned: Sequence[Any]) -> None:
+    """Each planned run's folder gets the config.yaml that re-runs it (`bench run --config ...`),
+    once every input has been checked and before its first stage."""
+    from harness.experiment import run_file
+    from harness.store import atomic_write
+
+    command = subcommands(build_parser())["run"]
+    for item in planned:
+        atomic_write(store.run_dir(item.run_id) / "config.yaml", run_file(item, command))
 
 
 def _compare(store: Any, run_id: str, config: dict[str, Any], records: dict[str, Any]) -> list[Any]:
@@ -408,12 +464,24 @@ def _selected(store: Any, args: argparse.Namespace, sweep: Any = None) -> tuple[
     rows = collect(store, chosen)
     if not rows:
         where = f" of sweep {sweep.name}" if sweep is not None else f" for task {args.task}" if args.task else ""
+        if args.task and not chosen:
+            check_task_name(args.task)
         evals = [run["run_id"] for run in chosen if run["method"] == "eval"]
         if evals and len(evals) == len(chosen):
             raise BenchError(f"{evals[0]} is a `bench eval` record (one evaluation, no before/after to compare): "
                              f"its metrics are in {store.run_dir(evals[0])}/eval/metrics.json")
         raise BenchError("no complete runs (baseline, fine-tune and fine-tuned evaluation) in the store" + where)
     return chosen, rows
+
+
+def check_task_name(task: str) -> None:
+    """--task of a report or export that matched no run: a name no task has is a typo, not an empty store."""
+    from harness.errors import did_you_mean
+    from harness.registry import task_names
+
+    names = task_names()
+    if not any(task == name or task.startswith(name + "-") for name in names):
+        raise BenchError(f"unknown task {task!r}{did_you_mean(task, names) or ';'} known tasks: {', '.join(names)}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -592,6 +660,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         _log(f"sweep {plan.name}: {len(planned)} cells")
         runners = prepare_runners(planned, store, data_dir, _log)
+        write_run_files(store, [item.run for item in planned])
         save_plan(store.root, plan)  # before the first cell: an interrupted sweep can still be reported
         results = execute(planned, runners, store, _log, after_run=_after_run(loggers, store))
         plan = dataclasses.replace(plan, failures={r.cell.run_id: r.error for r in results if r.error})

@@ -33,7 +33,10 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
 
     spec = get_task(args.task, **task_options(args))
     data_dir = data_dir_from(args.data_dir)
-    path = Path(args.model)
+    path = checkpoint_folder(args.model)
+    if str(path) != args.model:
+        args.model = str(path)
+        print(f"info: {path.parent} is a run folder; evaluating its checkpoint {path}", file=sys.stderr)
     meta = checkpoint_meta(path)
     run_config = checkpoint_run_config(path, meta) if meta is not None else None
     if meta is not None and meta["task"] != spec.key:
@@ -86,6 +89,20 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
           f"{metrics.get('failures', 0)} | {headline} {value['value']:.4f} [{value['ci'][0]:.4f}, {value['ci'][1]:.4f}]"
           f"{extra} | {record.seconds:.1f} s")
     return 0
+
+
+def checkpoint_folder(model: str) -> Path:
+    """--model as given, or a run folder's checkpoint/ when given the run folder (results/runs/<id>)."""
+    from harness.stages import CHECKPOINT_FILE
+
+    path = Path(model)
+    inside = path / "checkpoint"
+    if path.is_dir() and not (path / CHECKPOINT_FILE).is_file() and (inside / CHECKPOINT_FILE).is_file():
+        return inside
+    if "," in model and not path.exists():
+        raise BenchError(f"--model {model}: bench eval evaluates one model; run it once per model, or use "
+                         "`bench run --models A,B` for before/after comparisons")
+    return path
 
 
 def checkpoint_run_config(path: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
