@@ -64,26 +64,33 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="allow models whose repository ships its own Python code (off: such models are refused)")
 
 
+class Parser(argparse.ArgumentParser):
+    """An argparse parser that takes no abbreviations, and its subcommands' parsers too (argparse
+    builds those of the parent's class): a prefix (`--model` for `--models`) must not silently pick
+    an option, nor change meaning when a longer option is added."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    # allow_abbrev=False everywhere: a prefix (`--model` for `--models`, `--lr` for some future
-    # `--lr-schedule`) must not silently pick an option
-    parser = argparse.ArgumentParser(prog="bench", allow_abbrev=False, description="Zero-shot baseline -> fine-tune -> same eval again -> "
-                                     "paired before/after table. Example: bench run sst2 --models smollm2,minilm")
+    parser = Parser(prog="bench", description="Zero-shot baseline -> fine-tune -> same eval again -> "
+                    "paired before/after table. Example: bench run sst2 --models smollm2,minilm")
     commands = parser.add_subparsers(dest="command", required=True)
-    listing = commands.add_parser("list", allow_abbrev=False, help="list tasks, model aliases and methods")
+    listing = commands.add_parser("list", help="list tasks, model aliases and methods")
     listing.add_argument("what", nargs="?", choices=("tasks", "models", "methods"), help="only this list")
 
-    run = commands.add_parser("run", allow_abbrev=False, help="baseline, fine-tune and re-evaluate each model; print the before/after table",
-                              description="Options can come from a file: bench run --config exp.yaml (keys are the "
-                              "options' names, plus task and models; flags typed here override it). Every run "
-                              "folder keeps the config.yaml that re-runs it.")
+    run = commands.add_parser("run", help="baseline, fine-tune and re-evaluate each model; print the before/after "
+                              "table", description="Options can come from a file: bench run --config exp.yaml "
+                              "(keys are the options' names, plus task and models; flags typed here override it). "
+                              "Every run folder keeps the config.yaml that re-runs it.")
     _common(run)
     run.add_argument("--models", "--model", type=_csv, required=True,
                      help="comma-separated aliases, hub ids or local folders")
     _training(run)
     add_judge_options(run, required=False)
 
-    sweep = commands.add_parser("sweep", allow_abbrev=False, help="a grid of runs (--grid lora_rank=2,4 lr=1e-4,5e-5): table + heatmap",
+    sweep = commands.add_parser("sweep", help="a grid of runs (--grid lora_rank=2,4 lr=1e-4,5e-5): table + heatmap",
                                 description="Every cell is an ordinary `bench run` in the store; re-running the same "
                                 "sweep skips what is complete. Example: bench sweep sst2 --models minilm "
                                 "--grid lora_rank=2,4,8 lr=1e-4,5e-5")
@@ -97,18 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
                                         "or a metric name such as f1_macro")
     _training(sweep)
 
-    evaluate = commands.add_parser("eval", allow_abbrev=False, help="evaluate a model or a bench checkpoint on a task")
+    evaluate = commands.add_parser("eval", help="evaluate a model or a bench checkpoint on a task")
     _common(evaluate)
-    evaluate.add_argument("--model", "--models", required=True, help="bench checkpoint folder (evaluated with its run's sample "
-                          "sizes, seed, shots and lengths unless given), alias, hub id or local folder")
+    evaluate.add_argument("--model", "--models", required=True, help="bench checkpoint folder (evaluated with its "
+                          "run's sample sizes, seed, shots and lengths unless given), alias, hub id or local folder")
     evaluate.set_defaults(preset=None)  # a checkpoint's run preset, else quick
 
-    rescore = commands.add_parser("rescore", allow_abbrev=False, help="recompute a run's metrics from its stored outputs (no model)")
+    rescore = commands.add_parser("rescore", help="recompute a run's metrics from its stored outputs (no model)")
     rescore.add_argument("run", help="run id (a folder name under results/runs)")
     rescore.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
     rescore.add_argument("--data-dir", help="local datasets folder; env BENCH_DATA_DIR")
 
-    report = commands.add_parser("report", allow_abbrev=False, help="before/after table + leaderboard from the store (no model loaded)",
+    report = commands.add_parser("report", help="before/after table + leaderboard from the store (no model loaded)",
                                  description="md and latex print both tables; csv prints one (--table); html writes "
                                  "a self-contained report to results/reports/<name>.html (or --out), printing the path")
     _selection(report)
@@ -121,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--data-dir", help="datasets folder, to show example texts in html sample predictions; "
                                            "env BENCH_DATA_DIR")
 
-    judge = commands.add_parser("judge", allow_abbrev=False, help="LLM-judge a run's stored generations (baseline and fine-tuned)",
+    judge = commands.add_parser("judge", help="LLM-judge a run's stored generations (baseline and fine-tuned)",
                                 description="Scores stored outputs 0-100 against the reference and compares "
                                 "baseline with fine-tuned in both orders. Example: bench judge alpaca --judge hf:smollm2")
     judge.add_argument("target", metavar="RUN_OR_TASK", help="a run id, or a task name (all its runs in the store)")
@@ -129,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--data-dir", help="local datasets folder (references); env BENCH_DATA_DIR")
     add_judge_options(judge, required=True)
 
-    export = commands.add_parser("export", allow_abbrev=False, help="write the leaderboard and before/after tables (and the judge table) "
+    export = commands.add_parser("export", help="write the leaderboard and before/after tables (and the judge table) "
                                                "as CSV and markdown, per-class scores as CSV, to a folder")
     _selection(export)
     export.add_argument("--to", required=True, help="folder to create/fill (no '..' components)")
@@ -176,7 +183,7 @@ def _training(run: argparse.ArgumentParser) -> None:
 def grid_types() -> dict[str, Callable[[str], Any]]:
     """Grid key -> value converter: the run and task options `bench run` takes, with the types
     argparse applies to them, so a grid value parses exactly as the option would."""
-    options = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    options = Parser(add_help=False)
     _common(options)
     _training(options)
     converters = {action.dest: boolean if isinstance(action, argparse._StoreTrueAction) else action.type or str
@@ -432,6 +439,7 @@ def write_run_files(store: Any, planned: Sequence[Any]) -> None:
 
     command = subcommands(build_parser())["run"]
     for item in planned:
+        store.run_config(item.run_id)  # the store opens first: an unusable one fails before any run folder exists
         atomic_write(store.run_dir(item.run_id) / "config.yaml", run_file(item, command))
 
 
