@@ -29,6 +29,12 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _baselines(value: str) -> tuple[str, ...]:
+    """--baseline prompt,head; `both` is short for that pair."""
+    return tuple(dict.fromkeys(part for name in _csv(value) for part in
+                               (("prompt", "head") if name == "both" else (name,))))
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", help="task name (see `bench list`)")
     parser.add_argument("--data-dir", help="local datasets folder (one subfolder per dataset); env BENCH_DATA_DIR")
@@ -44,7 +50,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chat-template", help="text tasks: auto (default: when the tokenizer has one) | on | off")
     parser.add_argument("--max-new-tokens", type=int, help="text tasks: generation length (default per task)")
     parser.add_argument("--precision", help="auto (default: bf16 autocast on a GPU that has it, else fp32) | fp32 | bf16")
-    parser.add_argument("--baseline", type=_csv, dest="baselines",
+    parser.add_argument("--baseline", type=_baselines, dest="baselines",
                         help="prompt, head or both (comma-separated); default auto: prompt for LMs, head for encoders")
     parser.add_argument("--shots", type=int, help="few-shot demonstrations in the prompt baseline (default 0)")
     parser.add_argument("--train-samples", type=int, help="training examples (class-balanced, seeded)")
@@ -61,16 +67,29 @@ def _common(parser: argparse.ArgumentParser) -> None:
                              "training state) instead of resuming; needed when the data files changed since")
 
 
+class Parser(argparse.ArgumentParser):
+    """An argparse parser that takes no abbreviations, and its subcommands' parsers too (argparse
+    builds those of the parent's class): a prefix (`--model` for `--models`) must not silently pick
+    an option, nor change meaning when a longer option is added."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description="Zero-shot baseline -> fine-tune -> same eval again -> "
-                                     "paired before/after table. Example: bench run sst2 --models smollm2,minilm")
+    parser = Parser(prog="bench", description="Zero-shot baseline -> fine-tune -> same eval again -> "
+                    "paired before/after table. Example: bench run sst2 --models smollm2,minilm")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="list tasks, model aliases and methods")
     listing.add_argument("what", nargs="?", choices=("tasks", "models", "methods"), help="only this list")
 
-    run = commands.add_parser("run", help="baseline, fine-tune and re-evaluate each model; print the before/after table")
+    run = commands.add_parser("run", help="baseline, fine-tune and re-evaluate each model; print the before/after "
+                              "table", description="Options can come from a file: bench run --config exp.yaml "
+                              "(keys are the options' names, plus task and models; flags typed here override it). "
+                              "Every run folder keeps the config.yaml that re-runs it.")
     _common(run)
-    run.add_argument("--models", type=_csv, required=True, help="comma-separated aliases, hub ids or local folders")
+    run.add_argument("--models", "--model", type=_csv, required=True,
+                     help="comma-separated aliases, hub ids or local folders")
     _training(run)
     add_judge_options(run, required=False)
 
@@ -79,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "sweep skips what is complete. Example: bench sweep sst2 --models minilm "
                                 "--grid lora_rank=2,4,8 lr=1e-4,5e-5")
     _common(sweep)
-    sweep.add_argument("--models", type=_csv, help="comma-separated models (or a model=A,B grid axis)")
+    sweep.add_argument("--models", "--model", type=_csv, help="comma-separated models (or a model=A,B grid axis)")
     sweep.add_argument("--grid", nargs="+", action="extend", required=True, metavar="KEY=V1,V2",
                        help="axes: any run option (lora_rank, lr, batch_size, method, ...), freeze=N (method "
                             "freeze:N), a task option (labels) or model; the heatmap uses the first two, seed "
@@ -90,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="evaluate a model or a bench checkpoint on a task")
     _common(evaluate)
-    evaluate.add_argument("--model", required=True, help="bench checkpoint folder (evaluated with its run's sample "
-                          "sizes, seed, shots and lengths unless given), alias, hub id or local folder")
+    evaluate.add_argument("--model", "--models", required=True, help="bench checkpoint folder (evaluated with its "
+                          "run's sample sizes, seed, shots and lengths unless given), alias, hub id or local folder")
     evaluate.set_defaults(preset=None)  # a checkpoint's run preset, else quick
 
     rescore = commands.add_parser("rescore", help="recompute a run's metrics from its stored outputs (no model)")
@@ -165,6 +184,8 @@ def _selection(parser: argparse.ArgumentParser) -> None:
 
 def _training(run: argparse.ArgumentParser) -> None:
     """Options of `run` and `sweep` (a sweep's fixed settings; any of them can be a grid axis)."""
+    run.add_argument("--config", metavar="FILE", help="experiment file (YAML, or TOML for .toml): the task, models, "
+                     "any option by name (lora_rank: 8), for sweeps a grid: {lr: [1e-4, 5e-5]}; flags override it")
     run.add_argument("--log-to", type=_csv, help="also log curves and metrics to tensorboard and/or wandb (optional)")
     run.add_argument("--method", help="full | lora (default) | qlora | freeze:N | head")
     run.add_argument("--objective", help="auto (default: lm for causal/seq2seq models, head for encoders, --method head and squad_v2 span) | head (new classification head) | lm (train the LM on the label verbalizer, prompt masked)")
@@ -195,7 +216,7 @@ def _training(run: argparse.ArgumentParser) -> None:
 def grid_types() -> dict[str, Callable[[str], Any]]:
     """Grid key -> value converter: the run and task options `bench run` takes, with the types
     argparse applies to them, so a grid value parses exactly as the option would."""
-    options = argparse.ArgumentParser(add_help=False)
+    options = Parser(add_help=False)
     _common(options)
     _training(options)
     converters = {action.dest: boolean if isinstance(action, argparse._StoreTrueAction) else action.type or str
@@ -205,7 +226,11 @@ def grid_types() -> dict[str, Callable[[str], Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse(list(sys.argv[1:] if argv is None else argv))
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "list":
             return cmd_list(args.what)
@@ -259,6 +284,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # SQL that is wrong (a bug) is not the store's disk: keep the traceback
         print(f"error: results store: {masked(str(exc))}{store_advice(exc)}", file=sys.stderr)
         return 2
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line, with `run`/`sweep --config FILE` read first: the file's values become the
+    command's defaults, so flags typed here override them."""
+    parser = build_parser()
+    command = next(iter(argv), None)
+    if command not in ("run", "sweep"):
+        return parser.parse_args(argv)
+    from harness.experiment import apply_file, config_path, merge_repeated, read_file
+
+    path = config_path(argv[1:])
+    if path is None:
+        return parser.parse_args(argv)
+    subcommand = subcommands(parser)[command]
+    repeated = apply_file(subcommand, path, read_file(path))
+    args = parser.parse_args(argv)
+    merge_repeated(args, repeated)
+    if args.task is None:
+        subcommand.error("the following arguments are required: task (or a `task:` key in the --config file)")
+    return args
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
 
 
 def masked(text: str) -> str:
@@ -401,6 +452,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # every run's stored work checked against this data and config (or discarded) before any runs
         settle_stored_runs(store, [(item.run_id, item.config.to_dict(), runner.splits(item.config))
                                    for item in planned], force_new=args.force_new, log=_log)
+        write_run_files(store, [item for item in planned])
         rows = []
         for item in planned:
             records = runner.run(item)
@@ -428,6 +480,18 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"stored: judge them again with `bench judge {spec.key} --judge ...`", file=sys.stderr)
         return 1
     return 0
+
+
+def write_run_files(store: Any, planned: Sequence[Any]) -> None:
+    """Each planned run's folder gets the config.yaml that re-runs it (`bench run --config ...`),
+    once every input has been checked and before its first stage."""
+    from harness.experiment import run_file
+    from harness.store import atomic_write
+
+    command = subcommands(build_parser())["run"]
+    for item in planned:
+        store.run_config(item.run_id)  # the store opens first: an unusable one fails before any run folder exists
+        atomic_write(store.run_dir(item.run_id) / "config.yaml", run_file(item, command))
 
 
 def _compare(store: Any, run_id: str, config: dict[str, Any], records: dict[str, Any]) -> list[Any]:
@@ -461,12 +525,24 @@ def _selected(store: Any, args: argparse.Namespace, sweep: Any = None) -> tuple[
     rows = collect(store, chosen)
     if not rows:
         where = f" of sweep {sweep.name}" if sweep is not None else f" for task {args.task}" if args.task else ""
+        if args.task and not chosen:
+            check_task_name(args.task)
         evals = [run["run_id"] for run in chosen if run["method"] == "eval"]
         if evals and len(evals) == len(chosen):
             raise BenchError(f"{evals[0]} is a `bench eval` record (one evaluation, no before/after to compare): "
                              f"its metrics are in {store.run_dir(evals[0])}/eval/metrics.json")
         raise BenchError("no complete runs (baseline, fine-tune and fine-tuned evaluation) in the store" + where)
     return chosen, rows
+
+
+def check_task_name(task: str) -> None:
+    """--task of a report or export that matched no run: a name no task has is a typo, not an empty store."""
+    from harness.errors import did_you_mean
+    from harness.registry import task_names
+
+    names = task_names()
+    if not any(task == name or task.startswith(name + "-") for name in names):
+        raise BenchError(f"unknown task {task!r}{did_you_mean(task, names) or ';'} known tasks: {', '.join(names)}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -654,6 +730,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         settle_stored_runs(store, [(item.run.run_id, item.run.config.to_dict(),
                                     runners[item.spec.key].splits(item.run.config)) for item in planned],
                            force_new=args.force_new, log=_log)
+        write_run_files(store, [item.run for item in planned])
         save_plan(store.root, plan)  # before the first cell: an interrupted sweep can still be reported
         results = execute(planned, runners, store, _log, after_run=_after_run(loggers, store))
         plan = dataclasses.replace(plan, failures={r.cell.run_id: r.error for r in results if r.error})

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import traceback
 from pathlib import Path
+from typing import Iterable
 
 
 class BenchError(Exception):
@@ -20,3 +21,17 @@ def error_reason(exc: BaseException) -> str:
     where = f" ({frames[0].filename} line {frames[0].lineno})" if frames else ""
     message = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {message}{where}" if message else f"{type(exc).__name__}{where}"
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """"; did you mean 'sst2'?" for a typo of a known name (`sst-2`, `SST2`: case, '-' and '_'
+    aside, else the closest by difflib), or "" when nothing is close."""
+    import difflib
+
+    def plain(text: str) -> str:
+        return text.lower().replace("-", "").replace("_", "")
+
+    by_plain = {plain(option): option for option in known}
+    match = plain(name) if plain(name) in by_plain else next(
+        iter(difflib.get_close_matches(plain(name), list(by_plain), n=1)), None)
+    return f"; did you mean {by_plain[match]!r}?" if match is not None else ""

@@ -47,7 +47,10 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
 
     spec = get_task(args.task, **task_options(args))
     data_dir = data_dir_from(args.data_dir)
-    path = Path(args.model)
+    path = checkpoint_folder(args.model)
+    if str(path) != args.model:
+        args.model = str(path)
+        print(f"info: {path.parent} is a run folder; evaluating its checkpoint {path}", file=sys.stderr)
     run_checkpoint = path.name == "checkpoint" and (path.parent / "config.json").is_file()
     meta = checkpoint_meta(path)  # a damaged record raises here, before anything is loaded or stored
     problem = checkpoint_problem(path) if meta is not None or run_checkpoint else None
@@ -128,6 +131,20 @@ def check_inputs(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline: str
         check_kind_options(spec, ref.name, config, ())
     check_prompt_room(spec, ref, config)
     check_position_limit(spec, ref, config)
+
+
+def checkpoint_folder(model: str) -> Path:
+    """--model as given, or a run folder's checkpoint/ when given the run folder (results/runs/<id>)."""
+    from harness.stages import CHECKPOINT_FILE
+
+    path = Path(model)
+    inside = path / "checkpoint"
+    if path.is_dir() and not (path / CHECKPOINT_FILE).is_file() and (inside / CHECKPOINT_FILE).is_file():
+        return inside
+    if "," in model and not path.exists():
+        raise BenchError(f"--model {model}: bench eval evaluates one model; run it once per model, or use "
+                         "`bench run --models A,B` for before/after comparisons")
+    return path
 
 
 def checkpoint_run_config(path: Path, meta: dict[str, Any]) -> dict[str, Any] | None:

@@ -229,6 +229,9 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
         loop.epoch, loop.skip = loop.epoch + 1, 0
     result.steps, result.epochs = loop.step, loop.micro / batches_per_epoch
     result.oom_chunks = loop.chunks
+    note = restore_note(result, criterion)
+    if note and loop.best_state is not None:
+        log(note)
     _restore(model, loop.best_state)
     model.eval()
     return result
@@ -291,6 +294,18 @@ def _record_validation(model: Any, scores: dict[str, float], criterion: str, res
     if patience is not None and loop.evals_without_gain >= patience:
         result.stopped_early = True
         log(f"  early stop: no gain in {patience} evaluations")
+
+
+def restore_note(result: TrainResult, criterion: str) -> str | None:
+    """The line saying that the weights evaluated next are an earlier step's, not the last one's
+    (which the log just showed); None when the last validation was the best."""
+    key = f"val_{criterion}"
+    validations = [point for point in result.curves if key in point]
+    if not validations or result.best_metric is None or validations[-1]["step"] == result.best_step:
+        return None
+    last = validations[-1]
+    return (f"  restoring the weights of step {result.best_step} (best val {criterion} {result.best_metric:.4f}; "
+            f"last, step {last['step']}: {last[key]:.4f})")
 
 
 def _restore(model: Any, weights: dict[str, Any] | None) -> None:

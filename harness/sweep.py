@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from harness.compare import Comparison, TextComparison, compare
 from harness.config import TASK_OPTIONS, recorded_task_options
-from harness.errors import BenchError
+from harness.errors import BenchError, did_you_mean
 from harness.report import OVER_SEEDS_TITLE, Table, count_label, show
 from harness.store import StageRecord, Store
 
@@ -118,7 +118,8 @@ def parse_grid(items: Sequence[str], types: Mapping[str, Converter], fixed: Mapp
         if not sep or not key:
             raise BenchError(f"--grid item {item!r}: expected KEY=V1,V2,... (e.g. lora_rank=2,4,8)")
         if key not in types:
-            raise BenchError(f"--grid item {item!r}: unknown key {key!r}; grid keys: {', '.join(sorted(types))}")
+            raise BenchError(f"--grid item {item!r}: unknown key {key!r}{did_you_mean(key, types) or ';'} grid keys: "
+                             f"{', '.join(sorted(types))}")
         raw = [value.strip() for value in values_text.split(",")]
         if any(not value for value in raw):
             raise BenchError(f"--grid item {item!r}: empty value; give KEY=V1,V2,... with no empty entries")

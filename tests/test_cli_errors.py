@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.cli import build_parser
 from harness.registry import task_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -232,7 +233,7 @@ COMMANDS = ("run", "sweep", "eval", "rescore", "report", "judge", "export")
 
 def test_help_and_list_do_not_import_heavy_modules():
     """`bench --help`, every command's `--help` and `bench list` must answer instantly: no torch,
-    transformers, pandas, matplotlib or sqlite3 (modules import them inside commands only)."""
+    transformers, pandas, matplotlib, sqlite3 or yaml (modules import them inside commands only)."""
     script = (
         "import contextlib, io, sys\n"
         "from harness.cli import main\n"
@@ -244,7 +245,7 @@ def test_help_and_list_do_not_import_heavy_modules():
         "            raise AssertionError(f'{args} --help did not exit')\n"
         "        except SystemExit as exit:\n"
         "            assert exit.code == 0, args\n"
-        "heavy = sorted({'torch', 'transformers', 'pandas', 'matplotlib', 'sqlite3'} & set(sys.modules))\n"
+        "heavy = sorted({'torch', 'transformers', 'pandas', 'matplotlib', 'sqlite3', 'yaml'} & set(sys.modules))\n"
         "print(','.join(heavy) or 'none')\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -291,3 +292,89 @@ def test_objective_help_names_every_case_auto_picks_head():
     commands = next(a for a in build_parser()._actions if a.dest == "command")
     (text,) = [a.help for a in commands.choices["run"]._actions if a.dest == "objective"]
     assert "--method head" in text and "span" in text
+
+
+# ---------------------------------------------------------------- frictions a new user met (issue 23)
+
+@pytest.mark.parametrize("typed", ["sst-2", "SST2", "sst_2"])
+def test_a_misspelt_task_gets_a_did_you_mean(bench, tiny_model, data_dir, results, typed):
+    result = bench("run", typed, "--models", str(tiny_model("gpt2")), "--data-dir", str(data_dir),
+                   "--results", str(results), *FAST)
+    assert_clean_failure(result, f"unknown task {typed!r}; did you mean 'sst2'?", results)
+
+
+def test_a_misspelt_grid_key_gets_a_did_you_mean(bench, tiny_model, data_dir, results):
+    result = bench("sweep", "sst2", "--models", str(tiny_model("gpt2")), "--data-dir", str(data_dir),
+                   "--results", str(results), "--grid", "lora_rnk=2,4")
+    assert_clean_failure(result, "unknown key 'lora_rnk'; did you mean 'lora_rank'?", results)
+
+
+def test_report_on_a_misspelt_task_says_it_is_unknown_not_that_no_runs_are_complete(bench, results):
+    from harness.store import Store
+
+    store = Store(results)
+    store.runs()  # an empty, existing store
+    store.close()
+    code, out, err = bench("report", "--task", "sst-2", "--results", str(results))
+    assert code == 2 and out == ""
+    assert err.startswith("error: unknown task 'sst-2'; did you mean 'sst2'?"), err
+    code, _, err = bench("report", "--task", "sst2", "--results", str(results))  # a real task, no runs yet
+    assert code == 2 and "no complete runs" in err
+
+
+def test_baseline_both_is_prompt_and_head(tiny_model):
+    """The help says "prompt, head or both": both plans the two baselines."""
+    from harness.cli import _overrides, build_parser
+    from harness.pipeline import plan
+    from harness.registry import get_task
+
+    args = build_parser().parse_args(["run", "sst2", "--models", str(tiny_model("gpt2")), "--baseline", "both"])
+    (planned,) = plan(get_task("sst2"), list(args.models), _overrides(args), args.preset)
+    assert planned.baselines == ("prompt", "head")
+
+
+def test_model_and_models_are_one_option_on_run_sweep_and_eval():
+    parse = build_parser().parse_args
+
+    assert parse(["run", "sst2", "--model", "a,b"]).models == ("a", "b")
+    assert parse(["sweep", "sst2", "--model", "a", "--grid", "lr=1e-4,1e-3"]).models == ("a",)
+    assert parse(["eval", "sst2", "--models", "a"]).model == "a"
+
+
+def test_eval_refuses_several_models(bench, data_dir, results):
+    result = bench("eval", "sst2", "--models", "smollm2,minilm", "--data-dir", str(data_dir),
+                   "--results", str(results))
+    assert_clean_failure(result, "bench eval evaluates one model", results)
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "sst2", "--models", "m", "--eval-batch", "8"],  # --eval-batch-size
+    ["sweep", "sst2", "--models", "m", "--grid", "lr=1,2", "--metr", "delta"],  # --metric
+    ["eval", "sst2", "--model", "m", "--train-sample", "8"],  # --train-samples
+    ["report", "--form", "csv"],  # --format
+])
+def test_option_prefixes_are_not_options(capsys, argv):
+    """An abbreviation is refused, not silently taken for the option it starts (which made
+    `bench run --model` work by accident, and would change meaning once a longer option arrives)."""
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_loading_a_model_draws_no_progress_bar_and_logs_no_library_chatter(tiny_model):
+    """transformers' "Loading weights" tqdm bar and its `loss_type=None` notice land in logs as
+    carriage-return noise: harness.models silences them wherever a model is loaded. Its own
+    subprocess: the switches are process-wide, and earlier tests may have set them."""
+    script = (
+        "import sys, torch\n"
+        "from harness.models import load_lm, resolve_model\n"
+        "model = load_lm(resolve_model(sys.argv[1]))\n"
+        "model.loss_type = None\n"
+        "ids = torch.tensor([[5, 6, 7, 8]])\n"
+        "model(input_ids=ids, labels=ids)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(tiny_model("gpt2"))], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Loading weights" not in proc.stderr and "\r" not in proc.stderr, proc.stderr
+    assert "loss_type" not in proc.stderr, proc.stderr

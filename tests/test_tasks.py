@@ -290,8 +290,10 @@ def test_undeclared_task_option_is_an_error(name, options, flag):
 
 
 def test_unknown_task_is_an_error():
-    with pytest.raises(BenchError, match="unknown task 'sst3'; known tasks: "):
+    with pytest.raises(BenchError, match=r"unknown task 'sst3'; did you mean 'sst2'\? known tasks: "):
         get_task("sst3")
+    with pytest.raises(BenchError, match="unknown task 'zzz'; known tasks: "):  # nothing close: no guess
+        get_task("zzz")
 
 
 @pytest.mark.parametrize("name", ["sst2", "ag_news"])  # a train split of its own; train carved from test

@@ -135,3 +135,27 @@ def test_a_short_last_step_averages_its_batches(tiny_model: Any) -> None:
     moved = torch.cat([p.detach().flatten() for p in AutoModelForCausalLM.from_pretrained(tiny_model("gpt2")).parameters()])
     assert not torch.equal(weights[1], moved)  # the step did something
     assert torch.allclose(weights[0], weights[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("scores, note", [
+    ((0.7, 0.3), "  restoring the weights of step 1 (best val f1_macro 0.7000; last, step 2: 0.3000)"),
+    ((0.3, 0.7), None),  # the last step is the best: nothing to say
+])
+def test_restoring_an_earlier_step_is_logged(tiny_model: Any, scores: tuple[float, ...], note: str | None) -> None:
+    """The log's last validation line is the last step's, but the model that is evaluated next is
+    the best step's: a line says so (with or without --patience), and nothing when they agree."""
+    from transformers import AutoModelForCausalLM
+
+    from harness.config import RunConfig
+    from harness.finetune import TrainItem, train
+
+    item = TrainItem([5, 6, 7, 8, 9, 10], lm_labels=[5, 6, 7, 8, 9, 10])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model("gpt2"))
+    config = RunConfig(task="sst2", model="tiny", method="full", batch_size=1, epochs=1.0, evals_per_epoch=2)
+    given = iter(scores)
+    lines: list[str] = []
+    result = train(model, [item, item], config, 0, lambda m: {"f1_macro": next(given)}, log=lines.append,
+                   criterion="f1_macro")
+    assert result.steps == 2 and result.best_step == (1 if note else 2)
+    restoring = [line for line in lines if "restoring" in line]
+    assert restoring == ([note] if note else [])
