@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(evaluate)
     evaluate.add_argument("--model", required=True, help="bench checkpoint folder (evaluated with its run's sample "
                           "sizes, seed, shots and lengths unless given), alias, hub id or local folder")
+    evaluate.add_argument("--label-map", help="a checkpoint of another classification task: its labels as this "
+                          "task's, SOURCE=TARGET,... (not needed when both have the same labels)")
     evaluate.set_defaults(preset=None)  # a checkpoint's run preset, else quick
 
     rescore = commands.add_parser("rescore", help="recompute a run's metrics from its stored outputs (no model)")
