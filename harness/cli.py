@@ -1,4 +1,4 @@
-"""`bench list|run|sweep|eval|rescore|report|judge|export`: parse, call, print. Heavy imports happen
+"""`bench list|run|sweep|eval|rescore|report|judge|export|push`: parse, call, print. Heavy imports happen
 inside commands only, so `bench --help` and `bench list` answer instantly."""
 from __future__ import annotations
 
@@ -119,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--data-dir", help="local datasets folder (references); env BENCH_DATA_DIR")
     add_judge_options(judge, required=True)
 
+    push = commands.add_parser("push", help="upload a run's checkpoint folder (with its model card) to the "
+                               "Hugging Face Hub; token from HF_TOKEN or `hf auth login`")
+    push.add_argument("run", help="run id (a folder name under results/runs)")
+    push.add_argument("--repo", required=True, help="hub model repository, NAME or ORG/NAME (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; upload nothing")
+    push.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
+
     export = commands.add_parser("export", help="write the leaderboard and before/after tables (and the judge table) "
                                                "as CSV and markdown, per-class scores as CSV, to a folder")
     _selection(export)
@@ -188,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from harness.rescore import rescore_command
 
             return rescore_command(args)
+        if args.command == "push":
+            from harness.push import push_command
+
+            return push_command(args)
         if args.command == "export":
             return cmd_export(args)
         if args.command == "judge":
