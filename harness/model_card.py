@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 CARD_FILE = "README.md"
+CARD_KEY = "bench"  # the card metadata's own section: bench version, run id, command, training settings
 # The run's training settings shown in the card, in this order (those set in its config).
 TRAINING_SETTINGS = ("method", "objective", "lr", "epochs", "batch_size", "grad_accum", "optimizer", "schedule",
                      "warmup_ratio", "weight_decay", "max_grad_norm", "max_length", "train_samples",
@@ -128,8 +129,8 @@ def build_card(spec: Any, meta: Mapping[str, Any], config: Mapping[str, Any], ro
               _task_type(str(meta.get("kind")))],
         pipeline_tag=_task_type(str(meta.get("kind"))) if meta.get("objective") == "head" else None,
         model_name=run_id, eval_results=eval_results(spec, meta, rows, getattr(data, "eval", None)) or None,
-        bench={"version": bench_version(), "run_id": run_id, "task": spec.key, "command": command,
-               "training": settings})
+        **{CARD_KEY: {"version": bench_version(), "run_id": run_id, "task": spec.key, "command": command,
+               "training": settings}})
     header = card_data.to_yaml()
     body = _body(spec, meta, rows, settings, command, base)
     return ModelCard(f"---\n{header}\n---\n{body}")
@@ -160,11 +161,24 @@ def _body(spec: Any, meta: Mapping[str, Any], rows: Sequence[Any], settings: Map
     return "\n".join(lines)
 
 
+def is_bench_card(path: Path) -> bool:
+    """A card this module wrote (peft's save_pretrained leaves a placeholder README.md first)."""
+    from huggingface_hub import ModelCard
+
+    if not path.is_file():
+        return False
+    try:
+        return isinstance(ModelCard.load(path).data.get(CARD_KEY), dict)
+    except Exception:  # unreadable YAML: not ours
+        return False
+
+
 def write_run_card(spec: Any, run_id: str, config: Mapping[str, Any], records: Mapping[str, Any], store: Any,
                    data_dir: Path | None) -> Path | None:
     """(Re)write the card of a run whose fine-tuned evaluation is stored; None when the run has no
     checkpoint folder (e.g. deleted after the run) or no comparison."""
     from harness.compare import compare
+    from harness.faults import reached
     from harness.stages import checkpoint_meta
     from harness.store import atomic_write
 
@@ -172,6 +186,7 @@ def write_run_card(spec: Any, run_id: str, config: Mapping[str, Any], records: M
     meta = checkpoint_meta(checkpoint)
     if meta is None or "finetuned" not in records:
         return None
+    reached("model-card", 1)  # every stage stored, the card not yet written
     rows = compare(store, run_id, dict(config), dict(records))
     card = build_card(spec, meta, config, rows, run_command(config, data_dir, store.root), run_id)
     path = checkpoint / CARD_FILE

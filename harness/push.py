@@ -49,7 +49,7 @@ def push_command(args: argparse.Namespace) -> int:
 
 
 def checkpoint_folder(store: Any, run_id: str) -> Path:
-    from harness.model_card import CARD_FILE
+    from harness.model_card import CARD_FILE, is_bench_card
     from harness.stages import CHECKPOINT_FILE
 
     run_dir = store.run_dir(run_id)
@@ -59,7 +59,7 @@ def checkpoint_folder(store: Any, run_id: str) -> Path:
     if not (folder / CHECKPOINT_FILE).is_file():
         raise BenchError(f"run {run_id} has no fine-tuned checkpoint ({folder}); finish it by re-running its "
                          "`bench run` command")
-    if not (folder / CARD_FILE).is_file():
+    if not is_bench_card(folder / CARD_FILE):  # absent, or peft's placeholder from save_pretrained
         raise BenchError(f"run {run_id} has no model card yet ({folder / CARD_FILE}): re-run its `bench run` "
                          "command (complete stages are skipped; the card is written at the end)")
     return folder
