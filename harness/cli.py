@@ -1,4 +1,4 @@
-"""`bench list|run|sweep|eval|rescore|report|judge|export|compare|power`: parse, call, print. Heavy imports happen
+"""`bench list|run|sweep|eval|rescore|report|judge|export|compare|power|push`: parse, call, print. Heavy imports happen
 inside commands only, so `bench --help` and `bench list` answer instantly."""
 from __future__ import annotations
 
@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(evaluate)
     evaluate.add_argument("--model", "--models", required=True, help="bench checkpoint folder (evaluated with its "
                           "run's sample sizes, seed, shots and lengths unless given), alias, hub id or local folder")
+    evaluate.add_argument("--label-map", help="a checkpoint of another classification task: its labels as this "
+                          "task's, SOURCE=TARGET,... (not needed when both have the same labels)")
     evaluate.set_defaults(preset=None)  # a checkpoint's run preset, else quick
 
     rescore = commands.add_parser("rescore", help="recompute a run's metrics from its stored outputs (no model)")
@@ -168,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     power.add_argument("--from", dest="run", metavar="RUN", help="a stored run whose baseline vs fine-tuned "
                                                                  "disagreement to plan from")
     power.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
+
+    push = commands.add_parser("push", help="upload a run's checkpoint folder (with its model card) to the "
+                               "Hugging Face Hub; token from HF_TOKEN or `hf auth login`")
+    push.add_argument("run", help="run id (a folder name under results/runs)")
+    push.add_argument("--repo", required=True, help="hub model repository, NAME or ORG/NAME (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; upload nothing")
+    push.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
 
     export = commands.add_parser("export", help="write the leaderboard and before/after tables (and the judge table) "
                                                "as CSV and markdown, per-class scores as CSV, to a folder")
@@ -244,6 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from harness.rescore import rescore_command
 
             return rescore_command(args)
+        if args.command == "push":
+            from harness.push import push_command
+
+            return push_command(args)
         if args.command == "export":
             return cmd_export(args)
         if args.command == "power":

@@ -59,15 +59,17 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     if meta is not None:  # before the store opens; `load_checkpoint` checks again when it loads
         check_checkpoint(path, meta, args.trust_remote_code)
     run_config = checkpoint_run_config(path, meta) if meta is not None else None
-    if meta is not None and meta["task"] != spec.key:
-        raise BenchError(f"checkpoint {path} was trained on task {meta['task']}, not {spec.key}; evaluate it with "
-                         f"`bench eval {task_command(meta['task'], run_config)} --model {path}`")
+    transfer = check_transfer(args, spec, path, meta, run_config)
     ref = resolve_model(base_source(meta) if meta else args.model, trust_remote_code=args.trust_remote_code)
     inherited = {key: run_config[key] for key in EVAL_SETTINGS if key in (run_config or {})}
     explicit = {key: value for key, value in overrides.items() if value is not None}
     preset = args.preset or (run_config or {}).get("preset") or "quick"
     config = resolve(spec, args.model, {**inherited, **explicit, **({"objective": meta["objective"]} if meta else {})},
                      preset, can_prompt=ref.can_prompt)
+    if transfer is not None and config.objective == "lm" and config.shots and transfer.targets != tuple(
+            range(len(transfer.targets))):
+        raise BenchError(f"--shots {config.shots} with --label-map: the demonstrations' {spec.key} labels have no "
+                         f"{transfer.source_task} verbalizer to show; add --shots 0")
     chosen = config.baselines[0] if config.baselines else "auto"
     baseline = spec.kind.default_baseline(ref.can_prompt) if chosen == "auto" else chosen
     check_inputs(spec, ref, config, None if meta is not None else baseline)
@@ -76,7 +78,7 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     try:
         runner = Runner(spec, store, data_dir, lambda message: print(message, file=sys.stderr))
         splits = runner.splits(config)
-        if run_config is not None:
+        if run_config is not None and transfer is None:  # another task's data: its ids mean other rows
             seen = trained_on(runner, run_config, splits.eval)
             if seen:
                 note = (f"{seen} of the {len(splits.eval)} eval examples were in this checkpoint's training or "
@@ -87,10 +89,13 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
         def work() -> Any:
             if meta is not None:
                 model, tokenizer, _ = load_checkpoint(path, trust_remote_code=args.trust_remote_code)
-                return evaluate_model(spec, ref, config, model, tokenizer, splits)
+                if transfer is None:
+                    return evaluate_model(spec, ref, config, model, tokenizer, splits)
+                return transfer_evaluation(spec, ref, config, model, tokenizer, splits, transfer)
             return evaluate_baseline(spec, ref, config, baseline, splits)
 
-        run_id = f"eval__{spec.key}__{config.digest()}"
+        run_id = f"eval__{spec.key}__{config.digest()}" + (
+            f"__from-{transfer.source_task}-{transfer.digest}" if transfer else "")
         # its stored config keeps the checkpoint's training settings: checked by its data files only
         settle_stored_runs(store, [(run_id, None, splits)], force_new=args.force_new, log=runner.log)
         with store.run_lock(run_id, runner.log):
@@ -100,13 +105,14 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
             evaluated = {key: value for key, value in config.to_dict().items() if key not in trained or
                          key in (*EVAL_SETTINGS, "eval_batch_size", "precision", "task", "model")}
             record = runner.stage(run_id, "eval", config, splits, work,
-                                  stored_config={**trained, **evaluated, "method": "eval"})
+                                  stored_config={**trained, **evaluated, "method": "eval",
+                                                 **({"transfer": transfer.record()} if transfer else {})})
     finally:
         store.close()
     metrics, headline = record.metrics, record.metrics["headline"]
     value = metrics[headline]
     extra = f" | macro-F1 {metrics['f1_macro']['value']:.4f}" if "f1_macro" in metrics else ""
-    mode = ("fine-tuned checkpoint, " if meta is not None else "") + record.info["mode"] + (
+    mode = (f"{transfer.describe()}, " if transfer else "") + ("fine-tuned checkpoint, " if meta is not None else "") + record.info["mode"] + (
         f" {record.info.get('shots', 0)}-shot" if record.info["mode"] == "prompt" else "")
     print(f"{spec.key} | {args.model} | {mode} | n {record.info.get('examples', '?')} | failures "
           f"{metrics.get('failures', 0)} | {headline} {value['value']:.4f} [{value['ci'][0]:.4f}, {value['ci'][1]:.4f}]"
@@ -145,6 +151,36 @@ def checkpoint_folder(model: str) -> Path:
         raise BenchError(f"--model {model}: bench eval evaluates one model; run it once per model, or use "
                          "`bench run --models A,B` for before/after comparisons")
     return path
+
+
+def check_transfer(args: argparse.Namespace, spec: Any, path: Path, meta: dict[str, Any] | None,
+                   run_config: dict[str, Any] | None) -> Any:
+    """None when the checkpoint is evaluated on its own task (or is no checkpoint); the transfer to
+    this task when the labels carry over; else one error line."""
+    from harness.transfer import plan_transfer
+
+    label_map = getattr(args, "label_map", None)
+    if meta is None or meta["task"] == spec.key:
+        if label_map is not None:
+            raise BenchError("--label-map applies to a bench checkpoint evaluated on another task than it was "
+                             f"trained on; {'this is its own task' if meta else f'{path} is no bench checkpoint'}: "
+                             "drop --label-map")
+        return None
+    refusal = (f"checkpoint {path} was trained on task {meta['task']}, not {spec.key} (evaluate it on its own task "
+               f"with `bench eval {task_command(meta['task'], run_config)} --model {path}`)")
+    return plan_transfer(meta, spec, label_map, refusal)
+
+
+def transfer_evaluation(spec: Any, ref: Any, config: Any, model: Any, tokenizer: Any, splits: Any,
+                        transfer: Any) -> Any:
+    """The checkpoint predicts the target task's examples over its own labels; the predictions
+    are then mapped to the target's labels and scored as the target's."""
+    from harness.stages import evaluate_model
+    from harness.transfer import source_view, to_target
+
+    predictions, metrics, info, curves = evaluate_model(source_view(spec, transfer), ref, config, model, tokenizer,
+                                                        splits)
+    return to_target(predictions, transfer, info["mode"]), metrics, {**info, "transfer": transfer.record()}, curves
 
 
 def checkpoint_run_config(path: Path, meta: dict[str, Any]) -> dict[str, Any] | None:

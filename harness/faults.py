@@ -10,7 +10,8 @@ finetune-saved (training states saved so far); train-state-staged (the step of a
 written beside its place, not yet renamed into it); train-step (the optimizer step about to run);
 eval-batch (the eval batch size a stage is about to predict with);
 judge-replies (judge replies cached so far); judge-batch (the batch size a local judge is about to
-generate with); report-written (1, between the table files).
+generate with); report-written (1, between the table files); model-card (1, a run's stages all
+stored, its model card not yet written).
 """
 from __future__ import annotations
 

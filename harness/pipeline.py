@@ -211,7 +211,11 @@ class Runner:
         self.log(f"[{planned.ref.name}] run {planned.run_id}")
         with self.store.run_lock(planned.run_id, self.log):
             check_stored_run(self.store, planned.run_id, planned.config.to_dict(), self.splits(planned.config))
-            return self._run_stages(planned)
+            records = self._run_stages(planned)
+            from harness.model_card import write_run_card  # the run's last step: its card, also on resume
+
+            write_run_card(self.spec, planned.run_id, planned.config.to_dict(), records, self.store, self.data_dir)
+            return records
 
     def _run_stages(self, planned: PlannedRun) -> dict[str, StageRecord]:
         from harness import stages
