@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from harness.backends.target_logits import lm_loss
 from harness.config import RunConfig
 from harness.errors import BenchError
 from harness.precision import autocast, resolved_precision
@@ -330,7 +331,7 @@ def _forward_backward(model: Any, batch: Sequence[TrainItem], chunks: int, grad_
         piece = batch[start:start + size]
         inputs = collate(piece, pad_id, device)
         with autocast(precision, device):  # the forward only: backward follows the forward's dtypes
-            loss = model(**inputs).loss
+            loss = batch_loss(model, inputs, lm_targets=piece[0].lm_labels is not None)
         share = len(piece) / len(batch)
         if not bool(loss.isfinite()):
             return float(loss.item()), tokens
@@ -338,6 +339,15 @@ def _forward_backward(model: Any, batch: Sequence[TrainItem], chunks: int, grad_
         total += loss.item() * share
         tokens += int(inputs["attention_mask"].sum())
     return total, tokens
+
+
+def batch_loss(model: Any, inputs: dict[str, Any], *, lm_targets: bool) -> Any:
+    """The model's loss on a collated batch. LM targets take it from the target positions' logits
+    alone (no [B, T, V] tensor); a compiled forward keeps the model's own loss, since the hook that
+    picks the positions would be traced into (and recompile) the graph every batch."""
+    if lm_targets and not hasattr(model, "_orig_mod"):  # _orig_mod: what torch.compile wraps
+        return lm_loss(model, inputs)
+    return model(**inputs).loss
 
 
 def _free_cache(device: Any) -> None:

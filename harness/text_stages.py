@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from harness.backends.generate import generate_batched, rolling_nll, target_nll
 from harness.config import RunConfig
-from harness.finetune import TrainItem
+from harness.finetune import TrainItem, batch_loss
 from harness.models import ModelRef
 from harness.precision import autocast
 from harness.prompts import build_prompts, use_chat_template
@@ -126,6 +126,6 @@ def validation_loss(model: Any, items: Sequence[TrainItem], pad_id: int, batch_s
             labels = batch.get("labels")
             targets = int((labels[:, shift:] != -100).sum()) if chunk[0].lm_labels is not None else len(chunk)
             if targets:
-                total += float(model(**batch).loss) * targets
+                total += float(batch_loss(model, batch, lm_targets=chunk[0].lm_labels is not None)) * targets
                 weight += targets
     return total / max(1, weight)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from harness.backends.hf import length_sorted_batches, pad_batch
+from harness.backends.target_logits import logits_at, target_positions
 
 
 def generate_batched(model: Any, tokenizer: Any, prompts: Sequence[list[int]], *, max_new_tokens: int,
@@ -91,12 +92,20 @@ def rolling_nll(model: Any, documents: Sequence[list[int]], *, max_length: int, 
     with torch.inference_mode():
         for batch in length_sorted_batches([len(w[1]) for w in windows], batch_size):
             ids, mask = pad_batch([windows[i][1] for i in batch], 0, left=False, device=device)
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            # a window scores only its last `count` tokens (the rest is context): the head runs
+            # at the positions predicting them, never over the whole [B, T, V]
+            select = torch.zeros_like(ids, dtype=torch.bool)
             for row, i in enumerate(batch):
-                doc, window, count = windows[i]
-                scored = logp[row, len(window) - 1 - count: len(window) - 1]
-                totals[doc][0] -= float(scored.sum())
+                _, window, count = windows[i]
+                select[row, len(window) - 1 - count: len(window) - 1] = True
+            logits = logits_at(model, {"input_ids": ids, "attention_mask": mask}, select)
+            following = torch.zeros_like(ids)
+            following[:, :-1] = ids[:, 1:]
+            logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, following[select].unsqueeze(-1)).squeeze(-1)
+            counts = select.sum(dim=1).tolist()
+            for i, row_logp, count in zip(batch, torch.split(logp, counts), counts):
+                doc = windows[i][0]
+                totals[doc][0] -= float(row_logp.sum())
                 totals[doc][1] += count
     return [(nll, int(count)) for nll, count in totals]
 
@@ -117,14 +126,13 @@ def target_nll(model: Any, items: Sequence[Any], *, pad_id: int, batch_size: int
             inputs = collate([items[i] for i in batch], pad_id, device)
             labels = inputs.pop("labels")
             if seq2seq:
-                logits = model(**inputs, labels=labels).logits
-            else:
-                logits, labels = model(**inputs).logits[:, :-1], labels[:, 1:]
-            mask = labels != -100
-            # log-softmax over the target positions only: the prompt's positions (most of a long
-            # dialogue) never get a full-vocabulary copy
-            logp = torch.log_softmax(logits[mask].float(), dim=-1).gather(-1, labels[mask].unsqueeze(-1)).squeeze(-1)
-            counts = mask.sum(dim=1).tolist()
+                inputs["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=labels)
+            # the LM head and log-softmax at the target positions only: the prompt's positions (most
+            # of a long dialogue) never get a full-vocabulary row
+            select, targets = target_positions(labels, seq2seq=seq2seq)
+            logits = logits_at(model, inputs, select)
+            logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            counts = select.sum(dim=1).tolist()
             for i, row_logp, count in zip(batch, torch.split(logp, counts), counts):
                 results[i] = (-float(row_logp.sum()), int(count))
     return results
