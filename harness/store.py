@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS stages (
     PRIMARY KEY (run_id, stage));
 CREATE TABLE IF NOT EXISTS predictions (
     run_id TEXT NOT NULL, stage TEXT NOT NULL, idx INTEGER NOT NULL, example_id TEXT NOT NULL,
-    gold INTEGER NOT NULL, label INTEGER, scores TEXT NOT NULL, output TEXT, metric_values TEXT,
+    gold INTEGER NOT NULL, label INTEGER, scores TEXT NOT NULL, output TEXT, metric_values TEXT, cluster TEXT,
     PRIMARY KEY (run_id, stage, idx));
 CREATE TABLE IF NOT EXISTS judgments (
     run_id TEXT NOT NULL, judge TEXT NOT NULL, setup TEXT NOT NULL, metrics TEXT NOT NULL, info TEXT NOT NULL,
@@ -81,6 +81,8 @@ def _prediction_row(p: Prediction) -> dict[str, Any]:
     row["scores"] = p.scores
     if p.values is not None:
         row["values"] = p.values
+    if p.cluster is not None:
+        row["cluster"] = p.cluster
     return row
 
 
@@ -130,9 +132,11 @@ class Store:
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
-        """Stores written before text tasks existed lack the output columns: add them in place."""
+        """Stores written before text tasks existed lack the output columns, and stores written
+        before clustered errors the cluster column: add them in place (old rows keep NULL there,
+        read as "no cluster ids stored")."""
         have = {row[1] for row in db.execute("PRAGMA table_info(predictions)")}
-        for column in ("output", "metric_values"):
+        for column in ("output", "metric_values", "cluster"):
             if column not in have:
                 db.execute(f"ALTER TABLE predictions ADD COLUMN {column} TEXT")
 
@@ -187,10 +191,10 @@ class Store:
         return float(row[0]) if row else None
 
     def predictions(self, run_id: str, stage: str) -> list[Prediction]:
-        rows = self._db.execute("SELECT example_id, gold, label, scores, output, metric_values FROM predictions "
-                                "WHERE run_id=? AND stage=? ORDER BY idx", (run_id, stage)).fetchall()
-        return [Prediction(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], json.loads(r[5]) if r[5] else None)
-                for r in rows]
+        rows = self._db.execute("SELECT example_id, gold, label, scores, output, metric_values, cluster FROM "
+                                "predictions WHERE run_id=? AND stage=? ORDER BY idx", (run_id, stage)).fetchall()
+        return [Prediction(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], json.loads(r[5]) if r[5] else None,
+                           r[6]) for r in rows]
 
     def complete_stage(self, run_id: str, stage: str, *, config: dict[str, Any], seconds: float,
                        metrics: dict[str, Any], info: dict[str, Any],
@@ -211,9 +215,10 @@ class Store:
                        (run_id, config["task"], config["model"], config["method"], config["preset"],
                         json.dumps(config, sort_keys=True, default=str), time.time()))
             db.execute("DELETE FROM predictions WHERE run_id=? AND stage=?", (run_id, stage))
-            db.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?)", [
+            db.executemany("INSERT INTO predictions (run_id, stage, idx, example_id, gold, label, scores, output, "
+                           "metric_values, cluster) VALUES (?,?,?,?,?,?,?,?,?,?)", [
                 (run_id, stage, i, p.example_id, p.gold, p.label, json.dumps(p.scores), p.output,
-                 json.dumps(p.values) if p.values is not None else None)
+                 json.dumps(p.values) if p.values is not None else None, p.cluster)
                 for i, p in enumerate(predictions)])
             db.execute("INSERT OR REPLACE INTO stages VALUES (?,?,?,?,?,?)",
                        (run_id, stage, seconds, json.dumps(metrics, default=str), json.dumps(info, default=str),
