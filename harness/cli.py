@@ -569,6 +569,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         data_notes,
         markdown_table,
         per_class_table,
+        statistics_notes,
         table_notes,
         to_latex,
         to_markdown,
@@ -604,7 +605,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                     "leaderboard": lambda: leaderboard_csv(entries),
                     "sweep": lambda: _sweep_text(plan, results, "csv")}[args.table]()
         elif args.format == "latex":
-            parts = [to_latex(table, "Before / after fine-tuning") for table in comparison_tables(rows, adjust)]
+            tables = comparison_tables(rows, adjust)  # the p family, MDEs and clustering under the last one
+            parts = [to_latex(table, "Before / after fine-tuning", statistics_notes(rows, adjust) if i == len(tables) - 1
+                              else ()) for i, table in enumerate(tables)]
             if classes := per_class_table(store, rows):
                 parts.append(to_latex(classes, PER_CLASS_TITLE))
             parts.append(to_latex(leaderboard_table(entries, adjust), "Leaderboard"))
@@ -662,7 +665,7 @@ def _html_report(store: Any, args: argparse.Namespace, runs: list[Any], rows: li
         digest = hashlib.sha256("|".join(ids).encode()).hexdigest()[:8]
         title, sweep = f"bench report: {args.task or 'all tasks'}", None
         name = f"report__{args.task or 'all'}__{digest}"
-    text = render(build_report(store, runs, rows, data_dir, title, sweep))
+    text = render(build_report(store, runs, rows, data_dir, title, sweep, args.adjust))
     return text, store.root / "reports" / f"{name}.html"
 
 

@@ -5,6 +5,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+from harness.clustering import clustered_ci, declared_column, paired_delta, stored_keys
 from harness.errors import BenchError
 from harness.metrics.classification import correct_mask
 from harness.resume import changed_files
@@ -61,6 +62,11 @@ class Comparison(_FlatRow):
     settings: str = ""  # what tells this run from others of the same model x method in one table
     mde: float = math.nan  # smallest delta detectable at 80% power, alpha 0.05 (see harness.power)
     mde_basis: str = ""  # what it assumed: the observed discordance
+    # Clustered errors (harness.clustering): the naive delta CI beside the one shown, the clusters
+    # behind it (0: not clustered) and the words for the notes ("" when the task declares none).
+    delta_ci_naive: tuple[float, float] = (math.nan, math.nan)
+    clusters: int = 0
+    clustering: str = ""
 
     # The headline, read the same way for every kind of comparison (sweeps, leaderboards).
     headline = "accuracy"
@@ -108,6 +114,11 @@ class TextComparison(_FlatRow):
     settings: str = ""  # what tells this run from others of the same model x method in one table
     mde: float = math.nan  # smallest delta detectable at 80% power, alpha 0.05 (see harness.power)
     mde_basis: str = ""  # what it assumed: the SD of the per-example differences
+    # Clustered errors (harness.clustering): the naive delta CI beside the one shown, the clusters
+    # behind it (0: not clustered) and the words for the notes ("" when the task declares none).
+    delta_ci_naive: tuple[float, float] = (math.nan, math.nan)
+    clusters: int = 0
+    clustering: str = ""
 
     @property
     def headline(self) -> str:
@@ -149,30 +160,38 @@ def compare_text(store: Store, run_id: str, config: dict[str, Any], records: dic
     after_record = records["finetuned"]
     after = store.predictions(run_id, "finetuned")
     key = PER_EXAMPLE.get(headline, headline)
+    column = declared_column(config)
     rows = []
     for stage, before_record in records.items():
         if not stage.startswith("baseline:"):
             continue
         before = store.predictions(run_id, stage)
         _check_paired(run_id, stage, before, after, records)
-        boot = paired_bootstrap([(p.values or {}).get(key, 0.0) for p in before],
-                                [(p.values or {}).get(key, 0.0) for p in after],
-                                weights=_token_weights(after) if headline in PER_EXAMPLE else None,
-                                resamples=BOOTSTRAP_RESAMPLES, seed=int(config.get("seed", 0)))
+        x = [(p.values or {}).get(key, 0.0) for p in before]
+        y = [(p.values or {}).get(key, 0.0) for p in after]
+        weights = _token_weights(after) if headline in PER_EXAMPLE else None
+        seed = int(config.get("seed", 0))
+        boot = paired_bootstrap(x, y, weights=weights, resamples=BOOTSTRAP_RESAMPLES, seed=seed)
+        keys = stored_keys(after, before)
+        delta = paired_delta(x, y, keys, column, boot, weights=weights, seed=seed)
         mb, ma = before_record.metrics, after_record.metrics
-        mde, basis = mde_of_metric([(p.values or {}).get(key, 0.0) for p in before],
-                                   [(p.values or {}).get(key, 0.0) for p in after])
+        mde, basis = mde_of_metric(x, y)
+        before_ci = tuple(mb[headline].get("ci", (math.nan,) * 2))
+        after_ci = tuple(ma[headline].get("ci", (math.nan,) * 2))
+        if delta.clustered and weights is None:  # a per-item mean: its own CI clustered too
+            before_ci = clustered_ci(x, keys, _value(mb, headline)) or before_ci
+            after_ci = clustered_ci(y, keys, _value(ma, headline)) or after_ci
         others = {name: (_value(mb, name), _value(ma, name)) for name in SECONDARY
                   if name != headline and name in mb and name in ma}
         rows.append(TextComparison(
             run_id=run_id, task=config["task"], model=config["model"], method=config["method"],
             baseline=stage.split(":", 1)[1] + _shots(before_record), n=len(before),
             failures_before=mb.get("failures", 0), failures_after=ma.get("failures", 0), metric=headline,
-            before=_value(mb, headline), before_ci=tuple(mb[headline].get("ci", (math.nan,) * 2)),
-            after=_value(ma, headline), after_ci=tuple(ma[headline].get("ci", (math.nan,) * 2)),
-            delta_metric=key, delta=boot.delta, delta_ci=(boot.ci_low, boot.ci_high), p_value=boot.p_value,
+            before=_value(mb, headline), before_ci=before_ci, after=_value(ma, headline), after_ci=after_ci,
+            delta_metric=key, delta=delta.delta, delta_ci=delta.ci, p_value=delta.p_value,
             lower_is_better=headline == "perplexity", others=others, costs=_costs(records, before_record),
-            mde=mde, mde_basis=basis))
+            mde=mde, mde_basis=basis, delta_ci_naive=delta.naive_ci, clusters=delta.clusters,
+            clustering=delta.note))
     return rows
 
 
@@ -202,6 +221,7 @@ def compare_classification(store: Store, run_id: str, config: dict[str, Any], re
                            ) -> list[Comparison]:
     after_record = records["finetuned"]
     after = store.predictions(run_id, "finetuned")
+    column = declared_column(config)
     rows = []
     for stage, before_record in records.items():
         if not stage.startswith("baseline:"):
@@ -212,20 +232,28 @@ def compare_classification(store: Store, run_id: str, config: dict[str, Any], re
         right_before = correct_mask(gold, [p.label for p in before])
         right_after = correct_mask(gold, [p.label for p in after])
         test = mcnemar_exact(right_before, right_after)
-        boot = paired_bootstrap([float(x) for x in right_before], [float(x) for x in right_after],
-                                resamples=BOOTSTRAP_RESAMPLES, seed=int(config.get("seed", 0)))
+        x, y = [float(v) for v in right_before], [float(v) for v in right_after]
+        boot = paired_bootstrap(x, y, resamples=BOOTSTRAP_RESAMPLES, seed=int(config.get("seed", 0)))
+        keys = stored_keys(after, before)
+        # clustered: the CR1 test of the paired differences replaces McNemar, which assumes independent items
+        delta = paired_delta(x, y, keys, column, boot, naive_p=test.p_value)
         mb, ma = before_record.metrics, after_record.metrics
+        before_ci, after_ci = tuple(mb["accuracy"]["ci"]), tuple(ma["accuracy"]["ci"])
+        if delta.clustered:
+            before_ci = clustered_ci(x, keys, mb["accuracy"]["value"]) or before_ci
+            after_ci = clustered_ci(y, keys, ma["accuracy"]["value"]) or after_ci
         mde, basis = mde_of_accuracy(test.b, test.c, len(before))
         rows.append(Comparison(
             run_id=run_id, task=config["task"], model=config["model"], method=config["method"],
             baseline=stage.split(":", 1)[1] + _shots(before_record), n=len(before),
             failures_before=mb["failures"], failures_after=ma["failures"],
-            accuracy_before=mb["accuracy"]["value"], accuracy_before_ci=tuple(mb["accuracy"]["ci"]),
-            accuracy_after=ma["accuracy"]["value"], accuracy_after_ci=tuple(ma["accuracy"]["ci"]),
-            delta_accuracy=boot.delta, delta_ci=(boot.ci_low, boot.ci_high),
-            mcnemar_b=test.b, mcnemar_c=test.c, p_value=test.p_value,
+            accuracy_before=mb["accuracy"]["value"], accuracy_before_ci=before_ci,
+            accuracy_after=ma["accuracy"]["value"], accuracy_after_ci=after_ci,
+            delta_accuracy=delta.delta, delta_ci=delta.ci,
+            mcnemar_b=test.b, mcnemar_c=test.c, p_value=delta.p_value,
             f1_macro_before=mb["f1_macro"]["value"], f1_macro_after=ma["f1_macro"]["value"],
-            costs=_costs(records, before_record), mde=mde, mde_basis=basis))
+            costs=_costs(records, before_record), mde=mde, mde_basis=basis, delta_ci_naive=delta.naive_ci,
+            clusters=delta.clusters, clustering=delta.note))
     return rows
 
 

@@ -13,7 +13,7 @@ import csv
 import io
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from harness.errors import BenchError
@@ -60,6 +60,9 @@ class PairResult:
     p_adjusted: float = math.nan
     verdict: str = ""
     gold_probability: str = ""  # the secondary test on the probability of the gold label, in words
+    naive_delta_ci: tuple[float, float] = (math.nan, math.nan)  # the CI if items were independent
+    clusters: int = 0  # clusters behind the CIs and test (0: not clustered)
+    clustering: str = ""  # how the errors treat clustered items, in words ("" when the task declares none)
 
 
 def compare_command(args: argparse.Namespace) -> int:
@@ -171,6 +174,7 @@ def paired_items(a: Side, b: Side) -> tuple[list[Any], list[Any]]:
 
 
 def compare_pair(a: Side, b: Side, margin: float | None) -> PairResult:
+    from harness.clustering import clustered_ci, declared_column, paired_delta, stored_keys
     from harness.compare import PER_EXAMPLE
     from harness.equivalence import tost_paired
     from harness.power import mde_accuracy, mde_mean, observed_discordance
@@ -181,6 +185,7 @@ def compare_pair(a: Side, b: Side, margin: float | None) -> PairResult:
     if headline != b.metrics.get("headline", "accuracy"):
         raise BenchError(f"{a.name} is scored by {headline} and {b.name} by {b.metrics.get('headline')}")
     n, seed = len(left), int(a.config.get("seed", 0))
+    keys, column = stored_keys(left, right), declared_column(a.config)
     common = dict(a=a.name, b=b.name, task=a.task, n=n, n_a=len(a.predictions), n_b=len(b.predictions))
     if headline == "accuracy":
         from harness.metrics.classification import correct_mask
@@ -190,11 +195,14 @@ def compare_pair(a: Side, b: Side, margin: float | None) -> PairResult:
         y = [float(v) for v in correct_mask(gold, [p.label for p in right])]
         test = mcnemar_exact([v > 0 for v in x], [v > 0 for v in y])
         boot = paired_bootstrap(x, y, resamples=BOOTSTRAP_RESAMPLES, seed=seed)
+        # clustered: the CR1 test of the paired differences replaces McNemar, which assumes independent items
+        delta = paired_delta(x, y, keys, column, boot, naive_p=test.p_value)
         psi = observed_discordance(test.b, test.c, n)
         result = PairResult(metric="accuracy", score_a=sum(x) / n, ci_a=wilson_interval(int(sum(x)), n),
-                            score_b=sum(y) / n, ci_b=wilson_interval(int(sum(y)), n), delta=boot.delta,
-                            delta_ci=(boot.ci_low, boot.ci_high), test=f"McNemar b={test.b} c={test.c}",
-                            p_value=test.p_value, mde=mde_accuracy(n, psi) if n > 1 else math.nan,
+                            score_b=sum(y) / n, ci_b=wilson_interval(int(sum(y)), n), delta=delta.delta,
+                            delta_ci=delta.ci, test=("CR1 clustered, " if delta.clustered else "")
+                            + f"McNemar b={test.b} c={test.c}",
+                            p_value=delta.p_value, mde=mde_accuracy(n, psi) if n > 1 else math.nan,
                             mde_basis=f"discordance {psi:.3f}", gold_probability=gold_probability_test(left, right, seed),
                             **common)
     else:
@@ -202,16 +210,20 @@ def compare_pair(a: Side, b: Side, margin: float | None) -> PairResult:
         x = [float((p.values or {}).get(key, 0.0)) for p in left]
         y = [float((p.values or {}).get(key, 0.0)) for p in right]
         boot = paired_bootstrap(x, y, resamples=BOOTSTRAP_RESAMPLES, seed=seed)
+        delta = paired_delta(x, y, keys, column, boot, seed=seed)
         sd = _sd([v - u for u, v in zip(x, y)])
         result = PairResult(metric=key, score_a=sum(x) / n, ci_a=bootstrap_ci(x, resamples=BOOTSTRAP_RESAMPLES,
                                                                               seed=seed),
                             score_b=sum(y) / n, ci_b=bootstrap_ci(y, resamples=BOOTSTRAP_RESAMPLES, seed=seed),
-                            delta=boot.delta, delta_ci=(boot.ci_low, boot.ci_high), test="paired bootstrap",
-                            p_value=boot.p_value, mde=mde_mean(n, sd) if n > 1 else math.nan,
+                            delta=delta.delta, delta_ci=delta.ci,
+                            test="CR1 clustered" if delta.clustered else "paired bootstrap",
+                            p_value=delta.p_value, mde=mde_mean(n, sd) if n > 1 else math.nan,
                             mde_basis=f"SD of the differences {sd:.3g}", **common)
+    result = replace(result, naive_delta_ci=delta.naive_ci, clusters=delta.clusters, clustering=delta.note)
+    if delta.clustered:  # both scores' own CIs clustered as well: each is a per-item mean
+        result = replace(result, ci_a=clustered_ci(x, keys, result.score_a) or result.ci_a,
+                         ci_b=clustered_ci(y, keys, result.score_b) or result.ci_b)
     if margin is not None and n > 1:
-        from dataclasses import replace
-
         from harness.equivalence import tost
 
         tested = tost_paired(x, y, margin)
@@ -297,6 +309,8 @@ def notes(results: Sequence[PairResult], method: str, margin: float | None) -> l
         mde = "none: too few disagreements at this n" if math.isnan(r.mde) else f"±{r.mde:.3g}"
         if r.gold_probability:
             lines.append(prefix + r.gold_probability)
+        if r.clustering:
+            lines.append(f"{prefix}CIs and p: {r.clustering}")
         lines.append(f"{prefix}MDE: the smallest Δ detectable at 80% power, α 0.05, given n {r.n} and the observed "
                      f"{r.mde_basis}: {mde}")
     if len(results) > 1:
@@ -331,10 +345,12 @@ def _csv(results: Sequence[PairResult], method: str, margin: float | None) -> st
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["a", "b", "task", "metric", "n", "n_a", "n_b", "score_a", "ci_a_low", "ci_a_high", "score_b",
                      "ci_b_low", "ci_b_high", "delta", "delta_ci_low", "delta_ci_high", "test", "p_value",
-                     "p_adjusted", "adjustment", "mde", "mde_basis", "margin", "tost_p", "verdict"])
+                     "p_adjusted", "adjustment", "mde", "mde_basis", "margin", "tost_p", "verdict",
+                     "delta_ci_naive_low", "delta_ci_naive_high", "clusters", "clustering"])
     for r in results:
         writer.writerow([r.a, r.b, r.task, r.metric, r.n, r.n_a, r.n_b, r.score_a, *r.ci_a, r.score_b, *r.ci_b,
                          r.delta, *r.delta_ci, r.test, r.p_value, r.p_adjusted, method if len(results) > 1 else "none",
                          r.mde, r.mde_basis, "" if margin is None else margin,
-                         "" if math.isnan(r.tost_p) else r.tost_p, r.verdict])
+                         "" if math.isnan(r.tost_p) else r.tost_p, r.verdict, *r.naive_delta_ci, r.clusters,
+                         r.clustering])
     return out.getvalue()

@@ -33,6 +33,7 @@ from harness.report import (
     output_pairs,
     per_class_table,
     score_notes,
+    statistics_notes,
 )
 from harness.store import Store
 from harness.types import Example
@@ -127,6 +128,8 @@ class Report:
     runs: tuple[RunSection, ...]
     sweep: SweepSection | None = None
     judge: tuple[Table, list[str]] | None = None  # the LLM-judge table and its notes
+    # under the before/after tables: the p-value family, each row's MDE, clustered errors
+    comparison_notes: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- gathering from the store
@@ -166,17 +169,18 @@ class ExampleSource:
 
 
 def build_report(store: Store, runs: Sequence[dict[str, Any]], rows: Sequence[Row], data_dir: Path | None,
-                 title: str, sweep: SweepSection | None = None) -> Report:
-    """Everything a report shows, read from the store (and the data, for example texts)."""
+                 title: str, sweep: SweepSection | None = None, adjust: str = "holm") -> Report:
+    """Everything a report shows, read from the store (and the data, for example texts); the
+    before/after p-values adjusted by `adjust` over all its rows, as in the markdown report."""
     from harness.leaderboard import SELECTION_NOTE, leaderboard, leaderboard_table
 
     entries = leaderboard(store, rows)
     note = SELECTION_NOTE if any(e.configs > 1 for e in entries) else ""
     from harness.judging.command import judge_section
 
-    return Report(title, str(store.root), leaderboard_table(entries), note, tuple(comparison_tables(rows)),
-                  tuple(run_sections(store, runs, rows, data_dir)), sweep,
-                  judge_section(store, [row.run_id for row in rows]))
+    return Report(title, str(store.root), leaderboard_table(entries, adjust), note,
+                  tuple(comparison_tables(rows, adjust)), tuple(run_sections(store, runs, rows, data_dir)), sweep,
+                  judge_section(store, [row.run_id for row in rows]), tuple(statistics_notes(rows, adjust)))
 
 
 def run_sections(store: Store, runs: Sequence[dict[str, Any]], rows: Sequence[Row], data_dir: Path | None,
@@ -273,8 +277,11 @@ def render(report: Report) -> str:
     if report.leaderboard_note:
         leaderboard.append(el("p", report.leaderboard_note, class_="note"))
     body.append(el("section", *leaderboard))
-    body.append(el("section", el("h2", "Before / after fine-tuning", id="comparisons"),
-                   *(_table_html(table) for table in report.comparisons)))
+    comparisons = [el("h2", "Before / after fine-tuning", id="comparisons"),
+                   *(_table_html(table) for table in report.comparisons)]
+    if report.comparison_notes:
+        comparisons.append(el("ul", *(el("li", note) for note in report.comparison_notes), class_="note"))
+    body.append(el("section", *comparisons))
     if report.judge:
         table, notes = report.judge
         body.append(el("section", el("h2", "LLM judge", id="judge"), _table_html(table),

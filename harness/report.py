@@ -88,11 +88,18 @@ def mde_note(row: Comparison | TextComparison) -> str:
             f"power, α 0.05, given n {row.n} and the observed {row.mde_basis}: {mde}")
 
 
+def clustering_note(row: Comparison | TextComparison) -> str:
+    """How a row's CIs and paired test treat items that share a cluster, in words."""
+    return f"CIs and p, {row.model} {method_label(row)} vs {row.baseline}: {row.clustering}"
+
+
 def statistics_notes(rows: Sequence[Comparison | TextComparison], adjust: str) -> list[str]:
-    """What the p and Δ columns need said: the adjustment family, and every row's MDE."""
+    """What the p and Δ columns need said: the adjustment family, every row's MDE, and how its
+    errors treat clustered items (for tasks that declare clusters)."""
     if not rows:
         return []
-    return [family_note(len(rows), adjust), *(mde_note(row) for row in rows if row.mde_basis)]
+    return [family_note(len(rows), adjust), *(mde_note(row) for row in rows if row.mde_basis),
+            *(clustering_note(row) for row in rows if row.clustering)]
 
 
 def to_markdown(table: Table) -> str:
@@ -157,6 +164,8 @@ def _text_table(rows: Sequence[TextComparison]) -> Table:
                       _num_ci(r.before, r.before_ci, r.metric), _num_ci(r.after, r.after_ci, r.metric),
                       format_delta(r.delta, r.delta_ci, r.delta_metric), format_p(r.p_value), others,
                       *_cost_cells(r.costs)))
+    if any(r.clusters for r in rows):  # a clustered mean's test is CR1's, not the bootstrap's (see the notes)
+        columns = tuple("bootstrap/CR1 p" if c == "bootstrap p" else c for c in columns)
     return _with_settings(Table(columns, tuple(cells)), rows)
 
 
@@ -198,7 +207,10 @@ def _classification_table(rows: Sequence[Comparison]) -> Table:
                       format_ci(r.accuracy_after, r.accuracy_after_ci),
                       format_ci(r.delta_accuracy, r.delta_ci, signed=True), format_p(r.p_value),
                       f"{r.f1_macro_before:.3f}", f"{r.f1_macro_after:.3f}", *_cost_cells(r.costs)))
-    return _with_settings(Table(COLUMNS, tuple(cells)), rows)
+    columns = COLUMNS
+    if any(r.clusters for r in rows):  # a clustered row's test is CR1's, not McNemar's (see the notes)
+        columns = tuple("McNemar/CR1 p" if c == "McNemar p" else c for c in COLUMNS)
+    return _with_settings(Table(columns, tuple(cells)), rows)
 
 
 def csv_table(rows: Sequence[Comparison], notes: dict[str, Sequence[str]] | None = None, adjust: str = "holm") -> str:

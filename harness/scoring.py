@@ -5,6 +5,7 @@ rescore` calls the same function on stored outputs, so a metric fix never needs 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Sequence
 
 from harness.spec import Classify, Generate, LanguageModel, TaskSpec
@@ -13,8 +14,16 @@ from harness.types import Example, Prediction
 
 def score_stage(spec: TaskSpec, examples: Sequence[Example], predictions: Sequence[Prediction],
                 seed: int) -> tuple[dict[str, Any], list[Prediction]]:
+    """The stage's metrics, and its predictions with their metric values and their examples'
+    cluster keys (when the task declares a cluster column), ready to store."""
     by_id = {e.id: e for e in examples}
     matched = [by_id[p.example_id] for p in predictions]
+    metrics, scored = _score(spec, matched, predictions, seed)
+    return metrics, [replace(p, cluster=e.cluster or None) for p, e in zip(scored, matched)]
+
+
+def _score(spec: TaskSpec, matched: Sequence[Example], predictions: Sequence[Prediction],
+           seed: int) -> tuple[dict[str, Any], list[Prediction]]:
     kind = spec.kind
     if isinstance(kind, Classify):
         from harness.metrics.classification import classification_report
@@ -65,8 +74,7 @@ def _class_context(kind: Classify, predictions: Sequence[Prediction]) -> dict[st
 
 def _with_values(predictions: Sequence[Prediction], per_example: dict[str, list[float]]) -> list[Prediction]:
     names = list(per_example)
-    return [Prediction(p.example_id, p.gold, p.label, p.scores, p.output,
-                       {name: round(float(per_example[name][i]), 6) for name in names})
+    return [replace(p, values={name: round(float(per_example[name][i]), 6) for name in names})
             for i, p in enumerate(predictions)]
 
 

@@ -33,6 +33,14 @@ class HubData:
     # Rows sharing this column's value (e.g. SQuAD's article title) never straddle carved splits,
     # so a context seen in training never reappears in eval.
     group: str | None = None
+    # Eval items sharing this column's value are not independent (questions on one article): their
+    # CIs and paired tests use cluster-robust errors over its values. None: the group column.
+    cluster: str | None = None
+
+    @property
+    def cluster_column(self) -> str | None:
+        """The column whose values cluster the eval items, if the task declares one."""
+        return self.cluster or self.group
 
 
 class _KindDefaults:

@@ -130,6 +130,11 @@ def paired_bootstrap(
     deltas = np.concatenate(
         [rows(y, idx) - rows(x, idx) for idx in iter_bootstrap_indices(x.size, resamples, seed)]
     )
+    return _bootstrap_result(delta, deltas, confidence, resamples)
+
+
+def _bootstrap_result(delta: float, deltas: np.ndarray, confidence: float, resamples: int) -> PairedBootstrapResult:
+    """The percentile CI of resampled deltas and the two-sided sign p-value of the observed one."""
     deltas = deltas[~np.isnan(deltas)]
     lo, hi = percentile_interval(deltas, confidence)
     if delta > 0:
@@ -312,3 +317,39 @@ def clustered_paired_difference(before: Sequence[float], after: Sequence[float],
     else:
         p = 1.0 if result.mean == 0 else 0.0
     return result, p
+
+
+def paired_cluster_bootstrap(before: Sequence[float], after: Sequence[float], clusters: Sequence[str], *,
+                             weights: Sequence[float] | None = None, resamples: int = 1000, seed: int = 0,
+                             confidence: float = 0.95) -> PairedBootstrapResult:
+    """paired_bootstrap over whole clusters: each resample draws G of the G clusters with
+    replacement and keeps all their items, both systems alike (the cluster bootstrap), for a
+    statistic that is not a per-item mean (a token-weighted NLL: `weights`), where CR1 does not
+    apply. The statistic is the (weighted) mean of the drawn items, as in paired_bootstrap."""
+    x, y = _as_scores(before, "before"), _as_scores(after, "after")
+    if x.shape != y.shape:
+        raise ValueError(f"before and after must have equal length, got {x.size} and {y.size}")
+    groups = np.asarray([str(c) for c in clusters])
+    if groups.shape != x.shape:
+        raise ValueError(f"clusters must give one cluster per value, got {groups.size} for {x.size}")
+    if resamples < 1:
+        raise ValueError(f"paired_cluster_bootstrap needs resamples >= 1, got {resamples}")
+    _check_confidence(confidence)
+    w = np.ones_like(x) if weights is None else _as_scores(weights, "weights")
+    if w.size != x.size or (w < 0).any() or not w.sum() > 0:
+        raise ValueError(f"weights must be {x.size} non-negative values with a positive sum")
+    _, codes = np.unique(groups, return_inverse=True)
+    # a resample's weighted mean is (counts · per-cluster Σw·v) / (counts · per-cluster Σw)
+    sum_x, sum_y, sum_w = (np.bincount(codes, weights=v) for v in (w * x, w * y, w))
+    g = sum_w.size
+    delta = float(sum_y.sum() / sum_w.sum() - sum_x.sum() / sum_w.sum())
+    rng = np.random.Generator(np.random.PCG64(seed))
+    rows, deltas, done = max(1, _CHUNK_ELEMENTS // g), [], 0
+    while done < resamples:
+        take = min(rows, resamples - done)
+        counts = rng.multinomial(g, np.full(g, 1.0 / g), size=take).astype(float)  # G draws with replacement
+        total = counts @ sum_w
+        with np.errstate(invalid="ignore", divide="ignore"):  # only zero-weight clusters drawn: nan, left out
+            deltas.append(np.where(total > 0, (counts @ sum_y - counts @ sum_x) / total, np.nan))
+        done += take
+    return _bootstrap_result(delta, np.concatenate(deltas), confidence, resamples)

@@ -35,14 +35,14 @@ CREATE TABLE IF NOT EXISTS stages (
     PRIMARY KEY (run_id, stage));
 CREATE TABLE IF NOT EXISTS predictions (
     run_id TEXT NOT NULL, stage TEXT NOT NULL, idx INTEGER NOT NULL, example_id TEXT NOT NULL,
-    gold INTEGER NOT NULL, label INTEGER, scores TEXT NOT NULL, output TEXT, metric_values TEXT,
+    gold INTEGER NOT NULL, label INTEGER, scores TEXT NOT NULL, output TEXT, metric_values TEXT, cluster TEXT,
     PRIMARY KEY (run_id, stage, idx));
 CREATE TABLE IF NOT EXISTS judgments (
     run_id TEXT NOT NULL, judge TEXT NOT NULL, setup TEXT NOT NULL, metrics TEXT NOT NULL, info TEXT NOT NULL,
     finished_at REAL NOT NULL, PRIMARY KEY (run_id, judge, setup));
 """
 # Columns later bench versions added to old stores (`Store._migrate`); a read-only open sees NULL instead.
-ADDED_COLUMNS = {"predictions": ("output", "metric_values")}
+ADDED_COLUMNS = {"predictions": ("output", "metric_values", "cluster")}
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,200}$")
 
 
@@ -85,6 +85,8 @@ def _prediction_row(p: Prediction) -> dict[str, Any]:
     row["scores"] = p.scores
     if p.values is not None:
         row["values"] = p.values
+    if p.cluster is not None:
+        row["cluster"] = p.cluster
     return row
 
 
@@ -161,7 +163,9 @@ class Store:
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
-        """Stores written before text tasks existed lack the output columns: add them in place."""
+        """Stores written before text tasks existed lack the output columns, and stores written
+        before clustered errors the cluster column: add them in place (old rows keep NULL there,
+        read as "no cluster ids stored")."""
         have = {row[1] for row in db.execute("PRAGMA table_info(predictions)")}
         for column in ADDED_COLUMNS["predictions"]:
             if column not in have:
@@ -276,7 +280,7 @@ class Store:
                                 "WHERE run_id=? AND stage=? ORDER BY idx", (run_id, stage)).fetchall()
         what = f"the {stage} predictions"
         return [Prediction(r[0], r[1], r[2], tuple(self._json(r[3], run_id, what)), r[4],
-                           self._json(r[5], run_id, what) if r[5] else None) for r in rows]
+                           self._json(r[5], run_id, what) if r[5] else None, r[6]) for r in rows]
 
     def complete_stage(self, run_id: str, stage: str, *, config: dict[str, Any], seconds: float,
                        metrics: dict[str, Any], info: dict[str, Any],
@@ -297,9 +301,10 @@ class Store:
                        (run_id, config["task"], config["model"], config["method"], config["preset"],
                         json.dumps(config, sort_keys=True, default=str), time.time()))
             db.execute("DELETE FROM predictions WHERE run_id=? AND stage=?", (run_id, stage))
-            db.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?)", [
+            db.executemany("INSERT INTO predictions (run_id, stage, idx, example_id, gold, label, scores, output, "
+                           "metric_values, cluster) VALUES (?,?,?,?,?,?,?,?,?,?)", [
                 (run_id, stage, i, p.example_id, p.gold, p.label, json.dumps(p.scores), p.output,
-                 json.dumps(p.values) if p.values is not None else None)
+                 json.dumps(p.values) if p.values is not None else None, p.cluster)
                 for i, p in enumerate(predictions)])
             db.execute("INSERT OR REPLACE INTO stages VALUES (?,?,?,?,?,?)",
                        (run_id, stage, seconds, json.dumps(metrics, default=str), json.dumps(info, default=str),

@@ -17,6 +17,7 @@ class Example:
     references: tuple[str, ...] = ()
     answer_starts: tuple[int, ...] = ()
     group: str = ""  # rows of one group (e.g. one article) stay in one split when splits are carved
+    cluster: str = ""  # short hash of the task's cluster column: items sharing it are not independent
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class Prediction:
     scores: tuple[float, ...]
     output: str | None = None
     values: dict[str, float] | None = None
+    # The example's cluster key (Example.cluster), stored with it so tables can cluster their
+    # errors without the data; None when the task declares no clusters or the run predates them.
+    cluster: str | None = None
 
 
 # What a stage's work returns: predictions, metrics, info, curves (scoring and storing are the

@@ -7,6 +7,9 @@ Rajpurkar et al., 2018, "Know What You Don't Know: Unanswerable Questions for SQ
 no-answer position; `--mode generate`: prompted generation where "unanswerable" (and variants) is
 recognised as no answer. `--train-samples 4000|24000` as in the seeds. Metrics: the official SQuAD
 v2 set (exact, f1, HasAns/NoAns, best thresholds) plus ROUGE/BLEU/METEOR on answerable questions.
+CIs and paired tests are clustered by article (`title`): the eval sample takes one question per
+context (up to half the contexts), so contexts rarely repeat in it, but its questions share 35
+articles, whose topics and prose make their questions easier or harder together.
 """
 from harness.errors import BenchError
 from harness.registry import task
@@ -24,7 +27,8 @@ def squad_v2(mode: str = "span") -> TaskSpec:
         raise BenchError(f"squad_v2 --mode must be span or generate (got {mode!r})")
     span = mode == "span"
     return TaskSpec(
-        data=HubData("rajpurkar/squad_v2", local="squad_v2", train="train", eval="validation", group="context"),
+        data=HubData("rajpurkar/squad_v2", local="squad_v2", train="train", eval="validation", group="context",
+                     cluster="title"),
         kind=(ExtractiveQA(doc_stride=64) if span else
               Generate(fields=("question", "context"), target="answers", max_new_tokens=16, stop=("\n",),
                        metrics="squad_v2")),
