@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated aliases, hub ids or local folders")
     _training(run)
     add_judge_options(run, required=False)
+    run.add_argument("--lm-eval", type=_csv, help="lm-eval-harness tasks (comma-separated) run on each model before "
+                     "and after fine-tuning, paired per item: the general-ability (forgetting) check")
+    run.add_argument("--lm-eval-include", help="a folder of lm-eval YAML tasks (local files) for --lm-eval")
+    run.add_argument("--lm-eval-limit", type=int, help="the first N documents of each --lm-eval task")
 
     sweep = commands.add_parser("sweep", help="a grid of runs (--grid lora_rank=2,4 lr=1e-4,5e-5): table + heatmap",
                                 description="Every cell is an ordinary `bench run` in the store; re-running the same "
@@ -179,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; upload nothing")
     push.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
 
+    export_task = commands.add_parser("export-task", help="write a classification task as an lm-eval YAML task "
+                                      "(bench's prompt, verbalizers and eval examples)",
+                                      description="Example: bench export-task sst2 --to lm_tasks/ --data-dir DATA; "
+                                      "then lm_eval --tasks bench_sst2 --include_path lm_tasks/")
+    _common(export_task)
+    export_task.add_argument("--to", required=True, help="folder to create/fill (no '..' components)")
+
     export = commands.add_parser("export", help="write the leaderboard and before/after tables (and the judge table) "
                                                "as CSV and markdown, per-class scores as CSV, to a folder")
     _selection(export)
@@ -260,6 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return push_command(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "export-task":
+            from harness.export_task import export_task_command
+
+            return export_task_command(args, _overrides(args), output_path("--to", args.to))
         if args.command == "power":
             from harness.power_command import power_command
 
@@ -413,6 +428,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     values["lora_targets"] = getattr(args, "lora_targets", None)
     values["trust_remote_code"] = getattr(args, "trust_remote_code", False) or None
     values["task_options"] = recorded_task_options(task_options(args))
+    values["lm_eval"] = getattr(args, "lm_eval", None) or None
+    values["lm_eval_include"] = getattr(args, "lm_eval_include", None)
+    values["lm_eval_limit"] = getattr(args, "lm_eval_limit", None)
     return values
 
 

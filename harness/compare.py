@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 from harness.clustering import clustered_ci, declared_column, paired_delta, stored_keys
@@ -141,6 +141,18 @@ class TextComparison(_FlatRow):
         return self.delta
 
 
+@dataclass(frozen=True)
+class LmEvalComparison(TextComparison):
+    """Before/after of one lm-eval task run on the same model (the general-ability check): the
+    per-document metric's mean, its paired-bootstrap delta, and, when the metric is 0/1 per
+    document (acc, exact_match), the exact McNemar test on the same documents."""
+
+    lm_eval_task: str = ""
+    test: str = "bootstrap"  # "McNemar" when the per-document values are 0/1
+    mcnemar_b: int = 0
+    mcnemar_c: int = 0
+
+
 # Secondary metrics shown next to the headline, when the stage has them.
 SECONDARY = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "meteor", "exact", "f1", "HasAns_f1", "NoAns_f1",
              "best_f1", "perplexity")
@@ -150,9 +162,52 @@ PER_EXAMPLE = {"perplexity": "nll"}  # headline -> the per-example value behind 
 def compare(store: Store, run_id: str, config: dict[str, Any], records: dict[str, StageRecord]
             ) -> list[Comparison | TextComparison]:
     headline = records["finetuned"].metrics.get("headline", "accuracy")
+    rows: list[Comparison | TextComparison] = []
     if headline != "accuracy":
-        return compare_text(store, run_id, config, records, headline)
-    return compare_classification(store, run_id, config, records)
+        rows += compare_text(store, run_id, config, records, headline)
+    else:
+        rows += compare_classification(store, run_id, config, records)
+    return rows + compare_lm_eval(store, run_id, config, records)
+
+
+def compare_lm_eval(store: Store, run_id: str, config: dict[str, Any], records: dict[str, StageRecord]
+                    ) -> list[LmEvalComparison]:
+    """One row per lm-eval task with both stages stored: base model vs fine-tuned model on the
+    same documents."""
+    from harness.lm_eval_bridge import parse_stage, stage_name
+
+    tasks = [parsed[0] for stage in records if (parsed := parse_stage(stage)) and parsed[1] == "baseline"]
+    rows = []
+    for task in tasks:
+        before_record, after_record = records[stage_name(task, "baseline")], records.get(stage_name(task, "finetuned"))
+        if after_record is None:
+            continue
+        before, after = store.predictions(run_id, before_record.stage), store.predictions(run_id, after_record.stage)
+        _check_paired(before, after, run_id)
+        metric = before_record.metrics["headline"]
+        values_before = [(p.values or {}).get(metric, math.nan) for p in before]
+        values_after = [(p.values or {}).get(metric, math.nan) for p in after]
+        boot = paired_bootstrap(values_before, values_after, resamples=BOOTSTRAP_RESAMPLES,
+                                seed=int(config.get("seed", 0)))
+        binary = all(v in (0.0, 1.0) for v in values_before + values_after)
+        if binary:
+            mcnemar = mcnemar_exact([v == 1.0 for v in values_before], [v == 1.0 for v in values_after])
+            b, c, p_value, test = mcnemar.b, mcnemar.c, mcnemar.p_value, "McNemar"
+            mde, basis = mde_of_accuracy(b, c, len(before))
+        else:
+            b, c, p_value, test = 0, 0, boot.p_value, "bootstrap"
+            mde, basis = mde_of_metric(values_before, values_after)
+        mb, ma = before_record.metrics, after_record.metrics
+        rows.append(LmEvalComparison(
+            run_id=run_id, task=config["task"], model=config["model"], method=config["method"],
+            baseline=f"lm-eval {task}", n=len(before), failures_before=0, failures_after=0, metric=metric,
+            before=_value(mb, metric), before_ci=tuple(mb[metric]["ci"]), after=_value(ma, metric),
+            after_ci=tuple(ma[metric]["ci"]), delta_metric=metric, delta=boot.delta,
+            delta_ci=(boot.ci_low, boot.ci_high), p_value=p_value, lower_is_better=False, others={},
+            costs=replace(_costs(records, before_record), eval_seconds=round(after_record.seconds, 1)),
+            mde=mde, mde_basis=basis, lm_eval_task=task, test=test,
+            mcnemar_b=b, mcnemar_c=c))
+    return rows
 
 
 def compare_text(store: Store, run_id: str, config: dict[str, Any], records: dict[str, StageRecord],

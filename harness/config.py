@@ -48,7 +48,8 @@ MAX_EPOCHS = 10_000
 INT64_MAX = 2**63 - 1
 
 # Fields added after the first stored runs, with the defaults that leave a run's digest unchanged.
-LATER_DEFAULTS: dict[str, Any] = {"precision": "auto", "compile": False, "train_seed": None}
+LATER_DEFAULTS: dict[str, Any] = {"precision": "auto", "compile": False, "train_seed": None, "lm_eval": None,
+                                  "lm_eval_include": None, "lm_eval_limit": None}
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,10 @@ class RunConfig:
     precision: str = "auto"  # auto | fp32 | bf16 (autocast); see harness/precision.py
     compile: bool = False  # torch.compile the training forward pass
     task_options: tuple[tuple[str, Any], ...] = ()  # see recorded_task_options
+    # lm-eval tasks run on the model before and after fine-tuning (harness/lm_eval_bridge.py)
+    lm_eval: tuple[str, ...] | None = None
+    lm_eval_include: str | None = None  # a folder of lm-eval YAML tasks
+    lm_eval_limit: int | None = None  # the first N documents of each lm-eval task
 
     @property
     def method_name(self) -> str:
@@ -254,6 +259,12 @@ def validate(config: RunConfig) -> None:
     check_precision(config.precision)
     if config.max_new_tokens is not None and config.max_new_tokens < 1:
         raise BenchError(f"--max-new-tokens must be at least 1 (got {config.max_new_tokens})")
+    if config.lm_eval_limit is not None and config.lm_eval_limit < 1:
+        raise BenchError(f"--lm-eval-limit must be at least 1 (got {config.lm_eval_limit})")
+    if not config.lm_eval and (config.lm_eval_include is not None or config.lm_eval_limit is not None):
+        option = "--lm-eval-include" if config.lm_eval_include is not None else "--lm-eval-limit"
+        raise BenchError(f"{option} applies to the tasks of --lm-eval, and none are given: add --lm-eval TASKS "
+                         "or drop it")
 
 
 def check_integer_range(config: RunConfig) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from harness.compare import Comparison, TextComparison
+from harness.compare import Comparison, LmEvalComparison, TextComparison
 from harness.errors import BenchError
 from harness.registry import spec_for
 from harness.report import (
@@ -199,7 +199,8 @@ def run_sections(store: Store, runs: Sequence[dict[str, Any]], rows: Sequence[Ro
             title += f" · {run_rows[0].settings}"
         record = store.stage(run["run_id"], "finetuned")
         notes = (*(record.info.get("data_notes", ()) if record else ()), *score_notes(store, run_rows))
-        tables = tuple(_sample_table(store, row, source, samples) for row in run_rows)
+        tables = tuple(_sample_table(store, row, source, samples) for row in run_rows
+                       if not isinstance(row, LmEvalComparison))  # lm-eval documents are not the task's examples
         sections.append(RunSection(run["run_id"], title, config, tuple(comparison_tables(run_rows)),
                                    per_class_table(store, run_rows),
                                    curves_png(store.curves(run["run_id"]), title), tables, notes))

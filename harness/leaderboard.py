@@ -12,7 +12,7 @@ import io
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
-from harness.compare import Comparison, TextComparison, compare, format_p
+from harness.compare import Comparison, LmEvalComparison, TextComparison, compare, format_p
 from harness.config import shown_settings
 from harness.errors import BenchError
 from harness.report import Table, format_delta, format_score, show, to_markdown
@@ -115,6 +115,8 @@ def leaderboard(store: Store, rows: Sequence[Row]) -> list[LeaderboardRow]:
     """One entry per task x model x method x baseline, best fine-tuned score first within a task."""
     groups: dict[tuple[str, str, str, str], list[Row]] = {}
     for row in rows:
+        if isinstance(row, LmEvalComparison):  # a side check of the run, not its task's score
+            continue
         groups.setdefault(_group(row), []).append(row)
     entries = []
     for group in groups.values():

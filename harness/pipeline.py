@@ -83,6 +83,10 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
             if reason:
                 raise BenchError(f"--method qlora needs 4-bit bitsandbytes: {reason}; use --method lora")
         planned.append(PlannedRun(ref, config, baselines))
+    if planned[0].config.lm_eval:
+        from harness.lm_eval_bridge import check_lm_eval
+
+        check_lm_eval(planned)  # a task lm-eval cannot load fails here, before any stage
     return planned
 
 
@@ -243,12 +247,17 @@ class Runner:
             if trained:
                 model, tokenizer = trained[0]
                 model = stages.merged_for_inference(model, config)
+                trained[0] = (model, tokenizer)  # merged once; the lm-eval stages reuse it
             else:
                 model, tokenizer, _ = stages.load_checkpoint(self.store.run_dir(run_id) / "checkpoint",
                                                              trust_remote_code=planned.ref.trust_remote_code)
             return stages.evaluate_model(self.spec, planned.ref, config, model, tokenizer, splits)
 
         records["finetuned"] = self._stage(planned, "finetuned", splits, evaluate_finetuned)
+        if config.lm_eval:
+            from harness.lm_eval_bridge import lm_eval_stages
+
+            records.update(lm_eval_stages(self.store, planned, self.log, trained))
         return records
 
     def _baseline(self, planned: PlannedRun, baseline: str, splits: Splits) -> StageRecord:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from harness.compare import Comparison, RunCosts, TextComparison, format_ci, format_p
+from harness.compare import Comparison, LmEvalComparison, RunCosts, TextComparison, format_ci, format_p
 from harness.spec import LanguageModel, TaskSpec
 from harness.stats import ADJUSTMENTS, adjust_p
 from harness.store import Store, atomic_write
@@ -53,11 +53,35 @@ def comparison_tables(rows: Sequence[Comparison | TextComparison], adjust: str =
     classification = [r for r in rows if isinstance(r, Comparison)]
     if classification:
         tables.append(_with_adjusted(_classification_table(classification), classification, adjusted, adjust))
-    text = [r for r in rows if isinstance(r, TextComparison)]
+    text = [r for r in rows if isinstance(r, TextComparison) and not isinstance(r, LmEvalComparison)]
     for metric in dict.fromkeys(r.metric for r in text):
         chosen = [r for r in text if r.metric == metric]
         tables.append(_with_adjusted(_text_table(chosen), chosen, adjusted, adjust))
+    lm_eval = [r for r in rows if isinstance(r, LmEvalComparison)]
+    if lm_eval:
+        tables.append(_with_adjusted(_lm_eval_table(lm_eval), lm_eval, adjusted, adjust))
     return tables
+
+
+LM_EVAL_COLUMNS = ("task", "model", "method", "lm-eval task", "metric", "n", "before [95% CI]", "after [95% CI]",
+                   "Δ [95% CI]", "test", "paired p", "b/c", "base s", "eval s")
+
+
+def _lm_eval_table(rows: Sequence[LmEvalComparison]) -> Table:
+    """General ability before -> after: each lm-eval task on the base and the fine-tuned model,
+    paired on the same documents (b/c: documents only the base / only the fine-tuned model got right)."""
+    cells = []
+    for r in rows:
+        cells.append((r.task, r.model, r.method, r.lm_eval_task, r.metric, str(r.n),
+                      _num_ci(r.before, r.before_ci, r.metric), _num_ci(r.after, r.after_ci, r.metric),
+                      format_delta(r.delta, r.delta_ci, r.metric), r.test, format_p(r.p_value),
+                      f"{r.mcnemar_b}/{r.mcnemar_c}" if r.test == "McNemar" else "—",
+                      f"{r.costs.baseline_seconds:.0f}", f"{r.costs.eval_seconds:.0f}"))
+    if not any(r.settings for r in rows):
+        return Table(LM_EVAL_COLUMNS, tuple(cells))
+    at = LM_EVAL_COLUMNS.index("lm-eval task") + 1  # runs of one model x method: the settings tell them apart
+    return Table(LM_EVAL_COLUMNS[:at] + ("settings",) + LM_EVAL_COLUMNS[at:],
+                 tuple(c[:at] + (r.settings or "—",) + c[at:] for c, r in zip(cells, rows)))
 
 
 def adjusted_column(adjust: str) -> str:
@@ -456,6 +480,8 @@ def print_and_save(store: Store, spec: TaskSpec, rows: Sequence[Comparison | Tex
     print(table)
     texts, references = example_texts(spec, splits.eval)
     for row in rows:
+        if isinstance(row, LmEvalComparison):  # its documents are lm-eval's, not this task's examples
+            continue
         if spec.is_classification:
             print(sample_predictions(store, row, spec.kind.labels, texts) + "\n")
         else:

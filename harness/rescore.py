@@ -32,7 +32,10 @@ def rescore_command(args: argparse.Namespace) -> int:
                              f"run ids (the folders under {root}/runs)")
         spec = spec_for(config)
         splits = run_splits(spec, config, data_dir_from(args.data_dir))
-        stored = {stage: (store.stage(args.run, stage), store.predictions(args.run, stage))
+        from harness.lm_eval_bridge import parse_stage
+
+        # lm-eval stages hold lm-eval's own per-document scores of its documents: kept as stored
+        stored = {stage: (store.stage(args.run, stage), [] if parse_stage(stage) else store.predictions(args.run, stage))
                   for stage in store.stages_of(args.run)}
         for stage, (record, predictions) in stored.items():  # every check before the first rewrite
             if predictions:

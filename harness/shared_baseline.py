@@ -21,20 +21,21 @@ from harness.config import RunConfig
 from harness.store import Store
 from harness.types import Splits
 
-# Settings that only reach fine-tuning. Everything else in a RunConfig (model, task options,
-# shots, seed, eval sample, lengths, batch size, precision, chat template...) keys the baseline.
-TRAINING_ONLY = frozenset({
+# Settings that never reach a baseline stage: fine-tuning's, and the lm-eval tasks (stages of their
+# own). Everything else in a RunConfig (model, task options, shots, seed, eval sample, lengths,
+# batch size, precision, chat template...) keys the baseline.
+OUTSIDE_BASELINE = frozenset({
     "method", "objective", "baselines", "preset", "train_samples", "validation_samples", "epochs", "lr",
     "batch_size", "grad_accum", "optimizer", "schedule", "warmup_ratio", "max_grad_norm", "weight_decay",
     "evals_per_epoch", "patience", "early_stop_metric", "train_seed", "lora_rank", "lora_alpha",
-    "lora_dropout", "lora_targets", "compile",
+    "lora_dropout", "lora_targets", "compile", "lm_eval", "lm_eval_include", "lm_eval_limit",
 })
 KEY_FIELD = "baseline_key"  # in a baseline stage's info
 
 
 def baseline_key(config: RunConfig, baseline: str, splits: Splits, eval_gold: str) -> str:
     """What the baseline `baseline` of a run with `config` on `splits` depends on, hashed."""
-    settings = {name: value for name, value in config.to_dict().items() if name not in TRAINING_ONLY}
+    settings = {name: value for name, value in config.to_dict().items() if name not in OUTSIDE_BASELINE}
     if baseline == "head":  # the untrained head is drawn with the training seed (fine-tuning's init)
         settings["head_seed"] = config.training_seed
     if baseline == "prompt" and config.shots:  # demonstrations are drawn from this pool
