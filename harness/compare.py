@@ -26,8 +26,12 @@ class RunCosts:
     baseline_seconds: float
     train_seconds: float
     eval_seconds: float
-    tokens_per_second: float
-    peak_memory_mb: float
+    tokens_per_second: float  # training tokens per second of training time (validation not in it)
+    peak_memory_mb: float  # the largest of the three stages'
+    validation_seconds: float = 0.0  # validation during fine-tuning (and saving its state), apart
+    baseline_peak_memory_mb: float = 0.0
+    finetune_peak_memory_mb: float = 0.0
+    finetuned_peak_memory_mb: float = 0.0
 
 
 class _FlatRow:
@@ -269,7 +273,11 @@ def _costs(records: dict[str, StageRecord], before_record: StageRecord) -> RunCo
                 base_params=params["base"], added_params=params["added"],
                 baseline_seconds=round(before_record.seconds, 1), train_seconds=tuned.info["train_seconds"],
                 eval_seconds=round(after_record.seconds, 1), tokens_per_second=tuned.info["tokens_per_second"],
-                peak_memory_mb=max(r.info.get("peak_memory_mb", 0.0) for r in records.values()))
+                peak_memory_mb=max(r.info.get("peak_memory_mb", 0.0) for r in records.values()),
+                validation_seconds=tuned.info.get("validation_seconds", 0.0),  # runs stored before: not measured
+                baseline_peak_memory_mb=before_record.info.get("peak_memory_mb", 0.0),
+                finetune_peak_memory_mb=tuned.info.get("peak_memory_mb", 0.0),
+                finetuned_peak_memory_mb=after_record.info.get("peak_memory_mb", 0.0))
 
 
 def compare_classification(store: Store, run_id: str, config: dict[str, Any], records: dict[str, StageRecord]

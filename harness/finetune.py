@@ -37,7 +37,8 @@ class TrainResult:
     steps: int = 0
     epochs: float = 0.0
     train_tokens: int = 0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # forward, backward and optimizer steps only
+    validation_seconds: float = 0.0  # validation, keeping the best weights, saving the training state
     best_step: int = 0
     best_metric: float | None = None
     stopped_early: bool = False
@@ -212,19 +213,23 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
             loop.window_loss, loop.window_batches = 0.0, 0
             if loop.step % eval_every == 0 or loop.step == total_steps:
                 result.train_seconds += time.perf_counter() - started
+                paused = time.perf_counter()
                 scores = validate(model)
                 _check_healthy(scores, trainable, loop, config)
                 model.train()
-                started = time.perf_counter()
                 _record_validation(model, scores, criterion, result, loop, config.patience, total_steps, log)
-                if result.stopped_early:
-                    break
-                if state_dir is not None and loop.step < total_steps:
+                if not result.stopped_early and state_dir is not None and loop.step < total_steps:
                     save_state(state_dir, model, optimizer, scheduler, loop.best_state,
                                LoopState(loop.step, loop.epoch, done + 1, loop.micro, epoch_rng,
                                          loop.evals_without_gain, dict(result.__dict__)))
                     saves, loop.saved_step = saves + 1, loop.step
                     reached("finetune-saved", saves)
+                # Training time resumes here: validation, the best-weights copy and the state save are
+                # counted apart, so tokens/s measures forward, backward and optimizer steps alone.
+                result.validation_seconds += time.perf_counter() - paused
+                started = time.perf_counter()
+                if result.stopped_early:
+                    break
             if loop.step >= total_steps:
                 break
         loop.epoch, loop.skip = loop.epoch + 1, 0

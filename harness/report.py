@@ -22,7 +22,7 @@ from harness.types import Example, Prediction
 
 COLUMNS = ("task", "model", "method", "baseline", "n", "fail b/a", "acc before [95% CI]", "acc after [95% CI]",
            "Δacc [95% CI]", "McNemar p", "F1m before", "F1m after", "trainable", "base s", "train s",
-           "tok/s", "peak MB")
+           "val s", "train tok/s", "peak MB base/train/eval")
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def _text_table(rows: Sequence[TextComparison]) -> Table:
     metric = rows[0].metric
     columns = ("task", "model", "method", "baseline", "n", "fail b/a", f"{metric} before [95% CI]", f"{metric} after [95% CI]",
                f"Δ{rows[0].delta_metric} [95% CI]", "bootstrap p", "other metrics before → after", "trainable",
-               "base s", "train s", "tok/s", "peak MB")
+               "base s", "train s", "val s", "train tok/s", "peak MB base/train/eval")
     cells = []
     for r in rows:
         others = ", ".join(f"{name} {format_score(b, name)}→{format_score(a, name)}" for name, (b, a) in r.others.items())
@@ -194,9 +194,13 @@ def _text_table(rows: Sequence[TextComparison]) -> Table:
 
 
 def _cost_cells(c: RunCosts) -> tuple[str, ...]:
-    """The trainable / base s / train s / tok/s / peak MB cells every before/after table ends with."""
+    """The cost cells every before/after table ends with: trainable parameters, baseline seconds,
+    training seconds (forward, backward, optimizer) and validation seconds apart, training tokens
+    per training second, and each stage's peak memory (baseline/fine-tune/fine-tuned eval)."""
+    peaks = (c.baseline_peak_memory_mb, c.finetune_peak_memory_mb, c.finetuned_peak_memory_mb)
     return (f"{count_label(c.trainable_params)} ({c.trainable_pct:.2f}%)", f"{c.baseline_seconds:.0f}",
-            f"{c.train_seconds:.0f}", f"{c.tokens_per_second:.0f}", f"{c.peak_memory_mb:.0f}")
+            f"{c.train_seconds:.0f}", f"{c.validation_seconds:.0f}", f"{c.tokens_per_second:.0f}",
+            "/".join(f"{peak:.0f}" for peak in peaks) if any(peaks) else f"{c.peak_memory_mb:.0f}")
 
 
 def show(value: Any) -> str:

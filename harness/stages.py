@@ -177,7 +177,7 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
     info = {"params": params, **flops_accounting(params["total"], result.train_tokens, result.train_seconds),
             "steps": result.steps, "epochs": round(result.epochs, 3),
             "train_examples": len(items), "train_tokens": result.train_tokens,
-            "train_seconds": round(result.train_seconds, 2),
+            "train_seconds": round(result.train_seconds, 2), "validation_seconds": round(result.validation_seconds, 2),
             "tokens_per_second": round(result.tokens_per_second, 1), "stopped_early": result.stopped_early,
             "oom_backoff_pieces": result.oom_chunks, "precision": resolved_precision(config.precision, device()),
             "device": str(device()), "checkpoint": str(checkpoint)}
