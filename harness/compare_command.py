@@ -227,7 +227,12 @@ def compare_pair(a: Side, b: Side, margin: float | None) -> PairResult:
         from harness.equivalence import tost
 
         tested = tost_paired(x, y, margin)
-        if headline == "accuracy" and test.b + test.c == 0:
+        if delta.clustered:  # items share clusters: the CR1 SE of the differences, t with G - 1 df
+            from harness.stats import clustered_paired_difference
+
+            clustered, _ = clustered_paired_difference(x, y, keys)  # type: ignore[arg-type]
+            tested = tost(clustered.mean, clustered.se_cluster, margin, df=clustered.clusters - 1)
+        elif headline == "accuracy" and test.b + test.c == 0:
             # No item flipped: the t test's SE is 0 and would call any n "equivalent". Count one
             # discordant item instead (SE 1/n), as the MDE does: n 30 stays inconclusive, n 2000 not.
             tested = tost(tested.delta, 1.0 / n, margin, df=n - 1)

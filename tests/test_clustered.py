@@ -86,6 +86,16 @@ def test_report_and_compare_use_cluster_robust_errors(squad_run: Path, bench) ->
     assert int(row["clusters"]) == clusters and row["clustering"].startswith(note) and row["test"] == "CR1 clustered"
     code, out, err = bench("compare", f"{run}:baseline", run, "--results", squad_run)
     assert code == 0 and f"CIs and p: {note}" in out, err
+    # equivalence on clustered items: TOST from the cluster-robust SE, Student t with G - 1 df
+    from scipy.stats import t
+
+    margin = 5.0
+    estimate, se = fit.params[0], fit.bse[0]
+    expected = max(t.sf((estimate + margin) / se, clusters - 1), t.cdf((estimate - margin) / se, clusters - 1))
+    code, out, err = bench("compare", f"{run}:baseline", run, "--results", squad_run, "--format", "csv",
+                           "--margin", str(margin))
+    (row,) = csv.DictReader(io.StringIO(out))
+    assert code == 0 and float(row["tost_p"]) == pytest.approx(expected, abs=1e-6), (row, err)
 
     code, out, err = bench("report", "--results", squad_run, "--format", "md")
     assert code == 0 and note in out and "| bootstrap/CR1 p |" in out, err
