@@ -179,11 +179,19 @@ class _Terminal(_Reporter):
     def _live(self) -> Any:
         if self.progress is None:
             from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn
+            from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn
+            from rich.table import Column
+            from rich.text import Text
 
-            # stdout is not redirected: the tables stay on stdout; other stderr prints go above the bars
-            self.progress = Progress(TextColumn("  {task.description}"), BarColumn(bar_width=24),
-                                     TextColumn("{task.fields[status]}"),
+            class Status(ProgressColumn):
+                """The only column a narrow terminal shortens: cut at its end, never wrapped."""
+
+                def render(self, task: Any) -> Text:
+                    return Text(task.fields.get("status", ""), no_wrap=True, overflow="ellipsis")
+
+            # stdout is not redirected: the tables stay on stdout; other stderr prints go above the bars.
+            self.progress = Progress(TextColumn("  {task.description}", table_column=Column(no_wrap=True)),
+                                     BarColumn(bar_width=24, table_column=Column(no_wrap=True)), Status(),
                                      console=Console(file=self.stream), refresh_per_second=4,
                                      redirect_stdout=False, redirect_stderr=True)
             self.progress.start()
@@ -206,6 +214,7 @@ class _Terminal(_Reporter):
     def close(self, bar: Bar) -> None:
         live = self.progress
         live.remove_task(self.tasks.pop(id(bar)))
+        live.refresh()  # the live area drops the bar now, before its summary line is printed above it
         if not getattr(bar, "transient", False) and (bar.done or bar.total):
             self.log(f"  {bar.label}: {bar.status(final=True)}")
         if not self.tasks:
