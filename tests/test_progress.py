@@ -112,3 +112,15 @@ def test_a_terminal_gets_bars_redrawn_in_place_and_the_table_stays_on_stdout(dat
     assert "  step 8/8  loss" in plain  # log lines print above the bars
     text = out.decode()
     assert "before / after fine-tuning" in text and "\x1b[" not in text and "ex/s" not in text, text
+
+
+def test_a_sweep_counts_its_cells_and_those_skipped_as_complete(bench, data_dir, tiny_model, tmp_path):
+    args = ("sweep", "sst2", "--models", tiny_model("gpt2"), "--data-dir", data_dir, "--results", tmp_path,
+            "--grid", "lora_rank=2,4", "--train-samples", "8", "--eval-samples", "8", "--validation-samples", "4",
+            "--batch-size", "4", "--eval-batch-size", "8", "--max-length", "64")
+    code, _, err = bench(*args)
+    assert code == 0, err
+    assert progress_lines(err)["sweep"][-1] == (2, 2) and "skipped as complete" not in err, err
+    code, _, err = bench(*args)  # every cell stored: both skipped, and the line says so
+    assert code == 0, err
+    assert re.search(r"^  sweep: 2/2 cells \(100%\)  skipped as complete 2  in \d+s$", err, re.M), err
