@@ -65,6 +65,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force-new", action="store_true",
                         help="start the run(s) over: discard what the store holds of them (stages, checkpoint, "
                              "training state) instead of resuming; needed when the data files changed since")
+    add_quiet_option(parser)
+
+
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars or progress lines on stderr (errors, warnings and tables still show)")
 
 
 class Parser(argparse.ArgumentParser):
@@ -147,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
     judge.add_argument("--data-dir", help="local datasets folder (references); env BENCH_DATA_DIR")
     add_judge_options(judge, required=True)
+    add_quiet_option(judge)
 
     compare = commands.add_parser("compare", help="two stored evaluations of one task, paired on their shared "
                                   "examples: scores, delta, p, MDE, equivalence", description="A and B: RUN_ID (its "
@@ -252,42 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from harness.progress import reporting
+
     try:
-        if args.command == "list":
-            return cmd_list(args.what)
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "eval":
-            return cmd_eval(args)
-        if args.command == "sweep":
-            return cmd_sweep(args)
-        if args.command == "rescore":
-            from harness.rescore import rescore_command
-
-            return rescore_command(args)
-        if args.command == "push":
-            from harness.push import push_command
-
-            return push_command(args)
-        if args.command == "export":
-            return cmd_export(args)
-        if args.command == "export-task":
-            from harness.export_task import export_task_command
-
-            return export_task_command(args, _overrides(args), output_path("--to", args.to))
-        if args.command == "power":
-            from harness.power_command import power_command
-
-            return power_command(args)
-        if args.command == "compare":
-            from harness.compare_command import compare_command
-
-            return compare_command(args)
-        if args.command == "judge":
-            from harness.judging.command import judge_command
-
-            return judge_command(args)
-        return cmd_report(args)
+        with reporting(quiet=bool(getattr(args, "quiet", False))):
+            return dispatch(args)
     except BenchError as exc:
         print(f"error: {masked(str(exc))}", file=sys.stderr)
         return 2
@@ -313,6 +289,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # SQL that is wrong (a bug) is not the store's disk: keep the traceback
         print(f"error: results store: {masked(str(exc))}{store_advice(exc)}", file=sys.stderr)
         return 2
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """The command's function; progress bars and lines (harness.progress) are set up by `main`."""
+    if args.command == "list":
+        return cmd_list(args.what)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "eval":
+        return cmd_eval(args)
+    if args.command == "sweep":
+        return cmd_sweep(args)
+    if args.command == "rescore":
+        from harness.rescore import rescore_command
+
+        return rescore_command(args)
+    if args.command == "push":
+        from harness.push import push_command
+
+        return push_command(args)
+    if args.command == "export":
+        return cmd_export(args)
+    if args.command == "export-task":
+        from harness.export_task import export_task_command
+
+        return export_task_command(args, _overrides(args), output_path("--to", args.to))
+    if args.command == "power":
+        from harness.power_command import power_command
+
+        return power_command(args)
+    if args.command == "compare":
+        from harness.compare_command import compare_command
+
+        return compare_command(args)
+    if args.command == "judge":
+        from harness.judging.command import judge_command
+
+        return judge_command(args)
+    return cmd_report(args)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -443,7 +458,9 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    from harness.progress import log
+
+    log(message)  # above any live progress bar
 
 
 def _after_run(loggers: Sequence[str], store: Any) -> Callable[[str, dict[str, Any], dict[str, Any]], None]:

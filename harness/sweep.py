@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from harness.compare import Comparison, TextComparison, compare
 from harness.config import TASK_OPTIONS, recorded_task_options
 from harness.errors import BenchError, did_you_mean
+from harness.progress import progress
 from harness.report import OVER_SEEDS_TITLE, Table, count_label, show
 from harness.store import StageRecord, Store
 
@@ -248,19 +249,36 @@ def execute(planned: Sequence[PlannedCell], runners: Mapping[str, Runner], store
     large lr) is a result of the sweep, not the end of it: it is reported and the next cell runs.
     Ctrl-C stops the sweep; the cells and stages already complete stay in the store."""
     results = []
-    for number, item in enumerate(planned, 1):
-        log(f"[cell {number}/{len(planned)}] {item.cell.label}")
-        try:
-            records = runners[item.spec.key].run(item.run)
-        except BenchError as exc:
-            log(f"  cell failed: {exc}")
-            results.append(CellResult(item.cell, error=str(exc)))
-            continue
-        config = item.run.config.to_dict()
-        if after_run is not None:
-            after_run(item.run.run_id, config, records)
-        results.append(CellResult(item.cell, records, tuple(compare(store, item.run.run_id, config, records))))
+    with progress("sweep", total=len(planned), unit="cells") as bar:
+        for number, item in enumerate(planned, 1):
+            log(f"[cell {number}/{len(planned)}] {item.cell.label}")
+            stored = complete_in_store(store, item.run)
+            try:
+                records = runners[item.spec.key].run(item.run)
+            except BenchError as exc:
+                log(f"  cell failed: {exc}")
+                results.append(CellResult(item.cell, error=str(exc)))
+                bar.advance(1, failed=sum(1 for r in results if r.error))
+                continue
+            config = item.run.config.to_dict()
+            if after_run is not None:
+                after_run(item.run.run_id, config, records)
+            results.append(CellResult(item.cell, records, tuple(compare(store, item.run.run_id, config, records))))
+            # cells found complete count towards the total but not the rate (the ETA is the cells run)
+            (bar.skip if stored else bar.advance)(1)
+            bar.set(skipped_as_complete=bar.skipped or None)
     return results
+
+
+def complete_in_store(store: Store, run: PlannedRun) -> bool:
+    """Every stage of `run` is in the store already (a re-run sweep skips it)."""
+    from harness.artefacts import DamagedFile
+
+    stages = [f"baseline:{name}" for name in run.baselines] + ["finetune", "finetuned"]
+    try:
+        return all(store.stage(run.run_id, stage) is not None for stage in stages)
+    except DamagedFile:
+        return False
 
 
 def results_from_store(store: Store, plan: SweepPlan, rows: Sequence[Row] = ()) -> list[CellResult]:

@@ -13,6 +13,7 @@ from harness.config import RunConfig
 from harness.finetune import TrainItem, batch_loss
 from harness.models import ModelRef
 from harness.precision import autocast
+from harness.progress import progress
 from harness.prompts import build_prompts, use_chat_template
 from harness.spec import ExtractiveQA, Generate, LanguageModel, TaskSpec
 from harness.types import Example, Prediction
@@ -119,7 +120,7 @@ def validation_loss(model: Any, items: Sequence[TrainItem], pad_id: int, batch_s
     shift = 0 if getattr(model.config, "is_encoder_decoder", False) else 1  # causal LMs predict token t+1
     total, weight = 0.0, 0
     model.eval()
-    with torch.inference_mode(), autocast(precision, device):
+    with torch.inference_mode(), autocast(precision, device), progress("loss", total=len(items), unit="ex") as bar:
         for start in range(0, len(items), batch_size):
             chunk = items[start: start + batch_size]
             batch = collate(chunk, pad_id, device)
@@ -128,4 +129,5 @@ def validation_loss(model: Any, items: Sequence[TrainItem], pad_id: int, batch_s
             if targets:
                 total += float(batch_loss(model, batch, lm_targets=chunk[0].lm_labels is not None)) * targets
                 weight += targets
+            bar.advance(len(chunk))
     return total / max(1, weight)

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from harness.backends.hf import length_sorted_batches, pad_batch
 from harness.backends.target_logits import logits_at, target_positions
+from harness.progress import progress
 
 
 def generate_batched(model: Any, tokenizer: Any, prompts: Sequence[list[int]], *, max_new_tokens: int,
@@ -27,7 +28,7 @@ def generate_batched(model: Any, tokenizer: Any, prompts: Sequence[list[int]], *
     sampling: dict[str, Any] = ({"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
                                 if temperature > 0 else {"do_sample": False, "num_beams": 1})
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), progress("generate", total=len(prompts), unit="seq") as bar:
         for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
             ids, mask = pad_batch([prompts[i] for i in batch], pad_id, left=not seq2seq, device=device)
             width = ids.shape[1]
@@ -39,6 +40,8 @@ def generate_batched(model: Any, tokenizer: Any, prompts: Sequence[list[int]], *
             new_tokens = generated if seq2seq else generated[:, width:]
             for row, i in enumerate(batch):
                 outputs[i] = cut_at_stop(tokenizer.decode(new_tokens[row], skip_special_tokens=True), stop)
+            # new tokens, less the padding of rows that stopped early (approximate where pad is EOS)
+            bar.advance(len(batch), counted={"new tok": int((new_tokens != pad_id).sum())})
     return outputs
 
 
@@ -89,7 +92,7 @@ def rolling_nll(model: Any, documents: Sequence[list[int]], *, max_length: int, 
     totals = [[0.0, 0] for _ in documents]
     device = next(model.parameters()).device
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), progress("perplexity", total=len(windows), unit="windows") as bar:
         for batch in length_sorted_batches([len(w[1]) for w in windows], batch_size):
             ids, mask = pad_batch([windows[i][1] for i in batch], 0, left=False, device=device)
             # a window scores only its last `count` tokens (the rest is context): the head runs
@@ -107,6 +110,7 @@ def rolling_nll(model: Any, documents: Sequence[list[int]], *, max_length: int, 
                 doc = windows[i][0]
                 totals[doc][0] -= float(row_logp.sum())
                 totals[doc][1] += count
+            bar.advance(len(batch), counted={"tok": sum(counts)})
     return [(nll, int(count)) for nll, count in totals]
 
 
@@ -121,7 +125,7 @@ def target_nll(model: Any, items: Sequence[Any], *, pad_id: int, batch_size: int
     device = next(model.parameters()).device
     results: list[tuple[float, int]] = [(0.0, 0)] * len(items)
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), progress("reference loss", total=len(items), unit="ex") as bar:
         for batch in length_sorted_batches([len(item.input_ids) for item in items], batch_size):
             inputs = collate([items[i] for i in batch], pad_id, device)
             labels = inputs.pop("labels")
@@ -135,4 +139,5 @@ def target_nll(model: Any, items: Sequence[Any], *, pad_id: int, batch_size: int
             counts = select.sum(dim=1).tolist()
             for i, row_logp, count in zip(batch, torch.split(logp, counts), counts):
                 results[i] = (-float(row_logp.sum()), int(count))
+            bar.advance(len(batch))
     return results

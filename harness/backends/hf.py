@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterator, Sequence
 
+from harness.progress import progress
 from harness.types import Example
 
 
@@ -55,7 +56,7 @@ def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[li
     cache_arg = _cache_argument(model)
     shared = shared_prefix_length(contexts) if share_prefix else 0
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), progress("eval", total=len(contexts), unit="ex") as bar:
         prefix_cache = None
         if shared >= MIN_SHARED_PREFIX:
             out = model(input_ids=torch.tensor([contexts[0][:shared]], device=device), use_cache=True,
@@ -81,6 +82,7 @@ def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[li
                                    [choices[j] for j in multi_token], multi_token, batch_scores)
             for i, row_scores in zip(batch, batch_scores.tolist()):  # one device-to-host copy per batch
                 scores[i] = row_scores
+            bar.advance(len(batch))
     return scores
 
 
@@ -156,7 +158,7 @@ def score_seq2seq(model: Any, contexts: Sequence[list[int]], choices: Sequence[l
     device = next(model.parameters()).device
     scores: list[list[float]] = [[] for _ in contexts]
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), progress("eval", total=len(contexts), unit="ex") as bar:
         for batch in length_sorted_batches([len(c) for c in contexts], batch_size):
             ids, mask = pad_batch([contexts[i] for i in batch], pad_id, left=False, device=device)
             encoded = model.get_encoder()(input_ids=ids, attention_mask=mask)
@@ -168,6 +170,7 @@ def score_seq2seq(model: Any, contexts: Sequence[list[int]], choices: Sequence[l
                 batch_scores[:, j] = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1).sum(-1)
             for i, row_scores in zip(batch, batch_scores.tolist()):  # one device-to-host copy per batch
                 scores[i] = row_scores
+            bar.advance(len(batch))
     return scores
 
 
@@ -180,7 +183,7 @@ def classify_with_head(model: Any, tokenizer: Any, examples: Sequence[Example], 
     encoded, segments = encode_for_head(tokenizer, examples, max_length)
     probabilities: list[list[float]] = [[] for _ in examples]
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), progress("eval", total=len(examples), unit="ex") as bar:
         for batch in length_sorted_batches([len(ids) for ids in encoded], batch_size):
             features = {"input_ids": [encoded[i] for i in batch]}
             if segments is not None:
@@ -190,6 +193,7 @@ def classify_with_head(model: Any, tokenizer: Any, examples: Sequence[Example], 
             probs = torch.softmax(logits.float(), dim=-1)
             for i, row_probabilities in zip(batch, probs.tolist()):  # one device-to-host copy per batch
                 probabilities[i] = row_probabilities
+            bar.advance(len(batch))
     return probabilities
 
 

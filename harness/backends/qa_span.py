@@ -166,13 +166,14 @@ def predict_spans(model: Any, tokenizer: Any, examples: Sequence[Example], max_l
     import torch
 
     from harness.backends.hf import length_sorted_batches
+    from harness.progress import progress
 
     features = span_features(tokenizer, examples, max_length, doc_stride)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     logits: list[tuple[Any, Any]] = [(None, None)] * len(features)
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), progress("eval", total=len(features), unit="windows") as bar:
         for batch in length_sorted_batches([len(f.input_ids) for f in features], batch_size):
             width = max(len(features[i].input_ids) for i in batch)
             # Right padding keeps position 0 (the null position) at index 0 in every row.
@@ -193,6 +194,7 @@ def predict_spans(model: Any, tokenizer: Any, examples: Sequence[Example], max_l
             for row, i in enumerate(batch):
                 n = len(features[i].input_ids)
                 logits[i] = (starts[row, :n], ends[row, :n])
+            bar.advance(len(batch))
 
     by_example: list[list[int]] = [[] for _ in examples]
     for i, feature in enumerate(features):

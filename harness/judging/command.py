@@ -115,7 +115,8 @@ class Judging:
         warnings = self._hygiene(config)
         started = time.perf_counter()
         answers = ask_all(self.backend, [q for _, q in planned], self.cache,
-                          EngineSettings(self.settings.samples, self.settings.parse_retries), self.log)
+                          EngineSettings(self.settings.samples, self.settings.parse_retries,
+                                         price=self.settings.price), self.log)
         failed = [a.error for a in answers if a.error]
         if failed:
             self.log(f"warning: {len(failed)} of {len(answers)} judge questions have no answer (counted as missing, "
@@ -434,7 +435,9 @@ def judge_command(args: argparse.Namespace) -> int:
                 specs = kept
         for _, spec in specs.values():
             check_judgeable(spec)
-        judging = Judging(settings, store, lambda message: print(message, file=sys.stderr, flush=True))
+        from harness.progress import log
+
+        judging = Judging(settings, store, log)
         records = []
         for run_id, (config, spec) in specs.items():
             record = judging.judge_run(run_id, spec, run_splits(spec, config, data_dir).eval)

@@ -15,6 +15,7 @@ from harness.errors import BenchError
 from harness.judging.backend import AnswerFormat, JudgeBackend, JudgeRequest, Reply, ask, ask_batch
 from harness.judging.cache import JudgeCache, cache_key
 from harness.judging.retry import GaveUp, RetryPolicy, call_with_retries
+from harness.progress import progress, scope
 
 Log = Callable[[str], None]
 # Sampling temperature for repeated samples and for re-asking after an unparseable reply:
@@ -53,6 +54,7 @@ class EngineSettings:
     samples: int = 1
     parse_retries: int = 2
     retry: RetryPolicy = RetryPolicy()
+    price: tuple[float, float] | None = None  # USD per million input, output tokens: the cost so far in progress
 
 
 def ask_all(backend: JudgeBackend, queries: Sequence[Query], cache: JudgeCache, settings: EngineSettings,
@@ -65,6 +67,10 @@ def ask_all(backend: JudgeBackend, queries: Sequence[Query], cache: JudgeCache, 
     replied = 0  # replies received in this call, from the backend or the cache
     gave_up = 0
     counted: set[str] = set()  # replies whose tokens are counted (identical questions share one reply)
+    cache_hits = retries = 0
+    price = settings.price
+    price_in, price_out = price or (0.0, 0.0)
+    spent = 0.0  # USD x 1e6 of the replies paid for in this call
 
     def record(i: int, key: str, reply: Reply) -> None:
         _record(answers[i], queries[i], reply, count_tokens=key not in counted)
@@ -79,30 +85,38 @@ def ask_all(backend: JudgeBackend, queries: Sequence[Query], cache: JudgeCache, 
                 to_fetch.setdefault(key, []).append(i)
             else:
                 answers[i].cache_hits += 1
+                cache_hits += 1
                 replied += 1
                 record(i, key, hit)
         if to_fetch:
             log(f"  judge {backend.id}: {len(to_fetch)} requests (attempt {attempt + 1}), "
                 f"{len(pending) - sum(map(len, to_fetch.values()))} from the cache")
             key_of = {group[0]: key for key, group in to_fetch.items()}  # one asker per distinct question
-            for first, result, calls in _fetch(backend, queries, list(key_of), attempt, settings):
-                key = key_of[first]
-                answers[first].calls += calls
-                if isinstance(result, GaveUp):
-                    gave_up += 1
-                    if replied == 0 and gave_up >= min(UNREACHABLE_AFTER, len(key_of)):
-                        raise BenchError(f"judge {backend.id} is not answering: the first {gave_up} questions all "
-                                         f"failed ({result}); check that it is reachable, then re-run (no "
-                                         "judgment was stored)")
+            label = f"judge {backend.id}" + (f" (attempt {attempt + 1})" if attempt else "")
+            with progress(label, total=len(key_of), unit="requests") as bar:
+                for first, result, calls in _fetch(backend, queries, list(key_of), attempt, settings):
+                    key = key_of[first]
+                    answers[first].calls += calls
+                    retries += calls - 1
+                    if not isinstance(result, GaveUp):
+                        spent += (result.input_tokens or 0) * price_in + (result.output_tokens or 0) * price_out
+                    bar.advance(1, cache_hits=cache_hits, retries=retries,
+                                failed=gave_up + isinstance(result, GaveUp), cost_usd=spent / 1e6 if price else None)
+                    if isinstance(result, GaveUp):
+                        gave_up += 1
+                        if replied == 0 and gave_up >= min(UNREACHABLE_AFTER, len(key_of)):
+                            raise BenchError(f"judge {backend.id} is not answering: the first {gave_up} questions all "
+                                             f"failed ({result}); check that it is reachable, then re-run (no "
+                                             "judgment was stored)")
+                        for i in to_fetch[key]:
+                            answers[i].error = str(result)
+                        continue
+                    replied += 1
+                    cache.put(key, backend.id, queries[first].template, result)
+                    cached += 1
+                    reached("judge-replies", cached)
                     for i in to_fetch[key]:
-                        answers[i].error = str(result)
-                    continue
-                replied += 1
-                cache.put(key, backend.id, queries[first].template, result)
-                cached += 1
-                reached("judge-replies", cached)
-                for i in to_fetch[key]:
-                    record(i, key, result)
+                        record(i, key, result)
         pending = [i for i in pending if answers[i].value is None and answers[i].error is None]
         if not pending:
             break
@@ -148,7 +162,9 @@ def _fetch(backend: JudgeBackend, queries: Sequence[Query], indices: Sequence[in
         size = max(1, int(getattr(backend, "batch_size", 8)))
         for start in range(0, len(indices), size):
             chunk = indices[start:start + size]
-            for i, reply in zip(chunk, ask_batch(backend, [requests[i] for i in chunk])):
+            with scope("judge batch", transient=True):  # the requests' bar counts them; no line per batch
+                replies = ask_batch(backend, [requests[i] for i in chunk])
+            for i, reply in zip(chunk, replies):
                 yield i, reply, 1
         return
     with ThreadPoolExecutor(max_workers=max(1, backend.concurrency)) as pool:
