@@ -98,10 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated aliases, hub ids or local folders")
     _training(run)
     add_judge_options(run, required=False)
-    run.add_argument("--lm-eval", type=_csv, help="lm-eval-harness tasks (comma-separated) run on each model before "
-                     "and after fine-tuning, paired per item: the general-ability (forgetting) check")
-    run.add_argument("--lm-eval-include", help="a folder of lm-eval YAML tasks (local files) for --lm-eval")
-    run.add_argument("--lm-eval-limit", type=int, help="the first N documents of each --lm-eval task")
+    _lm_eval_options(run)
 
     sweep = commands.add_parser("sweep", help="a grid of runs (--grid lora_rank=2,4 lr=1e-4,5e-5): table + heatmap",
                                 description="Every cell is an ordinary `bench run` in the store; re-running the same "
@@ -116,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--metric", help="heatmap/table metric: the fine-tuned headline (default), delta, before, "
                                         "or a metric name such as f1_macro")
     _training(sweep)
+    _lm_eval_options(sweep)
 
     evaluate = commands.add_parser("eval", help="evaluate a model or a bench checkpoint on a task")
     _common(evaluate)
@@ -433,6 +431,13 @@ def cmd_list(what: str | None) -> int:
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     return 2 if errors else 0
+
+
+def _lm_eval_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--lm-eval", type=_csv, help="lm-eval-harness tasks (comma-separated) run on each model "
+                         "before and after fine-tuning, paired per item: the general-ability (forgetting) check")
+    command.add_argument("--lm-eval-include", help="a folder of lm-eval YAML tasks (local files) for --lm-eval")
+    command.add_argument("--lm-eval-limit", type=int, help="the first N documents of each --lm-eval task")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -187,7 +187,7 @@ def compare_lm_eval(store: Store, run_id: str, config: dict[str, Any], records: 
         if after_record is None:
             continue
         before, after = store.predictions(run_id, before_record.stage), store.predictions(run_id, after_record.stage)
-        _check_paired(before, after, run_id)
+        _check_paired(run_id, before_record.stage, before, after, records, after_record.stage)
         metric = before_record.metrics["headline"]
         values_before = [(p.values or {}).get(metric, math.nan) for p in before]
         values_after = [(p.values or {}).get(metric, math.nan) for p in after]
@@ -348,31 +348,31 @@ def _shots(record: StageRecord) -> str:
 
 
 def _check_paired(run_id: str, stage: str, before: Sequence[Prediction], after: Sequence[Prediction],
-                  records: dict[str, StageRecord]) -> None:
+                  records: dict[str, StageRecord], after_stage: str = "finetuned") -> None:
     """Before and after must be the same examples with the same gold: a stage stored before the data
     changed, paired with one made after, would compare answers to different labels (or references)
     under the same ids and report a wrong delta."""
     fix = ("re-run it from scratch with --force-new (or into a new --results DIR) so both stages are scored on "
            "the same data")
     if [p.example_id for p in before] != [p.example_id for p in after]:
-        raise BenchError(f"run {run_id}: {stage} and finetuned predictions cover different examples; {fix}")
+        raise BenchError(f"run {run_id}: {stage} and {after_stage} predictions cover different examples; {fix}")
     differ = [(b, a) for b, a in zip(before, after) if b.gold != a.gold]
     if differ:
         b, a = differ[0]
-        raise BenchError(f"run {run_id}: {stage} and finetuned were scored against different gold labels "
+        raise BenchError(f"run {run_id}: {stage} and {after_stage} were scored against different gold labels "
                          f"({len(differ)} of {len(before)} examples, e.g. {b.example_id!r}: {b.gold} vs {a.gold}): "
                          f"the data changed between the two stages; {fix}")
     # Text tasks store no gold per prediction: the stages' digests of the eval references must agree
     # (stages stored before digests were recorded: the data files they were made from).
-    info_before, info_after = records[stage].info, records["finetuned"].info
+    info_before, info_after = records[stage].info, records[after_stage].info
     if info_before.get("eval_gold") and info_after.get("eval_gold"):
         if info_before["eval_gold"] != info_after["eval_gold"]:
-            raise BenchError(f"run {run_id}: {stage} and finetuned were scored against different gold labels or "
+            raise BenchError(f"run {run_id}: {stage} and {after_stage} were scored against different gold labels or "
                              f"references (the eval data changed between the two stages); {fix}")
         return
     changed = changed_files(info_before.get("data_hashes") or {}, info_after.get("data_hashes") or {})
     if changed:
-        raise BenchError(f"run {run_id}: {stage} and finetuned were made from different data ({', '.join(changed)} "
+        raise BenchError(f"run {run_id}: {stage} and {after_stage} were made from different data ({', '.join(changed)} "
                          f"changed between the two stages); {fix}")
 
 

@@ -53,11 +53,11 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
         print(f"info: {path.parent} is a run folder; evaluating its checkpoint {path}", file=sys.stderr)
     run_checkpoint = path.name == "checkpoint" and (path.parent / "config.json").is_file()
     meta = checkpoint_meta(path)  # a damaged record raises here, before anything is loaded or stored
+    if meta is not None:  # before the store opens (`load_checkpoint` checks again when it loads), and
+        check_checkpoint(path, meta, args.trust_remote_code)  # before its files are read as weights
     problem = checkpoint_problem(path) if meta is not None or run_checkpoint else None
     if problem is not None:  # deleted, or a weights file cut short
         raise BenchError(f"{problem}: {RETRAIN}")
-    if meta is not None:  # before the store opens; `load_checkpoint` checks again when it loads
-        check_checkpoint(path, meta, args.trust_remote_code)
     run_config = checkpoint_run_config(path, meta) if meta is not None else None
     transfer = check_transfer(args, spec, path, meta, run_config)
     ref = resolve_model(base_source(meta) if meta else args.model, trust_remote_code=args.trust_remote_code)

@@ -240,7 +240,8 @@ class Runner:
             metrics = {"best_validation": result.best_metric, "best_step": result.best_step}
             return [], metrics, info, result.curves
 
-        records["finetune"] = self._stage(planned, "finetune", splits, finetune, redo=self._checkpoint_lost(run_id))
+        lost = self._checkpoint_lost(run_id, planned.ref.trust_remote_code)
+        records["finetune"] = self._stage(planned, "finetune", splits, finetune, redo=lost)
         shutil.rmtree(self.store.run_dir(run_id) / stages.TRAIN_STATE, ignore_errors=True)  # stage committed
         forget_training_inputs(self.store.run_dir(run_id))
 
@@ -279,7 +280,7 @@ class Runner:
         return self.stage(planned.run_id, stage, planned.config, splits, work,
                           extra_info={"baselines": planned.baselines, KEY_FIELD: key})
 
-    def _checkpoint_lost(self, run_id: str) -> bool:
+    def _checkpoint_lost(self, run_id: str, trust_remote_code: bool) -> bool:
         """A stored finetune stage is complete only with its checkpoint, its output: when that was
         deleted or is damaged, the re-run trains it again (its other stored stages stay)."""
         from harness import stages
@@ -289,7 +290,14 @@ class Runner:
                 return False
         except DamagedFile:
             return False  # the stage runs again anyway
-        problem = stages.checkpoint_problem(self.store.run_dir(run_id) / "checkpoint")
+        checkpoint = self.store.run_dir(run_id) / "checkpoint"
+        try:
+            meta = stages.checkpoint_meta(checkpoint) if checkpoint.is_dir() else None
+        except DamagedFile:
+            meta = None  # a damaged record: checkpoint_problem names it, and the stage trains again
+        if meta is not None:  # a pickle or code planted in it is refused, not trained over
+            stages.check_checkpoint(checkpoint, meta, trust_remote_code)
+        problem = stages.checkpoint_problem(checkpoint)
         if problem is not None:
             self.log(f"  finetune: stored, but its checkpoint cannot be used ({problem}): training again")
         return problem is not None

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from harness.artefacts import DamagedFile
 from harness.config import LATER_DEFAULTS
 from harness.errors import BenchError
 from harness.store import Store, atomic_write
@@ -62,7 +63,10 @@ def check_stored_run(store: Store, run_id: str, config: Mapping[str, Any] | None
     store.finish_discard(run_id)
     found: list[tuple[str, Mapping[str, str]]] = []
     for stage in store.stages_of(run_id):
-        record = store.stage(run_id, stage)
+        try:
+            record = store.stage(run_id, stage)
+        except DamagedFile:  # unreadable: the runner redoes that stage, so it vouches for no data
+            continue
         if record is not None:
             found.append((f"its {stage} stage", record.info.get("data_hashes") or {}))
     inputs = _training_inputs(store.run_dir(run_id))

@@ -84,14 +84,16 @@ def test_compiled_training_matches_eager(tiny_model):
 
 
 def test_new_settings_leave_earlier_run_names_unchanged():
-    """Runs stored before --precision/--compile/--train-seed existed keep their digest (and so resume)
-    when the new settings are left at their defaults; setting one names a new run."""
+    """Runs stored before --precision/--compile/--train-seed/--lm-eval existed keep their digest (and
+    so resume) when the new settings are left at their defaults; setting one names a new run."""
     import hashlib
 
     config = RunConfig(task="sst2", model="m")
-    earlier = {k: v for k, v in config.to_dict().items() if k not in ("precision", "compile", "train_seed")}
+    later = ("precision", "compile", "train_seed", "lm_eval", "lm_eval_include", "lm_eval_limit")
+    earlier = {k: v for k, v in config.to_dict().items() if k not in later}
     expected = hashlib.sha256(json.dumps(earlier, sort_keys=True, default=str).encode()).hexdigest()[:10]
     assert config.digest() == expected
     assert replace(config, precision="bf16").digest() != expected
     assert replace(config, compile=True).digest() != expected
     assert replace(config, train_seed=1).digest() != expected
+    assert replace(config, lm_eval=("mytask",)).digest() != expected
