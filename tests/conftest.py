@@ -56,3 +56,19 @@ def bench(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, t
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def alpaca_run(bench: Callable[..., tuple[int, str, str]], data_dir: Path, tiny_model: Callable[[str], Path],
+               tmp_path: Path) -> tuple[Path, str]:
+    """A tiny gpt2 alpaca run (8 training, 4 eval examples, 4 new tokens): a store with outputs to judge."""
+    import sqlite3
+
+    results = tmp_path / "results"
+    code, out, err = bench("run", "alpaca", "--models", tiny_model("gpt2"), "--data-dir", data_dir, "--results",
+                           results, "--train-samples", 8, "--eval-samples", 4, "--validation-samples", 2,
+                           "--max-new-tokens", 4, "--epochs", 1, "--max-length", 192)
+    assert code == 0, err
+    with sqlite3.connect(results / "bench.sqlite") as db:
+        run_id = db.execute("SELECT run_id FROM runs").fetchone()[0]
+    return results, run_id

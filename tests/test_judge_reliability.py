@@ -9,7 +9,6 @@ import csv
 import io
 import math
 import re
-import sqlite3
 from pathlib import Path
 from typing import Any, Callable
 
@@ -188,17 +187,6 @@ def test_agreement_between_repeats(tmp_path: Path) -> None:
 
 
 # --- the CLI: a tiny alpaca run judged by two broken judges, then every format that shows the table --------
-
-@pytest.fixture
-def alpaca_run(bench: Any, data_dir: Path, tiny_model: Any, tmp_path: Path) -> tuple[Path, str]:
-    results = tmp_path / "results"
-    code, out, err = bench("run", "alpaca", "--models", tiny_model("gpt2"), "--data-dir", data_dir, "--results",
-                           results, "--train-samples", 8, "--eval-samples", 4, "--validation-samples", 2,
-                           "--max-new-tokens", 4, "--epochs", 1, "--max-length", 192)
-    assert code == 0, err
-    run_id = sqlite3.connect(results / "bench.sqlite").execute("SELECT run_id FROM runs").fetchone()[0]
-    return results, run_id
-
 
 def _judge_part(text: str, heading: str) -> str:
     assert heading in text, text

@@ -454,17 +454,6 @@ def _scripted_judge(prompt: str, number: int, body: dict[str, Any]) -> Respond:
     return Respond('{"score": %d}' % (len(prompt) % 101))
 
 
-@pytest.fixture
-def alpaca_run(bench: Any, data_dir: Path, tiny_model: Any, tmp_path: Path) -> tuple[Path, str]:
-    results = tmp_path / "results"
-    code, out, err = bench("run", "alpaca", "--models", tiny_model("gpt2"), "--data-dir", data_dir, "--results",
-                           results, "--train-samples", 8, "--eval-samples", 4, "--validation-samples", 2,
-                           "--max-new-tokens", 4, "--epochs", 1, "--max-length", 192)
-    assert code == 0, err
-    run_id = sqlite3.connect(results / "bench.sqlite").execute("SELECT run_id FROM runs").fetchone()[0]
-    return results, run_id
-
-
 def test_bench_judge_end_to_end_caches_and_never_writes_the_key(bench: Any, alpaca_run: tuple[Path, str],
                                                                data_dir: Path, monkeypatch: pytest.MonkeyPatch
                                                                ) -> None:
