@@ -23,8 +23,12 @@ ARGS = ("--train-samples", "96", "--eval-samples", "12", "--validation-samples",
 
 def _run(task_args: list[str], data_dir: Path, results: Path, tmp_path: Path, faults: str = "",
          extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    # One thread: the stored scores (6 decimals) of the killed-and-resumed processes must equal the
+    # uninterrupted one's exactly, and two threads on a busy 2-core machine summed some of them in
+    # another order (1e-7 apart) from one process to the next.
     env = {**os.environ, "BENCH_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "BENCH_FAULTS": faults}
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "BENCH_FAULTS": faults, "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "harness.cli", "run", *task_args, "--data-dir", str(data_dir),
                "--results", str(results), *ARGS, *extra]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
