@@ -46,6 +46,15 @@ ADDED_COLUMNS = {"predictions": ("output", "metric_values", "cluster")}
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,200}$")
 
 
+def _absent_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
+    """(table, column) of ADDED_COLUMNS that this store's tables lack (written by an older bench)."""
+    absent = []
+    for table, columns in ADDED_COLUMNS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        absent += [(table, column) for column in columns if column not in have]
+    return absent
+
+
 @dataclass(frozen=True)
 class StageRecord:
     run_id: str
@@ -156,9 +165,7 @@ class Store:
         connection = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
         connection.execute("PRAGMA busy_timeout=60000")
         connection.execute("PRAGMA query_only=1")
-        have = {table: {row[1] for row in connection.execute(f"PRAGMA table_info({table})")} for table in ADDED_COLUMNS}
-        self._missing_columns = frozenset(column for table, columns in ADDED_COLUMNS.items() for column in columns
-                                          if column not in have[table])
+        self._missing_columns = frozenset(column for _, column in _absent_columns(connection))
         return connection
 
     @staticmethod
@@ -166,10 +173,8 @@ class Store:
         """Stores written before text tasks existed lack the output columns, and stores written
         before clustered errors the cluster column: add them in place (old rows keep NULL there,
         read as "no cluster ids stored")."""
-        have = {row[1] for row in db.execute("PRAGMA table_info(predictions)")}
-        for column in ADDED_COLUMNS["predictions"]:
-            if column not in have:
-                db.execute(f"ALTER TABLE predictions ADD COLUMN {column} TEXT")
+        for table, column in _absent_columns(db):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         if self._connection is not None:
