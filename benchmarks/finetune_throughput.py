@@ -38,8 +38,8 @@ from benchmarks.common import (  # noqa: E402
 
 
 def splits(data_dir: Path, train: int, validation: int):
-    from harness.data import build_splits
-    from harness.registry import get_task
+    from harness.task.data import build_splits
+    from harness.task.registry import get_task
 
     spec = get_task("imdb")
     built = build_splits(spec, data_dir, train_samples=train, eval_samples=validation, validation_samples=10, seed=0)
@@ -47,8 +47,8 @@ def splits(data_dir: Path, train: int, validation: int):
 
 
 def accuracy(model, tokenizer, examples, max_length: int, precision: str) -> float:
-    from harness.evaluate import predict_with_head
-    from harness.precision import autocast
+    from harness.run.evaluate import predict_with_head
+    from harness.backends.precision import autocast
 
     with autocast(precision, next(model.parameters()).device):
         predictions = predict_with_head(model, tokenizer, examples, max_length, 32)
@@ -56,10 +56,10 @@ def accuracy(model, tokenizer, examples, max_length: int, precision: str) -> flo
 
 
 def run_bench(ref, spec, data, config, device) -> tuple[float, int, float]:
-    from harness.finetune import train
-    from harness.methods import apply_method
-    from harness.models import load_classifier, load_tokenizer
-    from harness.stages import train_items
+    from harness.train.loop import train
+    from harness.train.methods import apply_method
+    from harness.backends.models import load_classifier, load_tokenizer
+    from harness.run.stages import train_items
 
     tokenizer = load_tokenizer(ref)
     model = apply_method(load_classifier(ref, spec.kind.labels, tokenizer.pad_token_id, seed=0).to(device), config,
@@ -78,7 +78,7 @@ def run_trainer(ref, spec, data, config, device, workdir: str) -> tuple[float, i
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from harness.models import load_classifier, load_tokenizer
+    from harness.backends.models import load_classifier, load_tokenizer
 
     tokenizer = load_tokenizer(ref)
     model = load_classifier(ref, spec.kind.labels, tokenizer.pad_token_id, seed=0)
@@ -132,10 +132,10 @@ def main() -> None:
 
     import torch
 
-    from harness.config import RunConfig
-    from harness.models import resolve_model
-    from harness.precision import resolved_precision
-    from harness.stages import device as bench_device
+    from harness.options import RunConfig
+    from harness.backends.models import resolve_model
+    from harness.backends.precision import resolved_precision
+    from harness.run.stages import device as bench_device
 
     device = bench_device()  # the device `bench run` uses
     precision = resolved_precision(args.precision, device)

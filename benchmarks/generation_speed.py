@@ -32,11 +32,11 @@ def main() -> None:
     import torch
 
     from harness.backends.generate import generate_batched
-    from harness.data import build_splits
-    from harness.models import load_lm, load_tokenizer, resolve_model
-    from harness.prompts import build_prompts, use_chat_template
-    from harness.registry import get_task
-    from harness.stages import device as bench_device
+    from harness.task.data import build_splits
+    from harness.backends.models import load_lm, load_tokenizer, resolve_model
+    from harness.task.prompts import build_prompts, use_chat_template
+    from harness.task.registry import get_task
+    from harness.run.stages import device as bench_device
 
     torch.set_grad_enabled(False)
     spec = get_task("samsum")

@@ -28,12 +28,12 @@ SIDES = ("model-loss", "target-only")
 def one_side(args: argparse.Namespace) -> dict[str, float]:
     import torch
 
-    from harness.config import RunConfig
-    from harness.data import build_splits
-    from harness.finetune import batch_loss, collate
-    from harness.models import load_lm, load_tokenizer, resolve_model
-    from harness.registry import get_task
-    from harness.text_stages import text_train_items
+    from harness.options import RunConfig
+    from harness.task.data import build_splits
+    from harness.backends.batching import batch_loss, collate
+    from harness.backends.models import load_lm, load_tokenizer, resolve_model
+    from harness.task.registry import get_task
+    from harness.run.text_stages import text_train_items
 
     spec = get_task("samsum")
     splits = build_splits(spec, args.data_dir, train_samples=200, eval_samples=10, validation_samples=5, seed=0)

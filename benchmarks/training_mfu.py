@@ -11,7 +11,7 @@ the two loops do the same work (the padding levers are measured by finetune_thro
 
 FLOPs per trained token: 6N (N = all parameters, as `bench run` reports them) and, beside it, 6N
 plus attention's 12·layers·width·seq (the PaLM-paper count). MFU is against the GPU's dense bf16
-peak (harness/stages.py GPU_PEAK_BF16). Each recipe's model is warmed up by a 4-step run first;
+peak (harness/run/stages.py GPU_PEAK_BF16). Each recipe's model is warmed up by a 4-step run first;
 both sides are timed by the wall clock around their whole training call (set-up included).
 Target (issue 7): >= 40% on an H100 at sequence 512.
 """
@@ -83,7 +83,8 @@ def attention_flops_per_token(arch: str, seq: int) -> float:
 
 
 def run_bench(model, rows, *, config, device) -> tuple[float, int]:
-    from harness.finetune import TrainItem, train
+    from harness.train.loop import train
+from harness.types import TrainItem
 
     items = [TrainItem(row, lm_labels=row) for row in rows]
     _synchronize(device)
@@ -164,10 +165,10 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from harness.config import RunConfig
-    from harness.precision import resolved_precision
-    from harness.stages import GPU_PEAK_BF16
-    from harness.stages import device as bench_device
+    from harness.options import RunConfig
+    from harness.backends.precision import resolved_precision
+    from harness.run.stages import GPU_PEAK_BF16
+    from harness.run.stages import device as bench_device
 
     device = bench_device()  # the device `bench run` uses
     precision = resolved_precision(args.precision, device)

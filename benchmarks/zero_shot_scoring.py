@@ -37,9 +37,9 @@ CASES = {"imdb": ("imdb", {}, 0), "sst2": ("sst2", {}, 0), "sst2-5shot": ("sst2"
 
 def prompts_for(case: str, data_dir: Path, limit: int | None, tokenizer, max_length: int):
     """The rendered prompt texts bench scores (demos included), their gold labels, the spec."""
-    from harness.data import build_splits
-    from harness.prompts import build_contexts, choose_shots
-    from harness.registry import get_task
+    from harness.task.data import build_splits
+    from harness.task.prompts import build_contexts, choose_shots
+    from harness.task.registry import get_task
 
     name, options, shots = CASES[case]
     spec = get_task(name, **options)
@@ -85,8 +85,8 @@ class WorkCounter:
 
 def run_bench(model, tokenizer, spec, texts, batch_size: int, precision: str) -> tuple[float, list[list[float]]]:
     from harness.backends.hf import score_causal
-    from harness.precision import autocast
-    from harness.prompts import verbalizer_ids
+    from harness.backends.precision import autocast
+    from harness.task.prompts import verbalizer_ids
 
     device = next(model.parameters()).device
     started = time.perf_counter()
@@ -147,9 +147,9 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
-    from harness.models import load_lm, load_tokenizer, resolve_model
-    from harness.precision import resolved_precision
-    from harness.stages import device as bench_device
+    from harness.backends.models import load_lm, load_tokenizer, resolve_model
+    from harness.backends.precision import resolved_precision
+    from harness.run.stages import device as bench_device
 
     logging.getLogger("lm-eval").setLevel(logging.ERROR)
     torch.set_grad_enabled(False)

@@ -12,8 +12,8 @@ from typing import Any, Callable, Sequence
 
 from harness.artefacts import DISK_ERRNOS, disk_advice, disk_message
 from harness.errors import BenchError
-from harness.config import TASK_OPTIONS, boolean
-from harness.judging.command import add_judge_options
+from harness.options import TASK_OPTIONS, boolean
+from harness.commands.judge import add_judge_options
 
 RUN_OPTIONS = ("method", "objective", "shots", "train_samples", "eval_samples", "validation_samples", "epochs", "lr",
                "batch_size", "eval_batch_size", "grad_accum", "max_length", "optimizer", "schedule", "warmup_ratio",
@@ -300,29 +300,29 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "sweep":
         return cmd_sweep(args)
     if args.command == "rescore":
-        from harness.rescore import rescore_command
+        from harness.run.rescore import rescore_command
 
         return rescore_command(args)
     if args.command == "push":
-        from harness.push import push_command
+        from harness.commands.push import push_command
 
         return push_command(args)
     if args.command == "export":
         return cmd_export(args)
     if args.command == "export-task":
-        from harness.export_task import export_task_command
+        from harness.commands.export_task import export_task_command
 
         return export_task_command(args, _overrides(args), output_path("--to", args.to))
     if args.command == "power":
-        from harness.power_command import power_command
+        from harness.commands.power import power_command
 
         return power_command(args)
     if args.command == "compare":
-        from harness.compare_command import compare_command
+        from harness.commands.compare import compare_command
 
         return compare_command(args)
     if args.command == "judge":
-        from harness.judging.command import judge_command
+        from harness.commands.judge import judge_command
 
         return judge_command(args)
     return cmd_report(args)
@@ -335,7 +335,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     command = next(iter(argv), None)
     if command not in ("run", "sweep"):
         return parser.parse_args(argv)
-    from harness.experiment import apply_file, config_path, merge_repeated, read_file
+    from harness.commands.experiment import apply_file, config_path, merge_repeated, read_file
 
     path = config_path(argv[1:])
     if path is None:
@@ -408,9 +408,9 @@ def os_error(exc: OSError) -> str:
 
 
 def cmd_list(what: str | None) -> int:
-    from harness.config import METHODS
-    from harness.models import ALIASES
-    from harness.registry import broken_plugins, get_task, task_names
+    from harness.options import METHODS
+    from harness.backends.models import ALIASES
+    from harness.task.registry import broken_plugins, get_task, task_names
 
     errors: list[str] = []
     if what in (None, "tasks"):
@@ -441,7 +441,7 @@ def _lm_eval_options(command: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from harness.config import recorded_task_options
+    from harness.options import recorded_task_options
 
     values = {name: getattr(args, name, None) for name in RUN_OPTIONS}
     values["baselines"] = args.baselines
@@ -456,7 +456,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def task_options(args: argparse.Namespace) -> dict[str, Any]:
     """The task options given: the flagged ones (--labels, ...) and a plugin's own (--task-option)."""
-    from harness.registry import parse_task_options
+    from harness.task.registry import parse_task_options
 
     named = {name: getattr(args, name) for name in TASK_OPTIONS if getattr(args, name, None) is not None}
     return {**named, **parse_task_options(args.task, args.task_option or ())}
@@ -480,13 +480,13 @@ def _after_run(loggers: Sequence[str], store: Any) -> Callable[[str, dict[str, A
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.data import data_dir_from
+    from harness.task.data import data_dir_from
     from harness.loggers import check_loggers
-    from harness.judging.command import Judging, check_judgeable, print_judge_table, settings_from
-    from harness.pipeline import Runner, plan
-    from harness.registry import get_task
-    from harness.report import print_and_save
-    from harness.resume import settle_stored_runs
+    from harness.commands.judge import Judging, check_judgeable, print_judge_table, settings_from
+    from harness.run.runner import Runner, plan
+    from harness.task.registry import get_task
+    from harness.report.tables import print_and_save
+    from harness.run.resume import settle_stored_runs
     from harness.store import Store, results_dir
 
     started = time.perf_counter()
@@ -539,7 +539,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def write_run_files(store: Any, planned: Sequence[Any]) -> None:
     """Each planned run's folder gets the config.yaml that re-runs it (`bench run --config ...`),
     once every input has been checked and before its first stage."""
-    from harness.experiment import run_file
+    from harness.commands.experiment import run_file
     from harness.store import atomic_write
 
     command = subcommands(build_parser())["run"]
@@ -549,13 +549,13 @@ def write_run_files(store: Any, planned: Sequence[Any]) -> None:
 
 
 def _compare(store: Any, run_id: str, config: dict[str, Any], records: dict[str, Any]) -> list[Any]:
-    from harness.compare import compare
+    from harness.compare.paired import compare
 
     return compare(store, run_id, config, records)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from harness.eval_command import evaluate_command
+    from harness.commands.eval import evaluate_command
 
     return evaluate_command(args, _overrides(args))
 
@@ -570,7 +570,7 @@ def _open_store(results: str | None) -> Any:
 
 def _selected(store: Any, args: argparse.Namespace, sweep: Any = None) -> tuple[list[Any], list[Any]]:
     """(runs, comparison rows) chosen by --runs / --task, within a sweep's cells if given; none is an error."""
-    from harness.leaderboard import collect, select_runs
+    from harness.report.leaderboard import collect, select_runs
 
     chosen = select_runs(store, args.task, tuple(args.runs or ()))
     if sweep is not None:
@@ -591,16 +591,16 @@ def _selected(store: Any, args: argparse.Namespace, sweep: Any = None) -> tuple[
 
 def check_task_name(task: str) -> None:
     """--task of a report or export that matched no run: a name no task has is a typo, not an empty store."""
-    from harness.registry import get_task, task_names
+    from harness.task.registry import get_task, task_names
 
     if not any(task == name or task.startswith(name + "-") for name in task_names()):
         get_task(task)  # the registry's own "unknown task ...; did you mean" line
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown, leaderboard_table
-    from harness.judging.command import judge_markdown, judge_section
-    from harness.report import (
+    from harness.report.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown, leaderboard_table
+    from harness.commands.judge import judge_markdown, judge_section
+    from harness.report.tables import (
         PER_CLASS_TITLE,
         comparison_tables,
         csv_table,
@@ -615,7 +615,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.table == "sweep" and not args.sweep:
         raise BenchError("--table sweep needs --sweep NAME")
-    from harness.stats import ADJUSTMENTS
+    from harness.compare.stats import ADJUSTMENTS
 
     if args.adjust not in ADJUSTMENTS:
         raise BenchError(f"--adjust {args.adjust}: unknown adjustment; use holm (default), bh or none")
@@ -624,12 +624,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         plan = results = None
         if args.sweep:
-            from harness.sweep import load_plan
+            from harness.commands.sweep import load_plan
 
             plan = load_plan(store.root, args.sweep)
         runs, rows = _selected(store, args, plan)
         if plan:
-            from harness.sweep import results_from_store
+            from harness.commands.sweep import results_from_store
 
             results = results_from_store(store, plan, rows)  # the cells' comparisons made once, in rows
         entries = leaderboard(store, rows)
@@ -671,8 +671,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _sweep_text(plan: Any, results: Any, fmt: str, adjust: str = "holm") -> str:
-    from harness.report import OVER_SEEDS_TITLE, to_latex
-    from harness.sweep import over_seeds_table, sweep_csv, sweep_markdown, sweep_table
+    from harness.report.tables import OVER_SEEDS_TITLE, to_latex
+    from harness.commands.sweep import over_seeds_table, sweep_csv, sweep_markdown, sweep_table
 
     if fmt == "csv":
         return sweep_csv(plan, results)
@@ -689,9 +689,9 @@ def _html_report(store: Any, args: argparse.Namespace, runs: list[Any], rows: li
     run's id, or report__<task>__<hash of the run ids>."""
     import hashlib
 
-    from harness.data import data_dir_from
-    from harness.html_report import build_report, render
-    from harness.sweep import sweep_section
+    from harness.task.data import data_dir_from
+    from harness.report.html import build_report, render
+    from harness.commands.sweep import sweep_section
 
     data_dir = data_dir_from(args.data_dir)
     ids = sorted({row.run_id for row in rows})
@@ -728,10 +728,10 @@ def _emit(text: str, out: str | None) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     """Leaderboard, the before/after rows and (when stored) the judge table, each as CSV and markdown;
     classification runs' per-class scores as CSV."""
-    from harness.judging.command import judge_csv, judge_markdown, judge_notes, judge_table, stored_judgments
-    from harness.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown
-    from harness.compare import Comparison
-    from harness.report import csv_table, data_notes, markdown_table, per_class_csv, table_notes
+    from harness.commands.judge import judge_csv, judge_markdown, judge_notes, judge_table, stored_judgments
+    from harness.report.leaderboard import leaderboard, leaderboard_csv, leaderboard_markdown
+    from harness.compare.paired import Comparison
+    from harness.report.tables import csv_table, data_notes, markdown_table, per_class_csv, table_notes
     from harness.store import atomic_write
 
     target = output_path("--to", args.to)
@@ -760,13 +760,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.data import data_dir_from
+    from harness.task.data import data_dir_from
     from harness.loggers import check_loggers
-    from harness.resume import settle_stored_runs
+    from harness.run.resume import settle_stored_runs
     from harness.store import Store, results_dir
-    from harness.registry import task_option_type
-    from harness.registry import task_options as declared_options
-    from harness.sweep import execute, metric_label, parse_grid, plan_sweep, prepare_runners, save_plan, write_outputs
+    from harness.task.registry import task_option_type
+    from harness.task.registry import task_options as declared_options
+    from harness.commands.sweep import execute, metric_label, parse_grid, plan_sweep, prepare_runners, save_plan, write_outputs
 
     started = time.perf_counter()
     loggers = check_loggers(args.log_to)

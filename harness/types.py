@@ -57,6 +57,17 @@ class Prediction:
     cluster: str | None = None
 
 
+@dataclass(frozen=True)
+class TrainItem:
+    """One training sequence: token ids and either a class index or per-token LM targets."""
+
+    input_ids: list[int]
+    label: int | None = None
+    lm_labels: list[int] | None = None  # -100 where the loss is masked (the prompt)
+    span: tuple[int, int] | None = None  # extractive QA: answer start/end token (0, 0 = no answer)
+    token_type_ids: list[int] | None = None  # segment ids for encoders that use them (BERT pairs)
+
+
 # What a stage's work returns: predictions, metrics, info, curves (scoring and storing are the
 # pipeline's).
 StageOutput = tuple[list[Prediction], dict[str, Any], dict[str, Any], list[dict[str, Any]]]

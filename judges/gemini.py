@@ -25,7 +25,7 @@ from harness.judging.backend import (
     http_failure,
     retry_after_seconds,
 )
-from harness.registry import judge
+from harness.task.registry import judge
 
 KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from harness.judging.backend import JudgeOptions, JudgeRequest, JudgeSpec, Reply
-from harness.registry import judge
+from harness.task.registry import judge
 
 ANSWER_TOKENS = 8   # after the prefill a score or verdict is a few tokens; more is rambling
 MAX_PROMPT_TOKENS = 2048  # longer prompts keep their end, where the responses and the answer format are
@@ -19,7 +19,7 @@ class LocalJudge:
     concurrency = 1
 
     def __init__(self, spec: JudgeSpec, options: JudgeOptions):
-        from harness.models import resolve_model
+        from harness.backends.models import resolve_model
 
         self.ref = resolve_model(spec.model)  # a bad name fails now, before any judging
         if self.ref.family != "causal":
@@ -33,7 +33,7 @@ class LocalJudge:
 
     def _load(self) -> tuple[Any, Any]:
         if self._loaded is None:  # only when something is not in the cache
-            from harness.models import load_lm, load_tokenizer
+            from harness.backends.models import load_lm, load_tokenizer
 
             tokenizer = load_tokenizer(self.ref, padding_side="left")
             self._loaded = (load_lm(self.ref).eval(), tokenizer)

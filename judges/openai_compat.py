@@ -26,7 +26,7 @@ from harness.judging.backend import (
     http_failure,
     retry_after_seconds,
 )
-from harness.registry import judge
+from harness.task.registry import judge
 
 KEY_VARIABLES = ("BENCH_JUDGE_API_KEY", "OPENAI_API_KEY")
 TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})

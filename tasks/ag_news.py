@@ -6,8 +6,8 @@ Paper: Zhang, Zhao & LeCun, 2015, "Character-level Convolutional Networks for Te
 Metrics: accuracy, precision/recall/F1. The Science/Technology verbalizer is multi-token for most
 tokenizers (World, Sports and Business are one token each in SmolLM2's, for one).
 """
-from harness.registry import task
-from harness.spec import Classify, HubData, TaskSpec
+from harness.task.registry import task
+from harness.task.spec import Classify, HubData, TaskSpec
 
 
 @task("ag_news")

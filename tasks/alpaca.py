@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harness.errors import BenchError
-from harness.registry import task
-from harness.spec import Generate, HubData, TaskSpec
+from harness.task.registry import task
+from harness.task.spec import Generate, HubData, TaskSpec
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -4,8 +4,8 @@ Data: SetFit/enron_spam (column layout; `text` = subject + newline + message). P
 Androutsopoulos & Paliouras, 2006, "Spam Filtering with Naive Bayes - Which Naive Bayes?".
 Metrics: accuracy, precision/recall/F1 (spam recall matters most).
 """
-from harness.registry import task
-from harness.spec import Classify, HubData, TaskSpec
+from harness.task.registry import task
+from harness.task.spec import Classify, HubData, TaskSpec
 
 
 @task("enron_spam")

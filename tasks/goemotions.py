@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harness.errors import BenchError
-from harness.registry import task
-from harness.spec import Classify, HubData, TaskSpec
+from harness.task.registry import task
+from harness.task.spec import Classify, HubData, TaskSpec
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -4,8 +4,8 @@ Data: stanfordnlp/imdb (25k train / 25k test, balanced). Paper: Maas et al., 201
 Vectors for Sentiment Analysis". Metrics: accuracy, precision/recall/F1 (macro, weighted, per class).
 Seed recipe (`--preset paper`): 15 epochs, lr 2e-5, weight decay 0.01, full test set, 512 tokens.
 """
-from harness.registry import task
-from harness.spec import Classify, HubData, TaskSpec
+from harness.task.registry import task
+from harness.task.spec import Classify, HubData, TaskSpec
 
 
 @task("imdb")

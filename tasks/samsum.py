@@ -5,8 +5,8 @@ Data: knkarthick/samsum (14.7k train / 818 validation / 819 test). Paper: Gliwa 
 greedy generation from the prompt; fine-tune = seq2seq (T5) or causal SFT with the prompt masked.
 Metrics: ROUGE-1/2/L/Lsum (Lsum splits sentences), BLEU with n-gram precisions, METEOR.
 """
-from harness.registry import task
-from harness.spec import Generate, HubData, TaskSpec
+from harness.task.registry import task
+from harness.task.spec import Generate, HubData, TaskSpec
 
 
 @task("samsum")

@@ -12,8 +12,8 @@ context (up to half the contexts), so contexts rarely repeat in it, but its ques
 articles, whose topics and prose make their questions easier or harder together.
 """
 from harness.errors import BenchError
-from harness.registry import task
-from harness.spec import ExtractiveQA, Generate, HubData, TaskSpec
+from harness.task.registry import task
+from harness.task.spec import ExtractiveQA, Generate, HubData, TaskSpec
 
 PROMPT = ("Answer the question from the passage with a short span copied from it. If the passage does not "
           "answer it, reply: unanswerable.\n\nPassage: {context}\n\nQuestion: {question}\n\nAnswer:")

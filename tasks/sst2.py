@@ -5,8 +5,8 @@ validation split is the eval set and early stopping uses a seeded carve of train
 Paper: Socher et al., 2013, "Recursive Deep Models for Semantic Compositionality Over a Sentiment
 Treebank". Metrics: accuracy, precision/recall/F1.
 """
-from harness.registry import task
-from harness.spec import Classify, HubData, TaskSpec
+from harness.task.registry import task
+from harness.task.spec import Classify, HubData, TaskSpec
 
 
 @task("sst2")

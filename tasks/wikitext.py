@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harness.registry import task
-from harness.spec import HubData, LanguageModel, TaskSpec
+from harness.task.registry import task
+from harness.task.spec import HubData, LanguageModel, TaskSpec
 
 if TYPE_CHECKING:
     import pandas as pd

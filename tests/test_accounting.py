@@ -12,8 +12,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from harness.config import RunConfig  # noqa: E402
-from harness.finetune import TrainItem, train  # noqa: E402
+from harness.options import RunConfig  # noqa: E402
+from harness.train.loop import train
+from harness.types import TrainItem  # noqa: E402
 
 
 def test_validation_time_is_not_training_time(tiny_model: Callable[[str], Path], tmp_path: Path) -> None:

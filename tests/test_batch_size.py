@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from harness.batch_size import HEADROOM, bytes_per_example, start_batch_size  # noqa: E402
+from harness.backends.batch_size import HEADROOM, bytes_per_example, start_batch_size  # noqa: E402
 
 
 def test_estimate_counts_cache_activations_and_logits(tiny_model):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import build_parser
-from harness.registry import task_names
+from harness.task.registry import task_names
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ("--train-samples", "8", "--eval-samples", "8", "--validation-samples", "4")
@@ -267,8 +267,8 @@ def test_help_defaults_say_when_presets_or_tasks_override_them():
     """A default the help states for --max-length, --batch-size, --eval-batch-size or --lr must not be
     the only one: where a task's presets set that option, the help says the task's value applies."""
     from harness.cli import build_parser
-    from harness.config import PRESETS
-    from harness.registry import get_task, task_names
+    from harness.options import PRESETS
+    from harness.task.registry import get_task, task_names
 
     commands = next(a for a in build_parser()._actions if a.dest == "command")
     run = commands.choices["run"]
@@ -284,8 +284,8 @@ def test_objective_help_names_every_case_auto_picks_head():
     """`--objective auto` trains a head for encoders, for --method head and for squad_v2's span mode:
     the help says so (it named encoders only)."""
     from harness.cli import build_parser
-    from harness.config import resolve
-    from harness.registry import get_task
+    from harness.options import resolve
+    from harness.task.registry import get_task
 
     assert resolve(get_task("sst2"), "m", {"method": "head"}, can_prompt=True).objective == "head"
     assert resolve(get_task("squad_v2"), "m", {}, can_prompt=True).objective == "head"
@@ -325,8 +325,8 @@ def test_report_on_a_misspelt_task_says_it_is_unknown_not_that_no_runs_are_compl
 def test_baseline_both_is_prompt_and_head(tiny_model):
     """The help says "prompt, head or both": both plans the two baselines."""
     from harness.cli import _overrides, build_parser
-    from harness.pipeline import plan
-    from harness.registry import get_task
+    from harness.run.runner import plan
+    from harness.task.registry import get_task
 
     args = build_parser().parse_args(["run", "sst2", "--models", str(tiny_model("gpt2")), "--baseline", "both"])
     (planned,) = plan(get_task("sst2"), list(args.models), _overrides(args), args.preset)
@@ -363,11 +363,11 @@ def test_option_prefixes_are_not_options(capsys, argv):
 
 def test_loading_a_model_draws_no_progress_bar_and_logs_no_library_chatter(tiny_model):
     """transformers' "Loading weights" tqdm bar and its `loss_type=None` notice land in logs as
-    carriage-return noise: harness.models silences them wherever a model is loaded. Its own
+    carriage-return noise: harness.backends.models silences them wherever a model is loaded. Its own
     subprocess: the switches are process-wide, and earlier tests may have set them."""
     script = (
         "import sys, torch\n"
-        "from harness.models import load_lm, resolve_model\n"
+        "from harness.backends.models import load_lm, resolve_model\n"
         "model = load_lm(resolve_model(sys.argv[1]))\n"
         "model.loss_type = None\n"
         "ids = torch.tensor([[5, 6, 7, 8]])\n"

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("torch")
 sm = pytest.importorskip("statsmodels.api")
 
-from harness.stats import paired_bootstrap, paired_cluster_bootstrap  # noqa: E402
+from harness.compare.stats import paired_bootstrap, paired_cluster_bootstrap  # noqa: E402
 
 SMALL = ("--train-samples", "16", "--eval-samples", "40", "--validation-samples", "4", "--batch-size", "8",
          "--max-length", "128")

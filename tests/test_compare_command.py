@@ -193,7 +193,7 @@ def test_unpairable_stages_are_refused(bench, tmp_path):
 def test_power_from_a_stored_run_and_from_the_worst_case(bench, store_root):
     from statsmodels.stats.power import TTestPower
 
-    from harness.power import required_n_accuracy
+    from harness.compare.power import required_n_accuracy
 
     code, out, err = bench("power", "sst2", "--delta", "0.02", "--from", "run-full", "--results", store_root)
     assert code == 0, err

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.data import to_examples
+from harness.task.data import to_examples
 from harness.errors import BenchError
-from harness.registry import get_task
+from harness.task.registry import get_task
 from test_cli_errors import FAST, assert_clean_failure
 
 ROWS = 300

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import _overrides, build_parser, parse, subcommands
-from harness.config import RunConfig
-from harness.experiment import file_options
+from harness.options import RunConfig
+from harness.commands.experiment import file_options
 
 SMALL = {"train_samples": 16, "eval_samples": 16, "validation_samples": 8, "batch_size": 8, "max_length": 96}
 
@@ -104,8 +104,8 @@ def test_a_missing_task_or_file_says_so(bench, capsys, tmp_path):
 
 
 def test_a_file_plans_the_same_run_as_its_flags(tiny_model, tmp_path):
-    from harness.pipeline import plan
-    from harness.registry import get_task
+    from harness.run.runner import plan
+    from harness.task.registry import get_task
 
     model = str(tiny_model("gpt2"))
     path = write(tmp_path / "exp.yaml", f"task: sst2\nmodels: {model}\nmethod: full\nlr: 1e-4\npatience: 2\n")

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import pytest
 
 from harness.cli import main
-from harness import registry
+from harness.task import registry
 from harness.errors import BenchError
 from harness.judging.backend import JudgeBackendError, JudgeRequest, Reply, TransientJudgeError
 from harness.judging.cache import JudgeCache

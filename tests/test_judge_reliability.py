@@ -16,12 +16,12 @@ import pytest
 
 from harness.judging.backend import JudgeOptions
 from harness.judging.cache import JudgeCache
-from harness.judging.command import judge_csv, judge_markdown, judge_notes, judge_table
+from harness.commands.judge import judge_csv, judge_markdown, judge_notes, judge_table
 from harness.judging.engine import EngineSettings, ask_all
 from harness.judging.grading import Item, plan_queries, summarize
 from harness.judging.retry import RetryPolicy
 from harness.judging.templates import PAIRWISE, SINGLE
-from harness.registry import get_judge
+from harness.task.registry import get_judge
 from judge_server import JudgeServer, Respond
 
 RETRY = RetryPolicy(attempts=3, base_seconds=0.01, cap_seconds=0.05)

@@ -21,7 +21,7 @@ from harness.judging.grading import Item, plan_queries, summarize
 from harness.judging.parse import parse_score, parse_verdict
 from harness.judging.retry import RetryPolicy
 from harness.judging.templates import PAIRWISE, SINGLE, Template, checked, single_template
-from harness.registry import get_judge
+from harness.task.registry import get_judge
 from judge_server import JudgeServer, Respond
 
 FAST = EngineSettings(samples=1, parse_retries=2, retry=RetryPolicy(attempts=4, base_seconds=0.01, cap_seconds=0.05))

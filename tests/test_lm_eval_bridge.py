@@ -120,8 +120,8 @@ def test_rerun_skips_the_stored_lm_eval_stages(lm_run: dict, capsys: pytest.Capt
 
 
 def test_lm_eval_options_change_the_run_id_only_when_given(lm_run: dict) -> None:
-    from harness.config import resolve
-    from harness.registry import get_task
+    from harness.options import resolve
+    from harness.task.registry import get_task
 
     spec = get_task("sst2")
     plain = resolve(spec, "gpt2", {})
@@ -154,7 +154,7 @@ def test_exported_task_gives_bench_baseline_predictions_in_lm_eval(lm_run: dict,
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from harness.models import load_lm, load_tokenizer, resolve_model
+    from harness.backends.models import load_lm, load_tokenizer, resolve_model
 
     out = tmp_path / "exported"
     assert main(["export-task", "sst2", "--to", str(out), "--data-dir", str(data_dir), *SMALL[:6]]) == 0

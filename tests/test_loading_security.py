@@ -90,7 +90,7 @@ def test_a_pickle_in_a_model_folder_is_refused(bench: Any, tiny_model: Any, data
 
 def test_trainer_run_state_is_not_taken_for_weights(tiny_model: Any, tmp_path: Path) -> None:
     """transformers.Trainer leaves pickles that no model loader opens beside its checkpoints."""
-    from harness.models import resolve_model
+    from harness.backends.models import resolve_model
 
     model = copy_folder(tiny_model("gpt2"), tmp_path / "checkpoint-500")
     for name in ("training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "rng_state_1.pth"):

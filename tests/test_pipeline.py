@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from harness.registry import get_task, task_names  # noqa: E402
+from harness.task.registry import get_task, task_names  # noqa: E402
 
 SMALL = ("--train-samples", "24", "--eval-samples", "16", "--validation-samples", "8", "--eval-batch-size", "8",
          "--batch-size", "8", "--max-length", "96")
@@ -77,9 +77,9 @@ def test_every_method_trains_what_it_should(method, bench, data_dir, tiny_model,
 def test_freeze_trains_the_last_blocks_nearest_the_output(family, last_block, tiny_model):
     import transformers
 
-    from harness.config import RunConfig
-    from harness.methods import apply_method
-    from harness.models import load_lm, resolve_model
+    from harness.options import RunConfig
+    from harness.train.methods import apply_method
+    from harness.backends.models import load_lm, resolve_model
 
     model = load_lm(resolve_model(str(tiny_model(family)))) if family != "bert" else \
         transformers.AutoModelForSequenceClassification.from_pretrained(tiny_model(family), num_labels=2)
@@ -94,7 +94,7 @@ def test_freeze_trains_the_last_blocks_nearest_the_output(family, last_block, ti
 
 @pytest.mark.parametrize("family", ["llama", "bert"])  # the LM objective, and a new head beside 4-bit layers
 def test_qlora_trains_on_4bit_weights_where_bitsandbytes_runs(family, bench, data_dir, tiny_model, tmp_path):
-    from harness.methods import four_bit_unavailable
+    from harness.train.methods import four_bit_unavailable
 
     reason = four_bit_unavailable()
     if reason:
@@ -121,8 +121,8 @@ def test_qlora_trains_on_4bit_weights_where_bitsandbytes_runs(family, bench, dat
 
 def test_4bit_layers_pass_gradients_after_an_eval_pass(tiny_model):
     """bitsandbytes' CPU inference layout has no backward: a validation pass must not switch to it."""
-    from harness.methods import four_bit_unavailable
-    from harness.models import load_lm, resolve_model
+    from harness.train.methods import four_bit_unavailable
+    from harness.backends.models import load_lm, resolve_model
 
     if four_bit_unavailable():
         pytest.skip("4-bit not available here")
@@ -225,7 +225,7 @@ def test_a_pair_classifier_adapter_loads_outside_bench_with_the_same_predictions
     from peft import AutoPeftModelForSequenceClassification
     from transformers import AutoTokenizer
 
-    from harness.data import run_splits
+    from harness.task.data import run_splits
 
     run(bench, data_dir, tmp_path, "nli", tiny_model("bert"), "--method", "lora", "--lr", "1e-2")
     checkpoint = only_run(tmp_path) / "checkpoint"
@@ -271,7 +271,7 @@ def test_a_causal_classifier_adapter_loads_outside_bench_as_the_readme_says(benc
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from harness.data import run_splits
+    from harness.task.data import run_splits
 
     run(bench, data_dir, tmp_path, "sst2", tiny_model("gpt2"), "--method", "lora", "--objective", "head",
         "--lr", "1e-2")
@@ -298,7 +298,7 @@ def test_an_lm_objective_adapter_answers_outside_bench_from_its_recorded_prompt(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.data import run_splits
+    from harness.task.data import run_splits
 
     # max length 192: no sentence is clipped to fit (bench cuts long fields; this reader does not)
     run(bench, data_dir, tmp_path, "sst2", tiny_model("gpt2"), "--method", "lora", "--lr", "1e-2", "--max-length", "192")
@@ -365,7 +365,7 @@ def test_a_checkpoint_of_a_model_with_its_own_code_reloads_with_trust_remote_cod
 def test_eval_names_eval_examples_the_checkpoint_trained_on(bench, data_dir, tiny_model, tmp_path):
     """ag_news has no train split here: train is carved from test around the run's eval sample, so
     a larger eval sample takes in training examples, which must be said, not hidden."""
-    from harness.eval_command import task_command
+    from harness.commands.eval import task_command
 
     run(bench, data_dir, tmp_path, "ag_news", tiny_model("bert"), "--method", "head")
     checkpoint = only_run(tmp_path) / "checkpoint"

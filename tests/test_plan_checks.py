@@ -44,7 +44,7 @@ def test_every_model_is_checked_before_the_first_runs(bench, tiny_model, data_di
 def test_relative_positions_have_no_limit(tiny_model):
     """The tiny T5's config carries n_positions 512 (as real T5 configs do), but its positions are
     relative buckets: no table to run past, so no limit to refuse a long --max-length by."""
-    from harness.models import position_limit, resolve_model
+    from harness.backends.models import position_limit, resolve_model
 
     assert position_limit(resolve_model(str(tiny_model("t5")))) is None
     assert position_limit(resolve_model(str(tiny_model("gpt2")))) == 512

@@ -11,8 +11,8 @@ from typing import Any, Callable
 import pandas as pd
 import pytest
 
-from harness import registry
-from harness.spec import Classify, ExtractiveQA, HubData, TaskSpec
+from harness.task import registry
+from harness.task.spec import Classify, ExtractiveQA, HubData, TaskSpec
 from test_cli_errors import assert_clean_failure, assert_store_empty
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,13 +114,13 @@ def test_an_empty_file_is_said_to_be_empty(run_plugin, own_files, results, conte
 
 
 PLUGINS = {
-    "good": '"""A good plugin."""\nfrom harness.registry import task\nfrom harness.spec import Classify, HubData, '
+    "good": '"""A good plugin."""\nfrom harness.task.registry import task\nfrom harness.task.spec import Classify, HubData, '
             'TaskSpec\n\n\n@task("good_plugin")\ndef good() -> TaskSpec:\n    return TaskSpec(HubData("x", "x"), '
             'Classify(("text",), ("a", "b")), "{text}")\n',
     "syntax": '"""Broken."""\ndef (:\n',
     "needs": '"""Broken."""\nimport not_a_module_anywhere\n',
-    "clash": '"""Clash."""\nfrom harness.registry import task\n\n\n@task("sst2")\ndef sst2():\n    return None\n',
-    "raises": '"""Raises."""\nfrom harness.registry import task\n\n\n@task("raising_plugin")\ndef raising():\n'
+    "clash": '"""Clash."""\nfrom harness.task.registry import task\n\n\n@task("sst2")\ndef sst2():\n    return None\n',
+    "raises": '"""Raises."""\nfrom harness.task.registry import task\n\n\n@task("raising_plugin")\ndef raising():\n'
               '    raise RuntimeError("boom")\n',
 }
 

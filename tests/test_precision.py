@@ -11,10 +11,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from harness.config import RunConfig  # noqa: E402
+from harness.options import RunConfig  # noqa: E402
 from harness.errors import BenchError  # noqa: E402
-from harness.finetune import TrainItem, train  # noqa: E402
-from harness.precision import autocast, resolved_precision  # noqa: E402
+from harness.train.loop import train
+from harness.types import TrainItem  # noqa: E402
+from harness.backends.precision import autocast, resolved_precision  # noqa: E402
 
 SMALL = ("--train-samples", "24", "--eval-samples", "16", "--validation-samples", "8", "--eval-batch-size", "8",
          "--batch-size", "8", "--max-length", "96")

@@ -210,7 +210,7 @@ def test_post_processing_combines_windows(tokenizer: Any) -> None:
 def test_overfitting_one_example_recovers_its_answer(tokenizer: Any, qa_model: Any) -> None:
     import torch
 
-    from harness.finetune import collate
+    from harness.backends.batching import collate
 
     context = "The dog chased the red ball in the park. Then the cat slept on the mat."
     answerable = example(question="What did the dog chase?", context=context, answer="the red ball")

@@ -149,7 +149,7 @@ def test_markdown_report_has_before_after_and_leaderboard(bench, built):
 
 
 def test_leaderboard_selects_by_validation_and_keeps_every_config_in_the_table(built):
-    from harness.leaderboard import collect, leaderboard, select_runs
+    from harness.report.leaderboard import collect, leaderboard, select_runs
 
     store = Store(built["results"])
     try:
@@ -170,7 +170,7 @@ def test_runs_that_stopped_on_different_metrics_are_ranked_by_one_they_all_recor
     import json
     import sqlite3
 
-    from harness.leaderboard import collect, leaderboard, select_runs
+    from harness.report.leaderboard import collect, leaderboard, select_runs
 
     results = tmp_path / "results"
     shutil.copytree(built["results"], results)
@@ -333,7 +333,7 @@ def test_score_warnings_name_the_configuration_they_belong_to(tmp_path):
     the same model's."""
     from types import SimpleNamespace
 
-    from harness.report import score_notes
+    from harness.report.tables import score_notes
 
     store = Store(tmp_path / "results")
     rows = []
@@ -354,7 +354,7 @@ def test_free_text_cells_keep_a_readable_width_on_a_narrow_screen():
     """`word-break` lets a text cell shrink to a few characters, so on a phone (or any window
     narrower than the table) the sample texts came out one syllable per line. A text cell keeps
     a minimum width; the table scrolls sideways in its .scroll box instead."""
-    from harness.html_report import CSS
+    from harness.report.html import CSS
 
     rule = re.search(r"td\.text\{([^}]*)\}", CSS).group(1)
     width = re.search(r"min-width:\s*([\d.]+)rem", rule)
@@ -365,7 +365,7 @@ def test_free_text_cells_keep_a_readable_width_on_a_narrow_screen():
 def test_training_curves_of_a_single_step_have_whole_step_ticks(monkeypatch):
     """A run that took one optimizer step (or evaluated once) drew its lone point over ticks of
     0.945, 0.960 ... 1.050: fractional optimizer steps. The axis is widened to whole steps."""
-    from harness import plots
+    from harness.report import plots
 
     drawn = []
     monkeypatch.setattr(plots, "_png", lambda figure: drawn.append(figure) or b"png")
@@ -381,7 +381,7 @@ def test_printed_report_keeps_every_table_column():
     """Printed (or saved as PDF), each wide table sat in an overflow-x:auto box: on a portrait page
     the columns right of the box (fail b/a .. configs, trainable .. peak MB) were cut off, with no
     scroll bar on paper. Print uses a landscape page, a smaller font, and lets the box overflow."""
-    from harness.html_report import CSS
+    from harness.report.html import CSS
 
     assert re.search(r"@page\{[^}]*size:[^};]*landscape", CSS)
     block = CSS.split("@media print{", 1)[1]
@@ -402,7 +402,7 @@ def test_html_run_sections_of_one_model_and_method_are_told_apart_by_their_setti
 def test_heatmap_column_labels_do_not_overlap(monkeypatch):
     """A sweep over models puts Hub ids on the heatmap's x axis; level, they ran into each other
     ("HuggingFaceTB/SmolLSt2-135M-transformers/...") and no column could be read."""
-    from harness import plots
+    from harness.report import plots
 
     drawn = []
     monkeypatch.setattr(plots, "_png", lambda figure: drawn.append(figure) or b"png")

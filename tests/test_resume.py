@@ -32,7 +32,7 @@ def test_a_training_state_save_that_fails_leaves_the_previous_state_whole(tmp_pa
     import safetensors.torch
     import torch
 
-    from harness.train_state import STATE_FILE, LoopState, save_state
+    from harness.train.state import STATE_FILE, LoopState, save_state
 
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters())

@@ -154,7 +154,7 @@ def _stage(store: Any, run_id: str, stage: str, golds: list[int], labels: list[i
 
 def test_stages_with_other_gold_labels_for_the_same_ids_are_not_compared(bench: Any, tmp_path: Path) -> None:
     """The issue's numbers: the same 16 answers scored against labels that were then flipped."""
-    from harness.compare import compare
+    from harness.compare.paired import compare
     from harness.errors import BenchError
     from harness.store import Store
 
@@ -181,9 +181,9 @@ def test_stages_with_other_gold_labels_for_the_same_ids_are_not_compared(bench: 
 
 def test_text_stages_with_other_references_are_not_compared(tmp_path: Path) -> None:
     """Text predictions keep no gold: the stages' recorded digests of the eval references differ."""
-    from harness.compare import compare
+    from harness.compare.paired import compare
     from harness.errors import BenchError
-    from harness.resume import gold_digest
+    from harness.run.resume import gold_digest
     from harness.store import Store
     from harness.types import Example, Prediction
 
@@ -211,7 +211,7 @@ def test_a_training_state_from_other_data_is_not_resumed(tmp_path: Path) -> None
     import dataclasses
 
     from harness.errors import BenchError
-    from harness.resume import check_stored_run, record_training_inputs
+    from harness.run.resume import check_stored_run, record_training_inputs
     from harness.store import Store
     from harness.types import Splits
 
@@ -233,7 +233,7 @@ def test_an_interrupted_discard_is_finished_not_left_half_done(tmp_path: Path) -
     """--force-new renames the run folder aside before deleting its rows: a crash between the two
     leaves a folder aside, and the next check finishes the discard instead of resuming a run
     whose files are gone."""
-    from harness.resume import check_stored_run
+    from harness.run.resume import check_stored_run
     from harness.store import Store
     from harness.types import Splits
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.leaderboard import settings_labels
+from harness.report.leaderboard import settings_labels
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,8 @@ def test_prompts_of_a_full_test_set_are_encoded_chunk_by_chunk_with_the_same_ids
     test: +1.3 to +2.7 GB of peak memory for prompts that keep 128 tokens each). Chunks give the
     same token ids, long examples clipped as before."""
     transformers = pytest.importorskip("transformers")
-    from harness import prompts
-    from harness.registry import get_task
+    from harness.task import prompts
+    from harness.task.registry import get_task
     from harness.types import Example
 
     spec = get_task("imdb")
@@ -102,7 +102,7 @@ def test_head_inputs_are_encoded_chunk_by_chunk_with_the_same_ids(tiny_model, mo
     """Classification heads' inputs (single texts and sentence pairs, with segment ids where the
     tokenizer makes them) come out the same chunk by chunk, never all texts in one call."""
     transformers = pytest.importorskip("transformers")
-    from harness import prompts
+    from harness.task import prompts
     from harness.backends.hf import encode_for_head
     from harness.types import Example
 
@@ -144,9 +144,9 @@ def test_a_sweep_report_compares_each_cell_once(bench, tmp_path, monkeypatch):
     """`bench report --sweep` made every cell's comparison (paired bootstrap, predictions read) twice,
     once for the sweep table and once for the before/after table: twice as long as a report of the
     same runs (20 cells of 25,000 examples: 24 s instead of 12 s)."""
-    import harness.compare
+    import harness.compare.paired
     from harness.store import Store
-    from harness.sweep import Axis, Cell, SweepPlan, save_plan
+    from harness.commands.sweep import Axis, Cell, SweepPlan, save_plan
 
     store = Store(tmp_path / "results")
     run_ids = ("sst2__m__lora__a", "sst2__m__lora__b")
@@ -160,10 +160,10 @@ def test_a_sweep_report_compares_each_cell_once(bench, tmp_path, monkeypatch):
 
     def counting(store, run_id, *args):
         compared.append(run_id)
-        return harness.compare.compare(store, run_id, *args)
+        return harness.compare.paired.compare(store, run_id, *args)
 
-    monkeypatch.setattr("harness.sweep.compare", counting)
-    monkeypatch.setattr("harness.leaderboard.compare", counting)
+    monkeypatch.setattr("harness.commands.sweep.compare", counting)
+    monkeypatch.setattr("harness.report.leaderboard.compare", counting)
     for table in ("comparison", "sweep"):
         compared.clear()
         code, out, err = bench("report", "--results", tmp_path / "results", "--sweep", plan.name, "--format", "csv",

@@ -113,8 +113,8 @@ def test_failures_score_zero_even_on_unanswerable_questions():
 def test_a_failed_generation_is_not_credited_as_no_answer():
     """The task-level scorer (generate mode) must keep a failure as a failure: read as "" it
     would be the right answer to every unanswerable question."""
-    from harness.scoring import score_stage
-    from harness.spec import Generate, HubData, TaskSpec
+    from harness.run.scoring import score_stage
+    from harness.task.spec import Generate, HubData, TaskSpec
     from harness.types import Example, Prediction
 
     spec = TaskSpec(HubData("x", "x"), Generate(("question",), "answers", metrics="squad_v2"), "{question}")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from harness.stats import (
+from harness.compare.stats import (
     McNemarResult,
     bootstrap_ci,
     mcnemar_exact,
@@ -189,8 +189,8 @@ def test_wilson_edges():
 def test_a_bootstrap_p_of_zero_prints_as_the_bound_it_is():
     """No resample crossing zero means p < 2/R (R = 2,000 here), not p < 1e-4; exact McNemar
     p-values can be that small and keep their own format."""
-    from harness.compare import format_p
-    from harness.stats import BOOTSTRAP_RESAMPLES
+    from harness.compare.paired import format_p
+    from harness.compare.stats import BOOTSTRAP_RESAMPLES
 
     assert BOOTSTRAP_RESAMPLES == 2000 and format_p(0.0) == "<0.001"
     assert format_p(3e-5) == "<1e-4" and format_p(0.0031) == "0.0031" and format_p(0.5) == "0.500"

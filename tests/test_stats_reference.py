@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.equivalence import tost, tost_paired, verdict
-from harness.power import (
+from harness.compare.equivalence import tost, tost_paired, verdict
+from harness.compare.power import (
     Power,
     mde_accuracy,
     mde_mean,
@@ -17,7 +17,7 @@ from harness.power import (
     required_n_accuracy,
     required_n_mean,
 )
-from harness.stats import adjust_p, clustered_mean, clustered_paired_difference
+from harness.compare.stats import adjust_p, clustered_mean, clustered_paired_difference
 
 statsmodels = pytest.importorskip("statsmodels")
 

@@ -18,7 +18,7 @@ pytest.importorskip("torch")
 from harness.cli import GRID_EXTRAS, grid_types  # noqa: E402
 from harness.errors import BenchError  # noqa: E402
 from harness.store import StageRecord  # noqa: E402
-from harness.sweep import (  # noqa: E402
+from harness.commands.sweep import (  # noqa: E402
     Axis,
     Cell,
     CellResult,
@@ -212,7 +212,7 @@ def test_more_than_two_axes_lists_every_cell_and_heatmaps_the_first_two():
 
 def test_a_failed_cell_keeps_its_reason_in_later_reports(tmp_path):
     from harness.store import Store
-    from harness.sweep import results_from_store
+    from harness.commands.sweep import results_from_store
 
     cells = (Cell((("lr", 1e30),), "run_a"), Cell((("lr", 1e-4),), "run_b"))
     plan = SweepPlan("sweep__x", "sst2", (Axis("lr", (1e30, 1e-4)),), cells,
@@ -230,8 +230,8 @@ def test_a_failed_cell_keeps_its_reason_in_later_reports(tmp_path):
 def test_a_perplexity_sweep_names_its_delta_nll_and_wide_scores_keep_one_decimal():
     """The before/after table and the leaderboard say a perplexity delta is one of NLL per token;
     the sweep table beside the perplexity column must too (-0.024 is not a perplexity change)."""
-    from harness.compare import RunCosts, TextComparison
-    from harness.sweep import sweep_csv
+    from harness.compare.paired import RunCosts, TextComparison
+    from harness.commands.sweep import sweep_csv
 
     costs = RunCosts(1.0, 10, 1000, 10, 1.0, 2.0, 1.0, 50.0, 700.0)
 
@@ -257,8 +257,8 @@ def test_a_perplexity_sweep_names_its_delta_nll_and_wide_scores_keep_one_decimal
 def test_a_sweep_with_two_baselines_says_which_one_its_delta_is_against():
     """--baseline prompt,head gives each cell two comparisons; the table shows the first's delta and
     must say so (a head baseline near chance and a prompt baseline give very different deltas)."""
-    from harness.compare import RunCosts, TextComparison
-    from harness.sweep import sweep_csv
+    from harness.compare.paired import RunCosts, TextComparison
+    from harness.commands.sweep import sweep_csv
 
     costs = RunCosts(1.0, 10, 1000, 10, 1.0, 2.0, 1.0, 50.0, 700.0)
     rows = tuple(TextComparison("run_a", "t", "m", "lora", baseline, 8, 0, 0, "f1", before, (0.0, 1.0), 60.0,
@@ -276,7 +276,7 @@ def test_a_sweep_with_two_baselines_says_which_one_its_delta_is_against():
 def test_a_perplexity_heatmap_says_lower_is_better():
     """viridis paints the highest value brightest; for perplexity that is the worst cell, and the
     heatmap's title, colour bar and caption did not say which way is good (the leaderboard does)."""
-    from harness.compare import RunCosts, TextComparison
+    from harness.compare.paired import RunCosts, TextComparison
 
     costs = RunCosts(1.0, 10, 1000, 10, 1.0, 2.0, 1.0, 50.0, 700.0)
     plan = SweepPlan("sweep__x", "t", (Axis("lr", (1e-3, 1e-2)),),
@@ -301,9 +301,9 @@ def test_a_perplexity_heatmap_says_lower_is_better():
 def test_seed_axes_get_a_mean_and_sd_per_setting_and_stay_off_the_heatmap_axes():
     """A seed axis repeats a setting: the sweep pools it (sample sd, the spread a new seed would
     show) and plots the settings, even when the seed axis comes first in the grid."""
-    from harness.compare import RunCosts, TextComparison
-    from harness.report import to_markdown
-    from harness.sweep import over_seeds_table, sweep_markdown
+    from harness.compare.paired import RunCosts, TextComparison
+    from harness.report.tables import to_markdown
+    from harness.commands.sweep import over_seeds_table, sweep_markdown
 
     costs = RunCosts(1.0, 10, 1000, 10, 1.0, 2.0, 1.0, 50.0, 700.0)
     axes = (Axis("train_seed", (0, 1, 2)), Axis("lr", (1e-3, 1e-4)))

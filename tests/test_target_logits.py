@@ -10,7 +10,8 @@ import pytest
 
 from harness.backends.generate import rolling_nll, target_nll
 from harness.backends.target_logits import lm_loss, logits_at, target_positions
-from harness.finetune import TrainItem, collate
+from harness.backends.batching import collate
+from harness.types import TrainItem
 
 LM_FAMILIES = ("gpt2", "gpt_neo", "llama", "t5")
 

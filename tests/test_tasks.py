@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 import tasks
-from harness.data import build_splits
+from harness.task.data import build_splits
 from harness.errors import BenchError
-from harness.registry import get_task, task_names
-from harness.spec import TaskSpec
+from harness.task.registry import get_task, task_names
+from harness.task.spec import TaskSpec
 from harness.types import Splits
 
 TASKS = task_names()
@@ -109,7 +109,7 @@ def test_rows_the_data_repeats_across_splits_are_not_trained_on(data_dir):
 def test_validation_rows_that_repeat_eval_texts_are_dropped_and_counted(tmp_path):
     """A separate validation split's rows that repeat an eval example's texts leave it, and the
     notes count them, as they count the training rows dropped for the same reason."""
-    from harness.spec import Classify, HubData
+    from harness.task.spec import Classify, HubData
 
     spec = TaskSpec(data=HubData("none/toy", local="toy", validation="validation"),
                     kind=Classify(fields=("text",), labels=("no", "yes")), prompt="{text}", name="toy")
@@ -271,7 +271,7 @@ def test_task_module_has_a_card(module_name):
 @pytest.mark.parametrize("name", TASKS)
 def test_name_and_description_come_from_the_registration_and_the_card(name):
     """`bench list` shows the first line of the task's own card (its module's docstring)."""
-    from harness.registry import _factory
+    from harness.task.registry import _factory
 
     spec = get_task(name)
     card = sys.modules[_factory(name).__module__].__doc__
@@ -298,7 +298,7 @@ def test_unknown_task_is_an_error():
 
 @pytest.mark.parametrize("name", ["sst2", "ag_news"])  # a train split of its own; train carved from test
 def test_few_shot_demonstrations_do_not_move_with_the_training_sizes(data_dir: Path, name: str) -> None:
-    from harness.prompts import choose_shots
+    from harness.task.prompts import choose_shots
 
     spec = get_task(name)
     small, large = (build_splits(spec, data_dir, train_samples=n, eval_samples=EVAL, validation_samples=v, seed=0)
@@ -314,8 +314,8 @@ def test_every_declared_task_option_is_a_flag_and_recorded():
     """A task factory's keyword parameter becomes a task option; `bench run/sweep/eval` only
     know the options in TASK_OPTIONS, so a new one must be added there (and get its flag)."""
     from harness.cli import build_parser
-    from harness.config import TASK_OPTIONS
-    from harness.registry import task_names, task_options
+    from harness.options import TASK_OPTIONS
+    from harness.task.registry import task_names, task_options
 
     declared = {option for name in task_names() for option in task_options(name)}
     assert declared == set(TASK_OPTIONS)

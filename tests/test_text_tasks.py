@@ -114,8 +114,8 @@ def test_generation_needs_room_for_the_prompt(bench, data_dir, tiny_model, tmp_p
                                          "--max-new-tokens")
     assert not (tmp_path / "r").exists()
     from harness.errors import BenchError
-    from harness.prompts import build_prompts
-    from harness.registry import spec_for
+    from harness.task.prompts import build_prompts
+    from harness.task.registry import spec_for
 
     spec = spec_for({"task": "samsum"})
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model("gpt2"))
@@ -169,8 +169,8 @@ def test_rolling_perplexity_scores_every_token_once_and_matches_full_context(tin
 
 def test_generated_no_answer_is_scored_right_on_unanswerable_questions():
     """Peers score NoAns as 0 for generated text or drop those rows: "unanswerable" must count."""
-    from harness.registry import get_task
-    from harness.scoring import score_stage
+    from harness.task.registry import get_task
+    from harness.run.scoring import score_stage
 
     spec = get_task("squad_v2", mode="generate")
     examples = [Example("a", ("Q1", "C1"), references=("Paris",), answer_starts=(0,)),
@@ -185,8 +185,8 @@ def test_generated_no_answer_is_scored_right_on_unanswerable_questions():
 
 def test_a_model_that_never_answers_is_called_out():
     """All 'no answer' scores exactly the share of unanswerable questions: a collapse, not a skill."""
-    from harness.registry import get_task
-    from harness.scoring import score_stage
+    from harness.task.registry import get_task
+    from harness.run.scoring import score_stage
 
     spec = get_task("squad_v2", mode="generate")
     examples = [Example(str(i), ("Q", "C"), references=("Paris",) if i % 2 else (), answer_starts=(0,) if i % 2 else ())
@@ -199,8 +199,8 @@ def test_a_model_that_never_answers_is_called_out():
 
 
 def test_squad_train_and_eval_never_share_a_context(data_dir):
-    from harness.data import build_splits
-    from harness.registry import get_task
+    from harness.task.data import build_splits
+    from harness.task.registry import get_task
 
     splits = build_splits(get_task("squad_v2"), data_dir, train_samples=None, eval_samples=200,
                           validation_samples=50, seed=0)
@@ -211,7 +211,7 @@ def test_squad_train_and_eval_never_share_a_context(data_dir):
 
 def test_chat_template_wraps_prompts_and_on_without_template_is_an_error(tiny_model):
     from harness.errors import BenchError
-    from harness.prompts import encode_prompt, use_chat_template
+    from harness.task.prompts import encode_prompt, use_chat_template
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model("llama"))
     assert use_chat_template(tokenizer, "auto", seq2seq=False) is False
@@ -226,7 +226,7 @@ def test_chat_template_wraps_prompts_and_on_without_template_is_an_error(tiny_mo
 @pytest.mark.parametrize("family", ["gpt2", "t5"])
 def test_target_nll_counts_only_target_tokens(family, tiny_model):
     from harness.backends.generate import target_nll
-    from harness.finetune import TrainItem
+    from harness.types import TrainItem
 
     path = tiny_model(family)
     seq2seq = family == "t5"
@@ -251,8 +251,8 @@ def test_validation_loss_is_per_target_token_whatever_the_batch(family, tiny_mod
     """Early stopping compares these values: items with 1 and 3 target tokens must weigh 1:3, so
     batch size 1 and batch size 2 give the same loss (total NLL / total target tokens)."""
     from harness.backends.generate import target_nll
-    from harness.finetune import TrainItem
-    from harness.text_stages import validation_loss
+    from harness.types import TrainItem
+    from harness.run.text_stages import validation_loss
 
     seq2seq = family == "t5"
     auto = transformers.AutoModelForSeq2SeqLM if seq2seq else transformers.AutoModelForCausalLM

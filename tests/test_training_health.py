@@ -87,11 +87,11 @@ def test_one_epoch_trains_on_every_sequence_once(grad_accum: int, steps: int, be
     gather fewer batches; it never borrows from a next epoch): the tokens counted are their lengths
     summed (padding never counts), and the FLOPs are 6 x parameters x those tokens."""
     from harness.cli import _overrides, build_parser
-    from harness.data import run_splits
-    from harness.models import load_tokenizer
-    from harness.pipeline import plan
-    from harness.registry import get_task
-    from harness.stages import train_items
+    from harness.task.data import run_splits
+    from harness.backends.models import load_tokenizer
+    from harness.run.runner import plan
+    from harness.task.registry import get_task
+    from harness.run.stages import train_items
 
     extra = ("--epochs", "1", "--grad-accum", str(grad_accum))
     code, _, err = _run(bench, tiny_model, data_dir, tmp_path / "results", *extra)
@@ -118,8 +118,9 @@ def test_a_short_last_step_averages_its_batches(tiny_model: Any) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from harness.config import RunConfig
-    from harness.finetune import TrainItem, train
+    from harness.options import RunConfig
+    from harness.train.loop import train
+from harness.types import TrainItem
 
     item = TrainItem([5, 6, 7, 8, 9, 10], lm_labels=[5, 6, 7, 8, 9, 10])
     weights = []
@@ -146,8 +147,9 @@ def test_restoring_an_earlier_step_is_logged(tiny_model: Any, scores: tuple[floa
     the best step's: a line says so (with or without --patience), and nothing when they agree."""
     from transformers import AutoModelForCausalLM
 
-    from harness.config import RunConfig
-    from harness.finetune import TrainItem, train
+    from harness.options import RunConfig
+    from harness.train.loop import train
+from harness.types import TrainItem
 
     item = TrainItem([5, 6, 7, 8, 9, 10], lm_labels=[5, 6, 7, 8, 9, 10])
     model = AutoModelForCausalLM.from_pretrained(tiny_model("gpt2"))

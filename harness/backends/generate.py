@@ -120,7 +120,7 @@ def target_nll(model: Any, items: Sequence[Any], *, pad_id: int, batch_size: int
     response perplexity of instruction tuning, counted on response tokens only."""
     import torch
 
-    from harness.finetune import collate
+    from harness.backends.batching import collate
 
     device = next(model.parameters()).device
     results: list[tuple[float, int]] = [(0.0, 0)] * len(items)

@@ -202,7 +202,7 @@ def encode_for_head(tokenizer: Any, examples: Sequence[Example], max_length: int
     """Token ids for a classification head (one text, or a truncated sentence pair; no padding),
     and a pair's segment ids where the tokenizer makes them (BERT: 0 for the first text, 1 for the
     second), as the model was pretrained and as plain transformers would call it; else None."""
-    from harness.prompts import ENCODE_CHUNK
+    from harness.task.prompts import ENCODE_CHUNK
 
     pairs = len(examples[0].texts) > 1
     ids: list[list[int]] = []

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import BenchError
-from harness.finetune import TrainItem
+from harness.types import TrainItem
 from harness.types import Example
 
 # Examples tokenized per call: bounds the peak size of one BatchEncoding on large datasets.

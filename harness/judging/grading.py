@@ -19,7 +19,7 @@ from harness.judging.engine import Answer, Query
 from harness.judging.parse import parse_score, parse_verdict
 from harness.judging.reliability import measure
 from harness.judging.templates import SCORE_FORMAT, VERDICT_FORMAT, Template
-from harness.stats import BOOTSTRAP_RESAMPLES
+from harness.compare.stats import BOOTSTRAP_RESAMPLES
 
 BEFORE_FIRST, AFTER_FIRST = "before-first", "after-first"
 
@@ -69,7 +69,7 @@ def plan_queries(judge_id: str, single: Template | None, pairwise: Template | No
 def summarize(items: Sequence[Item], samples: int, slots: Sequence[Slot], answers: Sequence[Answer],
               seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics, one record per item). Missing answers are left out of every mean, and counted."""
-    from harness.stats import paired_bootstrap
+    from harness.compare.stats import paired_bootstrap
 
     table: dict[tuple[str, str, int, int], Answer] = {(s.kind, s.side, s.item, s.sample): a
                                                        for s, a in zip(slots, answers)}
@@ -105,7 +105,7 @@ def summarize(items: Sequence[Item], samples: int, slots: Sequence[Slot], answer
 
 
 def _score_summary(per_item: Sequence[Sequence[float]], samples: int, seed: int) -> dict[str, Any]:
-    from harness.stats import bootstrap_ci
+    from harness.compare.stats import bootstrap_ci
 
     means = [float(np.mean(v)) for v in per_item if v]
     summary: dict[str, Any] = {"n_scored": len(means), "missing": len(per_item) - len(means)}
@@ -143,7 +143,7 @@ def _pair_outcome(table: dict[tuple[str, str, int, int], Answer], item: int, sam
 
 def _pairwise(items: Sequence[Item], samples: int, table: dict[tuple[str, str, int, int], Answer],
               seed: int) -> dict[str, Any] | None:
-    from harness.stats import bootstrap_ci
+    from harness.compare.stats import bootstrap_ci
 
     if not any(key[0] == "pairwise" for key in table):
         return None

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.stats import iter_bootstrap_indices, percentile_interval, wilson_interval
+from harness.compare.stats import iter_bootstrap_indices, percentile_interval, wilson_interval
 
 FAILURE = -1  # sentinel prediction for "could not be scored"; never a real label
 

@@ -22,7 +22,7 @@ from typing import overload
 
 import numpy as np
 
-from harness.stats import bootstrap_ci
+from harness.compare.stats import bootstrap_ci
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = frozenset(string.punctuation)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import BenchError
-from harness.stats import bootstrap_ci, iter_bootstrap_indices, percentile_interval
+from harness.compare.stats import bootstrap_ci, iter_bootstrap_indices, percentile_interval
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
@@ -208,7 +208,7 @@ _WORDNET_READERS: dict[str, Any] = {}
 
 def nltk_data_dir() -> Path:
     """Where bench builds NLTK data: <bench cache>/nltk_data (BENCH_CACHE moves it)."""
-    from harness.models import cache_dir
+    from harness.backends.models import cache_dir
 
     return cache_dir() / "nltk_data"
 

@@ -1,0 +1,365 @@
+"""`bench run`: for each model, baseline -> fine-tune -> the same eval again -> stored -> compared.
+
+Every stage checks the store first and is skipped when its record is complete, so re-running an
+interrupted command resumes where it stopped. All inputs are validated (task, models, data,
+options) before the first stage runs, so a bad command writes nothing.
+"""
+from __future__ import annotations
+
+import platform
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from harness.artefacts import DamagedFile
+from harness.run.checks import check_model_limits
+from harness.options import RunConfig, resolve
+from harness.task.data import run_splits, split_settings
+from harness.errors import BenchError
+from harness.faults import reached
+from harness.run.memory import PeakMemory
+from harness.backends.models import ModelRef, config_int, resolve_model, skeleton
+from harness.progress import scope
+from harness.run.resume import (check_stage_data, check_stored_run, forget_training_inputs, gold_digest,
+                            record_training_inputs)
+from harness.run.scoring import score_stage
+from harness.run.shared_baseline import KEY_FIELD, baseline_key, copied_stage, shared_source
+from harness.task.spec import ExtractiveQA, Generate, TaskSpec
+from harness.store import StageRecord, Store
+from harness.types import Splits, StageOutput
+
+Log = Callable[[str], None]
+StageWork = Callable[[], StageOutput]
+# A decoder's prompt gets --max-length minus the generation length; below this it is mostly template.
+MIN_PROMPT_TOKENS = 32
+PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "numpy", "scikit-learn", "pandas")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    ref: ModelRef
+    config: RunConfig
+    baselines: tuple[str, ...]
+
+    @property
+    def run_id(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(self.ref.name).name or self.ref.name).strip("-.") or "model"
+        return f"{self.config.task}__{slug}__{self.config.method.replace(':', '')}__{self.config.digest()}"
+
+
+def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], preset: str) -> list[PlannedRun]:
+    """Resolve every model and config up front; any problem is raised before work starts."""
+    from harness.train.methods import four_bit_unavailable
+
+    if not models:
+        raise BenchError("no models given: pass --models A,B (aliases: see `bench list models`)")
+    if isinstance(spec.kind, (Generate, ExtractiveQA)):
+        from harness.metrics.text import load_wordnet
+
+        load_wordnet()  # every stage's METEOR needs it: a missing WordNet fails here, not after the baseline
+    planned = []
+    for name in models:
+        resolve(spec, name, overrides, preset)  # bad options fail before any model is resolved
+        ref = resolve_model(name, trust_remote_code=bool(overrides.get("trust_remote_code")))
+        config = resolve(spec, name, overrides, preset, can_prompt=ref.can_prompt)
+        if config.method_name == "head" and config.objective == "lm":
+            raise BenchError("--method head trains only a new classification head: use --objective head")
+        baselines = tuple(dict.fromkeys(spec.kind.default_baseline(ref.can_prompt) if b == "auto" else b
+                                        for b in config.baselines))
+        check_kind_options(spec, name, config, baselines)
+        check_prompt_room(spec, ref, config)
+        check_verbalizers(spec, ref, config, baselines)
+        check_training_options(spec, ref, config)
+        check_model_limits(spec, ref, config)
+        if "prompt" in baselines and not ref.can_prompt:
+            raise BenchError(f"--baseline prompt needs a language-model head; {name} is an encoder: use --baseline head")
+        if config.objective == "lm" and not ref.can_prompt:
+            raise BenchError(f"--objective lm needs a causal or seq2seq model; {name} is an encoder: use --objective head")
+        if config.method_name == "qlora":
+            reason = four_bit_unavailable()
+            if reason:
+                raise BenchError(f"--method qlora needs 4-bit bitsandbytes: {reason}; use --method lora")
+        planned.append(PlannedRun(ref, config, baselines))
+    if planned[0].config.lm_eval:
+        from harness.run.lm_eval_bridge import check_lm_eval
+
+        check_lm_eval(planned)  # a task lm-eval cannot load fails here, before any stage
+    return planned
+
+
+def check_kind_options(spec: TaskSpec, name: str, config: RunConfig, baselines: Sequence[str]) -> None:
+    """Options that contradict the task kind fail here, before any work."""
+    if not isinstance(spec.kind, Generate) and (config.max_new_tokens is not None or config.chat_template != "auto"):
+        # options that would change the run id (a second full run) and nothing else
+        option = "--max-new-tokens" if config.max_new_tokens is not None else "--chat-template"
+        if spec.is_classification:
+            what, fix = "scores its label verbalizers and generates nothing", ""
+        elif isinstance(spec.kind, ExtractiveQA):
+            what, fix = "--mode span points at a span in the context", ", or use --mode generate"
+        else:
+            what, fix = "(language modelling) scores raw text and continues it by a fixed length", ""
+        raise BenchError(f"{option} applies to prompted generation; {spec.name} {what}, so it would change nothing "
+                         f"but the run id: drop it{fix}")
+    if spec.is_classification:
+        if config.shots and "prompt" not in baselines and config.objective != "lm":
+            raise BenchError(f"--shots {config.shots}: nothing would show {name} the demonstrations (no prompt "
+                             "baseline, head objective); drop --shots, or use --baseline prompt with a causal model")
+        return
+    kind = type(spec.kind).__name__
+    if isinstance(spec.kind, ExtractiveQA):
+        if "prompt" in baselines or config.objective != "head":
+            raise BenchError("squad_v2 --mode span trains and evaluates a span head: use --baseline head "
+                             "--objective head, or --mode generate for prompted answers")
+        stride = spec.kind.doc_stride
+        if config.max_length <= stride:  # found by the baseline, after the model had loaded
+            raise BenchError(f"--max-length {config.max_length}: {spec.name}'s context windows overlap by its "
+                             f"doc_stride of {stride} tokens, so they must be longer; use --max-length "
+                             f"{2 * stride} or more, or a smaller ExtractiveQA(doc_stride=...) in the task")
+        return
+    if "head" in baselines or config.objective != "lm":
+        raise BenchError(f"{spec.name} is a text task ({kind}): it has no classification head; use --baseline "
+                         "prompt and --objective lm (the defaults)")
+    if config.shots:
+        raise BenchError(f"--shots applies to classification prompts; {spec.name} is a text task")
+
+
+def check_prompt_room(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
+    """A decoder generates inside --max-length, so the prompt gets what the new tokens leave."""
+    if not isinstance(spec.kind, Generate) or ref.family == "seq2seq":
+        return
+    new_tokens = config.max_new_tokens or spec.kind.max_new_tokens
+    room = config.max_length - new_tokens
+    if room < MIN_PROMPT_TOKENS:
+        raise BenchError(f"--max-length {config.max_length} leaves {room} prompt tokens after {new_tokens} generated "
+                         f"ones (--max-new-tokens); use --max-length {new_tokens + 4 * MIN_PROMPT_TOKENS} or more, "
+                         "or a smaller --max-new-tokens")
+
+
+def check_verbalizers(spec: TaskSpec, ref: ModelRef, config: RunConfig, baselines: Sequence[str]) -> None:
+    """A label is scored by the summed log-probabilities of its verbalizer's tokens, so a verbalizer
+    whose tokens start with all of another's scores at most as high (each extra token adds a log-
+    probability <= 0): its label would never be predicted, before or after fine-tuning."""
+    if not spec.is_classification or ("prompt" not in baselines and config.objective != "lm"):
+        return
+    from harness.backends.models import load_tokenizer
+    from harness.task.prompts import verbalizer_ids
+
+    words, labels = spec.kind.verbalizers, spec.kind.labels  # type: ignore[union-attr]
+    ids = verbalizer_ids(spec, load_tokenizer(ref))
+    for i, j in ((i, j) for i in range(len(ids)) for j in range(len(ids)) if i != j):
+        if ids[j][:len(ids[i])] == ids[i]:
+            same = "the same tokens as" if ids[i] == ids[j] else "all the tokens of"
+            raise BenchError(f"task {spec.name}: with {ref.name}'s tokenizer the verbalizer {words[j]!r} has {same} "
+                             f"{words[i]!r} ({ids[j]} vs {ids[i]}), so label {labels[j]!r} can never outscore "
+                             f"{labels[i]!r}; give the labels verbalizers that differ in their tokens")
+
+
+def check_training_options(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
+    """What fine-tuning would only find out after the baseline: the early-stopping metric this
+    task validates on, and that freeze:N names no more blocks than the model has."""
+    allowed = ("auto", *spec.kind.validation_metrics)
+    if config.early_stop_metric not in allowed:
+        raise BenchError(f"--early-stop-metric {config.early_stop_metric}: {spec.name} validates on "
+                         f"{' and '.join(spec.kind.validation_metrics)} (auto: {spec.kind.validation_metrics[0]}); "
+                         f"use one of: {', '.join(allowed)}")
+    if config.method_name == "freeze":
+        from transformers import AutoConfig
+
+        model_config = AutoConfig.from_pretrained(ref.source, trust_remote_code=ref.trust_remote_code)
+        blocks = config_int(model_config, "num_hidden_layers", "n_layer", "num_layers", default=None)
+        if blocks is not None and (config.freeze_blocks or 0) > blocks:
+            raise BenchError(f"--method {config.method}: {ref.name} has only {blocks} blocks; use freeze:1 to "
+                             f"freeze:{blocks} (freeze:{blocks} trains them all) or --method full")
+    if config.method_name in ("lora", "qlora") and config.lora_targets:
+        check_lora_targets(spec, ref, config)
+
+
+def check_lora_targets(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
+    """Each --lora-targets name must match a module of the model fine-tuning builds (peft's rule: the
+    module's name or its last dotted part(s)); found out at fine-tuning, a typo would cost the baseline
+    first."""
+    import torch
+
+    head = "lm" if config.objective == "lm" else "span" if isinstance(spec.kind, ExtractiveQA) else "classifier"
+    model = skeleton(ref, head)
+    if model is None:  # no such head class for this architecture: fine-tuning names that problem itself
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in config.lora_targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, module in model.named_modules()
+                         if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"})
+        raise BenchError(f"--lora-targets {','.join(missing)}: no such module in {ref.name}; its linear layers are "
+                         f"named {', '.join(leaves)}")
+
+
+class Runner:
+    """Runs the stages of planned runs against one store, sharing one set of splits per task."""
+
+    def __init__(self, spec: TaskSpec, store: Store, data_dir: Path | None, log: Log):
+        self.spec, self.store, self.data_dir, self.log = spec, store, data_dir, log
+        self._splits: dict[tuple[Any, ...], Splits] = {}
+
+    def splits(self, config: RunConfig) -> Splits:
+        settings = config.to_dict()
+        key = tuple(split_settings(settings).values())
+        if key not in self._splits:
+            self._splits[key] = run_splits(self.spec, settings, self.data_dir)
+        return self._splits[key]
+
+    def run(self, planned: PlannedRun) -> dict[str, StageRecord]:
+        quiet_transformers()
+        self.log(f"[{planned.ref.name}] run {planned.run_id}")
+        with self.store.run_lock(planned.run_id, self.log):
+            check_stored_run(self.store, planned.run_id, planned.config.to_dict(), self.splits(planned.config))
+            records = self._run_stages(planned)
+            from harness.report.model_card import write_run_card  # the run's last step: its card, also on resume
+
+            write_run_card(self.spec, planned.run_id, planned.config.to_dict(), records, self.store, self.data_dir)
+            return records
+
+    def _run_stages(self, planned: PlannedRun) -> dict[str, StageRecord]:
+        from harness.run import stages
+
+        config, run_id = planned.config, planned.run_id
+        splits = self.splits(config)
+        records: dict[str, StageRecord] = {}
+        for baseline in planned.baselines:
+            records[f"baseline:{baseline}"] = self._baseline(planned, baseline, splits)
+        trained: list[Any] = []  # the in-memory fine-tuned model, handed from one stage to the next
+
+        def finetune() -> StageOutput:
+            record_training_inputs(self.store.run_dir(run_id), config.to_dict(), splits)
+            model, tokenizer, result, info = stages.finetune(self.spec, planned.ref, config, splits,
+                                                               self.store.run_dir(run_id) / "checkpoint", self.log)
+            trained.append((model, tokenizer))
+            metrics = {"best_validation": result.best_metric, "best_step": result.best_step}
+            return [], metrics, info, result.curves
+
+        lost = self._checkpoint_lost(run_id, planned.ref.trust_remote_code)
+        records["finetune"] = self._stage(planned, "finetune", splits, finetune, redo=lost)
+        shutil.rmtree(self.store.run_dir(run_id) / stages.TRAIN_STATE, ignore_errors=True)  # stage committed
+        forget_training_inputs(self.store.run_dir(run_id))
+
+        def evaluate_finetuned() -> StageOutput:
+            if trained:
+                model, tokenizer = trained[0]
+                model = stages.merged_for_inference(model, config)
+                trained[0] = (model, tokenizer)  # merged once; the lm-eval stages reuse it
+            else:
+                model, tokenizer, _ = stages.load_checkpoint(self.store.run_dir(run_id) / "checkpoint",
+                                                             trust_remote_code=planned.ref.trust_remote_code)
+            return stages.evaluate_model(self.spec, planned.ref, config, model, tokenizer, splits)
+
+        records["finetuned"] = self._stage(planned, "finetuned", splits, evaluate_finetuned)
+        if config.lm_eval:
+            from harness.run.lm_eval_bridge import lm_eval_stages
+
+            records.update(lm_eval_stages(self.store, planned, self.log, trained))
+        return records
+
+    def _baseline(self, planned: PlannedRun, baseline: str, splits: Splits) -> StageRecord:
+        """The baseline stage: evaluated, or copied from another run's identical one (shared_baseline)."""
+        from harness.run import stages
+
+        stage = f"baseline:{baseline}"
+        key = baseline_key(planned.config, baseline, splits, gold_digest(splits.eval))
+
+        def work() -> StageOutput:  # runs only when this run's own stage is not stored yet
+            source = shared_source(self.store, planned.run_id, stage, key)
+            if source is None:
+                return stages.evaluate_baseline(self.spec, planned.ref, planned.config, baseline, splits)
+            self.log(f"  {stage}: the same as run {source}'s (same model, examples and evaluation settings): "
+                     "copied from it, not evaluated again")
+            return copied_stage(self.store, source, stage)
+
+        return self.stage(planned.run_id, stage, planned.config, splits, work,
+                          extra_info={"baselines": planned.baselines, KEY_FIELD: key})
+
+    def _checkpoint_lost(self, run_id: str, trust_remote_code: bool) -> bool:
+        """A stored finetune stage is complete only with its checkpoint, its output: when that was
+        deleted or is damaged, the re-run trains it again (its other stored stages stay)."""
+        from harness.run import stages
+
+        try:
+            if self.store.stage(run_id, "finetune") is None:
+                return False
+        except DamagedFile:
+            return False  # the stage runs again anyway
+        checkpoint = self.store.run_dir(run_id) / "checkpoint"
+        try:
+            meta = stages.checkpoint_meta(checkpoint) if checkpoint.is_dir() else None
+        except DamagedFile:
+            meta = None  # a damaged record: checkpoint_problem names it, and the stage trains again
+        if meta is not None:  # a pickle or code planted in it is refused, not trained over
+            stages.check_checkpoint(checkpoint, meta, trust_remote_code)
+        problem = stages.checkpoint_problem(checkpoint)
+        if problem is not None:
+            self.log(f"  finetune: stored, but its checkpoint cannot be used ({problem}): training again")
+        return problem is not None
+
+    def _stage(self, planned: PlannedRun, stage: str, splits: Splits, work: StageWork, *,
+               redo: bool = False) -> StageRecord:
+        return self.stage(planned.run_id, stage, planned.config, splits, work, redo=redo,
+                          extra_info={"baselines": planned.baselines})
+
+    def stage(self, run_id: str, stage: str, config: RunConfig, splits: Splits, work: StageWork, *,
+              stored_config: dict[str, Any] | None = None, extra_info: Mapping[str, Any] = {},
+              redo: bool = False) -> StageRecord:
+        """Run one stage unless the store has it complete (or `redo`): time it, measure peak memory,
+        score its predictions, and store it with its provenance (data notes and hashes, package
+        versions). A stored record that is damaged counts as not stored: the stage runs again."""
+        try:
+            done = None if redo else self.store.stage(run_id, stage)
+        except DamagedFile as exc:
+            self.log(f"  {stage}: its stored record cannot be read ({exc.where}: {exc.reason}): running it again")
+            done = None
+        if done is not None:
+            check_stage_data(run_id, stage, done.info, splits)  # reused only if made from these files
+            self.log(f"  {stage}: complete in the store, skipped")
+            return done
+        self.log(f"  {stage} ...")
+        reached(f"{stage.replace(':', '-')}-started", 1)
+        started = time.perf_counter()
+        with PeakMemory() as peak, scope(stage):  # its loops' progress bars read "baseline:prompt eval ..."
+            predictions, metrics, info, curves = work()
+        seconds = time.perf_counter() - started
+        if predictions:
+            scored, predictions = score_stage(self.spec, splits.eval, predictions, config.seed)
+            name = self.spec.kind.headline
+            metrics = {**scored, **metrics, "headline": name}
+            self.log(f"  {stage}: {name} {metrics[name]['value']:.4f}  ({seconds:.1f} s)")
+        info = {**info, "peak_memory_mb": peak.mb, "data_notes": list(splits.notes),
+                "data_hashes": splits.source_hashes, "eval_gold": gold_digest(splits.eval),
+                "versions": package_versions(), **extra_info}
+        return self.store.complete_stage(run_id, stage, config=stored_config or config.to_dict(), seconds=seconds,
+                                         metrics=metrics, info=info, predictions=predictions, curves=curves)
+
+
+def quiet_transformers() -> None:
+    """Our own progress lines are the log; library deprecation chatter is not news to users."""
+    import logging
+    import warnings
+
+    from harness.backends.models import quiet_libraries
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # optional-kernel notices on CPU
+    quiet_libraries()
+
+
+def package_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
