@@ -101,36 +101,40 @@ def test_accuracy_and_lm_evals_acc_norm_by_hand():
     examples = [
         question("a", "q", ("x", "abcdefgh"), 1),       # acc picks 0 (-2 > -8); per char -2 vs -1: norm picks 1
         question("b", "q", ("yes", "no"), 0),           # both pick 0
-        question("c", "q", ("abcd", "ab", "a"), 1),      # acc picks 2 (-1); per char -1, -1, -1: first of equals, 0
+        question("c", "q", ("abcd", "ab", "a"), 0),      # acc picks 2 (-1); per char -1, -1, -1: first of equals, 0
         question("d", "q", ("one", "two"), 0),           # failure: wrong for both
         question("e", "q", ("aaaa", "bb"), 0),           # acc picks 1 (-3 > -4); per char -1 vs -1.5: norm picks 0
+        question("f", "q", ("ab", "abcdefghij"), 1),     # acc picks 0; per char -1 vs -0.9 (with the space: 0)
+        question("g", "q", ("a", "bbbb"), 0),            # acc picks 0; per char -1 vs -0.5: norm picks 1
     ]
-    scores = [(-2.0, -8.0), (-1.0, -5.0), (-4.0, -2.0, -1.0), (math.nan, -1.0), (-4.0, -3.0)]
+    scores = [(-2.0, -8.0), (-1.0, -5.0), (-4.0, -2.0, -1.0), (math.nan, -1.0), (-4.0, -3.0), (-2.0, -9.0),
+              (-1.0, -2.0)]
     predictions = [Prediction(e.id, e.label, None if any(map(math.isnan, s)) else max(range(len(s)), key=s.__getitem__),
                               s) for e, s in zip(examples, scores)]
     metrics, scored = KIND.score(SPEC, examples, predictions, seed=0)
-    # acc: right on b only (a: 0 vs 1, c: 2 vs 1, d: failure, e: 1 vs 0) -> 1/5
-    # acc_norm: right on a, b, e -> 3/5
-    assert metrics["accuracy"]["value"] == pytest.approx(1 / 5)
-    assert metrics["acc_norm"]["value"] == pytest.approx(3 / 5)
-    assert metrics["accuracy"]["ci"] == pytest.approx(list(wilson_interval(1, 5)))
-    assert metrics["acc_norm"]["ci"] == pytest.approx(list(wilson_interval(3, 5)))
-    assert metrics["failures"] == 1 and metrics["n"] == 5
-    assert metrics["chance_accuracy"] == pytest.approx((1 / 2 * 4 + 1 / 3) / 5)
+    # acc: right on b and g -> 2/7; acc_norm: right on a, b, c, e, f -> 5/7
+    assert metrics["accuracy"]["value"] == pytest.approx(2 / 7)
+    assert metrics["acc_norm"]["value"] == pytest.approx(5 / 7)
+    assert metrics["accuracy"]["ci"] == pytest.approx(list(wilson_interval(2, 7)))
+    assert metrics["acc_norm"]["ci"] == pytest.approx(list(wilson_interval(5, 7)))
+    assert metrics["failures"] == 1 and metrics["n"] == 7
+    assert metrics["chance_accuracy"] == pytest.approx((1 / 2 * 6 + 1 / 3) / 7)
     assert set(metrics["per_class"]) == {"A", "B", "C"}  # answer positions
-    assert [p.values for p in scored] == [{"correct": 0.0, "correct_norm": 1.0}, {"correct": 1.0, "correct_norm": 1.0},
-                                          {"correct": 0.0, "correct_norm": 0.0}, {"correct": 0.0, "correct_norm": 0.0},
-                                          {"correct": 0.0, "correct_norm": 1.0}]
-    assert KIND.validation_values(SPEC, scored) == {"accuracy": pytest.approx(1 / 5)}
+    right = [(0, 1), (1, 1), (0, 1), (0, 0), (0, 1), (0, 1), (1, 0)]
+    assert [p.values for p in scored] == [{"correct": float(a), "correct_norm": float(n)} for a, n in right]
+    assert KIND.validation_values(SPEC, scored) == {"accuracy": pytest.approx(2 / 7)}
     assert {"accuracy", "acc_norm", "f1_macro"} <= set(KIND.metric_names(SPEC))
     reordered, _ = KIND.score(SPEC, examples[::-1], predictions, seed=0)  # examples are matched by id
     assert reordered["acc_norm"] == metrics["acc_norm"]
 
 
 def test_one_position_for_every_answer_is_warned_and_the_majority_position_given():
-    examples = [question(f"q{i}", "q", ("a", "b", "c"), i % 3) for i in range(12)]
-    predictions = [Prediction(e.id, e.label, 0, (-1.0, -2.0, -3.0)) for e in examples]
+    examples = [question(f"q{i}", "q", ("a", "b", "c", "d"), i % 3) for i in range(12)]
+    predictions = [Prediction(e.id, e.label, 0, (-1.0, -2.0, -3.0, -4.0)) for e in examples]
     metrics, _ = KIND.score(SPEC, examples, predictions, seed=0)
+    # D: never right, never answered; its zero F1 would pull macro-F1 down for nothing
+    assert set(metrics["per_class"]) == {"A", "B", "C"}
+    assert metrics["f1_macro"]["value"] == pytest.approx((2 * 4 / (12 + 4)) / 3)  # A: P 4/12, R 1; B, C: 0
     assert metrics["warnings"] == ["every answer is choice A: its accuracy is that position's share of the eval set"]
     assert metrics["majority"] == {"label": "A", "accuracy": pytest.approx(1 / 3)}
 
@@ -224,7 +228,25 @@ def _engine_asks_the_kind() -> bool:
     return hasattr(hf, "HFBackend")
 
 
-@pytest.mark.skipif(not _engine_asks_the_kind(), reason="the engine does not call kind.predict yet (no HFBackend)")
+WAITS_FOR_THE_ENGINE = pytest.mark.skipif(not _engine_asks_the_kind(),
+                                          reason="the engine does not ask the kind yet (no HFBackend in backends/hf.py)")
+
+
+@WAITS_FOR_THE_ENGINE
+def test_mc_demo_splits_from_its_files():
+    """The loader asks the kind for its columns and examples: 24 eval questions, train and validation
+    carved apart, each question with its choices and the index of the right one."""
+    from harness.task.data import build_splits
+
+    splits = build_splits(get_task("mc_demo"), DATA, train_samples=None, eval_samples=None, validation_samples=6,
+                          seed=0)
+    assert (len(splits.eval), len(splits.validation), len(splits.train)) == (24, 6, 30)
+    for example in splits.train + splits.validation + splits.eval:
+        assert len(example.references) >= 2 and 0 <= example.label < len(example.references)
+    assert not {e.id for e in splits.eval} & {e.id for e in splits.train + splits.validation}
+
+
+@WAITS_FOR_THE_ENGINE
 def test_bench_run_mc_demo_prints_a_before_after_accuracy_table(bench, tiny_model, tmp_path):
     pytest.importorskip("torch")
     results = tmp_path / "results"

@@ -139,7 +139,9 @@ class MultipleChoice(KindBase):
 
         by_id = {e.id: e for e in examples}
         matched = [by_id[p.example_id] for p in predictions]
-        widest = max(len(e.references) for e in matched)
+        # Positions some question's answer or prediction took: a position no question has right and
+        # no prediction took (a 4th choice where most questions have 3) would add a zero F1.
+        widest = 1 + max(p.label if p.label is not None and p.label > p.gold else p.gold for p in predictions)
         report = classification_report([p.gold for p in predictions], [p.label for p in predictions],
                                        _position_names(widest), seed=seed)
         right_norm = [_normalised_choice(p, e) == p.gold for p, e in zip(predictions, matched)]
