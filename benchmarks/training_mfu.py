@@ -84,7 +84,7 @@ def attention_flops_per_token(arch: str, seq: int) -> float:
 
 def run_bench(model, rows, *, config, device) -> tuple[float, int]:
     from harness.train.loop import train
-from harness.types import TrainItem
+    from harness.types import TrainItem
 
     items = [TrainItem(row, lm_labels=row) for row in rows]
     _synchronize(device)
