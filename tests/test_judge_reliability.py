@@ -16,7 +16,7 @@ import pytest
 
 from harness.judging.backend import JudgeOptions
 from harness.judging.cache import JudgeCache
-from harness.commands.judge import judge_csv, judge_markdown, judge_notes, judge_table
+from harness.report.judge import judge_csv, judge_markdown, judge_notes, judge_table
 from harness.judging.engine import EngineSettings, ask_all
 from harness.judging.grading import Item, plan_queries, summarize
 from harness.judging.retry import RetryPolicy

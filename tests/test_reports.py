@@ -333,7 +333,7 @@ def test_score_warnings_name_the_configuration_they_belong_to(tmp_path):
     the same model's."""
     from types import SimpleNamespace
 
-    from harness.report.tables import score_notes
+    from harness.report.notes import score_notes
 
     store = Store(tmp_path / "results")
     rows = []

@@ -146,7 +146,7 @@ def test_a_sweep_report_compares_each_cell_once(bench, tmp_path, monkeypatch):
     same runs (20 cells of 25,000 examples: 24 s instead of 12 s)."""
     import harness.compare.paired
     from harness.store import Store
-    from harness.commands.sweep import Axis, Cell, SweepPlan, save_plan
+    from harness.run.sweep_plan import Axis, Cell, SweepPlan, save_plan
 
     store = Store(tmp_path / "results")
     run_ids = ("sst2__m__lora__a", "sst2__m__lora__b")

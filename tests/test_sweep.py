@@ -18,16 +18,9 @@ pytest.importorskip("torch")
 from harness.cli import GRID_EXTRAS, grid_types  # noqa: E402
 from harness.errors import BenchError  # noqa: E402
 from harness.store import StageRecord  # noqa: E402
-from harness.commands.sweep import (  # noqa: E402
-    Axis,
-    Cell,
-    CellResult,
-    SweepPlan,
-    heatmap,
-    parse_grid,
-    plan_sweep,
-    sweep_table,
-)
+from harness.commands.sweep import parse_grid, plan_sweep  # noqa: E402
+from harness.report.sweep import heatmap, sweep_table  # noqa: E402
+from harness.run.sweep_plan import Axis, Cell, CellResult, SweepPlan  # noqa: E402
 
 SMALL = ("--train-samples", "16", "--eval-samples", "16", "--validation-samples", "8")
 STAGES = ("baseline:prompt", "finetune", "finetuned")
@@ -231,7 +224,7 @@ def test_a_perplexity_sweep_names_its_delta_nll_and_wide_scores_keep_one_decimal
     """The before/after table and the leaderboard say a perplexity delta is one of NLL per token;
     the sweep table beside the perplexity column must too (-0.024 is not a perplexity change)."""
     from harness.compare.paired import RunCosts, TextComparison
-    from harness.commands.sweep import sweep_csv
+    from harness.report.sweep import sweep_csv
 
     costs = RunCosts(1.0, 10, 1000, 10, 1.0, 2.0, 1.0, 50.0, 700.0)
 
@@ -258,7 +251,7 @@ def test_a_sweep_with_two_baselines_says_which_one_its_delta_is_against():
     """--baseline prompt,head gives each cell two comparisons; the table shows the first's delta and
     must say so (a head baseline near chance and a prompt baseline give very different deltas)."""
     from harness.compare.paired import RunCosts, TextComparison
-    from harness.commands.sweep import sweep_csv
+    from harness.report.sweep import sweep_csv
 
     costs = RunCosts(1.0, 10, 1000, 10, 1.0, 2.0, 1.0, 50.0, 700.0)
     rows = tuple(TextComparison("run_a", "t", "m", "lora", baseline, 8, 0, 0, "f1", before, (0.0, 1.0), 60.0,
@@ -302,8 +295,8 @@ def test_seed_axes_get_a_mean_and_sd_per_setting_and_stay_off_the_heatmap_axes()
     """A seed axis repeats a setting: the sweep pools it (sample sd, the spread a new seed would
     show) and plots the settings, even when the seed axis comes first in the grid."""
     from harness.compare.paired import RunCosts, TextComparison
-    from harness.report.tables import to_markdown
-    from harness.commands.sweep import over_seeds_table, sweep_markdown
+    from harness.report.formats import to_markdown
+    from harness.report.sweep import over_seeds_table, sweep_markdown
 
     costs = RunCosts(1.0, 10, 1000, 10, 1.0, 2.0, 1.0, 50.0, 700.0)
     axes = (Axis("train_seed", (0, 1, 2)), Axis("lr", (1e-3, 1e-4)))

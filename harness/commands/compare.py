@@ -246,8 +246,7 @@ def gold_probability_test(left: Sequence[Any], right: Sequence[Any], seed: int) 
     on every example, where correctness moves only on the few that flip. Empty when the stored
     predictions keep no per-label scores."""
     from harness.compare.paired import format_ci, format_p
-    from harness.report.tables import label_probabilities
-    from harness.compare.stats import BOOTSTRAP_RESAMPLES, paired_bootstrap
+    from harness.compare.stats import BOOTSTRAP_RESAMPLES, label_probabilities, paired_bootstrap
 
     pairs = [(x, y) for x, y in zip(left, right) if len(x.scores) > x.gold >= 0 and len(y.scores) > y.gold >= 0
              and len(x.scores) >= 2 and len(y.scores) >= 2]
@@ -336,7 +335,7 @@ def render(results: Sequence[PairResult], fmt: str, method: str, margin: float |
     if fmt == "csv":
         return _csv(results, method, margin)
     if fmt == "md":
-        from harness.report.tables import Table, to_markdown
+        from harness.report.formats import Table, to_markdown
 
         return to_markdown(Table(head, tuple(rows))) + "\n" + "".join(f"- {line}\n" for line in below)
     widths = [max(len(str(row[i])) for row in (head, *rows)) for i in range(len(head))]

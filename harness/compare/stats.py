@@ -353,3 +353,20 @@ def paired_cluster_bootstrap(before: Sequence[float], after: Sequence[float], cl
             deltas.append(np.where(total > 0, (counts @ sum_y - counts @ sum_x) / total, np.nan))
         done += take
     return _bootstrap_result(delta, np.concatenate(deltas), confidence, resamples)
+
+
+def label_probabilities(scores: Sequence[float]) -> list[float]:
+    """Head scores are already probabilities; prompt log-likelihoods are normalised over the labels."""
+    if all(0.0 <= s <= 1.0 for s in scores) and abs(sum(scores) - 1.0) < 1e-3:
+        return list(scores)
+    top = max(scores)
+    weights = [math.exp(s - top) for s in scores]
+    return [w / sum(weights) for w in weights]
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    """The mean and the sample sd (n - 1: the spread a new seed would show); one value has no sd."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))

@@ -22,19 +22,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 from harness.compare.paired import Comparison, LmEvalComparison, TextComparison
 from harness.errors import BenchError
 from harness.task.registry import spec_for
-from harness.report.tables import (
-    OVER_SEEDS_TITLE,
-    PER_CLASS_TITLE,
-    Table,
-    comparison_tables,
-    example_texts,
-    label_pairs,
-    label_text,
-    output_pairs,
-    per_class_table,
-    score_notes,
-    statistics_notes,
-)
+from harness.report.formats import OVER_SEEDS_TITLE, Table
+from harness.report.judge import judge_section
+from harness.report.leaderboard import SELECTION_NOTE, leaderboard, leaderboard_table
+from harness.report.notes import score_notes, statistics_notes
+from harness.report.plots import curves_png
+from harness.report.run_tables import PER_CLASS_TITLE, comparison_tables, per_class_table
+from harness.report.samples import example_texts, label_pairs, label_text, output_pairs
 from harness.store import Store
 from harness.types import Example
 
@@ -156,7 +150,7 @@ class ExampleSource:
         spec = self.spec(config)
         if spec is None:
             return {}, f"example texts are not shown: task {config.get('task')!r} is not registered here"
-        from harness.task.data import run_splits, split_settings
+        from harness.task.data import run_splits, split_settings  # pandas: keeps `bench --help` light
 
         key = (spec.key, *split_settings(config).values())
         if key not in self._cache:
@@ -172,12 +166,8 @@ def build_report(store: Store, runs: Sequence[dict[str, Any]], rows: Sequence[Ro
                  title: str, sweep: SweepSection | None = None, adjust: str = "holm") -> Report:
     """Everything a report shows, read from the store (and the data, for example texts); the
     before/after p-values adjusted by `adjust` over all its rows, as in the markdown report."""
-    from harness.report.leaderboard import SELECTION_NOTE, leaderboard, leaderboard_table
-
     entries = leaderboard(store, rows)
     note = SELECTION_NOTE if any(e.configs > 1 for e in entries) else ""
-    from harness.commands.judge import judge_section
-
     return Report(title, str(store.root), leaderboard_table(entries, adjust), note,
                   tuple(comparison_tables(rows, adjust)), tuple(run_sections(store, runs, rows, data_dir)), sweep,
                   judge_section(store, [row.run_id for row in rows]), tuple(statistics_notes(rows, adjust)))
@@ -185,8 +175,6 @@ def build_report(store: Store, runs: Sequence[dict[str, Any]], rows: Sequence[Ro
 
 def run_sections(store: Store, runs: Sequence[dict[str, Any]], rows: Sequence[Row], data_dir: Path | None,
                  samples: int = 10) -> list[RunSection]:
-    from harness.report.plots import curves_png
-
     source = ExampleSource(data_dir)
     sections = []
     for run in runs:

@@ -15,7 +15,9 @@ from typing import Any, Sequence
 from harness.compare.paired import Comparison, LmEvalComparison, TextComparison, compare, format_p
 from harness.options import shown_settings
 from harness.errors import BenchError
-from harness.report.tables import Table, format_delta, format_score, show, to_markdown
+from harness.compare.stats import adjust_p
+from harness.report.formats import Table, adjusted_column, format_delta, format_score, show, to_markdown
+from harness.report.notes import family_note
 from harness.store import Store
 
 Row = Comparison | TextComparison
@@ -172,9 +174,6 @@ def _entry(row: Row, configs: int, selected_by: str) -> LeaderboardRow:
 
 def leaderboard_table(entries: Sequence[LeaderboardRow], adjust: str = "holm") -> Table:
     """One row per entry; with an adjustment, a `p adj` column after `p`, adjusted over the rows shown."""
-    from harness.report.tables import adjusted_column
-    from harness.compare.stats import adjust_p
-
     adjusted = adjust_p([e.p_value for e in entries], adjust)
     cells = []
     for e, p_adj in zip(entries, adjusted):
@@ -193,8 +192,6 @@ def leaderboard_table(entries: Sequence[LeaderboardRow], adjust: str = "holm") -
 
 
 def leaderboard_markdown(entries: Sequence[LeaderboardRow], adjust: str = "holm") -> str:
-    from harness.report.tables import family_note
-
     text = to_markdown(leaderboard_table(entries, adjust))
     if any(e.configs > 1 for e in entries):
         text += "\n" + SELECTION_NOTE + "\n"

@@ -12,6 +12,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from harness.backends.models import ALIASES, _looks_local
+from harness.compare.paired import compare, format_ci, format_p
+from harness.faults import reached
+from harness.run.stages import checkpoint_meta
+from harness.store import atomic_write
+from harness.task.registry import spec_for
+
 CARD_FILE = "README.md"
 CARD_KEY = "bench"  # the card metadata's own section: bench version, run id, command, training settings
 # The run's training settings shown in the card, in this order (those set in its config).
@@ -37,8 +44,6 @@ def bench_version() -> str:
 def hub_base_model(meta: Mapping[str, Any]) -> str | None:
     """The base model as a hub id: an alias's hub id, or the hub id the run was given. A local folder
     has none (the hub refuses a path as base_model); the card's text names the folder instead."""
-    from harness.backends.models import ALIASES, _looks_local
-
     name = str(meta["model"])
     if name in ALIASES:
         return ALIASES[name].hub_id
@@ -48,8 +53,6 @@ def hub_base_model(meta: Mapping[str, Any]) -> str | None:
 def run_command(config: Mapping[str, Any], data_dir: Path | None, results: Path) -> str:
     """The `bench run` command that reproduces this run (the same config, so the same run id): every
     setting spelled out, so it does not depend on the defaults of a later bench version."""
-    from harness.task.registry import spec_for
-
     words = ["bench", "run", spec_for(dict(config)).name]
     for name, value in config.get("task_options") or ():
         words += [f"--{name.replace('_', '-')}", str(value)]
@@ -138,8 +141,6 @@ def build_card(spec: Any, meta: Mapping[str, Any], config: Mapping[str, Any], ro
 
 def _body(spec: Any, meta: Mapping[str, Any], rows: Sequence[Any], settings: Mapping[str, Any], command: str,
           base: str | None) -> str:
-    from harness.compare.paired import format_ci, format_p
-
     where = f"[{base}](https://huggingface.co/{base})" if base else f"the local model `{meta.get('base_source')}`"
     kind = "A LoRA adapter" if meta.get("adapter") else "The full weights"
     lines = [f"# {meta['model']} fine-tuned on {spec.name}", "",
@@ -177,11 +178,6 @@ def write_run_card(spec: Any, run_id: str, config: Mapping[str, Any], records: M
                    data_dir: Path | None) -> Path | None:
     """(Re)write the card of a run whose fine-tuned evaluation is stored; None when the run has no
     checkpoint folder (e.g. deleted after the run) or no comparison."""
-    from harness.compare.paired import compare
-    from harness.faults import reached
-    from harness.run.stages import checkpoint_meta
-    from harness.store import atomic_write
-
     checkpoint = store.run_dir(run_id) / "checkpoint"
     meta = checkpoint_meta(checkpoint)
     if meta is None or "finetuned" not in records:

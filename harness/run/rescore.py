@@ -15,7 +15,7 @@ from harness.errors import BenchError
 
 
 def rescore_command(args: argparse.Namespace) -> int:
-    from harness.report.tables import print_and_save
+    from harness.report.terminal import print_and_save
     from harness.compare.paired import compare
     from harness.task.data import data_dir_from, run_splits
     from harness.task.registry import spec_for
