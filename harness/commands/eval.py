@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.commands.common import add_task_arguments, overrides, task_options
 from harness.errors import BenchError
+from harness.options import resolve
 
 if TYPE_CHECKING:
     from harness.options import RunConfig
@@ -23,11 +25,24 @@ if TYPE_CHECKING:
 # Settings that decide which examples are evaluated and how they are prompted.
 EVAL_SETTINGS = ("train_samples", "validation_samples", "eval_samples", "seed", "shots", "max_length",
                  "chat_template", "max_new_tokens")
+NAME = "eval"
+
+
+def add_parser(commands: Any) -> None:
+    evaluate = commands.add_parser(NAME, help="evaluate a model or a bench checkpoint on a task")
+    add_task_arguments(evaluate)
+    evaluate.add_argument("--model", "--models", required=True, help="bench checkpoint folder (evaluated with its "
+                          "run's sample sizes, seed, shots and lengths unless given), alias, hub id or local folder")
+    evaluate.add_argument("--label-map", help="a checkpoint of another classification task: its labels as this "
+                          "task's, SOURCE=TARGET,... (not needed when both have the same labels)")
+    evaluate.set_defaults(preset=None)  # a checkpoint's run preset, else quick
+
+
+def run(args: argparse.Namespace) -> int:
+    return evaluate_command(args, overrides(args))
 
 
 def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    from harness.cli import task_options
-    from harness.options import resolve
     from harness.task.data import data_dir_from
     from harness.backends.models import resolve_model
     from harness.run.runner import Runner, quiet_transformers

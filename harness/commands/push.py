@@ -22,6 +22,23 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 CHECK_TIMEOUT_S = 10.0  # for the reachability/auth check: a hub that does not answer in this is down for us
 
 
+NAME = "push"
+
+
+def add_parser(commands: Any) -> None:
+    push = commands.add_parser(NAME, help="upload a run's checkpoint folder (with its model card) to the "
+                               "Hugging Face Hub; token from HF_TOKEN or `hf auth login`")
+    push.add_argument("run", help="run id (a folder name under results/runs)")
+    push.add_argument("--repo", required=True, help="hub model repository, NAME or ORG/NAME (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; upload nothing")
+    push.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
+
+
+def run(args: argparse.Namespace) -> int:
+    return push_command(args)
+
+
 def push_command(args: argparse.Namespace) -> int:
     from harness.store import Store
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from harness.compare.paired import Comparison, TextComparison, compare
-from harness.options import TASK_OPTIONS, recorded_task_options
+from harness.options import TASK_OPTIONS, RunConfig, recorded_task_options
 from harness.errors import BenchError, did_you_mean
 from harness.progress import progress
 from harness.report.tables import OVER_SEEDS_TITLE, Table, count_label, show
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 Row = Comparison | TextComparison
 Converter = Callable[[str], Any]
 Log = Callable[[str], None]
-AfterRun = Callable[[str, dict[str, Any], dict[str, StageRecord]], None]
+AfterRun = Callable[[str, RunConfig, dict[str, StageRecord]], None]
 SPECIAL_METRICS = ("delta", "before")  # besides the fine-tuned stage's own metric names
 SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,200}$")
 # Axes whose values repeat one setting rather than change it: the sweep pools over them (mean ± sd)
@@ -260,10 +260,10 @@ def execute(planned: Sequence[PlannedCell], runners: Mapping[str, Runner], store
                 results.append(CellResult(item.cell, error=str(exc)))
                 bar.advance(1, failed=sum(1 for r in results if r.error))
                 continue
-            config = item.run.config.to_dict()
             if after_run is not None:
-                after_run(item.run.run_id, config, records)
-            results.append(CellResult(item.cell, records, tuple(compare(store, item.run.run_id, config, records))))
+                after_run(item.run.run_id, item.run.config, records)
+            rows = compare(store, item.run.run_id, item.run.config.to_dict(), records)
+            results.append(CellResult(item.cell, records, tuple(rows)))
             # cells found complete count towards the total but not the rate (the ETA is the cells run)
             (bar.skip if stored else bar.advance)(1)
             bar.set(skipped_as_complete=bar.skipped or None)
