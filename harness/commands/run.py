@@ -139,6 +139,6 @@ def after_run(loggers: Sequence[str], store: Store) -> AfterRun:
         if loggers:
             from harness.loggers import log_run  # lazy: tensorboard/wandb only when asked for
 
-            log_run(loggers, store.root, run_id, config.to_dict(), records, store.curves(run_id))
+            log_run(loggers, store.root, run_id, config, records, store.curves(run_id))
 
     return after
