@@ -18,6 +18,9 @@ from typing import Any, Sequence
 
 from harness.errors import BenchError
 
+# Imports inside functions are the numpy (compare.*, metrics) and sqlite3 (store, report.leaderboard)
+# modules: `bench --help` imports this module and must stay instant.
+
 FORMATS = ("terminal", "md", "csv")
 BY = ("method", "model")
 # Settings that go with the compared one: a method's default learning rate, a model's objective.

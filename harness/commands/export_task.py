@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from harness.commands.common import add_task_arguments, output_path, overrides, task_options
 from harness.errors import BenchError
 from harness.options import resolve
+from harness.task.registry import get_task
 from harness.task.spec import TaskSpec
 
 EXPORT_MODEL = "lm-eval-export"  # the config's model slot: no model is loaded, only the splits are built
@@ -44,9 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def export_task_command(args: argparse.Namespace, overrides: Mapping[str, Any], target: Path) -> int:
+    from harness.store import atomic_write  # lazy: pandas and sqlite3 stay out of `bench --help`
     from harness.task.data import data_dir_from, run_splits
-    from harness.task.registry import get_task
-    from harness.store import atomic_write
 
     spec = get_task(args.task, **task_options(args))
     if not spec.is_classification:

@@ -11,7 +11,9 @@ import argparse
 import math
 from typing import Any
 
+from harness.compare.power import WORST_DISCORDANCE, WORST_SD, required_n_accuracy, required_n_mean
 from harness.errors import BenchError
+from harness.task.registry import get_task
 
 
 NAME = "power"
@@ -35,9 +37,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def power_command(args: argparse.Namespace) -> int:
-    from harness.compare.power import WORST_DISCORDANCE, WORST_SD, required_n_accuracy, required_n_mean
-    from harness.task.registry import get_task
-
     try:
         delta = float(args.delta)
     except ValueError:
@@ -72,7 +71,7 @@ def power_command(args: argparse.Namespace) -> int:
 
 def observed_from(results: str | None, run_id: str, task: str) -> dict[str, Any]:
     """What a stored run's first baseline and its fine-tuned evaluation observed on paired examples."""
-    import numpy as np
+    import numpy as np  # lazy, with the store: `bench --help` imports this module
 
     from harness.compare.paired import PER_EXAMPLE
     from harness.metrics.classification import correct_mask

@@ -16,7 +16,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from harness.credentials import mask
 from harness.errors import BenchError
+from harness.report.model_card import CARD_FILE, is_bench_card
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CHECK_TIMEOUT_S = 10.0  # for the reachability/auth check: a hub that does not answer in this is down for us
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def push_command(args: argparse.Namespace) -> int:
-    from harness.store import Store
+    from harness.store import Store  # lazy: sqlite3 stays out of `bench --help`
 
     store = Store.existing(args.results)
     try:
@@ -66,8 +68,7 @@ def push_command(args: argparse.Namespace) -> int:
 
 
 def checkpoint_folder(store: Any, run_id: str) -> Path:
-    from harness.report.model_card import CARD_FILE, is_bench_card
-    from harness.run.stages import CHECKPOINT_FILE
+    from harness.run.stages import CHECKPOINT_FILE  # lazy: numpy stays out of `bench --help`
 
     run_dir = store.run_dir(run_id)
     if not run_dir.is_dir():
@@ -153,7 +154,5 @@ def upload(endpoint: str, token: str, repo: str, folder: Path, private: bool, ru
 
 
 def masked(text: str, token: str) -> str:
-    from harness.credentials import mask
-
     return mask(text, token)
 
