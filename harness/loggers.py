@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import BenchError
+from harness.options import RunConfig
 from harness.store import StageRecord
 
 LOGGERS = {"tensorboard": "tensorboard", "wandb": "wandb"}  # logger -> the package it needs
@@ -31,12 +32,12 @@ def check_loggers(names: Sequence[str] | None) -> tuple[str, ...]:
     return chosen
 
 
-def log_run(names: Sequence[str], root: Path, run_id: str, config: dict[str, Any], records: dict[str, StageRecord],
+def log_run(names: Sequence[str], root: Path, run_id: str, config: RunConfig, records: dict[str, StageRecord],
             curves: Sequence[dict[str, Any]]) -> None:
     if "tensorboard" in names:
         to_tensorboard(root / "tb" / run_id, records, curves)
     if "wandb" in names:
-        to_wandb(root, run_id, config, records, curves)
+        to_wandb(root, run_id, config.to_dict(), records, curves)  # wandb keeps a plain mapping
 
 
 def final_metrics(records: dict[str, StageRecord]) -> dict[str, float]:

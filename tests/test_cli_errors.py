@@ -324,12 +324,13 @@ def test_report_on_a_misspelt_task_says_it_is_unknown_not_that_no_runs_are_compl
 
 def test_baseline_both_is_prompt_and_head(tiny_model):
     """The help says "prompt, head or both": both plans the two baselines."""
-    from harness.cli import _overrides, build_parser
+    from harness.cli import build_parser
+    from harness.commands.common import overrides
     from harness.run.runner import plan
     from harness.task.registry import get_task
 
     args = build_parser().parse_args(["run", "sst2", "--models", str(tiny_model("gpt2")), "--baseline", "both"])
-    (planned,) = plan(get_task("sst2"), list(args.models), _overrides(args), args.preset)
+    (planned,) = plan(get_task("sst2"), list(args.models), overrides(args), args.preset)
     assert planned.baselines == ("prompt", "head")
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import _overrides, build_parser, parse, subcommands
+from harness.cli import build_parser, parse, subcommands
+from harness.commands.common import overrides
 from harness.options import RunConfig
 from harness.commands.experiment import file_options
 
@@ -112,7 +113,7 @@ def test_a_file_plans_the_same_run_as_its_flags(tiny_model, tmp_path):
     from_file = parse(["run", "--config", path])
     from_flags = parse(["run", "sst2", "--models", model, "--method", "full", "--lr", "1e-4", "--patience", "2"])
     spec = get_task("sst2")
-    ids = [plan(spec, list(args.models), _overrides(args), args.preset)[0].run_id for args in (from_file, from_flags)]
+    ids = [plan(spec, list(args.models), overrides(args), args.preset)[0].run_id for args in (from_file, from_flags)]
     assert ids[0] == ids[1]
 
 

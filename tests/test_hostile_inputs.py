@@ -278,9 +278,9 @@ def test_only_disk_and_store_failures_lose_their_traceback(fault: Any, expected:
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """A full or read-only disk, a file where a folder goes, is the user's to fix and gets one error:
     line; wrong SQL or a file bench itself expected is a bug, and main() must not hide its traceback."""
-    import harness.cli
+    import harness.commands.report
 
-    monkeypatch.setattr(harness.cli, "cmd_report", lambda args: fault(tmp_path))
+    monkeypatch.setattr(harness.commands.report, "run", lambda args: fault(tmp_path))
     if expected:
         assert main(["report"]) == 2
         assert capsys.readouterr().err.startswith(expected)

@@ -211,6 +211,7 @@ def test_a_training_state_from_other_data_is_not_resumed(tmp_path: Path) -> None
     import dataclasses
 
     from harness.errors import BenchError
+    from harness.options import RunConfig
     from harness.run.resume import check_stored_run, record_training_inputs
     from harness.store import Store
     from harness.types import Splits
@@ -218,14 +219,14 @@ def test_a_training_state_from_other_data_is_not_resumed(tmp_path: Path) -> None
     store = Store(tmp_path / "results")
     run_id = "sst2__m__lora__state"
     before = Splits((), (), (), source_hashes={"/d/sst2/train.parquet": "a" * 64, "/d/sst2/validation.parquet": "b" * 64})
-    config = {"task": "sst2", "model": "m", "lr": 1e-3}
+    config = RunConfig(task="sst2", model="m", lr=1e-3)
     record_training_inputs(store.run_dir(run_id), config, before)
     check_stored_run(store, run_id, config, before)  # the same data and config: resumes
     with pytest.raises(BenchError, match=r"/d/sst2/validation.parquet changed since its training state"):
         check_stored_run(store, run_id, config, dataclasses.replace(
             before, source_hashes={**before.source_hashes, "/d/sst2/validation.parquet": "c" * 64}))
     with pytest.raises(BenchError, match=r"its training state differs from this command's settings in lr"):
-        check_stored_run(store, run_id, {**config, "lr": 1e-4}, before)
+        check_stored_run(store, run_id, dataclasses.replace(config, lr=1e-4), before)
     store.close()
 
 

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from harness.cli import GRID_EXTRAS, grid_types  # noqa: E402
+from harness.options import GRID_EXTRAS, grid_axes  # noqa: E402
 from harness.errors import BenchError  # noqa: E402
 from harness.store import StageRecord  # noqa: E402
 from harness.commands.sweep import parse_grid, plan_sweep  # noqa: E402
@@ -143,7 +143,7 @@ def test_model_axis_and_models_option_conflict(bench, data_dir, tiny_model, tmp_
 
 def test_goemotions_grid_plans_task_variants_and_sizes(tiny_model):
     """labels=2,4 builds a TaskSpec per cell, train_samples varies the config; four distinct runs."""
-    axes = parse_grid(["labels=2,4", "train_samples=800,1600"], grid_types(), {})
+    axes = parse_grid(["labels=2,4", "train_samples=800,1600"], grid_axes(), {})
     plan, planned = plan_sweep("goemotions", axes, models=[str(tiny_model("gpt2"))], overrides={},
                                task_options={}, preset="quick", metric=None)
     assert [item.spec.key for item in planned] == ["goemotions-2labels"] * 2 + ["goemotions-4labels"] * 2
@@ -157,14 +157,14 @@ def test_goemotions_grid_plans_task_variants_and_sizes(tiny_model):
                           preset="quick", metric="f1_macro")
     assert by_f1.name != plan.name  # another metric, another table and heatmap: not the same files
     with pytest.raises(BenchError, match="sweep cell labels=3: goemotions --labels must be one of"):
-        plan_sweep("goemotions", parse_grid(["labels=2,3"], grid_types(), {}), models=[str(tiny_model("gpt2"))],
+        plan_sweep("goemotions", parse_grid(["labels=2,3"], grid_axes(), {}), models=[str(tiny_model("gpt2"))],
                    overrides={}, task_options={}, preset="quick", metric=None)
 
 
 def test_freeze_shorthand_and_several_models_become_axes(tiny_model, tmp_path):
     (tmp_path / "other").symlink_to(tiny_model("gpt2"))  # a second model name, no second model to build
     models = [str(tiny_model("gpt2")), str(tmp_path / "other")]
-    plan, planned = plan_sweep("sst2", parse_grid(["freeze=1,2"], grid_types(), {}), models=models, overrides={},
+    plan, planned = plan_sweep("sst2", parse_grid(["freeze=1,2"], grid_axes(), {}), models=models, overrides={},
                                task_options={}, preset="quick", metric="delta")
     assert [a.key for a in plan.axes] == ["freeze", "model"]  # the grid's axes first: they head the heatmap
     assert [item.run.config.method for item in planned] == ["freeze:1", "freeze:1", "freeze:2", "freeze:2"]
@@ -172,7 +172,7 @@ def test_freeze_shorthand_and_several_models_become_axes(tiny_model, tmp_path):
 
 
 def test_grid_keys_are_the_run_options_with_their_types():
-    types = grid_types()
+    types = grid_axes()
     assert {"lora_rank", "lora_alpha", "lr", "batch_size", "optimizer", "warmup_ratio", "schedule", "max_length",
             "train_samples", "epochs", "method", "labels", "seed"} <= set(types)
     assert set(GRID_EXTRAS) <= set(types) and "lora_targets" not in types and "results" not in types

@@ -86,7 +86,8 @@ def test_one_epoch_trains_on_every_sequence_once(grad_accum: int, steps: int, be
     """One epoch sees every training sequence once, whatever the accumulation (its last step may
     gather fewer batches; it never borrows from a next epoch): the tokens counted are their lengths
     summed (padding never counts), and the FLOPs are 6 x parameters x those tokens."""
-    from harness.cli import _overrides, build_parser
+    from harness.cli import build_parser
+    from harness.commands.common import overrides
     from harness.task.data import run_splits
     from harness.backends.models import load_tokenizer
     from harness.run.runner import plan
@@ -102,7 +103,7 @@ def test_one_epoch_trains_on_every_sequence_once(grad_accum: int, steps: int, be
     # the run's own plan, from the same command line
     args = build_parser().parse_args(["run", "sst2", "--models", str(tiny_model("gpt2")), *ARGS, *extra])
     spec = get_task("sst2")
-    (planned,) = plan(spec, [args.models[0]], _overrides(args), "quick")
+    (planned,) = plan(spec, [args.models[0]], overrides(args), "quick")
     assert planned.run_id == run_id
     splits = run_splits(spec, dataclasses.asdict(planned.config), data_dir)
     items = train_items(spec, planned.ref, planned.config, load_tokenizer(planned.ref), splits.train)

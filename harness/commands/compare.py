@@ -18,6 +18,9 @@ from typing import Any, Sequence
 
 from harness.errors import BenchError
 
+# Imports inside functions are the numpy (compare.*, metrics) and sqlite3 (store, report.leaderboard)
+# modules: `bench --help` imports this module and must stay instant.
+
 FORMATS = ("terminal", "md", "csv")
 BY = ("method", "model")
 # Settings that go with the compared one: a method's default learning rate, a model's objective.
@@ -63,6 +66,31 @@ class PairResult:
     naive_delta_ci: tuple[float, float] = (math.nan, math.nan)  # the CI if items were independent
     clusters: int = 0  # clusters behind the CIs and test (0: not clustered)
     clustering: str = ""  # how the errors treat clustered items, in words ("" when the task declares none)
+
+
+NAME = "compare"
+
+
+def add_parser(commands: Any) -> None:
+    compare = commands.add_parser(NAME, help="two stored evaluations of one task, paired on their shared "
+                                  "examples: scores, delta, p, MDE, equivalence", description="A and B: RUN_ID (its "
+                                  "fine-tuned stage), RUN_ID:baseline-prompt, RUN_ID:baseline-head, RUN_ID:finetuned, "
+                                  "or a `bench eval` record id; or --task T --by method|model for every pair of runs "
+                                  "that differ only in that. Example: bench compare RUN_A RUN_B --margin 0.02")
+    compare.add_argument("a", nargs="?", metavar="A", help="first stage (the reference)")
+    compare.add_argument("b", nargs="?", metavar="B", help="second stage; the delta is B - A")
+    compare.add_argument("--task", help="with --by: the task whose runs are paired")
+    compare.add_argument("--by", metavar="method|model", help="pair the task's runs that differ only in this")
+    compare.add_argument("--margin", metavar="M", help="equivalence margin: TOST verdict equivalent within ±M, "
+                         "different, or inconclusive")
+    compare.add_argument("--adjust", default="holm", metavar="holm|bh|none",
+                         help="p-value adjustment over several pairs (default holm)")
+    compare.add_argument("--format", default="terminal", metavar="terminal|md|csv", help="default terminal")
+    compare.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
+
+
+def run(args: argparse.Namespace) -> int:
+    return compare_command(args)
 
 
 def compare_command(args: argparse.Namespace) -> int:

@@ -13,25 +13,44 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.artefacts import read_json
+from harness.backends.models import ModelRef, resolve_model
+from harness.commands.common import add_task_arguments, log, overrides, task_options
 from harness.errors import BenchError
+from harness.options import TASK_OPTIONS, RunConfig, resolve
+from harness.run.checks import check_position_limit
+from harness.run.transfer import plan_transfer, source_view, to_target
+from harness.task.registry import get_task, spec_for
 
 if TYPE_CHECKING:
-    from harness.options import RunConfig
-    from harness.backends.models import ModelRef
     from harness.task.spec import TaskSpec
+
+# Imports inside functions are the engine's (the store, the runner and stages, the data loader):
+# sqlite3, pandas, numpy and torch stay out of `bench --help`, which imports this module.
 
 # Settings that decide which examples are evaluated and how they are prompted.
 EVAL_SETTINGS = ("train_samples", "validation_samples", "eval_samples", "seed", "shots", "max_length",
                  "chat_template", "max_new_tokens")
+NAME = "eval"
+
+
+def add_parser(commands: Any) -> None:
+    evaluate = commands.add_parser(NAME, help="evaluate a model or a bench checkpoint on a task")
+    add_task_arguments(evaluate)
+    evaluate.add_argument("--model", "--models", required=True, help="bench checkpoint folder (evaluated with its "
+                          "run's sample sizes, seed, shots and lengths unless given), alias, hub id or local folder")
+    evaluate.add_argument("--label-map", help="a checkpoint of another classification task: its labels as this "
+                          "task's, SOURCE=TARGET,... (not needed when both have the same labels)")
+    evaluate.set_defaults(preset=None)  # a checkpoint's run preset, else quick
+
+
+def run(args: argparse.Namespace) -> int:
+    return evaluate_command(args, overrides(args))
 
 
 def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    from harness.cli import task_options
-    from harness.options import resolve
     from harness.task.data import data_dir_from
-    from harness.backends.models import resolve_model
     from harness.run.runner import Runner, quiet_transformers
-    from harness.task.registry import get_task
     from harness.run.resume import settle_stored_runs
     from harness.run.stages import (
         RETRAIN,
@@ -76,8 +95,6 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     quiet_transformers()
     store = Store(results_dir(args.results))
     try:
-        from harness.progress import log
-
         runner = Runner(spec, store, data_dir, log)
         splits = runner.splits(config)
         if run_config is not None and transfer is None:  # another task's data: its ids mean other rows
@@ -126,7 +143,6 @@ def check_inputs(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline: str
     """What evaluating would find out only after the store was opened and the model loaded, checked
     before either: a model's own evaluation as a run's `baseline` is, a checkpoint's (baseline None)
     as its run was, for the settings this command may change (lengths, the span task's windows)."""
-    from harness.run.checks import check_position_limit
     from harness.run.runner import check_kind_options, check_prompt_room, check_verbalizers
 
     if baseline is not None:
@@ -159,7 +175,6 @@ def check_transfer(args: argparse.Namespace, spec: Any, path: Path, meta: dict[s
                    run_config: dict[str, Any] | None) -> Any:
     """None when the checkpoint is evaluated on its own task (or is no checkpoint); the transfer to
     this task when the labels carry over; else one error line."""
-    from harness.run.transfer import plan_transfer
 
     label_map = getattr(args, "label_map", None)
     if meta is None or meta["task"] == spec.key:
@@ -178,7 +193,6 @@ def transfer_evaluation(spec: Any, ref: Any, config: Any, model: Any, tokenizer:
     """The checkpoint predicts the target task's examples over its own labels; the predictions
     are then mapped to the target's labels and scored as the target's."""
     from harness.run.stages import evaluate_model
-    from harness.run.transfer import source_view, to_target
 
     predictions, metrics, info, curves = evaluate_model(source_view(spec, transfer), ref, config, model, tokenizer,
                                                         splits)
@@ -192,8 +206,6 @@ def checkpoint_run_config(path: Path, meta: dict[str, Any]) -> dict[str, Any] | 
         return meta["config"]
     beside = path.parent / "config.json"
     if beside.is_file():
-        from harness.artefacts import read_json
-
         config = read_json(beside, "restore it from a copy, or evaluate the checkpoint with explicit --eval-samples, "
                                    "--seed and lengths after deleting it")
         if isinstance(config, dict) and config.get("task") == meta.get("task"):
@@ -203,11 +215,9 @@ def checkpoint_run_config(path: Path, meta: dict[str, Any]) -> dict[str, Any] | 
 
 def task_command(task_key: str, run_config: dict[str, Any] | None) -> str:
     """`goemotions --labels 8` for the key goemotions-8labels: what `bench eval` takes."""
-    from harness.task.registry import spec_for
 
     if run_config is None:
         return task_key
-    from harness.options import TASK_OPTIONS
 
     options = " ".join(f"--{name.replace('_', '-')} {value}" if name in TASK_OPTIONS else f"--task-option {name}={value}"
                        for name, value in run_config.get("task_options") or ())

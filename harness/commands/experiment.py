@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from harness.errors import BenchError, did_you_mean
+from harness.options import TASK_OPTIONS
+from harness.task.registry import spec_for
 
 if TYPE_CHECKING:
     from harness.run.runner import PlannedRun
@@ -50,7 +52,7 @@ def read_file(path: str) -> dict[str, Any]:
         except tomllib.TOMLDecodeError as exc:
             raise BenchError(f"--config {path}: not valid TOML: {exc}") from None
     else:
-        import yaml
+        import yaml  # lazy: `bench --help` never loads yaml
 
         try:
             data = yaml.safe_load(text)
@@ -191,10 +193,7 @@ def run_file(planned: PlannedRun, command: argparse.ArgumentParser) -> str:
     """The YAML that re-runs `planned` exactly: `bench run --config results/runs/<id>/config.yaml`
     gives the same run id. Every resolved setting that `bench run` takes as an option is spelled
     out (not left to defaults that may change); task options go back to their flags."""
-    import yaml
-
-    from harness.options import TASK_OPTIONS
-    from harness.task.registry import spec_for
+    import yaml  # lazy: `bench --help` never loads yaml
 
     config = planned.config.to_dict()
     options = file_options(command)

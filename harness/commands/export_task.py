@@ -19,18 +19,34 @@ import string
 from pathlib import Path
 from typing import Any, Mapping
 
+from harness.commands.common import add_task_arguments, output_path, overrides, task_options
 from harness.errors import BenchError
+from harness.options import resolve
+from harness.task.registry import get_task
 from harness.task.spec import TaskSpec
 
 EXPORT_MODEL = "lm-eval-export"  # the config's model slot: no model is loaded, only the splits are built
 
 
+NAME = "export-task"
+
+
+def add_parser(commands: Any) -> None:
+    export_task = commands.add_parser(NAME, help="write a classification task as an lm-eval YAML task "
+                                      "(bench's prompt, verbalizers and eval examples)",
+                                      description="Example: bench export-task sst2 --to lm_tasks/ --data-dir DATA; "
+                                      "then lm_eval --tasks bench_sst2 --include_path lm_tasks/")
+    add_task_arguments(export_task)
+    export_task.add_argument("--to", required=True, help="folder to create/fill (no '..' components)")
+
+
+def run(args: argparse.Namespace) -> int:
+    return export_task_command(args, overrides(args), output_path("--to", args.to))
+
+
 def export_task_command(args: argparse.Namespace, overrides: Mapping[str, Any], target: Path) -> int:
-    from harness.cli import task_options
-    from harness.options import resolve
+    from harness.store import atomic_write  # lazy: pandas and sqlite3 stay out of `bench --help`
     from harness.task.data import data_dir_from, run_splits
-    from harness.task.registry import get_task
-    from harness.store import atomic_write
 
     spec = get_task(args.task, **task_options(args))
     if not spec.is_classification:

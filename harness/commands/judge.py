@@ -10,14 +10,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from harness.commands.common import add_quiet_option
 from harness.errors import BenchError
 
 Log = Callable[[str], None]
 # Transitional: the judge table moved to report/judge.py; these names stay importable from here
 # (read from there on first use, so `bench --help` stays light) until harness/cli.py imports them
 # from report/judge.py.
-_RENDERING = ("judge_csv", "judge_markdown", "judge_notes", "judge_section", "judge_table", "print_judge_table",
-              "stored_judgments")
 MODES = ("both", "single", "pairwise")
 MAX_SAMPLES = 50
 
@@ -47,6 +46,24 @@ def add_judge_options(parser: argparse.ArgumentParser, *, required: bool) -> Non
     parser.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per judge request (default 60)")
     parser.add_argument("--judge-price", metavar="IN,OUT",
                         help="USD per million input and output tokens, to show the judging cost (e.g. 0.30,2.50)")
+
+
+NAME = "judge"
+
+
+def add_parser(commands: Any) -> None:
+    judge = commands.add_parser(NAME, help="LLM-judge a run's stored generations (baseline and fine-tuned)",
+                                description="Scores stored outputs 0-100 against the reference and compares "
+                                "baseline with fine-tuned in both orders. Example: bench judge alpaca --judge hf:smollm2")
+    judge.add_argument("target", metavar="RUN_OR_TASK", help="a run id, or a task name (all its runs in the store)")
+    judge.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
+    judge.add_argument("--data-dir", help="local datasets folder (references); env BENCH_DATA_DIR")
+    add_judge_options(judge, required=True)
+    add_quiet_option(judge)
+
+
+def run(args: argparse.Namespace) -> int:
+    return judge_command(args)
 
 
 def settings_from(args: argparse.Namespace) -> JudgeSettings | None:
@@ -260,10 +277,3 @@ def judge_command(args: argparse.Namespace) -> int:
         store.close()
     return 0
 
-
-def __getattr__(name: str) -> Any:
-    if name in _RENDERING:
-        from harness.report import judge as rendering
-
-        return getattr(rendering, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,13 +11,32 @@ import argparse
 import math
 from typing import Any
 
+from harness.compare.power import WORST_DISCORDANCE, WORST_SD, required_n_accuracy, required_n_mean
 from harness.errors import BenchError
+from harness.task.registry import get_task
+
+
+NAME = "power"
+
+
+def add_parser(commands: Any) -> None:
+    power = commands.add_parser(NAME, help="how many eval examples a paired comparison needs to detect a delta",
+                                description="80% power, two-sided alpha 0.05; from a stored run's observed "
+                                "discordance (accuracy) or SD of per-example differences, else the worst case. "
+                                "Example: bench power sst2 --delta 0.02 --from RUN_ID")
+    power.add_argument("task", help="task name (see `bench list`)")
+    power.add_argument("--delta", required=True, help="the difference to detect, on the metric's scale (0.02 = 2 points "
+                                                     "of accuracy)")
+    power.add_argument("--from", dest="run", metavar="RUN", help="a stored run whose baseline vs fine-tuned "
+                                                                 "disagreement to plan from")
+    power.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
+
+
+def run(args: argparse.Namespace) -> int:
+    return power_command(args)
 
 
 def power_command(args: argparse.Namespace) -> int:
-    from harness.compare.power import WORST_DISCORDANCE, WORST_SD, required_n_accuracy, required_n_mean
-    from harness.task.registry import get_task
-
     try:
         delta = float(args.delta)
     except ValueError:
@@ -52,7 +71,7 @@ def power_command(args: argparse.Namespace) -> int:
 
 def observed_from(results: str | None, run_id: str, task: str) -> dict[str, Any]:
     """What a stored run's first baseline and its fine-tuned evaluation observed on paired examples."""
-    import numpy as np
+    import numpy as np  # lazy, with the store: `bench --help` imports this module
 
     from harness.compare.paired import PER_EXAMPLE
     from harness.metrics.classification import correct_mask

@@ -16,14 +16,32 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from harness.credentials import mask
 from harness.errors import BenchError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CHECK_TIMEOUT_S = 10.0  # for the reachability/auth check: a hub that does not answer in this is down for us
 
 
+NAME = "push"
+
+
+def add_parser(commands: Any) -> None:
+    push = commands.add_parser(NAME, help="upload a run's checkpoint folder (with its model card) to the "
+                               "Hugging Face Hub; token from HF_TOKEN or `hf auth login`")
+    push.add_argument("run", help="run id (a folder name under results/runs)")
+    push.add_argument("--repo", required=True, help="hub model repository, NAME or ORG/NAME (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; upload nothing")
+    push.add_argument("--results", help="results folder; env BENCH_RESULTS; default ./results")
+
+
+def run(args: argparse.Namespace) -> int:
+    return push_command(args)
+
+
 def push_command(args: argparse.Namespace) -> int:
-    from harness.store import Store
+    from harness.store import Store  # lazy: sqlite3 stays out of `bench --help`
 
     store = Store.existing(args.results)
     try:
@@ -49,8 +67,8 @@ def push_command(args: argparse.Namespace) -> int:
 
 
 def checkpoint_folder(store: Any, run_id: str) -> Path:
-    from harness.report.model_card import CARD_FILE, is_bench_card
-    from harness.run.stages import CHECKPOINT_FILE
+    from harness.report.model_card import CARD_FILE, is_bench_card  # lazy: sqlite3 stays out of `bench --help`
+    from harness.run.stages import CHECKPOINT_FILE  # lazy: numpy stays out of `bench --help`
 
     run_dir = store.run_dir(run_id)
     if not run_dir.is_dir():
@@ -136,7 +154,5 @@ def upload(endpoint: str, token: str, repo: str, folder: Path, private: bool, ru
 
 
 def masked(text: str, token: str) -> str:
-    from harness.credentials import mask
-
     return mask(text, token)
 

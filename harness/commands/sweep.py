@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from harness.artefacts import DamagedFile
 from harness.compare.paired import Comparison, TextComparison, compare
 from harness.errors import BenchError, did_you_mean
-from harness.options import TASK_OPTIONS, recorded_task_options
+from harness.options import TASK_OPTIONS, RunConfig, recorded_task_options
 from harness.progress import progress
 from harness.report.formats import show
 from harness.run.sweep_plan import Axis, Cell, CellResult, SweepPlan
@@ -28,18 +28,6 @@ from harness.store import StageRecord, Store
 from harness.task.registry import get_task
 from harness.task.registry import task_options as declared_options
 
-# Transitional: rendering moved to report/sweep.py and the plan's manifest to run/sweep_plan.py;
-# these names stay importable here for harness/cli.py until it imports them from there.
-from harness.report.sweep import (  # noqa: F401
-    metric_label,
-    over_seeds_table,
-    sweep_csv,
-    sweep_markdown,
-    sweep_section,
-    sweep_table,
-    write_outputs,
-)
-from harness.run.sweep_plan import load_plan, save_plan  # noqa: F401
 
 if TYPE_CHECKING:
     from harness.run.runner import PlannedRun, Runner
@@ -48,7 +36,7 @@ if TYPE_CHECKING:
 Row = Comparison | TextComparison
 Converter = Callable[[str], Any]
 Log = Callable[[str], None]
-AfterRun = Callable[[str, dict[str, Any], dict[str, StageRecord]], None]
+AfterRun = Callable[[str, RunConfig, dict[str, StageRecord]], None]
 SPECIAL_METRICS = ("delta", "before")  # besides the fine-tuned stage's own metric names
 
 
@@ -216,10 +204,10 @@ def execute(planned: Sequence[PlannedCell], runners: Mapping[str, Runner], store
                 results.append(CellResult(item.cell, error=str(exc)))
                 bar.advance(1, failed=sum(1 for r in results if r.error))
                 continue
-            config = item.run.config.to_dict()
             if after_run is not None:
-                after_run(item.run.run_id, config, records)
-            results.append(CellResult(item.cell, records, tuple(compare(store, item.run.run_id, config, records))))
+                after_run(item.run.run_id, item.run.config, records)
+            rows = compare(store, item.run.run_id, item.run.config.to_dict(), records)
+            results.append(CellResult(item.cell, records, tuple(rows)))
             # cells found complete count towards the total but not the rate (the ETA is the cells run)
             (bar.skip if stored else bar.advance)(1)
             bar.set(skipped_as_complete=bar.skipped or None)

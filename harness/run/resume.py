@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from harness.artefacts import DamagedFile
-from harness.options import LATER_DEFAULTS
+from harness.options import LATER_DEFAULTS, RunConfig
 from harness.errors import BenchError
 from harness.store import Store, atomic_write
 from harness.types import Example, Splits
@@ -56,7 +56,7 @@ def _as_json(values: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(values), sort_keys=True, default=str))
 
 
-def check_stored_run(store: Store, run_id: str, config: Mapping[str, Any] | None, splits: Splits) -> None:
+def check_stored_run(store: Store, run_id: str, config: RunConfig | None, splits: Splits) -> None:
     """Refuse (BenchError) to resume a run whose stored stages or training state came from other
     data files or another config. `config` None: a record whose stored config is not the command's
     own (`bench eval` keeps its checkpoint's training settings), checked by its data only."""
@@ -82,7 +82,7 @@ def check_stored_run(store: Store, run_id: str, config: Mapping[str, Any] | None
         return
     for what, stored in (("its stored config", store.run_config(run_id)),
                          ("its training state", (inputs or {}).get("config"))):
-        changes = config_changes(stored, config) if stored is not None else []
+        changes = config_changes(stored, config.to_dict()) if stored is not None else []
         if changes:
             raise BenchError(f"run {run_id}: {what} differs from this command's settings in {', '.join(changes)}, "
                              f"so resuming would mix two configurations; {FIX}")
@@ -96,7 +96,7 @@ def check_stage_data(run_id: str, stage: str, info: Mapping[str, Any], splits: S
                          f"differs), so that stage cannot be reused; {FIX}")
 
 
-def settle_stored_runs(store: Store, runs: Sequence[tuple[str, Mapping[str, Any] | None, Splits]], *,
+def settle_stored_runs(store: Store, runs: Sequence[tuple[str, RunConfig | None, Splits]], *,
                        force_new: bool, log: Callable[[str], None]) -> None:
     """Before any work: with --force-new, discard what the store holds of each run; otherwise check
     every run's stored work against this command's data and config, all before the first one starts,
@@ -110,11 +110,11 @@ def settle_stored_runs(store: Store, runs: Sequence[tuple[str, Mapping[str, Any]
                 check_stored_run(store, run_id, config, splits)
 
 
-def record_training_inputs(run_dir: Path, config: Mapping[str, Any], splits: Splits) -> None:
+def record_training_inputs(run_dir: Path, config: RunConfig, splits: Splits) -> None:
     """Written before fine-tuning starts, removed with the training state once the stage is stored:
     a training state resumed later is checked against it."""
     atomic_write(run_dir / TRAINING_INPUTS, json.dumps({"data_hashes": splits.source_hashes,
-                                                        "config": _as_json(config)}, indent=2, sort_keys=True))
+                                                        "config": _as_json(config.to_dict())}, indent=2, sort_keys=True))
 
 
 def forget_training_inputs(run_dir: Path) -> None:

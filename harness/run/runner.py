@@ -215,7 +215,7 @@ class Runner:
         quiet_transformers()
         self.log(f"[{planned.ref.name}] run {planned.run_id}")
         with self.store.run_lock(planned.run_id, self.log):
-            check_stored_run(self.store, planned.run_id, planned.config.to_dict(), self.splits(planned.config))
+            check_stored_run(self.store, planned.run_id, planned.config, self.splits(planned.config))
             records = self._run_stages(planned)
             from harness.report.model_card import write_run_card  # the run's last step: its card, also on resume
 
@@ -233,7 +233,7 @@ class Runner:
         trained: list[Any] = []  # the in-memory fine-tuned model, handed from one stage to the next
 
         def finetune() -> StageOutput:
-            record_training_inputs(self.store.run_dir(run_id), config.to_dict(), splits)
+            record_training_inputs(self.store.run_dir(run_id), config, splits)
             model, tokenizer, result, info = stages.finetune(self.spec, planned.ref, config, splits,
                                                                self.store.run_dir(run_id) / "checkpoint", self.log)
             trained.append((model, tokenizer))
