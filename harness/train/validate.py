@@ -5,11 +5,13 @@ validation: early stopping and the best weights, restored at the end.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from harness.backends.batching import batch_loss, collate
 from harness.backends.precision import autocast
 from harness.progress import progress
+from harness.train.accounting import TrainResult
+from harness.train.state import Position
 from harness.types import TrainItem
 
 
@@ -35,3 +37,45 @@ def validation_loss(model: Any, items: Sequence[TrainItem], pad_id: int, batch_s
                 weight += targets
             bar.advance(len(chunk))
     return total / max(1, weight)
+
+
+def record_validation(model: Any, scores: dict[str, float], criterion: str, result: TrainResult,
+                      position: Position, patience: int | None, total_steps: int, log: Callable[[str], None]) -> None:
+    """Log a validation, keep the weights if it is the best so far (lower is better for "loss",
+    higher for any other criterion), and stop early after `patience` validations without gain."""
+    result.curves.append({"step": position.step, **{f"val_{k}": v for k, v in scores.items()}})
+    metric = scores[criterion]
+    log(f"  step {position.step}/{total_steps}  loss {result.curves[-2]['loss']:.4f}  val {criterion} {metric:.4f}")
+    best = result.best_metric
+    if best is None or (metric < best if criterion == "loss" else metric > best):
+        result.best_metric, result.best_step, position.evals_without_gain = metric, position.step, 0
+        position.best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        return
+    position.evals_without_gain += 1
+    if patience is not None and position.evals_without_gain >= patience:
+        result.stopped_early = True
+        log(f"  early stop: no gain in {patience} evaluations")
+
+
+def restore_note(result: TrainResult, criterion: str) -> str | None:
+    """The line saying that the weights evaluated next are an earlier step's, not the last one's
+    (which the log just showed); None when the last validation was the best."""
+    key = f"val_{criterion}"
+    validations = [point for point in result.curves if key in point]
+    if not validations or result.best_metric is None or validations[-1]["step"] == result.best_step:
+        return None
+    last = validations[-1]
+    return (f"  restoring the weights of step {result.best_step} (best val {criterion} {result.best_metric:.4f}; "
+            f"last, step {last['step']}: {last[key]:.4f})")
+
+
+def restore_best(model: Any, weights: dict[str, Any] | None) -> None:
+    """Copy the best validation's trainable weights back into the model (None: nothing kept)."""
+    import torch
+
+    if weights is None:
+        return
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in weights:
+                param.copy_(weights[name])
