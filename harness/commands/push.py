@@ -50,7 +50,7 @@ def push_command(args: argparse.Namespace) -> int:
 
 def checkpoint_folder(store: Any, run_id: str) -> Path:
     from harness.report.model_card import CARD_FILE, is_bench_card
-    from harness.run.stages import CHECKPOINT_FILE
+    from harness.backends.checkpoint import CHECKPOINT_FILE
 
     run_dir = store.run_dir(run_id)
     if not run_dir.is_dir():

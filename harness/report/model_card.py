@@ -179,7 +179,7 @@ def write_run_card(spec: Any, run_id: str, config: Mapping[str, Any], records: M
     checkpoint folder (e.g. deleted after the run) or no comparison."""
     from harness.compare.paired import compare
     from harness.faults import reached
-    from harness.run.stages import checkpoint_meta
+    from harness.backends.checkpoint import checkpoint_meta
     from harness.store import atomic_write
 
     checkpoint = store.run_dir(run_id) / "checkpoint"

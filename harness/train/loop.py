@@ -44,9 +44,7 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
     full state at every validation and, if a state is there, resumes from it."""
     import torch
 
-    if not items:  # the step loop below would wait forever for a first batch
-        raise BenchError("no training examples to fine-tune on: raise --train-samples, or check that the "
-                         "training texts are not empty")
+    _require_items(items)
     torch.manual_seed(config.training_seed)
     rng = np.random.default_rng(config.training_seed)  # the data order; resumed with the state
     device = next(model.parameters()).device
@@ -96,6 +94,12 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
                     break
             position.epoch, position.skip = position.epoch + 1, 0
     return _finish(model, result, position, plan, criterion, log)
+
+
+def _require_items(items: Sequence[TrainItem]) -> None:
+    if not items:  # the step loop would wait forever for a first batch
+        raise BenchError("no training examples to fine-tune on: raise --train-samples, or check that the "
+                         "training texts are not empty")
 
 
 class StepReport:
