@@ -11,7 +11,7 @@ the two loops do the same work (the padding levers are measured by finetune_thro
 
 FLOPs per trained token: 6N (N = all parameters, as `bench run` reports them) and, beside it, 6N
 plus attention's 12·layers·width·seq (the PaLM-paper count). MFU is against the GPU's dense bf16
-peak (harness/run/stages.py GPU_PEAK_BF16). Each recipe's model is warmed up by a 4-step run first;
+peak (harness/train/accounting.py GPU_PEAK_BF16). Each recipe's model is warmed up by a 4-step run first;
 both sides are timed by the wall clock around their whole training call (set-up included).
 Target (issue 7): >= 40% on an H100 at sequence 512.
 """
@@ -167,7 +167,7 @@ def main() -> None:
 
     from harness.options import RunConfig
     from harness.backends.precision import resolved_precision
-    from harness.run.stages import GPU_PEAK_BF16
+    from harness.train.accounting import GPU_PEAK_BF16
     from harness.run.stages import device as bench_device
 
     device = bench_device()  # the device `bench run` uses

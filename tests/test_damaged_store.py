@@ -173,7 +173,7 @@ def test_a_rerun_redoes_a_stage_whose_stored_record_is_damaged(bench: Any, store
 @pytest.mark.parametrize("damage", ["truncated-adapter", "deleted-checkpoint"])
 def test_a_damaged_or_deleted_checkpoint_says_how_and_the_rerun_trains_it_again(
         bench: Any, store: Path, tiny_model: Any, data_dir: Path, damage: str) -> None:
-    from harness.run.stages import checkpoint_problem
+    from harness.backends.checkpoint import checkpoint_problem
 
     checkpoint = _run_dir(store) / "checkpoint"
     weights = checkpoint / "adapter_model.safetensors"

@@ -42,3 +42,10 @@ def autocast(precision: str, device: Any) -> ContextManager[Any]:
 def device_type(device: Any) -> str:
     """"cuda" / "cpu" from a torch.device or a plain string."""
     return getattr(device, "type", str(device))
+
+
+def device() -> Any:
+    """The device bench loads models onto: the GPU when there is one, else the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -52,16 +52,15 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     from harness.task.data import data_dir_from
     from harness.run.runner import Runner, quiet_transformers
     from harness.run.resume import settle_stored_runs
-    from harness.run.stages import (
+    from harness.backends.checkpoint import (
         RETRAIN,
         base_source,
         check_checkpoint,
         checkpoint_meta,
         checkpoint_problem,
-        evaluate_baseline,
-        evaluate_model,
         load_checkpoint,
     )
+    from harness.run.stages import evaluate_baseline, evaluate_model
     from harness.store import Store, results_dir
 
     spec = get_task(args.task, **task_options(args))
@@ -159,7 +158,7 @@ def check_inputs(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline: str
 
 def checkpoint_folder(model: str) -> Path:
     """--model as given, or a run folder's checkpoint/ when given the run folder (results/runs/<id>)."""
-    from harness.run.stages import CHECKPOINT_FILE
+    from harness.backends.checkpoint import CHECKPOINT_FILE
 
     path = Path(model)
     inside = path / "checkpoint"

@@ -67,8 +67,8 @@ def push_command(args: argparse.Namespace) -> int:
 
 
 def checkpoint_folder(store: Any, run_id: str) -> Path:
+    from harness.backends.checkpoint import CHECKPOINT_FILE  # lazy: numpy stays out of `bench --help`
     from harness.report.model_card import CARD_FILE, is_bench_card  # lazy: sqlite3 stays out of `bench --help`
-    from harness.run.stages import CHECKPOINT_FILE  # lazy: numpy stays out of `bench --help`
 
     run_dir = store.run_dir(run_id)
     if not run_dir.is_dir():

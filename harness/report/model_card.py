@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 from harness.backends.models import ALIASES, _looks_local
 from harness.compare.paired import compare, format_ci, format_p
 from harness.faults import reached
-from harness.run.stages import checkpoint_meta
+from harness.backends.checkpoint import checkpoint_meta
 from harness.store import atomic_write
 from harness.task.registry import spec_for
 

@@ -123,8 +123,9 @@ def load_task(name: str, manager: Any) -> dict[str, Any]:
 def lm_eval_stages(store: Store, planned: PlannedRun, log: Log, trained: list[Any]) -> dict[str, StageRecord]:
     """The lm-eval stages of one run: every task on the base model, then on the fine-tuned one
     (the in-memory model when this process trained it, else the stored checkpoint)."""
-    from harness.run import stages
+    from harness.backends.checkpoint import load_checkpoint
     from harness.backends.models import load_lm, load_tokenizer
+    from harness.backends.precision import device
 
     config, run_id = planned.config, planned.run_id
     names = list(config.lm_eval or ())
@@ -142,14 +143,14 @@ def lm_eval_stages(store: Store, planned: PlannedRun, log: Log, trained: list[An
                 return evaluate_task(name, *loaded[0], config, manager[0])
             records[stage_name(name, which)] = _stage(store, planned, stage_name(name, which), work, log)
 
-    run_all("baseline", lambda: (load_lm(planned.ref).to(stages.device()), load_tokenizer(planned.ref)))
+    run_all("baseline", lambda: (load_lm(planned.ref).to(device()), load_tokenizer(planned.ref)))
 
     def finetuned() -> tuple[Any, Any]:
         if trained:
             return trained[0]
-        model, tokenizer, _ = stages.load_checkpoint(store.run_dir(run_id) / "checkpoint",
-                                                     trust_remote_code=planned.ref.trust_remote_code)
-        return model.to(stages.device()), tokenizer
+        model, tokenizer, _ = load_checkpoint(store.run_dir(run_id) / "checkpoint",
+                                              trust_remote_code=planned.ref.trust_remote_code)
+        return model.to(device()), tokenizer
 
     run_all("finetuned", finetuned)
     return records
@@ -192,7 +193,7 @@ def evaluate_task(name: str, model: Any, tokenizer: Any, config: RunConfig, mana
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    from harness.run.stages import device
+    from harness.backends.precision import device
 
     _quiet()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.eval_batch_size, device=str(device()))

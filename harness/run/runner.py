@@ -22,6 +22,7 @@ from harness.task.data import run_splits, split_settings
 from harness.errors import BenchError
 from harness.faults import reached
 from harness.run.memory import PeakMemory
+from harness.backends.checkpoint import check_checkpoint, checkpoint_meta, checkpoint_problem, load_checkpoint
 from harness.backends.models import ModelRef, config_int, resolve_model, skeleton
 from harness.progress import scope
 from harness.run.resume import (check_stage_data, check_stored_run, forget_training_inputs, gold_digest,
@@ -30,6 +31,7 @@ from harness.run.scoring import score_stage
 from harness.run.shared_baseline import KEY_FIELD, baseline_key, copied_stage, shared_source
 from harness.task.spec import ExtractiveQA, Generate, TaskSpec
 from harness.store import StageRecord, Store
+from harness.train.launch import SINGLE_PROCESS, Launcher
 from harness.types import Splits, StageOutput
 
 Log = Callable[[str], None]
@@ -200,8 +202,10 @@ def check_lora_targets(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None
 class Runner:
     """Runs the stages of planned runs against one store, sharing one set of splits per task."""
 
-    def __init__(self, spec: TaskSpec, store: Store, data_dir: Path | None, log: Log):
+    def __init__(self, spec: TaskSpec, store: Store, data_dir: Path | None, log: Log,
+                 launcher: Launcher = SINGLE_PROCESS):
         self.spec, self.store, self.data_dir, self.log = spec, store, data_dir, log
+        self.launcher = launcher  # the process group (harness/train/launch.py): one process today
         self._splits: dict[tuple[Any, ...], Splits] = {}
 
     def splits(self, config: RunConfig) -> Splits:
@@ -235,7 +239,8 @@ class Runner:
         def finetune() -> StageOutput:
             record_training_inputs(self.store.run_dir(run_id), config, splits)
             model, tokenizer, result, info = stages.finetune(self.spec, planned.ref, config, splits,
-                                                               self.store.run_dir(run_id) / "checkpoint", self.log)
+                                                               self.store.run_dir(run_id) / "checkpoint", self.log,
+                                                               launcher=self.launcher)
             trained.append((model, tokenizer))
             metrics = {"best_validation": result.best_metric, "best_step": result.best_step}
             return [], metrics, info, result.curves
@@ -251,8 +256,8 @@ class Runner:
                 model = stages.merged_for_inference(model, config)
                 trained[0] = (model, tokenizer)  # merged once; the lm-eval stages reuse it
             else:
-                model, tokenizer, _ = stages.load_checkpoint(self.store.run_dir(run_id) / "checkpoint",
-                                                             trust_remote_code=planned.ref.trust_remote_code)
+                model, tokenizer, _ = load_checkpoint(self.store.run_dir(run_id) / "checkpoint",
+                                                      trust_remote_code=planned.ref.trust_remote_code)
             return stages.evaluate_model(self.spec, planned.ref, config, model, tokenizer, splits)
 
         records["finetuned"] = self._stage(planned, "finetuned", splits, evaluate_finetuned)
@@ -283,8 +288,6 @@ class Runner:
     def _checkpoint_lost(self, run_id: str, trust_remote_code: bool) -> bool:
         """A stored finetune stage is complete only with its checkpoint, its output: when that was
         deleted or is damaged, the re-run trains it again (its other stored stages stay)."""
-        from harness.run import stages
-
         try:
             if self.store.stage(run_id, "finetune") is None:
                 return False
@@ -292,12 +295,12 @@ class Runner:
             return False  # the stage runs again anyway
         checkpoint = self.store.run_dir(run_id) / "checkpoint"
         try:
-            meta = stages.checkpoint_meta(checkpoint) if checkpoint.is_dir() else None
+            meta = checkpoint_meta(checkpoint) if checkpoint.is_dir() else None
         except DamagedFile:
             meta = None  # a damaged record: checkpoint_problem names it, and the stage trains again
         if meta is not None:  # a pickle or code planted in it is refused, not trained over
-            stages.check_checkpoint(checkpoint, meta, trust_remote_code)
-        problem = stages.checkpoint_problem(checkpoint)
+            check_checkpoint(checkpoint, meta, trust_remote_code)
+        problem = checkpoint_problem(checkpoint)
         if problem is not None:
             self.log(f"  finetune: stored, but its checkpoint cannot be used ({problem}): training again")
         return problem is not None
@@ -336,8 +339,13 @@ class Runner:
         info = {**info, "peak_memory_mb": peak.mb, "data_notes": list(splits.notes),
                 "data_hashes": splits.source_hashes, "eval_gold": gold_digest(splits.eval),
                 "versions": package_versions(), **extra_info}
-        return self.store.complete_stage(run_id, stage, config=stored_config or config.to_dict(), seconds=seconds,
-                                         metrics=metrics, info=info, predictions=predictions, curves=curves)
+        if not self.launcher.is_main:  # rank 0 alone writes the store; the other ranks read back its record
+            self.launcher.barrier()
+            return self.store.stage(run_id, stage)  # type: ignore[return-value]
+        record = self.store.complete_stage(run_id, stage, config=stored_config or config.to_dict(), seconds=seconds,
+                                           metrics=metrics, info=info, predictions=predictions, curves=curves)
+        self.launcher.barrier()
+        return record
 
 
 def quiet_transformers() -> None:

@@ -7,50 +7,38 @@ from __future__ import annotations
 
 import dataclasses
 
-import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from harness.artefacts import DamagedFile, check_safetensors_file, read_json, writing
+from harness.backends.checkpoint import save_checkpoint
 from harness.backends.hf import encode_for_head
 from harness.backends.batch_size import start_batch_size
 from harness.options import RunConfig
 from harness.errors import BenchError
 from harness.run.evaluate import predict_with_head, predict_with_prompt
+from harness.train.accounting import flops_accounting
+from harness.train.launch import SINGLE_PROCESS, Launcher
 from harness.train.loop import TrainResult, train
 from harness.types import TrainItem
 from harness.train.methods import apply_method
 from harness.metrics.classification import classification_report
 from harness.backends.models import (
     ModelRef,
-    check_local_model,
     load_classifier,
     load_lm,
     load_span_model,
     load_tokenizer,
     parameter_counts,
-    resolve_model,
 )
-from harness.backends.precision import autocast, resolved_precision
+from harness.backends.precision import autocast, device, resolved_precision
 from harness.task.prompts import build_contexts, choose_shots, use_chat_template, verbalizer_ids
 from harness.task.spec import Classify, ExtractiveQA, Generate, TaskSpec
 from harness.run.text_stages import predict_text, text_train_items, validation_loss
 from harness.types import Example, Prediction, Splits, StageOutput
 
-CHECKPOINT_FILE = "bench_checkpoint.json"
-# What to do about a run's checkpoint that is gone or cannot be read.
-RETRAIN = ("re-run the `bench run` (or `bench sweep`) that trained it: a run whose checkpoint is missing or damaged "
-           "trains it again, and keeps its other stored stages")
 TRAIN_STATE = "train_state"  # beside the checkpoint: the resumable mid-training state
-
-
-def device() -> Any:
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def evaluate_baseline(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline: str, splits: Splits) -> StageOutput:
@@ -141,7 +129,7 @@ def train_items(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any
 
 
 def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, checkpoint: Path,
-             log: Any) -> tuple[Any, Any, TrainResult, dict[str, Any]]:
+             log: Any, launcher: Launcher = SINGLE_PROCESS) -> tuple[Any, Any, TrainResult, dict[str, Any]]:
     import torch
 
     # Seed before anything random is built (heads, LoRA matrices): a resumed run that skipped the
@@ -172,8 +160,10 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
         validate = _classification_validator(spec, ref, config, tokenizer, splits)
     criterion = spec.kind.validation_metrics[0] if config.early_stop_metric == "auto" else config.early_stop_metric
     result = train(model, items, config, tokenizer.pad_token_id, validate, log,
-                   state_dir=checkpoint.with_name(TRAIN_STATE), criterion=criterion)
-    save_checkpoint(model, tokenizer, checkpoint, spec, ref, config)
+                   state_dir=checkpoint.with_name(TRAIN_STATE), criterion=criterion, launcher=launcher)
+    if launcher.is_main:  # one writer of the checkpoint
+        save_checkpoint(model, tokenizer, checkpoint, spec, ref, config, prompt_record(spec, ref, config, tokenizer))
+    launcher.barrier()  # no rank evaluates the checkpoint before it is whole
     params = parameter_counts(model)
     info = {"params": params, **flops_accounting(params["total"], result.train_tokens, result.train_seconds),
             "steps": result.steps, "epochs": round(result.epochs, 3),
@@ -183,27 +173,6 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
             "oom_backoff_pieces": result.oom_chunks, "precision": resolved_precision(config.precision, device()),
             "device": str(device()), "checkpoint": str(checkpoint)}
     return model, tokenizer, result, info
-
-
-# Dense bf16 tensor-core peaks (FLOP/s) of common training GPUs, for MFU; others report no MFU.
-GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12,
-                 "RTX 4090": 165e12}
-
-
-def flops_accounting(parameters: float, train_tokens: int, seconds: float) -> dict[str, Any]:
-    """Training FLOPs by the 6N-per-token rule (2N forward + 4N backward; an overestimate for
-    LoRA, whose frozen weights get no weight gradients), achieved FLOP/s, and on a known GPU the
-    model FLOPs utilisation against its dense bf16 peak."""
-    import torch
-
-    flops = 6.0 * parameters * train_tokens
-    achieved = flops / seconds if seconds else 0.0
-    found: dict[str, Any] = {"train_flops": flops, "train_tflops_per_s": round(achieved / 1e12, 4)}
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name()
-        peak = next((value for key, value in GPU_PEAK_BF16.items() if key in name), None)
-        found.update(gpu=name, mfu=round(achieved / peak, 4) if peak else None)
-    return found
 
 
 def merged_for_inference(model: Any, config: RunConfig) -> Any:
@@ -228,36 +197,6 @@ def _classification_validator(spec: TaskSpec, ref: ModelRef, config: RunConfig, 
     return validate
 
 
-def save_checkpoint(model: Any, tokenizer: Any, path: Path, spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
-    """Adapter (LoRA/QLoRA, with the trained head) or full weights, plus what is needed to reload
-    it; written to a temp folder and renamed, so a checkpoint folder is always whole."""
-    staging = path.with_name(path.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    adapter = config.method_name in ("lora", "qlora")
-    with writing(staging):  # a full disk: one error line naming the folder, not a SafetensorError traceback
-        try:
-            # An adapter folder holds no config.json: transformers would take one for a full model's
-            # and `AutoModelFor*.from_pretrained(checkpoint)` would then look for its weights instead of
-            # loading the base named in adapter_config.json. What the base config told a reader (labels,
-            # pad id, 4-bit settings) is in bench_checkpoint.json instead.
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-            base_config = (model.get_base_model() if adapter else model).config
-            quantization = getattr(base_config, "quantization_config", None)
-            meta = {"task": spec.key, "kind": type(spec.kind).__name__,
-                    "labels": list(getattr(spec.kind, "labels", ())), "model": ref.name, "base_source": ref.source,
-                    "family": ref.family, "method": config.method, "objective": config.objective,
-                    "adapter": adapter, "pad_token_id": tokenizer.pad_token_id,
-                    "quantization": quantization.to_dict() if hasattr(quantization, "to_dict") else quantization,
-                    **prompt_record(spec, ref, config, tokenizer), "config": config.to_dict()}
-            (staging / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2))
-        except Exception:  # a full disk: leave no half checkpoint taking the space (a kill: the re-run)
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    shutil.rmtree(path, ignore_errors=True)
-    staging.rename(path)
-
-
 def prompt_record(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any) -> dict[str, Any]:
     """How the model was prompted, for using an `--objective lm` checkpoint without bench: the
     task's str.format template over its fields (or the function that builds it), the label
@@ -270,92 +209,3 @@ def prompt_record(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: A
     if isinstance(spec.kind, Generate):
         record["chat_template"] = use_chat_template(tokenizer, config.chat_template, ref.family == "seq2seq")
     return record
-
-
-def checkpoint_meta(path: Path) -> dict[str, Any] | None:
-    """What `save_checkpoint` wrote beside the weights (task, base model, objective, run config);
-    None when `path` is not a bench checkpoint."""
-    meta_file = path / CHECKPOINT_FILE
-    if not meta_file.is_file():
-        return None
-    meta = read_json(meta_file, RETRAIN)
-    if not isinstance(meta, dict):
-        raise DamagedFile(str(meta_file), f"a JSON {type(meta).__name__}, not an object", RETRAIN)
-    return meta
-
-
-def checkpoint_problem(path: Path) -> str | None:
-    """Why the checkpoint at `path` cannot be loaded (missing, its record or a weights file damaged),
-    read from the files' headers alone; None when it is whole."""
-    if not path.is_dir():
-        return f"{path} is missing"
-    try:
-        if checkpoint_meta(path) is None:
-            return f"{path} has no {CHECKPOINT_FILE}"
-        for weights in sorted(path.glob("*.safetensors")):
-            check_safetensors_file(weights, RETRAIN)
-    except DamagedFile as exc:
-        return f"{exc.where} is damaged ({exc.reason})"
-    return None
-
-
-def base_source(meta: dict[str, Any]) -> str:
-    """Where a checkpoint's base model loads from: the recorded source, or, when that was a local
-    folder that is gone (results copied to another machine, a cleared cache), the model name the
-    run was given, resolved again (an offline alias rebuilds its cache)."""
-    source = str(meta["base_source"])
-    if source != meta["model"] and Path(source).is_absolute() and not Path(source).exists():
-        return resolve_model(meta["model"]).source
-    return source
-
-
-def check_checkpoint(path: Path, meta: dict[str, Any], trust_remote_code: bool) -> None:
-    """A checkpoint, and an adapter's local base, pass what a local model folder passes before
-    anything in them loads: no pickle weights (peft loads an adapter_model.bin wherever
-    adapter_model.safetensors is missing), and no code of their own without --trust-remote-code."""
-    check_local_model(path, "checkpoint", trust_remote_code)
-    base = Path(base_source(meta)) if meta["adapter"] else None
-    if base is not None and base.is_dir():
-        check_local_model(base, f"the base model of checkpoint {path}", trust_remote_code)
-
-
-def load_checkpoint(path: Path, *, trust_remote_code: bool = False) -> tuple[Any, Any, dict[str, Any]]:
-    """A bench checkpoint back in memory: base + adapter (merged for speed) or full weights.
-    `trust_remote_code`: the caller's --trust-remote-code, which a checkpoint of a model with its own
-    code needs again (saved full weights carry that code with them)."""
-    meta = checkpoint_meta(path)
-    if meta is None:
-        raise BenchError(f"{path} is not a bench checkpoint (no {CHECKPOINT_FILE}); evaluate a plain model with "
-                         "`bench eval TASK --model PATH --baseline prompt|head`")
-    check_checkpoint(path, meta, trust_remote_code)
-    problem = checkpoint_problem(path)
-    if problem is not None:
-        raise BenchError(f"{problem}: {RETRAIN}")
-
-    def ref_at(source: str) -> ModelRef:  # the checkpoint's model, read from the checkpoint or its base
-        return ModelRef(meta["model"], source, meta["family"], "", trust_remote_code)
-
-    tokenizer = load_tokenizer(ref_at(str(path)))
-    if meta["adapter"]:
-        from peft import PeftModel
-
-        # QLoRA adapters were trained against 4-bit weights: reload them on the same 4-bit base.
-        quantized = meta["method"] == "qlora"
-        base = _reload_base(meta, ref_at(base_source(meta)), tokenizer, quantized)
-        # use_safetensors: peft's own switch; what guards a local folder is check_checkpoint above, as
-        # peft loads adapter_model.bin wherever adapter_model.safetensors is missing.
-        model = PeftModel.from_pretrained(base, path, use_safetensors=True)
-        if quantized:
-            return model, tokenizer, meta
-        model = model.merge_and_unload()  # plain weights evaluate faster than base + adapter
-    else:
-        model = _reload_base(meta, ref_at(str(path)), tokenizer, False)
-    return model.to(device()), tokenizer, meta
-
-
-def _reload_base(meta: dict[str, Any], ref: ModelRef, tokenizer: Any, quantized: bool) -> Any:
-    if meta["objective"] != "head":
-        return load_lm(ref, quantize_4bit=quantized)
-    if meta.get("kind") == "ExtractiveQA":
-        return load_span_model(ref, seed=0, quantize_4bit=quantized)
-    return load_classifier(ref, tuple(meta["labels"]), tokenizer.pad_token_id, seed=0, quantize_4bit=quantized)

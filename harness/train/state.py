@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from harness.artefacts import DamagedFile, check_safetensors_file, read_json, writing
 from harness.faults import reached
 
@@ -31,6 +33,65 @@ class LoopState:
     epoch_rng: dict[str, Any]  # numpy bit-generator state when `epoch` began
     evals_without_gain: int
     result: dict[str, Any]     # TrainResult fields
+
+
+@dataclass
+class Position:
+    """Where the loop stands in memory. `save` writes it (with the data order) as a LoopState."""
+
+    step: int = 0  # optimizer steps done
+    micro: int = 0  # batches trained on (an optimizer step every grad_accum of them, or at an epoch's end)
+    epoch: int = 0
+    skip: int = 0  # batches of this epoch trained on before a resume
+    evals_without_gain: int = 0
+    best_state: dict[str, Any] | None = None  # trainable weights at the best validation
+    chunks: int = 1  # each batch runs in this many pieces; doubled when the device runs out of memory
+    window_loss: float = 0.0  # summed over the current optimizer step's batches
+    window_batches: int = 0
+    saved_step: int = 0  # step of the last saved training state (0: none)
+    saves: int = 0  # states saved by this process
+
+    def add_batch(self, loss: float) -> None:
+        self.window_loss, self.window_batches, self.micro = (self.window_loss + loss, self.window_batches + 1,
+                                                             self.micro + 1)
+
+    def end_window(self) -> float:
+        """The optimizer step is taken: its mean batch loss, and a new window begins."""
+        mean = self.window_loss / self.window_batches
+        self.window_loss, self.window_batches = 0.0, 0
+        return mean
+
+    def restart_window(self) -> None:
+        """The window's gradient was dropped (out of memory): its batches count as not trained on."""
+        self.micro -= self.window_batches
+        self.window_loss, self.window_batches = 0.0, 0
+
+
+def resume(folder: Path, model: Any, optimizer: Any, scheduler: Any, position: Position,
+           rng: np.random.Generator) -> dict[str, Any] | None:
+    """Load the state saved in `folder` into the model, optimizer, scheduler, `position` and the
+    data-order `rng` (as it stood when the saved epoch began); returns the saved TrainResult
+    fields, or None when there is nothing to resume from."""
+    resumed = load_state(folder, model, optimizer, scheduler)
+    if resumed is None:
+        return None
+    saved, position.best_state = resumed
+    position.step, position.micro, position.epoch, position.skip = (saved.step, saved.micro, saved.epoch,
+                                                                    saved.batches_done)
+    position.evals_without_gain, position.saved_step = saved.evals_without_gain, saved.step
+    rng.bit_generator.state = saved.epoch_rng
+    return saved.result
+
+
+def save(folder: Path, model: Any, optimizer: Any, scheduler: Any, position: Position, batches_done: int,
+         epoch_rng: dict[str, Any], result: Any) -> None:
+    """Save the loop's full state after `batches_done` batches of the current epoch; `result`: the
+    TrainResult so far."""
+    save_state(folder, model, optimizer, scheduler, position.best_state,
+               LoopState(position.step, position.epoch, batches_done, position.micro, epoch_rng,
+                         position.evals_without_gain, dict(result.__dict__)))
+    position.saves, position.saved_step = position.saves + 1, position.step
+    reached("finetune-saved", position.saves)
 
 
 def save_state(folder: Path, model: Any, optimizer: Any, scheduler: Any, best_state: dict[str, Any] | None,
