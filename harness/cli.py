@@ -14,6 +14,7 @@ from harness.artefacts import DISK_ERRNOS, disk_advice, disk_message
 from harness.errors import BenchError
 from harness.options import TASK_OPTIONS, boolean
 from harness.commands.judge import add_judge_options
+from harness.run.launchers import add_launcher_options, check_launcher
 
 RUN_OPTIONS = ("method", "objective", "shots", "train_samples", "eval_samples", "validation_samples", "epochs", "lr",
                "batch_size", "eval_batch_size", "grad_accum", "max_length", "optimizer", "schedule", "warmup_ratio",
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "or a metric name such as f1_macro")
     _training(sweep)
     _lm_eval_options(sweep)
+    add_launcher_options(sweep)
 
     evaluate = commands.add_parser("eval", help="evaluate a model or a bench checkpoint on a task")
     _common(evaluate)
@@ -766,10 +768,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.store import Store, results_dir
     from harness.task.registry import task_option_type
     from harness.task.registry import task_options as declared_options
-    from harness.commands.sweep import execute, metric_label, parse_grid, plan_sweep, prepare_runners, save_plan, write_outputs
+    from harness.commands.sweep import metric_label, parse_grid, plan_sweep, prepare_runners, save_plan, write_outputs
+    from harness.run.launchers import launch
 
     started = time.perf_counter()
     loggers = check_loggers(args.log_to)
+    check_launcher(args)
     overrides = _overrides(args)
     options = task_options(args)
     own = {name: parameter for name, parameter in declared_options(args.task).items() if name not in TASK_OPTIONS}
@@ -787,7 +791,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                            force_new=args.force_new, log=_log)
         write_run_files(store, [item.run for item in planned])
         save_plan(store.root, plan)  # before the first cell: an interrupted sweep can still be reported
-        results = execute(planned, runners, store, _log, after_run=_after_run(loggers, store))
+        results = launch(args, plan, planned, runners, store, _log, _after_run(loggers, store))
+        if results is None:  # --no-wait: the cells run on as jobs; `bench report --sweep` collects them
+            return 0
         plan = dataclasses.replace(plan, failures={r.cell.run_id: r.error for r in results if r.error})
         save_plan(store.root, plan)  # with the failed cells' reasons, for later reports
         table, section, html = write_outputs(store, plan, results, data_dir)
