@@ -50,6 +50,9 @@ def add_launcher_options(sweep: argparse.ArgumentParser) -> None:
     group.add_argument("--time-limit", type=int, metavar="MINUTES",
                        help=f"each cell job's time limit in minutes (slurm default {SLURM_DEFAULT_MINUTES}); a cell "
                             f"that reaches it is requeued (up to {REQUEUES} times) and resumes where it stopped")
+    group.add_argument("--slurm-option", action="append", metavar="KEY=VALUE",
+                       help="slurm: any other sbatch option for every cell's job, e.g. --slurm-option account=proj "
+                            "--slurm-option qos=high (written as #SBATCH --KEY=VALUE); repeatable")
     group.add_argument("--slurm-folder", help="the jobs' scripts and logs (default: RESULTS/slurm/SWEEP_NAME)")
     group.add_argument("--no-wait", action="store_true", default=None,
                        help="submit the cells and return; `bench report --sweep NAME` collects them later")
@@ -58,8 +61,11 @@ def add_launcher_options(sweep: argparse.ArgumentParser) -> None:
 def check_launcher(args: argparse.Namespace) -> None:
     """Every launcher problem, before the store is opened: a bad combination writes nothing."""
     launcher = getattr(args, "launcher", None) or "inline"
-    if getattr(args, "partition", None) is not None and launcher != "slurm":
-        raise BenchError("--partition is a Slurm partition: add --launcher slurm, or drop --partition")
+    for flag in ("partition", "slurm_option"):
+        if getattr(args, flag, None) is not None and launcher != "slurm":
+            name = "--" + flag.replace("_", "-")
+            raise BenchError(f"{name} is an option of Slurm jobs: add --launcher slurm, or drop {name}")
+    slurm_options(getattr(args, "slurm_option", None))  # a malformed item fails here, before anything
     if launcher == "inline":
         given = [name for name in SCHEDULER_OPTIONS if getattr(args, name, None) not in (None, False)]
         if given:
@@ -68,17 +74,18 @@ def check_launcher(args: argparse.Namespace) -> None:
                              f"local to try it on this machine), or drop {flag}")
         return
     for name in ("gpus_per_cell", "cpus_per_cell", "mem_gb", "time_limit"):
-        value = getattr(args, name, None)
-        if value is not None and (value < (0 if name == "gpus_per_cell" else 1)):
-            raise BenchError(f"--{name.replace('_', '-')} {value}: give a positive number")
+        value, least = getattr(args, name, None), 0 if name == "gpus_per_cell" else 1
+        if value is not None and value < least:
+            raise BenchError(f"--{name.replace('_', '-')} {value}: give {least} or more")
     try:
         import submitit  # noqa: F401
     except ImportError:
         raise BenchError(f"--launcher {launcher} needs submitit: pip install 'bench[slurm]' "
                          "(or pip install 'submitit>=1.5')") from None
-    if launcher == "slurm" and shutil.which("sbatch") is None:
-        raise BenchError("--launcher slurm needs Slurm's sbatch on PATH (run the sweep on a cluster's login node), "
-                         "or use --launcher local to run the cells as subprocesses on this machine")
+    missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+    if launcher == "slurm" and missing:  # sbatch queues the array; each job's script starts the cell with srun
+        raise BenchError(f"--launcher slurm needs Slurm's {' and '.join(missing)} on PATH (run the sweep on a "
+                         "cluster's login node), or use --launcher local to run the cells as subprocesses here")
 
 
 def launch(args: argparse.Namespace, plan: SweepPlan, planned: Sequence[PlannedCell], runners: dict[str, Runner],
@@ -114,12 +121,26 @@ def make_executor(launcher: str, folder: Path, name: str, args: argparse.Namespa
                                   "cpus_per_task": args.cpus_per_cell, "mem_gb": args.mem_gb,
                                   "gpus_per_node": args.gpus_per_cell}
     if launcher == "slurm":
-        parameters.update(slurm_partition=args.partition, slurm_array_parallelism=cells)
+        parameters.update(slurm_partition=args.partition, slurm_array_parallelism=cells,
+                          slurm_additional_parameters=slurm_options(args.slurm_option))
     elif args.gpus_per_cell is None:
         # the local executor hides every GPU unless told a count: each cell sees this machine's, as inline
         parameters["gpus_per_node"] = visible_gpu_count()
     executor.update_parameters(**parameters)
     return executor
+
+
+def slurm_options(items: Sequence[str] | None) -> dict[str, str]:
+    """--slurm-option KEY=VALUE items -> {key: value} for submitit's additional sbatch parameters."""
+    options = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key or not value.strip():
+            raise BenchError(f"--slurm-option {item!r}: expected KEY=VALUE, an sbatch option without its dashes "
+                             "(e.g. account=proj)")
+        options[key.replace("-", "_")] = value.strip()
+    return options
 
 
 def visible_gpu_count() -> int:
