@@ -192,3 +192,24 @@ def test_slurm_options_reach_the_job_arrays_sbatch_script(tmp_path: Path, monkey
     again = DelayedSubmission(job, "spec", "run")._checkpoint_function()  # what submitit calls at the limit
     assert again is not None and again.function is job and again.args == ("spec", "run")
 
+
+
+def test_sbatch_refusing_the_array_is_one_error_and_runs_nothing(bench: Any, data_dir: Path, tiny_model: Any,
+                                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    tools = tmp_path / "bin"  # a cluster whose sbatch knows no partition "nope"
+    tools.mkdir()
+    (tools / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n")
+    (tools / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for tool in ("sbatch", "srun"):
+        (tools / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    results = tmp_path / "results"
+    code, out, err = bench("sweep", "sst2", "--models", tiny_model("gpt2"), "--data-dir", data_dir, "--results",
+                           results, *ARGS, "--launcher", "slurm", "--partition", "nope")
+    assert code == 2 and err.splitlines()[-1] == (
+        "error: the scheduler refused the sweep's jobs: sbatch: error: invalid partition specified: nope; fix the "
+        "option it names (--partition, --slurm-option, --time-limit, ...) and run the sweep again"), err
+    assert err.count("invalid partition") == 1  # said once, in the error line (submitit prints it too)
+    with sqlite3.connect(results / "bench.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM stages").fetchone()[0] == 0

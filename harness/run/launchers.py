@@ -14,10 +14,11 @@ only when asked for.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shutil
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -98,9 +99,9 @@ def launch(args: argparse.Namespace, plan: SweepPlan, planned: Sequence[PlannedC
         return execute(planned, runners, store, log, after_run=after_run)
     folder = Path(args.slurm_folder) if args.slurm_folder else store.root / "slurm" / plan.name
     executor = make_executor(launcher, folder.resolve(), plan.name, args, len(planned))
-    job = CellJob(str(store.root.resolve()), str(Path(args.data_dir).resolve()) if args.data_dir else None)
-    with detached_streams(launcher == "local" and bool(args.no_wait)):
-        jobs = executor.map_array(job, [item.spec for item in planned], [item.run for item in planned])
+    data_dir = next(iter(runners.values())).data_dir  # --data-dir or BENCH_DATA_DIR, as the sweep read it
+    job = CellJob(str(store.root.resolve()), str(data_dir.resolve()) if data_dir else None)
+    jobs = submit(executor, job, planned, detach=launcher == "local" and bool(args.no_wait))
     where = "Slurm" if launcher == "slurm" else "local"
     log(f"sweep {plan.name}: {len(jobs)} cells submitted as {where} jobs {jobs[0].job_id}"
         f"{'..' + jobs[-1].job_id if len(jobs) > 1 else ''}; logs in {folder}")
@@ -109,6 +110,21 @@ def launch(args: argparse.Namespace, plan: SweepPlan, planned: Sequence[PlannedC
               f"bench report --sweep {plan.name} --results {store.root}")
         return None
     return collect(plan, planned, jobs, store, log, after_run, poll_seconds=30.0 if launcher == "slurm" else 1.0)
+
+
+def submit(executor: Any, job: CellJob, planned: Sequence[PlannedCell], detach: bool) -> list[Any]:
+    """The cells as one job array. sbatch refusing it (an unknown partition or account, a limit too
+    long) is one error line: the sweep's manifest and run files are written, no cell has run."""
+    from submitit.core.utils import FailedSubmissionError, UncompletedJobError
+
+    refusal = io.StringIO()  # submitit prints sbatch's complaint itself, then raises it
+    try:
+        with detached_streams(detach), redirect_stderr(refusal):
+            return executor.map_array(job, [item.spec for item in planned], [item.run for item in planned])
+    except (UncompletedJobError, FailedSubmissionError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or ["no reason given"]
+        raise BenchError(f"the scheduler refused the sweep's jobs: {lines[-1]}; fix the option it names "
+                         "(--partition, --slurm-option, --time-limit, ...) and run the sweep again") from None
 
 
 def make_executor(launcher: str, folder: Path, name: str, args: argparse.Namespace, cells: int) -> Any:
