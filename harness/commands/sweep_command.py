@@ -12,6 +12,7 @@ from typing import Any
 from harness.commands.common import add_run_flags, add_task_arguments, add_training_arguments, log, overrides, task_options
 from harness.commands.run import after_run, write_run_files
 from harness.options import TASK_OPTIONS, csv_list, grid_axes
+from harness.run.launchers import add_launcher_options, check_launcher, launch
 from harness.task.registry import task_option_type
 from harness.task.registry import task_options as declared_options
 
@@ -33,11 +34,12 @@ def add_parser(commands: Any) -> None:
                                          "or a metric name such as f1_macro")
     add_training_arguments(parser)
     add_run_flags(parser, "lm_eval")
+    add_launcher_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     # lazy: the sweep engine and the store (numpy, sqlite3, pandas) stay out of `bench --help`
-    from harness.commands.sweep import execute, parse_grid, plan_sweep, prepare_runners
+    from harness.commands.sweep import parse_grid, plan_sweep, prepare_runners
     from harness.run.sweep_plan import save_plan
     from harness.loggers import check_loggers
     from harness.run.resume import settle_stored_runs
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     loggers = check_loggers(args.log_to)
+    check_launcher(args)
     given, options = overrides(args), task_options(args)
     own = {name: parameter for name, parameter in declared_options(args.task).items() if name not in TASK_OPTIONS}
     axes = parse_grid(args.grid, {**grid_axes(), **{name: task_option_type(p) for name, p in own.items()}},
@@ -61,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
                                    for item in planned], force_new=args.force_new, log=log)
         write_run_files(store, [item.run for item in planned])
         save_plan(store.root, plan)  # before the first cell: an interrupted sweep can still be reported
-        results = execute(planned, runners, store, log, after_run=after_run(loggers, store))
+        results = launch(args, plan, planned, runners, store, log, after_run(loggers, store))
+        if results is None:  # --no-wait: the cells run on as jobs; `bench report --sweep` collects them
+            return 0
         plan = dataclasses.replace(plan, failures={r.cell.run_id: r.error for r in results if r.error})
         save_plan(store.root, plan)  # with the failed cells' reasons, for later reports
         print_outputs(store, plan, results, data_dir, started)
