@@ -124,3 +124,25 @@ def test_the_interrupted_run_resumes_after_its_stored_baseline(bench: Bench, old
     assert code == 0, err
     assert "finetuned: complete in the store, skipped" in err
     assert stored_scores(old_store / "results") == after
+
+
+@pytest.mark.parametrize("run_id, task", [(SST2, ("sst2",)), (SAMSUM, ("samsum",)),
+                                          (SQUAD, ("squad_v2", "--mode", "span"))])
+def test_a_stored_checkpoint_evaluates_to_its_stored_predictions(bench: Bench, old_store: Path,
+                                                                 tiny_model: Callable[[str], Path],
+                                                                 run_id: str, task: tuple[str, ...]) -> None:
+    """bench_checkpoint.json names its kind by the old class name (Classify, Generate, ExtractiveQA):
+    the checkpoint must still load as that kind and predict what its run stored. The base models are
+    rebuilt (same weights); the checkpoint brings its own tokenizer."""
+    family = "bert" if run_id == SQUAD else "gpt2"
+    shutil.copytree(tiny_model(family), old_store / f"tiny-{family}")
+    checkpoint = f"results/runs/{run_id}/checkpoint"
+    code, _, err = bench("eval", *task, "--model", checkpoint, "--data-dir", "data", "--quiet", *RESULTS)
+    assert code == 0, err
+    with sqlite3.connect(old_store / "results" / "bench.sqlite") as db:
+        (eval_id,) = db.execute("SELECT run_id FROM runs WHERE run_id LIKE 'eval__%'").fetchone()
+        query = "SELECT example_id, gold, label, output FROM predictions WHERE run_id = ? AND stage = ? ORDER BY idx"
+        stored = db.execute(query, (run_id, "finetuned")).fetchall()
+        (eval_stage,) = db.execute("SELECT DISTINCT stage FROM predictions WHERE run_id = ?", (eval_id,)).fetchone()
+        evaluated = db.execute(query, (eval_id, eval_stage)).fetchall()
+    assert stored and evaluated == stored
