@@ -40,11 +40,13 @@ class KindBase:
     discrete: ClassVar[bool] = False
     # Its stored outputs are generated answers a judge can grade.
     judgeable: ClassVar[bool] = False
+    # Its metrics include METEOR, which needs WordNet: a missing WordNet fails at planning.
+    uses_meteor: ClassVar[bool] = False
 
-    @property
-    def fields(self) -> tuple[str, ...]:
-        """The text columns the prompt template formats, in order (Example.texts)."""
-        raise NotImplementedError
+    # The text columns the prompt template formats, in order (Example.texts): a dataclass field of
+    # the kind, or a property. (Annotated here, not a property: a property on the base would stop a
+    # frozen dataclass field of that name from being set.)
+    fields: tuple[str, ...]
 
     def columns(self) -> tuple[str, ...]:
         """Every column an example needs: the fields and the gold (label, target, answers...)."""
@@ -78,6 +80,15 @@ class KindBase:
     def check(self, spec: "TaskSpec", ref: "ModelRef", config: "RunConfig", baselines: Sequence[str]) -> None:
         """Options that contradict this kind (or do not fit the model), as one BenchError, before
         any work. `baselines` are the resolved baseline kinds the run evaluates."""
+
+    def generated_tokens(self, config: "RunConfig") -> int | None:
+        """How many tokens a prompted evaluation generates per example (the decoder's positions a
+        seq2seq model needs), or None when the kind's generation is not prompted by the task."""
+        return None
+
+    def shots(self, config: "RunConfig", objective: str) -> int:
+        """The demonstrations each prompt shows (recorded with the stage)."""
+        return 0
 
     # --- evaluation --------------------------------------------------------------------------
     def predict(self, spec: "TaskSpec", backend: "Backend", examples: Sequence["Example"],
@@ -119,3 +130,25 @@ class KindBase:
         """What a checkpoint records about how the model was prompted, beyond the template
         (e.g. the label verbalizers), so it can be used without bench."""
         return {}
+
+
+def refuse_generation_options(spec: "TaskSpec", config: "RunConfig", what: str, fix: str = "") -> None:
+    """--max-new-tokens and --chat-template on a kind that generates nothing from the task's prompt:
+    they would change the run id (a second full run) and nothing else."""
+    from harness.errors import BenchError
+
+    if config.max_new_tokens is not None or config.chat_template != "auto":
+        option = "--max-new-tokens" if config.max_new_tokens is not None else "--chat-template"
+        raise BenchError(f"{option} applies to prompted generation; {spec.name} {what}, so it would change nothing "
+                         f"but the run id: drop it{fix}")
+
+
+def refuse_head_options(spec: "TaskSpec", config: "RunConfig", baselines: Sequence[str], kind_name: str) -> None:
+    """A text task has no classification head and no few-shot prompt."""
+    from harness.errors import BenchError
+
+    if "head" in baselines or config.objective != "lm":
+        raise BenchError(f"{spec.name} is a text task ({kind_name}): it has no classification head; use --baseline "
+                         "prompt and --objective lm (the defaults)")
+    if config.shots:
+        raise BenchError(f"--shots applies to classification prompts; {spec.name} is a text task")

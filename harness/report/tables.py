@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from harness.compare.paired import Comparison, LmEvalComparison, RunCosts, TextComparison, format_ci, format_p
-from harness.task.spec import LanguageModel, TaskSpec
+from harness.task.spec import TaskSpec
 from harness.compare.stats import ADJUSTMENTS, adjust_p
 from harness.store import Store, atomic_write
 from harness.types import Example, Prediction
@@ -486,8 +486,8 @@ def print_and_save(store: Store, spec: TaskSpec, rows: Sequence[Comparison | Tex
     for row in rows:
         if isinstance(row, LmEvalComparison):  # its documents are lm-eval's, not this task's examples
             continue
-        if spec.is_classification:
-            print(sample_predictions(store, row, spec.kind.labels, texts) + "\n")
+        if spec.kind.discrete:
+            print(sample_predictions(store, row, spec.kind.labels, texts) + "\n")  # type: ignore[attr-defined]
         else:
             print(sample_outputs(store, row, texts, references) + "\n")
     name = f"{spec.key}__" + hashlib.sha256("|".join(r.run_id + r.baseline for r in rows).encode()).hexdigest()[:8]
@@ -501,9 +501,4 @@ def print_and_save(store: Store, spec: TaskSpec, rows: Sequence[Comparison | Tex
 def example_texts(spec: TaskSpec, examples: Iterable[Example]) -> tuple[dict[str, str], dict[str, str]]:
     """Example id -> what the model was shown (a document's held-out prompt, for language
     modelling), and id -> what it should have written (references, or the document's continuation)."""
-    examples = list(examples)
-    if isinstance(spec.kind, LanguageModel):
-        pairs = {e.id: spec.kind.continuation_split(e.texts[0]) for e in examples}
-        return {k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()}
-    return ({e.id: " / ".join(t for t in e.texts if t.strip()) for e in examples},
-            {e.id: " | ".join(e.references) or "(no answer)" for e in examples})
+    return spec.kind.shown(list(examples))
