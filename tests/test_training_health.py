@@ -120,7 +120,7 @@ def test_a_short_last_step_averages_its_batches(tiny_model: Any) -> None:
 
     from harness.options import RunConfig
     from harness.train.loop import train
-from harness.types import TrainItem
+    from harness.types import TrainItem
 
     item = TrainItem([5, 6, 7, 8, 9, 10], lm_labels=[5, 6, 7, 8, 9, 10])
     weights = []
@@ -149,7 +149,7 @@ def test_restoring_an_earlier_step_is_logged(tiny_model: Any, scores: tuple[floa
 
     from harness.options import RunConfig
     from harness.train.loop import train
-from harness.types import TrainItem
+    from harness.types import TrainItem
 
     item = TrainItem([5, 6, 7, 8, 9, 10], lm_labels=[5, 6, 7, 8, 9, 10])
     model = AutoModelForCausalLM.from_pretrained(tiny_model("gpt2"))
