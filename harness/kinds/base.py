@@ -101,7 +101,8 @@ class KindBase:
     def score(self, spec: "TaskSpec", examples: Sequence["Example"], predictions: Sequence["Prediction"],
               seed: int) -> tuple[dict[str, Any], list["Prediction"]]:
         """A stage's metrics and its predictions with their per-example values (what paired
-        before/after statistics resample). `bench rescore` calls it on stored outputs."""
+        before/after statistics resample); `examples[i]` is the example `predictions[i]` answers
+        (scoring_helpers.score_stage matches them by id). `bench rescore` calls it on stored outputs."""
         raise NotImplementedError
 
     def metric_names(self, spec: "TaskSpec") -> list[str]:
