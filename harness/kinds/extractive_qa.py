@@ -56,7 +56,8 @@ class ExtractiveQA(KindBase):
     def check(self, spec: "TaskSpec", ref: "ModelRef", config: "RunConfig", baselines: Sequence[str]) -> None:
         from harness.errors import BenchError
 
-        refuse_generation_options(spec, config, "--mode span points at a span in the context", ", or use --mode generate")
+        refuse_generation_options(spec, config, "--mode span points at a span in the context",
+                                  ", or use --mode generate")
         if "prompt" in baselines or config.objective != "head":
             raise BenchError("squad_v2 --mode span trains and evaluates a span head: use --baseline head "
                              "--objective head, or --mode generate for prompted answers")

@@ -64,8 +64,8 @@ def _load_head_model(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer
     """A new, seeded head: the kind's span start/end head, or a classification head over its labels."""
     if spec.kind.head == "span":
         return load_span_model(ref, seed=config.training_seed, quantize_4bit=quantize_4bit)
-    return load_classifier(ref, spec.kind.labels, tokenizer.pad_token_id, seed=config.training_seed,  # type: ignore[attr-defined]
-                           quantize_4bit=quantize_4bit)
+    labels = spec.kind.labels  # type: ignore[attr-defined]  # a classifier head is over the kind's labels
+    return load_classifier(ref, labels, tokenizer.pad_token_id, seed=config.training_seed, quantize_4bit=quantize_4bit)
 
 
 def evaluate_model(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any,
