@@ -47,12 +47,12 @@ def splits(data_dir: Path, train: int, validation: int):
 
 
 def accuracy(model, tokenizer, examples, max_length: int, precision: str) -> float:
-    from harness.run.evaluate import predict_with_head
-    from harness.backends.precision import autocast
+    from harness.backends.base import HeadScores
+    from harness.backends.hf import HFBackend
 
-    with autocast(precision, next(model.parameters()).device):
-        predictions = predict_with_head(model, tokenizer, examples, max_length, 32)
-    return sum(p.label == p.gold for p in predictions) / len(predictions)
+    backend = HFBackend(model, tokenizer, False, 32, precision)
+    rows = backend.head_scores([HeadScores(tuple(e.texts), max_length) for e in examples])
+    return sum(max(range(len(row)), key=row.__getitem__) == e.label for row, e in zip(rows, examples)) / len(examples)
 
 
 def run_bench(ref, spec, data, config, device) -> tuple[float, int, float]:

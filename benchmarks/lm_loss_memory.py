@@ -33,13 +33,13 @@ def one_side(args: argparse.Namespace) -> dict[str, float]:
     from harness.backends.batching import batch_loss, collate
     from harness.backends.models import load_lm, load_tokenizer, resolve_model
     from harness.task.registry import get_task
-    from harness.run.text_stages import text_train_items
 
     spec = get_task("samsum")
     splits = build_splits(spec, args.data_dir, train_samples=200, eval_samples=10, validation_samples=5, seed=0)
     ref = resolve_model(args.model)
     tokenizer, model = load_tokenizer(ref), load_lm(ref)
-    items = text_train_items(spec, ref, RunConfig(task="samsum", model=args.model, max_length=args.max_length), tokenizer, splits.train)
+    items = spec.kind.train_items(spec, tokenizer, ref.family == "seq2seq",
+                                  RunConfig(task="samsum", model=args.model, max_length=args.max_length), splits.train)
     batch = sorted(items, key=lambda item: -len(item.input_ids))[: args.batch_size]
     inputs = collate(batch, tokenizer.pad_token_id, torch.device("cpu"))
     targets = sum(sum(label != -100 for label in item.lm_labels or ()) for item in batch)

@@ -7,7 +7,8 @@ Metrics: accuracy, precision/recall/F1. The Science/Technology verbalizer is mul
 tokenizers (World, Sports and Business are one token each in SmolLM2's, for one).
 """
 from harness.task.registry import task
-from harness.task.spec import Classify, HubData, TaskSpec
+from harness.kinds import Classify
+from harness.task.spec import HubData, TaskSpec
 
 
 @task("ag_news")

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from harness.errors import BenchError
 from harness.task.registry import task
-from harness.task.spec import Generate, HubData, TaskSpec
+from harness.kinds import Generate
+from harness.task.spec import HubData, TaskSpec
 
 if TYPE_CHECKING:
     import pandas as pd

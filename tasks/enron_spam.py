@@ -5,7 +5,8 @@ Androutsopoulos & Paliouras, 2006, "Spam Filtering with Naive Bayes - Which Naiv
 Metrics: accuracy, precision/recall/F1 (spam recall matters most).
 """
 from harness.task.registry import task
-from harness.task.spec import Classify, HubData, TaskSpec
+from harness.kinds import Classify
+from harness.task.spec import HubData, TaskSpec
 
 
 @task("enron_spam")

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 from harness.errors import BenchError
 from harness.task.registry import task
-from harness.task.spec import Classify, HubData, TaskSpec
+from harness.kinds import Classify
+from harness.task.spec import HubData, TaskSpec
 
 if TYPE_CHECKING:
     import pandas as pd

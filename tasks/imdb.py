@@ -5,7 +5,8 @@ Vectors for Sentiment Analysis". Metrics: accuracy, precision/recall/F1 (macro, 
 Seed recipe (`--preset paper`): 15 epochs, lr 2e-5, weight decay 0.01, full test set, 512 tokens.
 """
 from harness.task.registry import task
-from harness.task.spec import Classify, HubData, TaskSpec
+from harness.kinds import Classify
+from harness.task.spec import HubData, TaskSpec
 
 
 @task("imdb")

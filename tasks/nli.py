@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harness.task.registry import task
-from harness.task.spec import Classify, HubData, TaskSpec
+from harness.kinds import Classify
+from harness.task.spec import HubData, TaskSpec
 
 if TYPE_CHECKING:
     import pandas as pd

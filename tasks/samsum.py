@@ -6,7 +6,8 @@ greedy generation from the prompt; fine-tune = seq2seq (T5) or causal SFT with t
 Metrics: ROUGE-1/2/L/Lsum (Lsum splits sentences), BLEU with n-gram precisions, METEOR.
 """
 from harness.task.registry import task
-from harness.task.spec import Generate, HubData, TaskSpec
+from harness.kinds import Generate
+from harness.task.spec import HubData, TaskSpec
 
 
 @task("samsum")

@@ -13,7 +13,8 @@ articles, whose topics and prose make their questions easier or harder together.
 """
 from harness.errors import BenchError
 from harness.task.registry import task
-from harness.task.spec import ExtractiveQA, Generate, HubData, TaskSpec
+from harness.kinds import ExtractiveQA, GenerateSquad
+from harness.task.spec import HubData, TaskSpec
 
 PROMPT = ("Answer the question from the passage with a short span copied from it. If the passage does not "
           "answer it, reply: unanswerable.\n\nPassage: {context}\n\nQuestion: {question}\n\nAnswer:")
@@ -30,8 +31,7 @@ def squad_v2(mode: str = "span") -> TaskSpec:
         data=HubData("rajpurkar/squad_v2", local="squad_v2", train="train", eval="validation", group="context",
                      cluster="title"),
         kind=(ExtractiveQA(doc_stride=64) if span else
-              Generate(fields=("question", "context"), target="answers", max_new_tokens=16, stop=("\n",),
-                       metrics="squad_v2")),
+              GenerateSquad(fields=("question", "context"), target="answers", max_new_tokens=16, stop=("\n",))),
         prompt="" if span else PROMPT,
         presets={"quick": QUICK if span else {**QUICK, "max_length": 320, "batch_size": 8, "eval_batch_size": 16},
                  "paper": {"epochs": 2, "lr": 3e-5, "weight_decay": 0.01, "max_length": 384,

@@ -6,7 +6,8 @@ Paper: Socher et al., 2013, "Recursive Deep Models for Semantic Compositionality
 Treebank". Metrics: accuracy, precision/recall/F1.
 """
 from harness.task.registry import task
-from harness.task.spec import Classify, HubData, TaskSpec
+from harness.kinds import Classify
+from harness.task.spec import HubData, TaskSpec
 
 
 @task("sst2")

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harness.task.registry import task
-from harness.task.spec import HubData, LanguageModel, TaskSpec
+from harness.kinds import LanguageModel
+from harness.task.spec import HubData, TaskSpec
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -34,7 +34,7 @@ def only_run(results: Path) -> Path:
     return folder
 
 
-CLASSIFICATION = sorted(name for name in task_names() if get_task(name).is_classification)
+CLASSIFICATION = sorted(name for name in task_names() if get_task(name).kind.discrete)
 
 
 @pytest.mark.parametrize("task", CLASSIFICATION)  # text tasks: tests/test_text_tasks.py

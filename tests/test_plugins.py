@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from harness.task import registry
-from harness.task.spec import Classify, ExtractiveQA, HubData, TaskSpec
+from harness.kinds import Classify, ExtractiveQA
+from harness.task.spec import HubData, TaskSpec
 from test_cli_errors import assert_clean_failure, assert_store_empty
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,8 +115,8 @@ def test_an_empty_file_is_said_to_be_empty(run_plugin, own_files, results, conte
 
 
 PLUGINS = {
-    "good": '"""A good plugin."""\nfrom harness.task.registry import task\nfrom harness.task.spec import Classify, HubData, '
-            'TaskSpec\n\n\n@task("good_plugin")\ndef good() -> TaskSpec:\n    return TaskSpec(HubData("x", "x"), '
+    "good": '"""A good plugin."""\nfrom harness.task.registry import task\nfrom harness.kinds import Classify\n'
+            'from harness.task.spec import HubData, TaskSpec\n\n\n@task("good_plugin")\ndef good() -> TaskSpec:\n    return TaskSpec(HubData("x", "x"), '
             'Classify(("text",), ("a", "b")), "{text}")\n',
     "syntax": '"""Broken."""\ndef (:\n',
     "needs": '"""Broken."""\nimport not_a_module_anywhere\n',

@@ -113,11 +113,12 @@ def test_failures_score_zero_even_on_unanswerable_questions():
 def test_a_failed_generation_is_not_credited_as_no_answer():
     """The task-level scorer (generate mode) must keep a failure as a failure: read as "" it
     would be the right answer to every unanswerable question."""
-    from harness.run.scoring import score_stage
-    from harness.task.spec import Generate, HubData, TaskSpec
+    from harness.kinds import GenerateSquad
+    from harness.kinds.scoring_helpers import score_stage
+    from harness.task.spec import HubData, TaskSpec
     from harness.types import Example, Prediction
 
-    spec = TaskSpec(HubData("x", "x"), Generate(("question",), "answers", metrics="squad_v2"), "{question}")
+    spec = TaskSpec(HubData("x", "x"), GenerateSquad(("question",), "answers"), "{question}")
     examples = [Example("0", ("q0",), -1, ()), Example("1", ("q1",), -1, ("Paris",))]
     predictions = [Prediction("0", -1, None, (), output=None), Prediction("1", -1, None, (), output="Paris")]
     report, _ = score_stage(spec, examples, predictions, seed=0)

@@ -24,8 +24,8 @@ TASKS = task_names()
 # A task whose data ships with the tests (tests/data/<local>, e.g. mc_demo) is tested on it in its own
 # test file; the split tests below read the real datasets of the shared data dir.
 SHARED_DATA_TASKS = [name for name in TASKS if not (Path(__file__).parent / "data" / get_task(name).data.local).is_dir()]
-CLASSIFICATION = [name for name in SHARED_DATA_TASKS if get_task(name).is_classification]
-TEXT_TASKS = [name for name in SHARED_DATA_TASKS if not get_task(name).is_classification]
+CLASSIFICATION = [name for name in SHARED_DATA_TASKS if get_task(name).kind.discrete]
+TEXT_TASKS = [name for name in SHARED_DATA_TASKS if not get_task(name).kind.discrete]
 TRAIN, EVAL, VALIDATION = 120, 200, 100  # 120 splits evenly over 2, 3 and 4 labels
 TASK_MODULES = sorted(module.name for module in pkgutil.iter_modules(tasks.__path__))
 
@@ -112,7 +112,8 @@ def test_rows_the_data_repeats_across_splits_are_not_trained_on(data_dir):
 def test_validation_rows_that_repeat_eval_texts_are_dropped_and_counted(tmp_path):
     """A separate validation split's rows that repeat an eval example's texts leave it, and the
     notes count them, as they count the training rows dropped for the same reason."""
-    from harness.task.spec import Classify, HubData
+    from harness.kinds import Classify
+    from harness.task.spec import HubData
 
     spec = TaskSpec(data=HubData("none/toy", local="toy", validation="validation"),
                     kind=Classify(fields=("text",), labels=("no", "yes")), prompt="{text}", name="toy")

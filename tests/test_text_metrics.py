@@ -280,8 +280,9 @@ def test_language_model_stage_reports_token_weighted_nll_with_a_ci_around_it():
     """One 1,000-token document at 2 nats/token and three 10-token ones at 1: NLL per token is
     2030/1030 = 1.97087, and its CI must resample the same ratio (an unweighted bootstrap of the
     per-document values would put it near 1.25, excluding the value)."""
-    from harness.run.scoring import score_stage
-    from harness.task.spec import HubData, LanguageModel, TaskSpec
+    from harness.kinds import LanguageModel
+    from harness.kinds.scoring_helpers import score_stage
+    from harness.task.spec import HubData, TaskSpec
     from harness.types import Example, Prediction
 
     spec = TaskSpec(HubData("x", "x"), LanguageModel(), "")

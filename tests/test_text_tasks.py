@@ -170,7 +170,7 @@ def test_rolling_perplexity_scores_every_token_once_and_matches_full_context(tin
 def test_generated_no_answer_is_scored_right_on_unanswerable_questions():
     """Peers score NoAns as 0 for generated text or drop those rows: "unanswerable" must count."""
     from harness.task.registry import get_task
-    from harness.run.scoring import score_stage
+    from harness.kinds.scoring_helpers import score_stage
 
     spec = get_task("squad_v2", mode="generate")
     examples = [Example("a", ("Q1", "C1"), references=("Paris",), answer_starts=(0,)),
@@ -186,7 +186,7 @@ def test_generated_no_answer_is_scored_right_on_unanswerable_questions():
 def test_a_model_that_never_answers_is_called_out():
     """All 'no answer' scores exactly the share of unanswerable questions: a collapse, not a skill."""
     from harness.task.registry import get_task
-    from harness.run.scoring import score_stage
+    from harness.kinds.scoring_helpers import score_stage
 
     spec = get_task("squad_v2", mode="generate")
     examples = [Example(str(i), ("Q", "C"), references=("Paris",) if i % 2 else (), answer_starts=(0,) if i % 2 else ())
@@ -252,7 +252,7 @@ def test_validation_loss_is_per_target_token_whatever_the_batch(family, tiny_mod
     batch size 1 and batch size 2 give the same loss (total NLL / total target tokens)."""
     from harness.backends.generate import target_nll
     from harness.types import TrainItem
-    from harness.run.text_stages import validation_loss
+    from harness.train.validate import validation_loss
 
     seq2seq = family == "t5"
     auto = transformers.AutoModelForSeq2SeqLM if seq2seq else transformers.AutoModelForCausalLM

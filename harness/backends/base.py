@@ -74,6 +74,7 @@ class SpanQuery:
     max_length: int
     doc_stride: int
     max_answer_tokens: int = 30
+    id: str = ""  # the example's id, which an error about this query names
 
 
 @dataclass(frozen=True)

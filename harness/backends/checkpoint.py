@@ -18,6 +18,7 @@ from harness.backends.models import (ModelRef, check_local_model, load_classifie
                                      load_tokenizer, resolve_model)
 from harness.backends.precision import device
 from harness.errors import BenchError
+from harness.kinds import kind_named
 
 if TYPE_CHECKING:
     from harness.options import RunConfig
@@ -145,6 +146,7 @@ def load_checkpoint(path: Path, *, trust_remote_code: bool = False) -> tuple[Any
 def _reload_base(meta: dict[str, Any], ref: ModelRef, tokenizer: Any, quantized: bool) -> Any:
     if meta["objective"] != "head":
         return load_lm(ref, quantize_4bit=quantized)
-    if meta.get("kind") == "ExtractiveQA":
+    kind = kind_named(meta.get("kind"))
+    if kind is not None and kind.head == "span":
         return load_span_model(ref, seed=0, quantize_4bit=quantized)
     return load_classifier(ref, tuple(meta["labels"]), tokenizer.pad_token_id, seed=0, quantize_4bit=quantized)

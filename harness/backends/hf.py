@@ -1,4 +1,5 @@
-"""Hugging Face backend: score label continuations and run classification heads, batched.
+"""Hugging Face backend: score label continuations and run classification heads, batched;
+`HFBackend` answers the Backend contract (backends/base.py) with these and generate.py/qa_span.py.
 
 Scoring contract (after lm-evaluation-harness's loglikelihood, made cheaper): for each prompt and
 each label verbalizer, log P(verbalizer | prompt) summed over its tokens. One forward pass per
@@ -10,10 +11,17 @@ label), so the prompt is never re-encoded.
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
+from harness.backends.base import (Generation, HeadScores, Loglikelihood, RollingLoglikelihood, Span, SpanQuery,
+                                   TokenLoglikelihood, Tokens)
 from harness.progress import progress
 from harness.types import Example
+
+T = TypeVar("T")
+R = TypeVar("R")
+K = TypeVar("K")
+A = TypeVar("A")
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
@@ -218,3 +226,119 @@ def encode_for_head(tokenizer: Any, examples: Sequence[Example], max_length: int
         else:  # one text, or a tokenizer that makes no segment ids
             segments = None
     return ids, segments
+
+
+class HFBackend:
+    """The Backend contract over a loaded Hugging Face model: each call answers a whole list of
+    requests (in their order) with the functions above, which sort by length and batch; requests
+    that share one set of continuations (a classification prompt's verbalizers) go through one
+    scoring call, so they also share a few-shot prefix's KV cache. Out of device memory, a call
+    halves `batch_size` and runs again; `batch_size` afterwards is what the stage records."""
+
+    def __init__(self, model: Any, tokenizer: Any, seq2seq: bool, batch_size: int, precision: str = "fp32",
+                 device: Any = None) -> None:
+        self.model, self.tokenizer, self.seq2seq = model, tokenizer, seq2seq
+        self.batch_size, self.precision = batch_size, precision
+        self.device = device if device is not None else next(model.parameters()).device
+
+    def _run(self, work: Callable[[int], T]) -> T:
+        """work(batch size) under the run's autocast; out of memory: halve the batch and run it again."""
+        import torch
+
+        from harness.backends.precision import autocast
+        from harness.errors import BenchError
+        from harness.faults import reached
+
+        while True:
+            try:
+                reached("eval-batch", self.batch_size)
+                with autocast(self.precision, self.device):
+                    return work(self.batch_size)
+            except torch.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise BenchError("out of memory evaluating one example at a time; lower --max-length") from None
+                self.batch_size //= 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+
+    def loglikelihood(self, requests: Sequence[Loglikelihood]) -> list[tuple[float, ...]]:
+        if requests and all(len(r.continuations) == 1 for r in requests):
+            return self._single_continuations(requests)
+        scorer = score_seq2seq if self.seq2seq else score_causal
+
+        def answer(choices: tuple[Tokens, ...], group: Sequence[Loglikelihood]) -> list[tuple[float, ...]]:
+            contexts, labels = [list(r.context) for r in group], [list(c) for c in choices]
+            rows = self._run(lambda batch: scorer(self.model, contexts, labels, self.tokenizer.pad_token_id, batch))
+            return [tuple(row) for row in rows]
+
+        return _grouped(requests, lambda r: r.continuations, answer)
+
+    def _single_continuations(self, requests: Sequence[Loglikelihood]) -> list[tuple[float, ...]]:
+        """One continuation each (a reference answer): teacher-forced over context + continuation,
+        the log-softmax at the continuation's positions only, at half the batch (whole sequences)."""
+        from harness.backends.generate import target_nll
+        from harness.types import TrainItem
+
+        if self.seq2seq:
+            items = [TrainItem(list(r.context), lm_labels=list(r.continuations[0])) for r in requests]
+        else:
+            items = [TrainItem(list(r.context) + list(r.continuations[0]),
+                               lm_labels=[-100] * len(r.context) + list(r.continuations[0])) for r in requests]
+        found = self._run(lambda batch: target_nll(self.model, items, pad_id=self.tokenizer.pad_token_id,
+                                                   batch_size=max(1, batch // 2), seq2seq=self.seq2seq))
+        return [(-nll,) for nll, _ in found]
+
+    def rolling_loglikelihood(self, requests: Sequence[RollingLoglikelihood]) -> list[TokenLoglikelihood]:
+        from harness.backends.generate import rolling_nll
+
+        def answer(key: tuple[int, int], group: Sequence[RollingLoglikelihood]) -> list[TokenLoglikelihood]:
+            documents = [list(r.tokens) for r in group]
+            found = self._run(lambda batch: rolling_nll(self.model, documents, max_length=key[0], stride=key[1],
+                                                        batch_size=batch))
+            return [TokenLoglikelihood(-nll, count) for nll, count in found]
+
+        return _grouped(requests, lambda r: (r.max_length, r.stride), answer)
+
+    def generate(self, requests: Sequence[Generation]) -> list[str]:
+        from harness.backends.generate import generate_batched
+
+        def answer(key: tuple[Any, ...], group: Sequence[Generation]) -> list[str]:
+            new_tokens, stop, temperature, seed = key
+            prompts = [list(r.prompt) for r in group]
+            return self._run(lambda batch: generate_batched(
+                self.model, self.tokenizer, prompts, max_new_tokens=new_tokens, batch_size=batch, stop=stop,
+                seq2seq=self.seq2seq, temperature=temperature, seed=seed))
+
+        return _grouped(requests, lambda r: (r.max_new_tokens, r.stop, r.temperature, r.seed), answer)
+
+    def head_scores(self, requests: Sequence[HeadScores]) -> list[tuple[float, ...]]:
+        def answer(max_length: int, group: Sequence[HeadScores]) -> list[tuple[float, ...]]:
+            examples = [Example(id="", texts=r.texts) for r in group]
+            rows = self._run(lambda batch: classify_with_head(self.model, self.tokenizer, examples, max_length, batch))
+            return [tuple(row) for row in rows]
+
+        return _grouped(requests, lambda r: r.max_length, answer)
+
+    def extract_spans(self, requests: Sequence[SpanQuery]) -> list[Span]:
+        from harness.backends.qa_span import predict_spans
+
+        def answer(key: tuple[int, int, int], group: Sequence[SpanQuery]) -> list[Span]:
+            max_length, stride, answer_tokens = key
+            examples = [Example(id=r.id, texts=(r.question, r.context)) for r in group]
+            found = self._run(lambda batch: predict_spans(self.model, self.tokenizer, examples, max_length, stride,
+                                                          batch, max_answer_tokens=answer_tokens))
+            return [Span(text, score) for text, score in found]
+
+        return _grouped(requests, lambda r: (r.max_length, r.doc_stride, r.max_answer_tokens), answer)
+
+
+def _grouped(requests: Sequence[R], key: Callable[[R], K], answer: Callable[[K, Sequence[R]], Sequence[A]]) -> list[A]:
+    """Requests that share a key answered together (one call per key), the answers in request order."""
+    groups: dict[K, list[int]] = {}
+    for i, request in enumerate(requests):
+        groups.setdefault(key(request), []).append(i)
+    answers: list[Any] = [None] * len(requests)
+    for shared, indices in groups.items():
+        for i, found in zip(indices, answer(shared, [requests[i] for i in indices])):
+            answers[i] = found
+    return answers

@@ -94,9 +94,9 @@ class ScriptedBackend:
         self._head = _answerer(head_scores if head_scores is not None else (1.0 / num_labels,) * num_labels, tuple)
         self._spans = _answerer(spans, Span)
 
-    def of_type(self, kind: type) -> list[Any]:
+    def of_type(self, request_type: type) -> list[Any]:
         """The requests of one type received so far (e.g. `backend.of_type(Loglikelihood)`)."""
-        return [request for request in self.requests if isinstance(request, kind)]
+        return [request for request in self.requests if isinstance(request, request_type)]
 
     def _record(self, method: str, requests: Sequence[Any]) -> None:
         self.calls.append((method, len(requests)))

@@ -142,17 +142,13 @@ def check_inputs(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline: str
     """What evaluating would find out only after the store was opened and the model loaded, checked
     before either: a model's own evaluation as a run's `baseline` is, a checkpoint's (baseline None)
     as its run was, for the settings this command may change (lengths, the span task's windows)."""
-    from harness.run.runner import check_kind_options, check_prompt_room, check_verbalizers
-
     if baseline is not None:
         if baseline == "prompt" and not ref.can_prompt:
             raise BenchError(f"--baseline prompt needs a language-model head; {ref.name} is an encoder: use "
                              "--baseline head")
-        check_kind_options(spec, ref.name, config, (baseline,))
-        check_verbalizers(spec, ref, config, (baseline,))
-    elif not spec.is_classification:  # a classifier checkpoint's inherited --shots were checked with its run
-        check_kind_options(spec, ref.name, config, ())
-    check_prompt_room(spec, ref, config)
+        spec.kind.check(spec, ref, config, (baseline,))
+    elif not spec.kind.discrete:  # a classifier checkpoint's inherited --shots were checked with its run
+        spec.kind.check(spec, ref, config, ())
     check_position_limit(spec, ref, config)
 
 

@@ -49,7 +49,7 @@ def export_task_command(args: argparse.Namespace, overrides: Mapping[str, Any], 
     from harness.task.data import data_dir_from, run_splits
 
     spec = get_task(args.task, **task_options(args))
-    if not spec.is_classification:
+    if not spec.kind.discrete:
         raise BenchError(f"export-task writes classification tasks (lm-eval multiple choice); {spec.name} is a "
                          "text task: lm-eval's generate_until tasks cannot score it as bench does")
     template = jinja_template(spec)

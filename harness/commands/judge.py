@@ -202,9 +202,7 @@ def check_judgeable(spec: Any) -> None:
 
 
 def judgeable(spec: Any) -> bool:
-    from harness.task.spec import Generate
-
-    return isinstance(spec.kind, Generate)
+    return bool(spec.kind.judgeable)
 
 
 def task_text(spec: Any, texts: Sequence[str]) -> str:

@@ -45,7 +45,7 @@ def power_command(args: argparse.Namespace) -> int:
         raise BenchError(f"--delta {args.delta}: give the difference to detect as a positive number, e.g. --delta 0.02")
     spec = get_task(args.task)
     observed = observed_from(args.results, args.run, spec.key) if args.run else None
-    classification = spec.is_classification if observed is None else observed["metric"] == "accuracy"
+    classification = spec.kind.discrete if observed is None else observed["metric"] == "accuracy"
     if classification:
         psi = observed["discordance"] if observed else WORST_DISCORDANCE
         if delta >= psi:

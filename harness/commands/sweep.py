@@ -154,14 +154,7 @@ def plan_sweep(task: str, axes: Sequence[Axis], *, models: Sequence[str], overri
 
 def metric_names(spec: TaskSpec) -> list[str]:
     """The metric names a fine-tuned stage of this task records with a value."""
-    from harness.compare.paired import SECONDARY
-
-    if spec.is_classification:
-        from harness.metrics.classification import classification_report
-
-        report = classification_report([0], [0], spec.kind.labels, resamples=0)
-        return [name for name, value in report.items() if isinstance(value, dict) and "value" in value]
-    return list(dict.fromkeys([spec.kind.headline, *SECONDARY]))
+    return spec.kind.metric_names(spec)
 
 
 def check_metric(spec: TaskSpec, metric: str | None) -> None:

@@ -40,11 +40,13 @@ class KindBase:
     discrete: ClassVar[bool] = False
     # Its stored outputs are generated answers a judge can grade.
     judgeable: ClassVar[bool] = False
+    # Its metrics include METEOR, which needs WordNet: a missing WordNet fails at planning.
+    uses_meteor: ClassVar[bool] = False
 
-    @property
-    def fields(self) -> tuple[str, ...]:
-        """The text columns the prompt template formats, in order (Example.texts)."""
-        raise NotImplementedError
+    # The text columns the prompt template formats, in order (Example.texts): a dataclass field of
+    # the kind, or a property. (Annotated here, not a property: a property on the base would stop a
+    # frozen dataclass field of that name from being set.)
+    fields: tuple[str, ...]
 
     def columns(self) -> tuple[str, ...]:
         """Every column an example needs: the fields and the gold (label, target, answers...)."""
@@ -79,6 +81,15 @@ class KindBase:
         """Options that contradict this kind (or do not fit the model), as one BenchError, before
         any work. `baselines` are the resolved baseline kinds the run evaluates."""
 
+    def generated_tokens(self, config: "RunConfig") -> int | None:
+        """How many tokens a prompted evaluation generates per example (the decoder's positions a
+        seq2seq model needs), or None when the kind's generation is not prompted by the task."""
+        return None
+
+    def shots(self, config: "RunConfig", objective: str) -> int:
+        """The demonstrations each prompt shows (recorded with the stage)."""
+        return 0
+
     # --- evaluation --------------------------------------------------------------------------
     def predict(self, spec: "TaskSpec", backend: "Backend", examples: Sequence["Example"],
                 demos: Sequence["Example"], config: "RunConfig", objective: str) -> list["Prediction"]:
@@ -90,7 +101,8 @@ class KindBase:
     def score(self, spec: "TaskSpec", examples: Sequence["Example"], predictions: Sequence["Prediction"],
               seed: int) -> tuple[dict[str, Any], list["Prediction"]]:
         """A stage's metrics and its predictions with their per-example values (what paired
-        before/after statistics resample). `bench rescore` calls it on stored outputs."""
+        before/after statistics resample); `examples[i]` is the example `predictions[i]` answers
+        (scoring_helpers.score_stage matches them by id). `bench rescore` calls it on stored outputs."""
         raise NotImplementedError
 
     def metric_names(self, spec: "TaskSpec") -> list[str]:
@@ -115,7 +127,34 @@ class KindBase:
         validation_metrics are not ("loss",). Loss-validated kinds never get this call."""
         raise NotImplementedError
 
+    def answer_names(self) -> tuple[str, ...]:
+        """Names of a discrete kind's answers by index, for the sample tables of a report: the
+        labels, or the positions of per-example choices."""
+        return ()
+
     def prompt_record(self, spec: "TaskSpec", tokenizer: Any, config: "RunConfig", seq2seq: bool) -> dict[str, Any]:
         """What a checkpoint records about how the model was prompted, beyond the template
         (e.g. the label verbalizers), so it can be used without bench."""
         return {}
+
+
+def refuse_generation_options(spec: "TaskSpec", config: "RunConfig", what: str, fix: str = "") -> None:
+    """--max-new-tokens and --chat-template on a kind that generates nothing from the task's prompt:
+    they would change the run id (a second full run) and nothing else."""
+    from harness.errors import BenchError
+
+    if config.max_new_tokens is not None or config.chat_template != "auto":
+        option = "--max-new-tokens" if config.max_new_tokens is not None else "--chat-template"
+        raise BenchError(f"{option} applies to prompted generation; {spec.name} {what}, so it would change nothing "
+                         f"but the run id: drop it{fix}")
+
+
+def refuse_head_options(spec: "TaskSpec", config: "RunConfig", baselines: Sequence[str], kind_name: str) -> None:
+    """A text task has no classification head and no few-shot prompt."""
+    from harness.errors import BenchError
+
+    if "head" in baselines or config.objective != "lm":
+        raise BenchError(f"{spec.name} is a text task ({kind_name}): it has no classification head; use --baseline "
+                         "prompt and --objective lm (the defaults)")
+    if config.shots:
+        raise BenchError(f"--shots applies to classification prompts; {spec.name} is a text task")

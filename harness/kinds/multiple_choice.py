@@ -47,6 +47,10 @@ class MultipleChoice(KindBase):
     discrete: ClassVar[bool] = True
     validation_metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
 
+    def answer_names(self) -> tuple[str, ...]:
+        """Choices are per question: a report names them by position (A, B, C ...)."""
+        return tuple(chr(ord("A") + i) for i in range(26))
+
     def __post_init__(self) -> None:
         if not self.fields:
             raise ValueError("MultipleChoice needs fields: the text columns its prompt formats, e.g. ('question',)")

@@ -205,7 +205,7 @@ def _sample_table(store: Store, row: Row, source: ExampleSource, count: int) -> 
     caption = (f"Sample predictions: {row.baseline} -> fine-tuned {row.method}, changed answers first"
                + (f" ({missing})" if missing else ""))
     if isinstance(row, Comparison):
-        labels = tuple(getattr(spec.kind, "labels", ())) if spec else ()
+        labels = spec.kind.answer_names() if spec else ()
         body = []
         for before, after in label_pairs(store, row, count):
             body.append((before.example_id, _clip(inputs.get(before.example_id, "")), _name(before.gold, labels),

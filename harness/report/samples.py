@@ -8,7 +8,7 @@ from harness.compare.paired import Comparison, TextComparison
 from harness.compare.stats import label_probabilities
 from harness.report.formats import baseline_stage
 from harness.store import Store
-from harness.task.spec import LanguageModel, TaskSpec
+from harness.task.spec import TaskSpec
 from harness.types import Example, Prediction
 
 
@@ -77,9 +77,4 @@ def label_text(prediction: Prediction, labels: Sequence[str]) -> str:
 def example_texts(spec: TaskSpec, examples: Iterable[Example]) -> tuple[dict[str, str], dict[str, str]]:
     """Example id -> what the model was shown (a document's held-out prompt, for language
     modelling), and id -> what it should have written (references, or the document's continuation)."""
-    examples = list(examples)
-    if isinstance(spec.kind, LanguageModel):
-        pairs = {e.id: spec.kind.continuation_split(e.texts[0]) for e in examples}
-        return {k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()}
-    return ({e.id: " / ".join(t for t in e.texts if t.strip()) for e in examples},
-            {e.id: " | ".join(e.references) or "(no answer)" for e in examples})
+    return spec.kind.shown(list(examples))

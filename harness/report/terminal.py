@@ -29,8 +29,8 @@ def print_and_save(store: Store, spec: TaskSpec, rows: Sequence[Comparison | Tex
     for row in rows:
         if isinstance(row, LmEvalComparison):  # its documents are lm-eval's, not this task's examples
             continue
-        if spec.is_classification:
-            print(sample_predictions(store, row, spec.kind.labels, texts) + "\n")
+        if spec.kind.discrete:
+            print(sample_predictions(store, row, spec.kind.answer_names(), texts) + "\n")
         else:
             print(sample_outputs(store, row, texts, references) + "\n")
     name = f"{spec.key}__" + hashlib.sha256("|".join(r.run_id + r.baseline for r in rows).encode()).hexdigest()[:8]

@@ -14,7 +14,7 @@ from typing import Any
 from harness.options import RunConfig
 from harness.errors import BenchError
 from harness.backends.models import ModelRef, position_limit, skeleton
-from harness.task.spec import ExtractiveQA, Generate, TaskSpec
+from harness.task.spec import TaskSpec
 
 
 def check_model_limits(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
@@ -33,8 +33,8 @@ def check_position_limit(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> No
     if config.max_length > limit:
         raise BenchError(f"--max-length {config.max_length}: {ref.name} has positions for at most {limit} tokens; "
                          f"use --max-length {limit} or less")
-    if isinstance(spec.kind, Generate) and ref.family == "seq2seq":
-        new_tokens = config.max_new_tokens or spec.kind.max_new_tokens
+    new_tokens = spec.kind.generated_tokens(config)
+    if new_tokens is not None and ref.family == "seq2seq":
         if new_tokens > limit:
             raise BenchError(f"--max-new-tokens {new_tokens}: {ref.name}'s decoder has positions for at most {limit} "
                              f"tokens; use --max-new-tokens {limit} or less")
@@ -59,7 +59,7 @@ def adapted_widths(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> dict[str
     peft attached to the model fine-tuning builds, on the meta device (no weights, no memory)."""
     import torch
 
-    head = "lm" if config.objective == "lm" else "span" if isinstance(spec.kind, ExtractiveQA) else "classifier"
+    head = "lm" if config.objective == "lm" else spec.kind.head or "classifier"
     model = skeleton(ref, head)
     if model is None:
         return {}

@@ -19,7 +19,7 @@ def rescore_command(args: argparse.Namespace) -> int:
     from harness.compare.paired import compare
     from harness.task.data import data_dir_from, run_splits
     from harness.task.registry import spec_for
-    from harness.run.scoring import score_stage
+    from harness.kinds.scoring_helpers import score_stage
     from harness.store import Store
 
     started = time.perf_counter()

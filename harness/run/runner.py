@@ -27,17 +27,15 @@ from harness.backends.models import ModelRef, config_int, resolve_model, skeleto
 from harness.progress import scope
 from harness.run.resume import (check_stage_data, check_stored_run, forget_training_inputs, gold_digest,
                             record_training_inputs)
-from harness.run.scoring import score_stage
+from harness.kinds.scoring_helpers import score_stage
 from harness.run.shared_baseline import KEY_FIELD, baseline_key, copied_stage, shared_source
-from harness.task.spec import ExtractiveQA, Generate, TaskSpec
+from harness.task.spec import TaskSpec
 from harness.store import StageRecord, Store
 from harness.train.launch import SINGLE_PROCESS, Launcher
 from harness.types import Splits, StageOutput
 
 Log = Callable[[str], None]
 StageWork = Callable[[], StageOutput]
-# A decoder's prompt gets --max-length minus the generation length; below this it is mostly template.
-MIN_PROMPT_TOKENS = 32
 PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "numpy", "scikit-learn", "pandas")
 
 
@@ -59,7 +57,7 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
 
     if not models:
         raise BenchError("no models given: pass --models A,B (aliases: see `bench list models`)")
-    if isinstance(spec.kind, (Generate, ExtractiveQA)):
+    if spec.kind.uses_meteor:
         from harness.metrics.text import load_wordnet
 
         load_wordnet()  # every stage's METEOR needs it: a missing WordNet fails here, not after the baseline
@@ -72,9 +70,7 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
             raise BenchError("--method head trains only a new classification head: use --objective head")
         baselines = tuple(dict.fromkeys(spec.kind.default_baseline(ref.can_prompt) if b == "auto" else b
                                         for b in config.baselines))
-        check_kind_options(spec, name, config, baselines)
-        check_prompt_room(spec, ref, config)
-        check_verbalizers(spec, ref, config, baselines)
+        spec.kind.check(spec, ref, config, baselines)
         check_training_options(spec, ref, config)
         check_model_limits(spec, ref, config)
         if "prompt" in baselines and not ref.can_prompt:
@@ -91,73 +87,6 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
 
         check_lm_eval(planned)  # a task lm-eval cannot load fails here, before any stage
     return planned
-
-
-def check_kind_options(spec: TaskSpec, name: str, config: RunConfig, baselines: Sequence[str]) -> None:
-    """Options that contradict the task kind fail here, before any work."""
-    if not isinstance(spec.kind, Generate) and (config.max_new_tokens is not None or config.chat_template != "auto"):
-        # options that would change the run id (a second full run) and nothing else
-        option = "--max-new-tokens" if config.max_new_tokens is not None else "--chat-template"
-        if spec.is_classification:
-            what, fix = "scores its label verbalizers and generates nothing", ""
-        elif isinstance(spec.kind, ExtractiveQA):
-            what, fix = "--mode span points at a span in the context", ", or use --mode generate"
-        else:
-            what, fix = "(language modelling) scores raw text and continues it by a fixed length", ""
-        raise BenchError(f"{option} applies to prompted generation; {spec.name} {what}, so it would change nothing "
-                         f"but the run id: drop it{fix}")
-    if spec.is_classification:
-        if config.shots and "prompt" not in baselines and config.objective != "lm":
-            raise BenchError(f"--shots {config.shots}: nothing would show {name} the demonstrations (no prompt "
-                             "baseline, head objective); drop --shots, or use --baseline prompt with a causal model")
-        return
-    kind = type(spec.kind).__name__
-    if isinstance(spec.kind, ExtractiveQA):
-        if "prompt" in baselines or config.objective != "head":
-            raise BenchError("squad_v2 --mode span trains and evaluates a span head: use --baseline head "
-                             "--objective head, or --mode generate for prompted answers")
-        stride = spec.kind.doc_stride
-        if config.max_length <= stride:  # found by the baseline, after the model had loaded
-            raise BenchError(f"--max-length {config.max_length}: {spec.name}'s context windows overlap by its "
-                             f"doc_stride of {stride} tokens, so they must be longer; use --max-length "
-                             f"{2 * stride} or more, or a smaller ExtractiveQA(doc_stride=...) in the task")
-        return
-    if "head" in baselines or config.objective != "lm":
-        raise BenchError(f"{spec.name} is a text task ({kind}): it has no classification head; use --baseline "
-                         "prompt and --objective lm (the defaults)")
-    if config.shots:
-        raise BenchError(f"--shots applies to classification prompts; {spec.name} is a text task")
-
-
-def check_prompt_room(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
-    """A decoder generates inside --max-length, so the prompt gets what the new tokens leave."""
-    if not isinstance(spec.kind, Generate) or ref.family == "seq2seq":
-        return
-    new_tokens = config.max_new_tokens or spec.kind.max_new_tokens
-    room = config.max_length - new_tokens
-    if room < MIN_PROMPT_TOKENS:
-        raise BenchError(f"--max-length {config.max_length} leaves {room} prompt tokens after {new_tokens} generated "
-                         f"ones (--max-new-tokens); use --max-length {new_tokens + 4 * MIN_PROMPT_TOKENS} or more, "
-                         "or a smaller --max-new-tokens")
-
-
-def check_verbalizers(spec: TaskSpec, ref: ModelRef, config: RunConfig, baselines: Sequence[str]) -> None:
-    """A label is scored by the summed log-probabilities of its verbalizer's tokens, so a verbalizer
-    whose tokens start with all of another's scores at most as high (each extra token adds a log-
-    probability <= 0): its label would never be predicted, before or after fine-tuning."""
-    if not spec.is_classification or ("prompt" not in baselines and config.objective != "lm"):
-        return
-    from harness.backends.models import load_tokenizer
-    from harness.task.prompts import verbalizer_ids
-
-    words, labels = spec.kind.verbalizers, spec.kind.labels  # type: ignore[union-attr]
-    ids = verbalizer_ids(spec, load_tokenizer(ref))
-    for i, j in ((i, j) for i in range(len(ids)) for j in range(len(ids)) if i != j):
-        if ids[j][:len(ids[i])] == ids[i]:
-            same = "the same tokens as" if ids[i] == ids[j] else "all the tokens of"
-            raise BenchError(f"task {spec.name}: with {ref.name}'s tokenizer the verbalizer {words[j]!r} has {same} "
-                             f"{words[i]!r} ({ids[j]} vs {ids[i]}), so label {labels[j]!r} can never outscore "
-                             f"{labels[i]!r}; give the labels verbalizers that differ in their tokens")
 
 
 def check_training_options(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None:
@@ -186,7 +115,7 @@ def check_lora_targets(spec: TaskSpec, ref: ModelRef, config: RunConfig) -> None
     first."""
     import torch
 
-    head = "lm" if config.objective == "lm" else "span" if isinstance(spec.kind, ExtractiveQA) else "classifier"
+    head = "lm" if config.objective == "lm" else spec.kind.head or "classifier"
     model = skeleton(ref, head)
     if model is None:  # no such head class for this architecture: fine-tuning names that problem itself
         return

@@ -1,29 +1,18 @@
-"""The work inside each stage: load what it needs, run it, describe what it did.
+"""The work inside each stage: load what it needs, put the model behind a backend, ask the task's
+kind to predict (or to build training items), describe what it did.
 
 Each function returns (predictions, metrics, info, curves) or the fine-tuned model; the
 pipeline owns skipping, timing and storing.
 """
 from __future__ import annotations
 
-import dataclasses
-
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-from harness.backends.checkpoint import save_checkpoint
-from harness.backends.hf import encode_for_head
 from harness.backends.batch_size import start_batch_size
-from harness.options import RunConfig
-from harness.errors import BenchError
-from harness.run.evaluate import predict_with_head, predict_with_prompt
-from harness.train.accounting import flops_accounting
-from harness.train.launch import SINGLE_PROCESS, Launcher
-from harness.train.loop import TrainResult, train
-from harness.types import TrainItem
-from harness.train.methods import apply_method
-from harness.metrics.classification import classification_report
+from harness.backends.checkpoint import save_checkpoint
+from harness.backends.hf import HFBackend
 from harness.backends.models import (
     ModelRef,
     load_classifier,
@@ -32,11 +21,16 @@ from harness.backends.models import (
     load_tokenizer,
     parameter_counts,
 )
-from harness.backends.precision import autocast, device, resolved_precision
-from harness.task.prompts import build_contexts, choose_shots, use_chat_template, verbalizer_ids
-from harness.task.spec import Classify, ExtractiveQA, Generate, TaskSpec
-from harness.run.text_stages import predict_text, text_train_items, validation_loss
-from harness.types import Example, Prediction, Splits, StageOutput
+from harness.backends.precision import device, resolved_precision
+from harness.errors import BenchError
+from harness.options import RunConfig
+from harness.task.spec import TaskSpec
+from harness.train.accounting import flops_accounting
+from harness.train.launch import SINGLE_PROCESS, Launcher
+from harness.train.loop import TrainResult, train
+from harness.train.methods import apply_method
+from harness.train.validate import validation_loss
+from harness.types import Example, Splits, StageOutput, TrainItem
 
 TRAIN_STATE = "train_state"  # beside the checkpoint: the resumable mid-training state
 
@@ -54,11 +48,11 @@ def evaluate_baseline(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline
 
 def _load_head_model(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any,
                      quantize_4bit: bool = False) -> Any:
-    """A new, seeded head: span start/end for extractive QA, else classification."""
-    if isinstance(spec.kind, ExtractiveQA):
+    """A new, seeded head: the kind's span start/end head, or a classification head over its labels."""
+    if spec.kind.head == "span":
         return load_span_model(ref, seed=config.training_seed, quantize_4bit=quantize_4bit)
-    return load_classifier(ref, spec.kind.labels, tokenizer.pad_token_id, seed=config.training_seed,
-                           quantize_4bit=quantize_4bit)
+    labels = spec.kind.labels  # type: ignore[attr-defined]  # a classifier head is over the kind's labels
+    return load_classifier(ref, labels, tokenizer.pad_token_id, seed=config.training_seed, quantize_4bit=quantize_4bit)
 
 
 def evaluate_model(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any,
@@ -66,66 +60,31 @@ def evaluate_model(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any,
     return _evaluate(spec, ref, config, model, tokenizer, splits, config.objective)
 
 
+def backend_for(ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any, batch_size: int) -> HFBackend:
+    """The loaded model behind the backend contract the kinds call."""
+    return HFBackend(model, tokenizer, ref.family == "seq2seq", batch_size, config.precision, device())
+
+
 def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any, splits: Splits,
               objective: str) -> StageOutput:
-    import torch
-
-    from harness.faults import reached
-
     started = time.perf_counter()
-    # Start from the requested size capped by a memory estimate; halve on out-of-memory below.
+    # Start from the requested size capped by a memory estimate; the backend halves it on out-of-memory.
     batch = start_batch_size(model, config.eval_batch_size, config.max_length + (config.max_new_tokens or 0), device())
-    while True:  # out of device memory: halve the batch and redo the stage's predictions
-        try:
-            reached("eval-batch", batch)
-            predictions = _predict(spec, ref, dataclasses.replace(config, eval_batch_size=batch), model, tokenizer,
-                                   splits.eval, splits.demos_from, objective)
-            break
-        except torch.OutOfMemoryError:
-            if batch == 1:
-                raise BenchError("out of memory evaluating one example at a time; lower --max-length") from None
-            batch //= 2
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+    backend = backend_for(ref, config, model, tokenizer, batch)
+    predictions = spec.kind.predict(spec, backend, splits.eval, splits.demos_from, config, objective)
     seconds = time.perf_counter() - started
-    shots = config.shots if objective == "lm" and spec.is_classification else 0
-    info = {"mode": "prompt" if objective == "lm" else "head", "shots": shots, "eval_batch_size": batch,
-            "eval_batch_requested": config.eval_batch_size,
+    info = {"mode": "prompt" if objective == "lm" else "head", "shots": spec.kind.shots(config, objective),
+            "eval_batch_size": backend.batch_size, "eval_batch_requested": config.eval_batch_size,
             "precision": resolved_precision(config.precision, device()),
             "params": parameter_counts(model), "examples": len(predictions),
             "examples_per_second": round(len(predictions) / seconds, 2) if seconds else None}
     return predictions, {}, info, []
 
 
-def _predict(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any,
-             examples: tuple[Example, ...], demo_pool: tuple[Example, ...], objective: str) -> list[Prediction]:
-    with autocast(config.precision, device()):
-        if not spec.is_classification:
-            return predict_text(spec, ref, config, model, tokenizer, examples)
-        if objective == "lm":
-            demos = choose_shots(demo_pool, config.shots, len(spec.kind.labels), config.seed)
-            return predict_with_prompt(spec, ref, model, tokenizer, examples, demos, config.max_length,
-                                       config.eval_batch_size)
-        return predict_with_head(model, tokenizer, examples, config.max_length, config.eval_batch_size)
-
-
 def train_items(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any,
                 examples: tuple[Example, ...]) -> list[TrainItem]:
-    """Head objective: the text(s) and the class. LM objective: prompt + verbalizer, loss on the
-    verbalizer tokens only (the prompt is masked with -100). Text tasks: see text_stages."""
-    if not spec.is_classification:
-        return text_train_items(spec, ref, config, tokenizer, examples)
-    if config.objective == "head":
-        encoded, segments = encode_for_head(tokenizer, examples, config.max_length)
-        return [TrainItem(ids, label=e.label, token_type_ids=segments[i] if segments else None)
-                for i, (ids, e) in enumerate(zip(encoded, examples))]
-    seq2seq = ref.family == "seq2seq"
-    contexts = build_contexts(spec, tokenizer, examples, [], config.max_length, strip_eos=not seq2seq)
-    answers = verbalizer_ids(spec, tokenizer)
-    if seq2seq:
-        return [TrainItem(ctx, lm_labels=answers[e.label]) for ctx, e in zip(contexts, examples)]
-    return [TrainItem(ctx + answers[e.label], lm_labels=[-100] * len(ctx) + answers[e.label])
-            for ctx, e in zip(contexts, examples)]
+    """What fine-tuning learns from, as the task's kind builds it for `config.objective`."""
+    return spec.kind.train_items(spec, tokenizer, ref.family == "seq2seq", config, examples)
 
 
 def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, checkpoint: Path,
@@ -139,7 +98,7 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
     quantize = config.method_name == "qlora"
     if config.objective == "head":
         model = _load_head_model(spec, ref, config, tokenizer, quantize)
-        task_type = "QUESTION_ANS" if isinstance(spec.kind, ExtractiveQA) else "SEQ_CLS"
+        task_type = "QUESTION_ANS" if spec.kind.head == "span" else "SEQ_CLS"
     else:
         model = load_lm(ref, quantize_4bit=quantize)
         task_type = "SEQ_2_SEQ_LM" if ref.family == "seq2seq" else "CAUSAL_LM"
@@ -148,7 +107,7 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
     model = apply_method(model, config, task_type)
     items = train_items(spec, ref, config, tokenizer, splits.train)
 
-    if not spec.is_classification:
+    if spec.kind.validation_metrics == ("loss",):
         # Text tasks validate on held-out loss: generating for every validation example at every
         # evaluation would cost more than the training itself on a CPU.
         held_out = train_items(spec, ref, config, tokenizer, splits.validation)
@@ -157,7 +116,7 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
             return {"loss": validation_loss(current, held_out, tokenizer.pad_token_id, config.eval_batch_size,
                                             config.precision)}
     else:
-        validate = _classification_validator(spec, ref, config, tokenizer, splits)
+        validate = _predicting_validator(spec, ref, config, tokenizer, splits)
     criterion = spec.kind.validation_metrics[0] if config.early_stop_metric == "auto" else config.early_stop_metric
     result = train(model, items, config, tokenizer.pad_token_id, validate, log,
                    state_dir=checkpoint.with_name(TRAIN_STATE), criterion=criterion, launcher=launcher)
@@ -183,16 +142,12 @@ def merged_for_inference(model: Any, config: RunConfig) -> Any:
     return model
 
 
-def _classification_validator(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any,
-                              splits: Splits) -> Any:
+def _predicting_validator(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any, splits: Splits) -> Any:
+    """Validation by the kind's own metrics on predictions for the validation split."""
     def validate(current: Any) -> dict[str, float]:
-        predictions = _predict(spec, ref, config, current, tokenizer, splits.validation, splits.demos_from,
-                               config.objective)
-        if all(p.label is None for p in predictions):  # every score inf/nan: a broken model, not a bad one
-            return {"f1_macro": math.nan, "accuracy": math.nan}
-        report = classification_report([p.gold for p in predictions], [p.label for p in predictions],
-                                       spec.kind.labels, resamples=0)
-        return {"f1_macro": report["f1_macro"]["value"], "accuracy": report["accuracy"]["value"]}
+        backend = backend_for(ref, config, current, tokenizer, config.eval_batch_size)
+        predictions = spec.kind.predict(spec, backend, splits.validation, splits.demos_from, config, config.objective)
+        return spec.kind.validation_values(spec, predictions)
 
     return validate
 
@@ -204,8 +159,4 @@ def prompt_record(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: A
     record: dict[str, Any] = {"prompt": spec.prompt, "prompt_fields": list(spec.kind.fields)}
     if spec.formatter is not None:  # e.g. alpaca: a template with an optional section
         record["prompt_builder"] = f"{spec.formatter.__module__}.{spec.formatter.__qualname__}"
-    if isinstance(spec.kind, Classify):
-        record["verbalizers"] = list(spec.kind.verbalizers)
-    if isinstance(spec.kind, Generate):
-        record["chat_template"] = use_chat_template(tokenizer, config.chat_template, ref.family == "seq2seq")
-    return record
+    return {**record, **spec.kind.prompt_record(spec, tokenizer, config, ref.family == "seq2seq")}

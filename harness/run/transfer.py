@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from harness.errors import BenchError
-from harness.task.spec import Classify, TaskSpec
+from harness.kinds import kind_named
+from harness.task.spec import TaskSpec
 from harness.types import Prediction
 
 
@@ -66,9 +67,10 @@ def plan_transfer(meta: Mapping[str, Any], spec: TaskSpec, label_map: str | None
     """The transfer from the checkpoint's task (meta) to `spec`, or one error line: `refusal` (the
     line saying which task the checkpoint was trained on), and why the labels do not carry over."""
     source_labels = tuple(str(label) for label in meta.get("labels") or ())
-    if meta.get("kind") != "Classify" or not isinstance(spec.kind, Classify) or not source_labels:
+    source_kind = kind_named(meta.get("kind"))
+    if source_kind is None or source_kind.head != "classifier" or spec.kind.head != "classifier" or not source_labels:
         raise BenchError(f"{refusal}; only classification checkpoints transfer to another classification task")
-    target_labels = tuple(spec.kind.labels)
+    target_labels = tuple(spec.kind.labels)  # type: ignore[attr-defined]
     verbalizers = tuple(meta.get("verbalizers") or (" " + label for label in source_labels))
     common = dict(source_task=str(meta["task"]), target_task=spec.key, source_labels=source_labels,
                   target_labels=target_labels, source_verbalizers=verbalizers)

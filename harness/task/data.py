@@ -18,7 +18,7 @@ import pandas as pd
 
 from harness.errors import BenchError, error_reason
 from harness.task.local_files import read_split_file, split_file, unreadable_because
-from harness.task.spec import Classify, ExtractiveQA, Generate, LanguageModel, TaskSpec
+from harness.task.spec import TaskSpec
 from harness.types import Example, Splits
 
 DATA_DIR_ENV = "BENCH_DATA_DIR"
@@ -144,15 +144,14 @@ def cluster_key(value: object) -> str:
 
 def _build_examples(frame: pd.DataFrame, spec: TaskSpec, where: str, split: str) -> list[Example]:
     kind = spec.kind
-    answer_column = {Classify: "label_column", Generate: "target", ExtractiveQA: "answers"}.get(type(kind))
-    needed = [*kind.fields, *([getattr(kind, answer_column)] if answer_column else [])]
+    needed = list(kind.columns())
     if len(frame) == 0:  # before the columns: an empty file has none to name
         raise BenchError(f"{where} is empty: task {spec.name} needs at least one example")
     missing = [column for column in needed if column not in frame.columns]
     if missing:
         raise BenchError(f"{where} lacks column(s) {', '.join(missing)} (has: {', '.join(map(str, frame.columns))}); "
                          f"task {spec.name} needs {', '.join(needed)}")
-    _check_texts(frame, kind.fields, where)
+    check_texts(frame, kind.fields, where)
     if "id" in frame.columns:
         _refuse_nested(frame, "id", where, "a text or number (the example's id)")
     ids = (frame["id"].astype(str) if "id" in frame.columns
@@ -164,19 +163,15 @@ def _build_examples(frame: pd.DataFrame, spec: TaskSpec, where: str, split: str)
                          "example ids must be unique: fix the 'id' column or drop it (rows are then numbered)")
     columns = [frame[column].tolist() for column in kind.fields]
     texts = [tuple(column[i] for column in columns) for i in range(len(frame))]
-    if isinstance(kind, Classify):
-        labels = _checked_labels(frame, kind, where)
-        return [Example(id=str(ids.iloc[i]), texts=texts[i], label=labels[i]) for i in range(len(frame))]
-    if isinstance(kind, LanguageModel):
-        return [Example(id=str(ids.iloc[i]), texts=texts[i]) for i in range(len(frame))]
-    if kind.squad_scored:
-        column = kind.answers if isinstance(kind, ExtractiveQA) else kind.target
-        answers = [_answers(value, where, int(row), column) for row, value in frame[column].items()]
-        return [Example(id=str(ids.iloc[i]), texts=texts[i], references=answers[i][0], answer_starts=answers[i][1])
-                for i in range(len(frame))]
-    _check_texts(frame, (kind.target,), where)
-    targets = frame[kind.target].tolist()
-    return [Example(id=str(ids.iloc[i]), texts=texts[i], references=(targets[i],)) for i in range(len(frame))]
+    return kind.examples(frame, [str(ids.iloc[i]) for i in range(len(frame))], texts, where)
+
+
+def squad_examples(frame: pd.DataFrame, ids: Sequence[str], texts: Sequence[tuple[str, ...]], where: str,
+                   column: str) -> list[Example]:
+    """Examples whose gold is the SQuAD answers struct in `column` (no answer = unanswerable)."""
+    answers = [_answers(value, where, int(row), column) for row, value in frame[column].items()]
+    return [Example(id=ids[i], texts=texts[i], references=answers[i][0], answer_starts=answers[i][1])
+            for i in range(len(frame))]
 
 
 def _answers(value: Any, where: str, row: int, column: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -196,11 +191,11 @@ def _answers(value: Any, where: str, row: int, column: str) -> tuple[tuple[str, 
     return tuple(texts), tuple(starts)
 
 
-def _list_of(value: Any, kind: type) -> bool:
-    return isinstance(value, (list, tuple)) and all(isinstance(item, kind) for item in value)
+def _list_of(value: Any, item_type: type) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(item, item_type) for item in value)
 
 
-def _check_texts(frame: pd.DataFrame, fields: Sequence[str], where: str) -> None:
+def check_texts(frame: pd.DataFrame, fields: Sequence[str], where: str) -> None:
     for column in fields:
         texts = frame[column]
         not_text = texts.map(lambda value: not isinstance(value, str))
@@ -217,7 +212,7 @@ def _check_texts(frame: pd.DataFrame, fields: Sequence[str], where: str) -> None
                              "drop or truncate it")
 
 
-def _checked_labels(frame: pd.DataFrame, kind: Classify, where: str) -> list[int]:
+def checked_labels(frame: pd.DataFrame, kind: Any, where: str) -> list[int]:
     labels = pd.to_numeric(frame[kind.label_column], errors="coerce")
     bad = labels.isna() | (labels != labels.round()) | (labels < 0) | (labels >= len(kind.labels))
     if bad.any():
@@ -389,10 +384,7 @@ def build_splits(spec: TaskSpec, data_dir: Path | None, *, train_samples: int | 
         notes.append(f"validation carved from train ({len(validation)} examples, seed {seed}{grouped})")
     if not train_pool:
         raise BenchError(f"task {spec.name}: no training examples left after carving eval/validation splits")
-    if isinstance(spec.kind, Classify):
-        train, how = balanced_sample(train_pool, train_samples, len(spec.kind.labels), rng), "class-balanced sample"
-    else:
-        train, how = random_sample(train_pool, train_samples, rng), "random sample"
+    train, how = spec.kind.sample_train(train_pool, train_samples, rng)
     notes.append(f"train {len(train)} ({how} of {len(train_pool)}), validation {len(validation)}, "
                  f"eval {len(eval_set)} of {len(eval_pool)} in {data.eval}")
     return Splits(train=tuple(train), validation=tuple(validation), eval=tuple(eval_set), notes=tuple(notes),
