@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Sequence
 
 from harness.artefacts import DISK_ERRNOS, disk_advice, disk_message
-from harness.commands import compare, export, export_task, judge, power, push, report, rescore, run, sweep_command
+from harness.commands import compare, export, export_task, judge, power, push, report, rescore, run, sweep
 from harness.commands import eval as evaluate
 from harness.commands import list as listing
 from harness.commands.common import Parser
@@ -25,7 +25,7 @@ from harness.errors import BenchError
 from harness.progress import reporting
 
 # In `bench --help` order. Each has NAME, add_parser(subparsers) and run(args) -> exit code.
-COMMANDS: tuple[ModuleType, ...] = (listing, run, sweep_command, evaluate, rescore, report, judge, compare, power,
+COMMANDS: tuple[ModuleType, ...] = (listing, run, sweep, evaluate, rescore, report, judge, compare, power,
                                     push, export_task, export)
 BY_NAME = {command.NAME: command for command in COMMANDS}
 

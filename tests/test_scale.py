@@ -162,7 +162,7 @@ def test_a_sweep_report_compares_each_cell_once(bench, tmp_path, monkeypatch):
         compared.append(run_id)
         return harness.compare.paired.compare(store, run_id, *args)
 
-    monkeypatch.setattr("harness.commands.sweep.compare", counting)
+    monkeypatch.setattr("harness.run.sweep.compare", counting)
     monkeypatch.setattr("harness.report.leaderboard.compare", counting)
     for table in ("comparison", "sweep"):
         compared.clear()

@@ -18,7 +18,7 @@ pytest.importorskip("torch")
 from harness.options import GRID_EXTRAS, grid_axes  # noqa: E402
 from harness.errors import BenchError  # noqa: E402
 from harness.store import StageRecord  # noqa: E402
-from harness.commands.sweep import parse_grid, plan_sweep  # noqa: E402
+from harness.run.sweep import parse_grid, plan_sweep  # noqa: E402
 from harness.report.sweep import heatmap, sweep_table  # noqa: E402
 from harness.run.sweep_plan import Axis, Cell, CellResult, SweepPlan  # noqa: E402
 
@@ -205,7 +205,7 @@ def test_more_than_two_axes_lists_every_cell_and_heatmaps_the_first_two():
 
 def test_a_failed_cell_keeps_its_reason_in_later_reports(tmp_path):
     from harness.store import Store
-    from harness.commands.sweep import results_from_store
+    from harness.run.sweep import results_from_store
 
     cells = (Cell((("lr", 1e30),), "run_a"), Cell((("lr", 1e-4),), "run_b"))
     plan = SweepPlan("sweep__x", "sst2", (Axis("lr", (1e30, 1e-4)),), cells,

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     # lazy: the store and the tables (sqlite3, numpy) stay out of `bench --help`
     from harness.report.judge import judge_section
     from harness.run.sweep_plan import load_plan
-    from harness.commands.sweep import results_from_store
+    from harness.run.sweep import results_from_store
     from harness.compare.stats import ADJUSTMENTS
     from harness.report.leaderboard import leaderboard
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from harness.errors import BenchError
 
 if TYPE_CHECKING:
-    from harness.commands.sweep import AfterRun, PlannedCell
+    from harness.run.sweep import AfterRun, PlannedCell
     from harness.run.sweep_plan import CellResult, SweepPlan
     from harness.run.runner import PlannedRun, Runner
     from harness.store import Store
@@ -93,7 +93,7 @@ def check_launcher(args: argparse.Namespace) -> None:
 def launch(args: argparse.Namespace, plan: SweepPlan, planned: Sequence[PlannedCell], runners: dict[str, Runner],
            store: Store, log: Callable[[str], None], after_run: AfterRun) -> list[CellResult] | None:
     """The cells' results, or None when they were submitted with --no-wait (they run on)."""
-    from harness.commands.sweep import execute
+    from harness.run.sweep import execute
 
     launcher = getattr(args, "launcher", None) or "inline"
     if launcher == "inline":
@@ -230,7 +230,7 @@ def collect(plan: SweepPlan, planned: Sequence[PlannedCell], jobs: Sequence[Any]
 
     import submitit
 
-    from harness.commands.sweep import results_from_store
+    from harness.run.sweep import results_from_store
     from harness.progress import progress
 
     label = {job.job_id: item.cell.label for job, item in zip(jobs, planned)}
