@@ -214,7 +214,7 @@ def task_text(spec: Any, texts: Sequence[str]) -> str:
 
 
 def same_model(judge_model: str, judged_model: str) -> bool:
-    from harness.backends.models import ALIASES
+    from harness.backends.aliases import ALIASES
 
     def canonical(name: str) -> str:
         alias = ALIASES.get(name)

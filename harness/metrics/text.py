@@ -208,7 +208,7 @@ _WORDNET_READERS: dict[str, Any] = {}
 
 def nltk_data_dir() -> Path:
     """Where bench builds NLTK data: <bench cache>/nltk_data (BENCH_CACHE moves it)."""
-    from harness.backends.models import cache_dir
+    from harness.backends.aliases import cache_dir
 
     return cache_dir() / "nltk_data"
 
