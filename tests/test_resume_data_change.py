@@ -183,7 +183,7 @@ def test_text_stages_with_other_references_are_not_compared(tmp_path: Path) -> N
     """Text predictions keep no gold: the stages' recorded digests of the eval references differ."""
     from harness.compare.paired import compare
     from harness.errors import BenchError
-    from harness.run.resume import gold_digest
+    from harness.records import gold_digest
     from harness.store import Store
     from harness.types import Example, Prediction
 

@@ -1,11 +1,35 @@
-"""Token sequences -> padded tensors, and a causal or seq2seq model's loss on them. Shared by the
-training loop and the Hugging Face backend's target scoring, so neither imports the other."""
+"""Token sequences -> length-sorted batches -> padded tensors, and a causal or seq2seq model's loss
+on them. Shared by the training loop and the Hugging Face backend's scoring, generation and span
+extraction, so none of them imports another."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from harness.backends.target_logits import lm_loss
 from harness.types import TrainItem
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped longest-first, so each batch pads to similar lengths."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, left: bool, device: Any = None) -> tuple[Any, Any]:
+    """Token ids and attention mask of one batch, padded to its longest row. Left padding puts every
+    prompt's last token in the last column (causal scoring and generation); right padding suits
+    encoders and teacher-forced windows."""
+    import torch
+
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        span = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, span] = torch.tensor(list(seq), dtype=torch.long)
+        mask[row, span] = 1
+    return (ids.to(device), mask.to(device)) if device is not None else (ids, mask)
 
 
 def collate(items: Sequence[TrainItem], pad_id: int, device: Any) -> dict[str, Any]:

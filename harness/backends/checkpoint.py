@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.artefacts import DamagedFile, check_safetensors_file, read_json, writing
-from harness.backends.models import (ModelRef, check_local_model, load_classifier, load_lm, load_span_model,
-                                     load_tokenizer, resolve_model)
+from harness.backends.model_files import check_local_model
+from harness.backends.models import ModelRef, load_classifier, load_lm, load_span_model, load_tokenizer, resolve_model
 from harness.backends.precision import device
 from harness.errors import BenchError
 from harness.kinds import kind_named

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from harness.backends.hf import length_sorted_batches, pad_batch
+from harness.backends.batching import collate, length_sorted_batches, pad_batch
 from harness.backends.target_logits import logits_at, target_positions
 from harness.progress import progress
 
@@ -119,8 +119,6 @@ def target_nll(model: Any, items: Sequence[Any], *, pad_id: int, batch_size: int
     """Teacher-forced (sum of NLL, tokens) of each item's target tokens (`lm_labels` != -100): the
     response perplexity of instruction tuning, counted on response tokens only."""
     import torch
-
-    from harness.backends.batching import collate
 
     device = next(model.parameters()).device
     results: list[tuple[float, int]] = [(0.0, 0)] * len(items)

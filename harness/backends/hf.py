@@ -11,40 +11,23 @@ label), so the prompt is never re-encoded.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from harness.backends.base import (Generation, HeadScores, Loglikelihood, RollingLoglikelihood, Span, SpanQuery,
                                    TokenLoglikelihood, Tokens)
+from harness.backends.batching import length_sorted_batches, pad_batch
+from harness.backends.generate import generate_batched, rolling_nll, target_nll
+from harness.backends.precision import autocast
+from harness.backends.qa_span import predict_spans
+from harness.errors import BenchError
+from harness.faults import reached
 from harness.progress import progress
-from harness.types import Example
+from harness.types import Example, TrainItem
 
 T = TypeVar("T")
 R = TypeVar("R")
 K = TypeVar("K")
 A = TypeVar("A")
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    """Indices grouped longest-first, so each batch pads to similar lengths."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
-
-
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, *, left: bool, device: Any = None) -> tuple[Any, Any]:
-    """Token ids and attention mask of one batch, padded to its longest row. Left padding puts every
-    prompt's last token in the last column (causal scoring and generation); right padding suits
-    encoders and teacher-forced windows."""
-    import torch
-
-    width = max(len(seq) for seq in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        span = slice(width - len(seq), width) if left else slice(0, len(seq))
-        ids[row, span] = torch.tensor(list(seq), dtype=torch.long)
-        mask[row, span] = 1
-    return (ids.to(device), mask.to(device)) if device is not None else (ids, mask)
 
 
 def score_causal(model: Any, contexts: Sequence[list[int]], choices: Sequence[list[int]], pad_id: int,
@@ -210,6 +193,7 @@ def encode_for_head(tokenizer: Any, examples: Sequence[Example], max_length: int
     """Token ids for a classification head (one text, or a truncated sentence pair; no padding),
     and a pair's segment ids where the tokenizer makes them (BERT: 0 for the first text, 1 for the
     second), as the model was pretrained and as plain transformers would call it; else None."""
+    # lazy: keeps numpy out of `bench --help`
     from harness.task.prompts import ENCODE_CHUNK
 
     pairs = len(examples[0].texts) > 1
@@ -245,10 +229,6 @@ class HFBackend:
         """work(batch size) under the run's autocast; out of memory: halve the batch and run it again."""
         import torch
 
-        from harness.backends.precision import autocast
-        from harness.errors import BenchError
-        from harness.faults import reached
-
         while True:
             try:
                 reached("eval-batch", self.batch_size)
@@ -276,9 +256,6 @@ class HFBackend:
     def _single_continuations(self, requests: Sequence[Loglikelihood]) -> list[tuple[float, ...]]:
         """One continuation each (a reference answer): teacher-forced over context + continuation,
         the log-softmax at the continuation's positions only, at half the batch (whole sequences)."""
-        from harness.backends.generate import target_nll
-        from harness.types import TrainItem
-
         if self.seq2seq:
             items = [TrainItem(list(r.context), lm_labels=list(r.continuations[0])) for r in requests]
         else:
@@ -289,8 +266,6 @@ class HFBackend:
         return [(-nll,) for nll, _ in found]
 
     def rolling_loglikelihood(self, requests: Sequence[RollingLoglikelihood]) -> list[TokenLoglikelihood]:
-        from harness.backends.generate import rolling_nll
-
         def answer(key: tuple[int, int], group: Sequence[RollingLoglikelihood]) -> list[TokenLoglikelihood]:
             documents = [list(r.tokens) for r in group]
             found = self._run(lambda batch: rolling_nll(self.model, documents, max_length=key[0], stride=key[1],
@@ -300,8 +275,6 @@ class HFBackend:
         return _grouped(requests, lambda r: (r.max_length, r.stride), answer)
 
     def generate(self, requests: Sequence[Generation]) -> list[str]:
-        from harness.backends.generate import generate_batched
-
         def answer(key: tuple[Any, ...], group: Sequence[Generation]) -> list[str]:
             new_tokens, stop, temperature, seed = key
             prompts = [list(r.prompt) for r in group]
@@ -320,8 +293,6 @@ class HFBackend:
         return _grouped(requests, lambda r: r.max_length, answer)
 
     def extract_spans(self, requests: Sequence[SpanQuery]) -> list[Span]:
-        from harness.backends.qa_span import predict_spans
-
         def answer(key: tuple[int, int, int], group: Sequence[SpanQuery]) -> list[Span]:
             max_length, stride, answer_tokens = key
             examples = [Example(id=r.id, texts=(r.question, r.context)) for r in group]

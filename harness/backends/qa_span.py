@@ -26,9 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.backends.batching import length_sorted_batches
 from harness.errors import BenchError
-from harness.types import TrainItem
-from harness.types import Example
+from harness.progress import progress
+from harness.types import Example, TrainItem
 
 # Examples tokenized per call: bounds the peak size of one BatchEncoding on large datasets.
 _TOKENIZE_CHUNK = 1000
@@ -164,9 +165,6 @@ def predict_spans(model: Any, tokenizer: Any, examples: Sequence[Example], max_l
     the context has no token at all."""
     import numpy as np
     import torch
-
-    from harness.backends.hf import length_sorted_batches
-    from harness.progress import progress
 
     features = span_features(tokenizer, examples, max_length, doc_stride)
     device = next(model.parameters()).device

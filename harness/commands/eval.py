@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.artefacts import read_json
+from harness.backends.checkpoint import (CHECKPOINT_FILE, RETRAIN, base_source, check_checkpoint, checkpoint_meta,
+                                         checkpoint_problem, load_checkpoint)
 from harness.backends.models import ModelRef, resolve_model
 from harness.commands.common import add_task_arguments, log, overrides, task_options
 from harness.errors import BenchError
@@ -50,33 +52,11 @@ def run(args: argparse.Namespace) -> int:
 
 def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from harness.task.data import data_dir_from
-    from harness.run.runner import Runner, quiet_transformers
-    from harness.run.resume import settle_stored_runs
-    from harness.backends.checkpoint import (
-        RETRAIN,
-        base_source,
-        check_checkpoint,
-        checkpoint_meta,
-        checkpoint_problem,
-        load_checkpoint,
-    )
-    from harness.run.stages import evaluate_baseline, evaluate_model
-    from harness.store import Store, results_dir
+    from harness.run.runner import quiet_transformers
 
     spec = get_task(args.task, **task_options(args))
     data_dir = data_dir_from(args.data_dir)
-    path = checkpoint_folder(args.model)
-    if str(path) != args.model:
-        args.model = str(path)
-        print(f"info: {path.parent} is a run folder; evaluating its checkpoint {path}", file=sys.stderr)
-    run_checkpoint = path.name == "checkpoint" and (path.parent / "config.json").is_file()
-    meta = checkpoint_meta(path)  # a damaged record raises here, before anything is loaded or stored
-    if meta is not None:  # before the store opens (`load_checkpoint` checks again when it loads), and
-        check_checkpoint(path, meta, args.trust_remote_code)  # before its files are read as weights
-    problem = checkpoint_problem(path) if meta is not None or run_checkpoint else None
-    if problem is not None:  # deleted, or a weights file cut short
-        raise BenchError(f"{problem}: {RETRAIN}")
-    run_config = checkpoint_run_config(path, meta) if meta is not None else None
+    path, meta, run_config = checked_checkpoint(args)
     transfer = check_transfer(args, spec, path, meta, run_config)
     ref = resolve_model(base_source(meta) if meta else args.model, trust_remote_code=args.trust_remote_code)
     inherited = {key: run_config[key] for key in EVAL_SETTINGS if key in (run_config or {})}
@@ -92,6 +72,48 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     baseline = spec.kind.default_baseline(ref.can_prompt) if chosen == "auto" else chosen
     check_inputs(spec, ref, config, None if meta is not None else baseline)
     quiet_transformers()
+    record = store_evaluation(args, spec, ref, config, data_dir, Evaluated(path, meta, run_config, transfer, baseline))
+    print_evaluation(args, spec, record, meta, transfer)
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluated:
+    """What is evaluated: the model folder and, for a bench checkpoint, its record, its run's
+    config and the transfer to another task (None when on its own task); the baseline otherwise."""
+
+    path: Path
+    meta: dict[str, Any] | None
+    run_config: dict[str, Any] | None
+    transfer: Any
+    baseline: str
+
+
+def checked_checkpoint(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None, dict[str, Any] | None]:
+    """--model's folder, its checkpoint record (None: not a bench checkpoint) and its run's config,
+    checked before the store opens or any weights are read."""
+    path = checkpoint_folder(args.model)
+    if str(path) != args.model:
+        args.model = str(path)
+        print(f"info: {path.parent} is a run folder; evaluating its checkpoint {path}", file=sys.stderr)
+    run_checkpoint = path.name == "checkpoint" and (path.parent / "config.json").is_file()
+    meta = checkpoint_meta(path)  # a damaged record raises here, before anything is loaded or stored
+    if meta is not None:  # before the store opens (`load_checkpoint` checks again when it loads), and
+        check_checkpoint(path, meta, args.trust_remote_code)  # before its files are read as weights
+    problem = checkpoint_problem(path) if meta is not None or run_checkpoint else None
+    if problem is not None:  # deleted, or a weights file cut short
+        raise BenchError(f"{problem}: {RETRAIN}")
+    return path, meta, checkpoint_run_config(path, meta) if meta is not None else None
+
+
+def store_evaluation(args: argparse.Namespace, spec: TaskSpec, ref: ModelRef, config: RunConfig, data_dir: Any,
+                     evaluated: Evaluated) -> Any:
+    """Evaluate (or find stored) and store the `eval` stage under the run's lock; its record."""
+    from harness.run.resume import settle_stored_runs
+    from harness.run.runner import Runner
+    from harness.store import Store, results_dir
+
+    meta, run_config, transfer = evaluated.meta, evaluated.run_config, evaluated.transfer
     store = Store(results_dir(args.results))
     try:
         runner = Runner(spec, store, data_dir, log)
@@ -103,15 +125,6 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
                         "validation data: the score is optimistic; leave --eval-samples and --seed at the run's values")
                 print(f"warning: {note}", file=sys.stderr)
                 splits = dataclasses.replace(splits, notes=(*splits.notes, note))
-
-        def work() -> Any:
-            if meta is not None:
-                model, tokenizer, _ = load_checkpoint(path, trust_remote_code=args.trust_remote_code)
-                if transfer is None:
-                    return evaluate_model(spec, ref, config, model, tokenizer, splits)
-                return transfer_evaluation(spec, ref, config, model, tokenizer, splits, transfer)
-            return evaluate_baseline(spec, ref, config, baseline, splits)
-
         run_id = f"eval__{spec.key}__{config.digest()}" + (
             f"__from-{transfer.source_task}-{transfer.digest}" if transfer else "")
         # its stored config keeps the checkpoint's training settings: checked by its data files only
@@ -119,14 +132,34 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
         with store.run_lock(run_id, runner.log):
             # A checkpoint's record keeps the settings it was trained with (its lr, method, ...), not
             # this command's defaults for them; the evaluation's own settings are this command's.
-            trained = {**(run_config or {}), "checkpoint": str(path)} if meta is not None else {}
-            evaluated = {key: value for key, value in config.to_dict().items() if key not in trained or
-                         key in (*EVAL_SETTINGS, "eval_batch_size", "precision", "task", "model")}
-            record = runner.stage(run_id, "eval", config, splits, work,
-                                  stored_config={**trained, **evaluated, "method": "eval",
-                                                 **({"transfer": transfer.record()} if transfer else {})})
+            trained = {**(run_config or {}), "checkpoint": str(evaluated.path)} if meta is not None else {}
+            evaluated_settings = {key: value for key, value in config.to_dict().items() if key not in trained or
+                                  key in (*EVAL_SETTINGS, "eval_batch_size", "precision", "task", "model")}
+            return runner.stage(run_id, "eval", config, splits,
+                                lambda: evaluation_work(args, spec, ref, config, splits, evaluated),
+                                stored_config={**trained, **evaluated_settings, "method": "eval",
+                                               **({"transfer": transfer.record()} if transfer else {})})
     finally:
         store.close()
+
+
+def evaluation_work(args: argparse.Namespace, spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Any,
+                    evaluated: Evaluated) -> Any:
+    """The stage's work: load the checkpoint and predict (mapped to this task's labels when it is
+    another task's), or evaluate the model as a run's baseline."""
+    from harness.run.stages import evaluate_baseline, evaluate_model
+
+    if evaluated.meta is not None:
+        model, tokenizer, _ = load_checkpoint(evaluated.path, trust_remote_code=args.trust_remote_code)
+        if evaluated.transfer is None:
+            return evaluate_model(spec, ref, config, model, tokenizer, splits)
+        return transfer_evaluation(spec, ref, config, model, tokenizer, splits, evaluated.transfer)
+    return evaluate_baseline(spec, ref, config, evaluated.baseline, splits)
+
+
+def print_evaluation(args: argparse.Namespace, spec: TaskSpec, record: Any, meta: dict[str, Any] | None,
+                     transfer: Any) -> None:
+    """One line: task, model, mode, n, failures, headline with its CI, time."""
     metrics, headline = record.metrics, record.metrics["headline"]
     value = metrics[headline]
     extra = f" | macro-F1 {metrics['f1_macro']['value']:.4f}" if "f1_macro" in metrics else ""
@@ -135,7 +168,6 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     print(f"{spec.key} | {args.model} | {mode} | n {record.info.get('examples', '?')} | failures "
           f"{metrics.get('failures', 0)} | {headline} {value['value']:.4f} [{value['ci'][0]:.4f}, {value['ci'][1]:.4f}]"
           f"{extra} | {record.seconds:.1f} s")
-    return 0
 
 
 def check_inputs(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline: str | None) -> None:
@@ -154,8 +186,6 @@ def check_inputs(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline: str
 
 def checkpoint_folder(model: str) -> Path:
     """--model as given, or a run folder's checkpoint/ when given the run folder (results/runs/<id>)."""
-    from harness.backends.checkpoint import CHECKPOINT_FILE
-
     path = Path(model)
     inside = path / "checkpoint"
     if path.is_dir() and not (path / CHECKPOINT_FILE).is_file() and (inside / CHECKPOINT_FILE).is_file():

@@ -10,8 +10,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from harness.backends.aliases import ALIASES
 from harness.commands.common import add_quiet_option
 from harness.errors import BenchError
+from harness.judging.backend import JudgeOptions
+from harness.judging.templates import PAIRWISE, single_template
+from harness.progress import log
+from harness.task.registry import get_judge, spec_for
 
 Log = Callable[[str], None]
 # Transitional: the judge table moved to report/judge.py; these names stay importable from here
@@ -96,9 +101,8 @@ class Judging:
     """One judge backend and cache, used for every run of a command."""
 
     def __init__(self, settings: JudgeSettings, store: Any, log: Log):
-        from harness.judging.backend import JudgeOptions
+        # lazy: keeps sqlite3 out of `bench --help`
         from harness.judging.cache import JudgeCache
-        from harness.task.registry import get_judge
 
         self.settings, self.store, self.log = settings, store, log
         self.backend = get_judge(settings.spec, JudgeOptions(timeout=settings.timeout,
@@ -110,9 +114,9 @@ class Judging:
 
     def judge_run(self, run_id: str, spec: Any, examples: Sequence[Any]) -> dict[str, Any] | None:
         """Judge one run's stored outputs; None (and a log line) when it has nothing to judge."""
+        # lazy: keeps numpy, sqlite3 out of `bench --help`
         from harness.judging.engine import EngineSettings, ask_all
         from harness.judging.grading import plan_queries, summarize
-        from harness.judging.templates import PAIRWISE, single_template
 
         check_judgeable(spec)
         config = self.store.run_config(run_id) or {}
@@ -169,6 +173,7 @@ class Judging:
 
     def _items(self, run_id: str, spec: Any, examples: Sequence[Any], before: dict[str, str | None] | None,
                after: dict[str, str | None] | None) -> list[Any]:
+        # lazy: keeps numpy, sqlite3 out of `bench --help`
         from harness.judging.grading import Item
 
         order = {e.id: k for k, e in enumerate(examples)}
@@ -214,8 +219,6 @@ def task_text(spec: Any, texts: Sequence[str]) -> str:
 
 
 def same_model(judge_model: str, judged_model: str) -> bool:
-    from harness.backends.models import ALIASES
-
     def canonical(name: str) -> str:
         alias = ALIASES.get(name)
         name = alias.hub_id if alias else name
@@ -229,7 +232,6 @@ def judge_command(args: argparse.Namespace) -> int:
     from harness.report.judge import print_judge_table  # sqlite3 (store): keeps `bench --help` light
     from harness.report.leaderboard import select_runs
     from harness.task.data import data_dir_from, run_splits
-    from harness.task.registry import spec_for
     from harness.store import Store
 
     settings = settings_from(args)
@@ -257,8 +259,6 @@ def judge_command(args: argparse.Namespace) -> int:
                 specs = kept
         for _, spec in specs.values():
             check_judgeable(spec)
-        from harness.progress import log
-
         judging = Judging(settings, store, log)
         records = []
         for run_id, (config, spec) in specs.items():

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from harness.backends.models import ALIASES
+from harness.backends.aliases import ALIASES
 from harness.errors import BenchError
 from harness.options import METHODS
 from harness.task.registry import broken_plugins, get_task, task_names

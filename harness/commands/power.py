@@ -73,6 +73,7 @@ def observed_from(results: str | None, run_id: str, task: str) -> dict[str, Any]
     """What a stored run's first baseline and its fine-tuned evaluation observed on paired examples."""
     import numpy as np  # lazy, with the store: `bench --help` imports this module
 
+    # lazy: keeps numpy, sqlite3 out of `bench --help`
     from harness.compare.paired import PER_EXAMPLE
     from harness.metrics.classification import correct_mask
     from harness.store import Store

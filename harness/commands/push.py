@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from harness.backends.checkpoint import CHECKPOINT_FILE
 from harness.credentials import mask
 from harness.errors import BenchError
 
@@ -67,7 +68,6 @@ def push_command(args: argparse.Namespace) -> int:
 
 
 def checkpoint_folder(store: Any, run_id: str) -> Path:
-    from harness.backends.checkpoint import CHECKPOINT_FILE  # lazy: numpy stays out of `bench --help`
     from harness.report.model_card import CARD_FILE, is_bench_card  # lazy: sqlite3 stays out of `bench --help`
 
     run_dir = store.run_dir(run_id)

@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from harness.errors import BenchError
 from harness.compare.stats import (
     BOOTSTRAP_RESAMPLES,
     PairedBootstrapResult,
@@ -21,6 +20,8 @@ from harness.compare.stats import (
     clustered_paired_difference,
     paired_cluster_bootstrap,
 )
+from harness.errors import BenchError
+from harness.task.registry import spec_for
 from harness.types import Prediction
 
 # Below this many clusters the normal interval of a cluster-robust SE is too narrow (CR1 needs a
@@ -48,8 +49,6 @@ class PairedDelta:
 def declared_column(config: dict[str, Any]) -> str | None:
     """The column the run's task clusters its eval items by; None when it declares none or the
     task is not registered here (then there is nothing to say about clusters)."""
-    from harness.task.registry import spec_for
-
     try:
         return spec_for(config).data.cluster_column
     except BenchError:

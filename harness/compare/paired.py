@@ -6,10 +6,11 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 from harness.compare.clustering import clustered_ci, declared_column, paired_delta, stored_keys
+from harness.compare.power import mde_accuracy, mde_mean, observed_discordance
+from harness.compare.stats import BOOTSTRAP_RESAMPLES, mcnemar_exact, paired_bootstrap
 from harness.errors import BenchError
 from harness.metrics.classification import correct_mask
-from harness.run.resume import changed_files
-from harness.compare.stats import BOOTSTRAP_RESAMPLES, mcnemar_exact, paired_bootstrap
+from harness.records import changed_files, parse_stage, stage_name
 from harness.store import StageRecord, Store
 from harness.types import Prediction
 
@@ -178,8 +179,6 @@ def compare_lm_eval(store: Store, run_id: str, config: dict[str, Any], records: 
                     ) -> list[LmEvalComparison]:
     """One row per lm-eval task with both stages stored: base model vs fine-tuned model on the
     same documents."""
-    from harness.run.lm_eval_bridge import parse_stage, stage_name
-
     tasks = [parsed[0] for stage in records if (parsed := parse_stage(stage)) and parsed[1] == "baseline"]
     rows = []
     for task in tasks:
@@ -322,8 +321,6 @@ def compare_classification(store: Store, run_id: str, config: dict[str, Any], re
 
 def mde_of_accuracy(b: int, c: int, n: int) -> tuple[float, str]:
     """The MDE of a McNemar comparison from its observed discordance, and the words for that."""
-    from harness.compare.power import mde_accuracy, observed_discordance
-
     if n < 2:
         return math.nan, ""
     psi = observed_discordance(b, c, n)
@@ -332,8 +329,6 @@ def mde_of_accuracy(b: int, c: int, n: int) -> tuple[float, str]:
 
 def mde_of_metric(before: Sequence[float], after: Sequence[float]) -> tuple[float, str]:
     """The MDE of a paired comparison of per-example values from the SD of their differences."""
-    from harness.compare.power import mde_mean
-
     if len(before) < 2:
         return math.nan, ""
     import numpy as np

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from harness.errors import BenchError
+from harness.faults import reached
 from harness.judging.backend import AnswerFormat, JudgeBackend, JudgeRequest, Reply, ask, ask_batch
 from harness.judging.cache import JudgeCache, cache_key
 from harness.judging.retry import GaveUp, RetryPolicy, call_with_retries
@@ -59,70 +60,96 @@ class EngineSettings:
 
 def ask_all(backend: JudgeBackend, queries: Sequence[Query], cache: JudgeCache, settings: EngineSettings,
             log: Log = lambda _: None) -> list[Answer]:
-    from harness.faults import reached
-
-    answers = [Answer() for _ in queries]
+    tally = _Tally(answers=[Answer() for _ in queries], price=settings.price)
     pending = list(range(len(queries)))
-    cached = 0
-    replied = 0  # replies received in this call, from the backend or the cache
-    gave_up = 0
-    counted: set[str] = set()  # replies whose tokens are counted (identical questions share one reply)
-    cache_hits = retries = 0
-    price = settings.price
-    price_in, price_out = price or (0.0, 0.0)
-    spent = 0.0  # USD x 1e6 of the replies paid for in this call
-
-    def record(i: int, key: str, reply: Reply) -> None:
-        _record(answers[i], queries[i], reply, count_tokens=key not in counted)
-        counted.add(key)
-
     for attempt in range(settings.parse_retries + 1):
-        to_fetch: dict[str, list[int]] = {}  # identical questions (same key) are asked once
-        for i in pending:
-            key = _attempt_key(queries[i], attempt, settings.samples)
-            hit = cache.get(key)
-            if hit is None:
-                to_fetch.setdefault(key, []).append(i)
-            else:
-                answers[i].cache_hits += 1
-                cache_hits += 1
-                replied += 1
-                record(i, key, hit)
+        to_fetch = _answer_from_cache(queries, pending, attempt, cache, settings, tally)
         if to_fetch:
             log(f"  judge {backend.id}: {len(to_fetch)} requests (attempt {attempt + 1}), "
                 f"{len(pending) - sum(map(len, to_fetch.values()))} from the cache")
-            key_of = {group[0]: key for key, group in to_fetch.items()}  # one asker per distinct question
-            label = f"judge {backend.id}" + (f" (attempt {attempt + 1})" if attempt else "")
-            with progress(label, total=len(key_of), unit="requests") as bar:
-                for first, result, calls in _fetch(backend, queries, list(key_of), attempt, settings):
-                    key = key_of[first]
-                    answers[first].calls += calls
-                    retries += calls - 1
-                    if not isinstance(result, GaveUp):
-                        spent += (result.input_tokens or 0) * price_in + (result.output_tokens or 0) * price_out
-                    bar.advance(1, cache_hits=cache_hits, retries=retries,
-                                failed=gave_up + isinstance(result, GaveUp), cost_usd=spent / 1e6 if price else None)
-                    if isinstance(result, GaveUp):
-                        gave_up += 1
-                        if replied == 0 and gave_up >= min(UNREACHABLE_AFTER, len(key_of)):
-                            raise BenchError(f"judge {backend.id} is not answering: the first {gave_up} questions all "
-                                             f"failed ({result}); check that it is reachable, then re-run (no "
-                                             "judgment was stored)")
-                        for i in to_fetch[key]:
-                            answers[i].error = str(result)
-                        continue
-                    replied += 1
-                    cache.put(key, backend.id, queries[first].template, result)
-                    cached += 1
-                    reached("judge-replies", cached)
-                    for i in to_fetch[key]:
-                        record(i, key, result)
+            _ask_backend(backend, queries, to_fetch, attempt, cache, settings, tally)
+        answers = tally.answers
         pending = [i for i in pending if answers[i].value is None and answers[i].error is None]
         if not pending:
             break
     for i in pending:
-        answers[i].error = f"unparseable: {len(answers[i].raw)} replies, none in the asked format"
-    return answers
+        tally.answers[i].error = f"unparseable: {len(tally.answers[i].raw)} replies, none in the asked format"
+    return tally.answers
+
+
+@dataclass
+class _Tally:
+    """The answers of one `ask_all` call and its running counts (for the progress bar and the
+    unreachable-judge check)."""
+
+    answers: list[Answer]
+    price: tuple[float, float] | None
+    cached: int = 0  # replies put in the cache by this call
+    replied: int = 0  # replies received in this call, from the backend or the cache
+    gave_up: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    spent: float = 0.0  # USD x 1e6 of the replies paid for in this call
+    counted: set[str] = field(default_factory=set)  # replies whose tokens are counted (identical
+    # questions share one reply)
+
+    def record(self, queries: Sequence[Query], i: int, key: str, reply: Reply) -> None:
+        _record(self.answers[i], queries[i], reply, count_tokens=key not in self.counted)
+        self.counted.add(key)
+
+
+def _answer_from_cache(queries: Sequence[Query], pending: Sequence[int], attempt: int, cache: JudgeCache,
+                       settings: EngineSettings, tally: _Tally) -> dict[str, list[int]]:
+    """Record the cached replies; return the rest, grouped by key (identical questions are asked once)."""
+    to_fetch: dict[str, list[int]] = {}
+    for i in pending:
+        key = _attempt_key(queries[i], attempt, settings.samples)
+        hit = cache.get(key)
+        if hit is None:
+            to_fetch.setdefault(key, []).append(i)
+        else:
+            tally.answers[i].cache_hits += 1
+            tally.cache_hits += 1
+            tally.replied += 1
+            tally.record(queries, i, key, hit)
+    return to_fetch
+
+
+def _ask_backend(backend: JudgeBackend, queries: Sequence[Query], to_fetch: dict[str, list[int]], attempt: int,
+                 cache: JudgeCache, settings: EngineSettings, tally: _Tally) -> None:
+    """Ask each distinct question once; cache and record each reply the moment it arrives."""
+    price_in, price_out = tally.price or (0.0, 0.0)
+    key_of = {group[0]: key for key, group in to_fetch.items()}  # one asker per distinct question
+    label = f"judge {backend.id}" + (f" (attempt {attempt + 1})" if attempt else "")
+    with progress(label, total=len(key_of), unit="requests") as bar:
+        for first, result, calls in _fetch(backend, queries, list(key_of), attempt, settings):
+            key = key_of[first]
+            tally.answers[first].calls += calls
+            tally.retries += calls - 1
+            if not isinstance(result, GaveUp):
+                tally.spent += (result.input_tokens or 0) * price_in + (result.output_tokens or 0) * price_out
+            bar.advance(1, cache_hits=tally.cache_hits, retries=tally.retries,
+                        failed=tally.gave_up + isinstance(result, GaveUp),
+                        cost_usd=tally.spent / 1e6 if tally.price else None)
+            if isinstance(result, GaveUp):
+                _gave_up(backend, result, to_fetch[key], len(key_of), tally)
+                continue
+            tally.replied += 1
+            cache.put(key, backend.id, queries[first].template, result)
+            tally.cached += 1
+            reached("judge-replies", tally.cached)
+            for i in to_fetch[key]:
+                tally.record(queries, i, key, result)
+
+
+def _gave_up(backend: JudgeBackend, result: GaveUp, indices: Sequence[int], distinct: int, tally: _Tally) -> None:
+    tally.gave_up += 1
+    if tally.replied == 0 and tally.gave_up >= min(UNREACHABLE_AFTER, distinct):
+        raise BenchError(f"judge {backend.id} is not answering: the first {tally.gave_up} questions all "
+                         f"failed ({result}); check that it is reachable, then re-run (no "
+                         "judgment was stored)")
+    for i in indices:
+        tally.answers[i].error = str(result)
 
 
 def _attempt_key(query: Query, attempt: int, samples: int) -> str:

@@ -14,12 +14,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from harness.compare.stats import BOOTSTRAP_RESAMPLES, bootstrap_ci, paired_bootstrap
 from harness.judging.cache import cache_key
 from harness.judging.engine import Answer, Query
 from harness.judging.parse import parse_score, parse_verdict
 from harness.judging.reliability import measure
 from harness.judging.templates import SCORE_FORMAT, VERDICT_FORMAT, Template
-from harness.compare.stats import BOOTSTRAP_RESAMPLES
 
 BEFORE_FIRST, AFTER_FIRST = "before-first", "after-first"
 
@@ -69,8 +69,6 @@ def plan_queries(judge_id: str, single: Template | None, pairwise: Template | No
 def summarize(items: Sequence[Item], samples: int, slots: Sequence[Slot], answers: Sequence[Answer],
               seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics, one record per item). Missing answers are left out of every mean, and counted."""
-    from harness.compare.stats import paired_bootstrap
-
     table: dict[tuple[str, str, int, int], Answer] = {(s.kind, s.side, s.item, s.sample): a
                                                        for s, a in zip(slots, answers)}
     metrics: dict[str, Any] = {"samples": samples, "n": len(items)}
@@ -105,8 +103,6 @@ def summarize(items: Sequence[Item], samples: int, slots: Sequence[Slot], answer
 
 
 def _score_summary(per_item: Sequence[Sequence[float]], samples: int, seed: int) -> dict[str, Any]:
-    from harness.compare.stats import bootstrap_ci
-
     means = [float(np.mean(v)) for v in per_item if v]
     summary: dict[str, Any] = {"n_scored": len(means), "missing": len(per_item) - len(means)}
     if not means:
@@ -143,8 +139,6 @@ def _pair_outcome(table: dict[tuple[str, str, int, int], Answer], item: int, sam
 
 def _pairwise(items: Sequence[Item], samples: int, table: dict[tuple[str, str, int, int], Answer],
               seed: int) -> dict[str, Any] | None:
-    from harness.compare.stats import bootstrap_ci
-
     if not any(key[0] == "pairwise" for key in table):
         return None
     points, flips, pairs = [], 0, 0

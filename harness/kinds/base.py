@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+from harness.errors import BenchError
+
 if TYPE_CHECKING:  # heavy or engine-side types, for annotations only
     import numpy as np
     import pandas as pd
@@ -62,6 +64,7 @@ class KindBase:
     def sample_train(self, pool: Sequence["Example"], n: int | None, rng: "np.random.Generator"
                      ) -> tuple[list["Example"], str]:
         """The training sample and how it was drawn (shown in the data notes)."""
+        # lazy: task.data imports this module at its top (a cycle); and keeps numpy, pandas out
         from harness.task.data import random_sample
 
         return random_sample(pool, n, rng), "random sample"
@@ -141,8 +144,6 @@ class KindBase:
 def refuse_generation_options(spec: "TaskSpec", config: "RunConfig", what: str, fix: str = "") -> None:
     """--max-new-tokens and --chat-template on a kind that generates nothing from the task's prompt:
     they would change the run id (a second full run) and nothing else."""
-    from harness.errors import BenchError
-
     if config.max_new_tokens is not None or config.chat_template != "auto":
         option = "--max-new-tokens" if config.max_new_tokens is not None else "--chat-template"
         raise BenchError(f"{option} applies to prompted generation; {spec.name} {what}, so it would change nothing "
@@ -151,8 +152,6 @@ def refuse_generation_options(spec: "TaskSpec", config: "RunConfig", what: str, 
 
 def refuse_head_options(spec: "TaskSpec", config: "RunConfig", baselines: Sequence[str], kind_name: str) -> None:
     """A text task has no classification head and no few-shot prompt."""
-    from harness.errors import BenchError
-
     if "head" in baselines or config.objective != "lm":
         raise BenchError(f"{spec.name} is a text task ({kind_name}): it has no classification head; use --baseline "
                          "prompt and --objective lm (the defaults)")

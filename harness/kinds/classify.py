@@ -7,17 +7,20 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+from harness.backends.base import Backend, HeadScores, Loglikelihood
+from harness.backends.hf import encode_for_head
+from harness.backends.models import ModelRef, load_tokenizer
+from harness.errors import BenchError
 from harness.kinds.base import KindBase, refuse_generation_options
+from harness.kinds.scoring_helpers import MIN_FOR_WARNINGS
+from harness.types import Example, Prediction, TrainItem
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from harness.backends.base import Backend
-    from harness.backends.models import ModelRef
     from harness.options import RunConfig
     from harness.task.spec import TaskSpec
-    from harness.types import Example, Prediction, TrainItem
 
 
 @dataclass(frozen=True)
@@ -62,22 +65,21 @@ class Classify(KindBase):
     # --- data --------------------------------------------------------------------------------
     def examples(self, frame: "pd.DataFrame", ids: Sequence[str], texts: Sequence[tuple[str, ...]],
                  where: str) -> list["Example"]:
+        # lazy: keeps numpy, pandas out of `bench --help`
         from harness.task.data import checked_labels
-        from harness.types import Example
 
         labels = checked_labels(frame, self, where)
         return [Example(id=ids[i], texts=texts[i], label=labels[i]) for i in range(len(frame))]
 
     def sample_train(self, pool: Sequence["Example"], n: int | None, rng: "np.random.Generator"
                      ) -> tuple[list["Example"], str]:
+        # lazy: keeps numpy, pandas out of `bench --help`
         from harness.task.data import balanced_sample
 
         return balanced_sample(pool, n, len(self.labels), rng), "class-balanced sample"
 
     # --- planning ----------------------------------------------------------------------------
     def check(self, spec: "TaskSpec", ref: "ModelRef", config: "RunConfig", baselines: Sequence[str]) -> None:
-        from harness.errors import BenchError
-
         refuse_generation_options(spec, config, "scores its label verbalizers and generates nothing")
         if config.shots and "prompt" not in baselines and config.objective != "lm":
             raise BenchError(f"--shots {config.shots}: nothing would show {ref.name} the demonstrations (no prompt "
@@ -89,8 +91,7 @@ class Classify(KindBase):
         """A label is scored by the summed log-probabilities of its verbalizer's tokens, so a verbalizer
         whose tokens start with all of another's scores at most as high (each extra token adds a log-
         probability <= 0): its label would never be predicted, before or after fine-tuning."""
-        from harness.backends.models import load_tokenizer
-        from harness.errors import BenchError
+        # lazy: keeps numpy out of `bench --help`
         from harness.task.prompts import verbalizer_ids
 
         words, labels = self.verbalizers, self.labels
@@ -108,11 +109,10 @@ class Classify(KindBase):
     # --- evaluation --------------------------------------------------------------------------
     def predict(self, spec: "TaskSpec", backend: "Backend", examples: Sequence["Example"],
                 demos: Sequence["Example"], config: "RunConfig", objective: str) -> list["Prediction"]:
-        from harness.backends.base import HeadScores, Loglikelihood
-
         if objective == "head":
             rows = backend.head_scores([HeadScores(tuple(e.texts), config.max_length) for e in examples])
             return [_argmax_prediction(example, row) for example, row in zip(examples, rows)]
+        # lazy: keeps numpy out of `bench --help`
         from harness.task.prompts import build_contexts, choose_shots, verbalizer_ids
 
         shown = choose_shots(demos, config.shots, len(self.labels), config.seed)
@@ -124,6 +124,7 @@ class Classify(KindBase):
 
     def score(self, spec: "TaskSpec", examples: Sequence["Example"], predictions: Sequence["Prediction"],
               seed: int) -> tuple[dict[str, Any], list["Prediction"]]:
+        # lazy: keeps numpy out of `bench --help`
         from harness.metrics.classification import classification_report
 
         report = classification_report([p.gold for p in predictions], [p.label for p in predictions], self.labels,
@@ -133,8 +134,6 @@ class Classify(KindBase):
     def _class_context(self, predictions: Sequence["Prediction"]) -> dict[str, Any]:
         """What an accuracy is worth: the score of always answering the most frequent eval class, and
         a warning when every answer is one class (the score is then that class's share)."""
-        from harness.kinds.scoring_helpers import MIN_FOR_WARNINGS
-
         golds = [p.gold for p in predictions]
         top = max(range(len(self.labels)), key=golds.count)
         context: dict[str, Any] = {"majority": {"label": self.labels[top], "accuracy": golds.count(top) / len(golds)}}
@@ -146,6 +145,7 @@ class Classify(KindBase):
         return context
 
     def metric_names(self, spec: "TaskSpec") -> list[str]:
+        # lazy: keeps numpy out of `bench --help`
         from harness.metrics.classification import classification_report
 
         report = classification_report([0], [0], self.labels, resamples=0)
@@ -156,9 +156,8 @@ class Classify(KindBase):
                     examples: Sequence["Example"]) -> list["TrainItem"]:
         """Head objective: the text(s) and the class. LM objective: prompt + verbalizer, loss on the
         verbalizer tokens only (the prompt is masked with -100)."""
-        from harness.backends.hf import encode_for_head
+        # lazy: keeps numpy out of `bench --help`
         from harness.task.prompts import build_contexts, verbalizer_ids
-        from harness.types import TrainItem
 
         if config.objective == "head":
             encoded, segments = encode_for_head(tokenizer, examples, config.max_length)
@@ -172,6 +171,7 @@ class Classify(KindBase):
                 for ctx, e in zip(contexts, examples)]
 
     def validation_values(self, spec: "TaskSpec", predictions: Sequence["Prediction"]) -> dict[str, float]:
+        # lazy: keeps numpy out of `bench --help`
         from harness.metrics.classification import classification_report
 
         if all(p.label is None for p in predictions):  # every score inf/nan: a broken model, not a bad one
@@ -186,8 +186,6 @@ class Classify(KindBase):
 
 def _argmax_prediction(example: "Example", scores: Sequence[float]) -> "Prediction":
     """A non-finite score means the example could not be scored: a failure, never a guess."""
-    from harness.types import Prediction
-
     finite = bool(scores) and all(math.isfinite(s) for s in scores)
     label = max(range(len(scores)), key=lambda k: scores[k]) if finite else None
     return Prediction(example_id=example.id, gold=example.label, label=label,

@@ -4,16 +4,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+from harness.backends.base import Backend, SpanQuery
+from harness.backends.qa_span import span_train_items
+from harness.errors import BenchError
 from harness.kinds.base import KindBase, refuse_generation_options
+from harness.kinds.scoring_helpers import squad_scores, text_metric_names
+from harness.types import Example, Prediction, TrainItem
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from harness.backends.base import Backend
     from harness.backends.models import ModelRef
     from harness.options import RunConfig
     from harness.task.spec import TaskSpec
-    from harness.types import Example, Prediction, TrainItem
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,12 @@ class ExtractiveQA(KindBase):
 
     def examples(self, frame: "pd.DataFrame", ids: Sequence[str], texts: Sequence[tuple[str, ...]],
                  where: str) -> list["Example"]:
+        # lazy: keeps numpy, pandas out of `bench --help`
         from harness.task.data import squad_examples
 
         return squad_examples(frame, ids, texts, where, self.answers)
 
     def check(self, spec: "TaskSpec", ref: "ModelRef", config: "RunConfig", baselines: Sequence[str]) -> None:
-        from harness.errors import BenchError
-
         refuse_generation_options(spec, config, "--mode span points at a span in the context",
                                   ", or use --mode generate")
         if "prompt" in baselines or config.objective != "head":
@@ -69,9 +71,6 @@ class ExtractiveQA(KindBase):
 
     def predict(self, spec: "TaskSpec", backend: "Backend", examples: Sequence["Example"],
                 demos: Sequence["Example"], config: "RunConfig", objective: str) -> list["Prediction"]:
-        from harness.backends.base import SpanQuery
-        from harness.types import Prediction
-
         spans = backend.extract_spans([SpanQuery(e.texts[0], e.texts[1], config.max_length, self.doc_stride,
                                                  self.max_answer_tokens, id=e.id) for e in examples])
         return [Prediction(e.id, -1, None, (round(span.null_score, 6),), output=span.text)
@@ -79,18 +78,12 @@ class ExtractiveQA(KindBase):
 
     def score(self, spec: "TaskSpec", examples: Sequence["Example"], predictions: Sequence["Prediction"],
               seed: int) -> tuple[dict[str, Any], list["Prediction"]]:
-        from harness.kinds.scoring_helpers import squad_scores
-
         return squad_scores(examples, predictions, seed, generative=False)
 
     def metric_names(self, spec: "TaskSpec") -> list[str]:
-        from harness.kinds.scoring_helpers import text_metric_names
-
         return text_metric_names(self.headline)
 
     def train_items(self, spec: "TaskSpec", tokenizer: Any, seq2seq: bool, config: "RunConfig",
                     examples: Sequence["Example"]) -> list["TrainItem"]:
         """Answer spans per context window (a window holding no whole answer points at no answer)."""
-        from harness.backends.qa_span import span_train_items
-
         return span_train_items(tokenizer, examples, config.max_length, self.doc_stride)

@@ -5,16 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+from harness.backends.base import Backend, Generation, Loglikelihood
+from harness.errors import BenchError
 from harness.kinds.base import KindBase, refuse_head_options
+from harness.kinds.scoring_helpers import perplexity_with_ci, same_answer_warnings, text_metric_names, with_values
+from harness.types import Example, Prediction, TrainItem
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from harness.backends.base import Backend
     from harness.backends.models import ModelRef
     from harness.options import RunConfig
     from harness.task.spec import TaskSpec
-    from harness.types import Example, Prediction, TrainItem
 
 # A decoder generates inside --max-length: the prompt must keep at least this many tokens.
 MIN_PROMPT_TOKENS = 32
@@ -47,8 +49,8 @@ class Generate(KindBase):
     # --- data --------------------------------------------------------------------------------
     def examples(self, frame: "pd.DataFrame", ids: Sequence[str], texts: Sequence[tuple[str, ...]],
                  where: str) -> list["Example"]:
+        # lazy: keeps numpy, pandas out of `bench --help`
         from harness.task.data import check_texts
-        from harness.types import Example
 
         check_texts(frame, (self.target,), where)
         targets = frame[self.target].tolist()
@@ -61,8 +63,6 @@ class Generate(KindBase):
 
     def _check_prompt_room(self, ref: "ModelRef", config: "RunConfig") -> None:
         """A decoder generates inside --max-length, so the prompt gets what the new tokens leave."""
-        from harness.errors import BenchError
-
         if ref.family == "seq2seq":
             return
         new_tokens = self.generated_tokens(config)
@@ -78,9 +78,6 @@ class Generate(KindBase):
     # --- evaluation --------------------------------------------------------------------------
     def predict(self, spec: "TaskSpec", backend: "Backend", examples: Sequence["Example"],
                 demos: Sequence["Example"], config: "RunConfig", objective: str) -> list["Prediction"]:
-        from harness.backends.base import Loglikelihood
-        from harness.types import Prediction
-
         outputs = self._generate(spec, backend, examples, config)
         # How likely the model finds the reference itself (response tokens only): perplexity needs no
         # generation and moves even when greedy outputs barely change.
@@ -93,7 +90,7 @@ class Generate(KindBase):
     def _generate(self, spec: "TaskSpec", backend: "Backend", examples: Sequence["Example"],
                   config: "RunConfig") -> list[str]:
         """Greedy answers to the task's prompts, which get what --max-length leaves after the new tokens."""
-        from harness.backends.base import Generation
+        # lazy: keeps numpy out of `bench --help`
         from harness.task.prompts import build_prompts, use_chat_template
 
         seq2seq = backend.seq2seq
@@ -105,7 +102,7 @@ class Generate(KindBase):
 
     def score(self, spec: "TaskSpec", examples: Sequence["Example"], predictions: Sequence["Prediction"],
               seed: int) -> tuple[dict[str, Any], list["Prediction"]]:
-        from harness.kinds.scoring_helpers import perplexity_with_ci, same_answer_warnings, with_values
+        # lazy: keeps numpy, nupunkt out of `bench --help`
         from harness.metrics.text import text_report
 
         report = text_report([p.output for p in predictions], [list(e.references) for e in examples], seed=seed)
@@ -118,8 +115,6 @@ class Generate(KindBase):
         return same_answer_warnings([p.output for p in predictions], report), with_values(predictions, per_example)
 
     def metric_names(self, spec: "TaskSpec") -> list[str]:
-        from harness.kinds.scoring_helpers import text_metric_names
-
         return text_metric_names(self.headline)
 
     # --- training ----------------------------------------------------------------------------
@@ -127,8 +122,6 @@ class Generate(KindBase):
                     examples: Sequence["Example"]) -> list["TrainItem"]:
         """The reference after the prompt, the prompt masked out of the loss (causal), or the
         reference as the decoder target (seq2seq)."""
-        from harness.types import TrainItem
-
         pairs = self._target_pairs(spec, tokenizer, seq2seq, config, examples)
         if seq2seq:
             return [TrainItem(prompt, lm_labels=answer) for prompt, answer in pairs]
@@ -138,6 +131,7 @@ class Generate(KindBase):
                       examples: Sequence["Example"]) -> list[tuple[list[int], list[int]]]:
         """(prompt ids, target ids + EOS) per example: the target takes up to half of --max-length,
         the prompt what is left (all of it for a seq2seq encoder)."""
+        # lazy: keeps numpy out of `bench --help`
         from harness.task.prompts import build_prompts, use_chat_template
 
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -157,6 +151,7 @@ class Generate(KindBase):
         return example.references[0]
 
     def prompt_record(self, spec: "TaskSpec", tokenizer: Any, config: "RunConfig", seq2seq: bool) -> dict[str, Any]:
+        # lazy: keeps numpy out of `bench --help`
         from harness.task.prompts import use_chat_template
 
         return {"chat_template": use_chat_template(tokenizer, config.chat_template, seq2seq)}

@@ -5,16 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+from harness.backends.base import Backend, Generation, RollingLoglikelihood
 from harness.kinds.base import KindBase, refuse_generation_options, refuse_head_options
+from harness.kinds.scoring_helpers import perplexity_with_ci, text_metric_names, with_values
+from harness.types import Example, Prediction, TrainItem
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from harness.backends.base import Backend
     from harness.backends.models import ModelRef
     from harness.options import RunConfig
     from harness.task.spec import TaskSpec
-    from harness.types import Example, Prediction, TrainItem
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,6 @@ class LanguageModel(KindBase):
 
     def examples(self, frame: "pd.DataFrame", ids: Sequence[str], texts: Sequence[tuple[str, ...]],
                  where: str) -> list["Example"]:
-        from harness.types import Example
-
         return [Example(id=ids[i], texts=texts[i]) for i in range(len(frame))]
 
     def check(self, spec: "TaskSpec", ref: "ModelRef", config: "RunConfig", baselines: Sequence[str]) -> None:
@@ -55,9 +54,6 @@ class LanguageModel(KindBase):
 
     def predict(self, spec: "TaskSpec", backend: "Backend", examples: Sequence["Example"],
                 demos: Sequence["Example"], config: "RunConfig", objective: str) -> list["Prediction"]:
-        from harness.backends.base import Generation, RollingLoglikelihood
-        from harness.types import Prediction
-
         tokenizer = backend.tokenizer
         documents = [tokenizer(e.texts[0], add_special_tokens=False)["input_ids"] for e in examples]
         stride = min(self.stride, config.max_length)
@@ -75,7 +71,7 @@ class LanguageModel(KindBase):
     def score(self, spec: "TaskSpec", examples: Sequence["Example"], predictions: Sequence["Prediction"],
               seed: int) -> tuple[dict[str, Any], list["Prediction"]]:
         """Token-weighted perplexity over the documents (the headline), continuation BLEU/ROUGE."""
-        from harness.kinds.scoring_helpers import perplexity_with_ci, with_values
+        # lazy: keeps numpy, nupunkt out of `bench --help`
         from harness.metrics.text import text_report
 
         totals = [(float(p.scores[0]), int(p.scores[1])) for p in predictions]
@@ -91,8 +87,6 @@ class LanguageModel(KindBase):
         return report, with_values(predictions, {"nll": nll_per_token, **per_example})
 
     def metric_names(self, spec: "TaskSpec") -> list[str]:
-        from harness.kinds.scoring_helpers import text_metric_names
-
         return text_metric_names(self.headline)
 
     def shown(self, examples: Sequence["Example"]) -> tuple[dict[str, str], dict[str, str]]:
@@ -103,8 +97,6 @@ class LanguageModel(KindBase):
     def train_items(self, spec: "TaskSpec", tokenizer: Any, seq2seq: bool, config: "RunConfig",
                     examples: Sequence["Example"]) -> list["TrainItem"]:
         """Documents packed (EOS-separated) into full blocks of --max-length: no padding is trained."""
-        from harness.types import TrainItem
-
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         stream: list[int] = []
         for example in examples:

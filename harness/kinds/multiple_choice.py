@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-from harness.backends.base import Loglikelihood, Tokens
+from harness.backends.base import Backend, Loglikelihood, Tokens
 from harness.errors import BenchError
 from harness.kinds.base import KindBase
 from harness.types import Example, Prediction, TrainItem
@@ -22,7 +22,6 @@ from harness.types import Example, Prediction, TrainItem
 if TYPE_CHECKING:
     import pandas as pd
 
-    from harness.backends.base import Backend
     from harness.backends.models import ModelRef
     from harness.options import RunConfig
     from harness.task.spec import TaskSpec
@@ -138,6 +137,7 @@ class MultipleChoice(KindBase):
 
     def score(self, spec: "TaskSpec", examples: Sequence[Example], predictions: Sequence[Prediction],
               seed: int) -> tuple[dict[str, Any], list[Prediction]]:
+        # lazy: keeps numpy out of `bench --help`
         from harness.compare.stats import wilson_interval
         from harness.metrics.classification import classification_report
 
@@ -158,6 +158,7 @@ class MultipleChoice(KindBase):
         return report, scored
 
     def metric_names(self, spec: "TaskSpec") -> list[str]:
+        # lazy: keeps numpy out of `bench --help`
         from harness.metrics.classification import classification_report
 
         report = classification_report([0], [0], _position_names(2), resamples=0)

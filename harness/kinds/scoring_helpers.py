@@ -7,6 +7,8 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Sequence
 
+from harness.metrics.perplexity import perplexity_from_totals
+
 if TYPE_CHECKING:
     from harness.task.spec import TaskSpec
     from harness.types import Example, Prediction
@@ -52,8 +54,8 @@ def perplexity_with_ci(totals: Sequence[tuple[float, int]], seed: int
                        ) -> tuple[dict[str, Any], tuple[float, float]]:
     """Token-weighted perplexity with its CI, and the CI of NLL per token it is the exp of (one
     bootstrap: examples resampled, each weighted by its tokens)."""
+    # lazy: keeps numpy out of `bench --help`
     from harness.compare.stats import bootstrap_ci
-    from harness.metrics.perplexity import perplexity_from_totals
 
     value = perplexity_from_totals(totals)  # first: it names the problem when no token was scored
     low, high = bootstrap_ci([nll / tokens if tokens else 0.0 for nll, tokens in totals],
@@ -73,6 +75,7 @@ def squad_scores(examples: Sequence["Example"], predictions: Sequence["Predictio
     """SQuAD v2 EM/F1 over every question (unanswerable ones included: the right answer is no
     answer), plus ROUGE/BLEU/METEOR of the answers on the answerable questions. Generated answers
     are normalised ("Unanswerable." is no answer); span answers carry a no-answer score."""
+    # lazy: keeps numpy, nupunkt out of `bench --help`
     from harness.metrics.squad_v2 import normalize_no_answer, squad_v2_report
     from harness.metrics.text import text_report
 
@@ -98,6 +101,7 @@ def squad_scores(examples: Sequence["Example"], predictions: Sequence["Predictio
 
 def text_metric_names(headline: str) -> list[str]:
     """What a fine-tuned text stage records with a value: its headline, then the paired secondaries."""
+    # lazy: compare.paired imports this module at its top (a cycle); and keeps numpy, sqlite3 out
     from harness.compare.paired import SECONDARY
 
     return list(dict.fromkeys([headline, *SECONDARY]))

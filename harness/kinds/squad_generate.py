@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from harness.kinds.generate import Generate
+from harness.kinds.scoring_helpers import squad_scores
+from harness.types import Example, Prediction
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -13,7 +15,6 @@ if TYPE_CHECKING:
     from harness.backends.base import Backend
     from harness.options import RunConfig
     from harness.task.spec import TaskSpec
-    from harness.types import Example, Prediction
 
 
 @dataclass(frozen=True)
@@ -28,21 +29,18 @@ class GenerateSquad(Generate):
 
     def examples(self, frame: "pd.DataFrame", ids: Sequence[str], texts: Sequence[tuple[str, ...]],
                  where: str) -> list["Example"]:
+        # lazy: keeps numpy, pandas out of `bench --help`
         from harness.task.data import squad_examples
 
         return squad_examples(frame, ids, texts, where, self.target)
 
     def predict(self, spec: "TaskSpec", backend: "Backend", examples: Sequence["Example"],
                 demos: Sequence["Example"], config: "RunConfig", objective: str) -> list["Prediction"]:
-        from harness.types import Prediction
-
         outputs = self._generate(spec, backend, examples, config)
         return [Prediction(e.id, -1, None, (), output=text) for e, text in zip(examples, outputs)]
 
     def score(self, spec: "TaskSpec", examples: Sequence["Example"], predictions: Sequence["Prediction"],
               seed: int) -> tuple[dict[str, Any], list["Prediction"]]:
-        from harness.kinds.scoring_helpers import squad_scores
-
         return squad_scores(examples, predictions, seed, generative=True)
 
     def target_text(self, example: "Example") -> str:

@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import BenchError
+from harness.backends.aliases import cache_dir
 from harness.compare.stats import bootstrap_ci, iter_bootstrap_indices, percentile_interval
+from harness.errors import BenchError
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
@@ -208,8 +209,6 @@ _WORDNET_READERS: dict[str, Any] = {}
 
 def nltk_data_dir() -> Path:
     """Where bench builds NLTK data: <bench cache>/nltk_data (BENCH_CACHE moves it)."""
-    from harness.backends.models import cache_dir
-
     return cache_dir() / "nltk_data"
 
 

@@ -12,7 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from harness.backends.models import ALIASES, _looks_local
+from harness.backends.aliases import ALIASES
+from harness.backends.models import _looks_local
 from harness.compare.paired import compare, format_ci, format_p
 from harness.faults import reached
 from harness.backends.checkpoint import checkpoint_meta

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from harness.errors import BenchError
+from harness.progress import log, progress, reporting
 
 if TYPE_CHECKING:
     from harness.run.sweep import AfterRun, PlannedCell
@@ -93,6 +94,7 @@ def check_launcher(args: argparse.Namespace) -> None:
 def launch(args: argparse.Namespace, plan: SweepPlan, planned: Sequence[PlannedCell], runners: dict[str, Runner],
            store: Store, log: Callable[[str], None], after_run: AfterRun) -> list[CellResult] | None:
     """The cells' results, or None when they were submitted with --no-wait (they run on)."""
+    # lazy: keeps numpy, sqlite3 out of `bench --help`
     from harness.run.sweep import execute
 
     launcher = getattr(args, "launcher", None) or "inline"
@@ -201,7 +203,7 @@ class CellJob:
     data_dir: str | None
 
     def __call__(self, spec: TaskSpec, run: PlannedRun) -> str:
-        from harness.progress import log, reporting
+        # lazy: keeps numpy, pandas, sqlite3 out of `bench --help`
         from harness.run.runner import Runner
         from harness.store import Store
 
@@ -230,8 +232,8 @@ def collect(plan: SweepPlan, planned: Sequence[PlannedCell], jobs: Sequence[Any]
 
     import submitit
 
+    # lazy: keeps numpy, sqlite3 out of `bench --help`
     from harness.run.sweep import results_from_store
-    from harness.progress import progress
 
     label = {job.job_id: item.cell.label for job, item in zip(jobs, planned)}
     run_of = {job.job_id: item.run.run_id for job, item in zip(jobs, planned)}

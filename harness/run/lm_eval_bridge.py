@@ -18,7 +18,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from harness.backends.checkpoint import load_checkpoint
+from harness.backends.models import load_lm, load_tokenizer
+from harness.backends.precision import device
 from harness.errors import BenchError
+from harness.faults import reached
+from harness.records import stage_name
+from harness.run.memory import PeakMemory
 from harness.types import Prediction
 
 if TYPE_CHECKING:
@@ -27,21 +33,8 @@ if TYPE_CHECKING:
     from harness.store import StageRecord, Store
 
 Log = Callable[[str], None]
-STAGE_PREFIX = "lmeval:"
 # A task name becomes part of a stage name and a folder name in the run: no separators, no '..'.
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
-
-
-def stage_name(task: str, which: str) -> str:
-    return f"{STAGE_PREFIX}{task}:{which}"
-
-
-def parse_stage(stage: str) -> tuple[str, str] | None:
-    """`lmeval:<task>:baseline` -> (task, "baseline"); None for any other stage."""
-    if not stage.startswith(STAGE_PREFIX):
-        return None
-    task, _, which = stage[len(STAGE_PREFIX):].rpartition(":")
-    return (task, which) if task and which in ("baseline", "finetuned") else None
 
 
 def _lm_eval() -> Any:
@@ -123,10 +116,6 @@ def load_task(name: str, manager: Any) -> dict[str, Any]:
 def lm_eval_stages(store: Store, planned: PlannedRun, log: Log, trained: list[Any]) -> dict[str, StageRecord]:
     """The lm-eval stages of one run: every task on the base model, then on the fine-tuned one
     (the in-memory model when this process trained it, else the stored checkpoint)."""
-    from harness.backends.checkpoint import load_checkpoint
-    from harness.backends.models import load_lm, load_tokenizer
-    from harness.backends.precision import device
-
     config, run_id = planned.config, planned.run_id
     names = list(config.lm_eval or ())
     records: dict[str, StageRecord] = {}
@@ -159,8 +148,7 @@ def lm_eval_stages(store: Store, planned: PlannedRun, log: Log, trained: list[An
 def _stage(store: Store, planned: PlannedRun, stage: str, work: Callable[[], Any], log: Log) -> StageRecord:
     """Run and store one lm-eval stage unless the store has it (as the pipeline's stages do; the
     predictions are lm-eval's documents, not the bench task's examples, so they are not rescored)."""
-    from harness.faults import reached
-    from harness.run.memory import PeakMemory
+    # lazy: run.runner imports this module at its top (a cycle); and keeps numpy, pandas, sqlite3 out
     from harness.run.runner import package_versions
 
     done = store.stage(planned.run_id, stage)
@@ -192,8 +180,6 @@ def evaluate_task(name: str, model: Any, tokenizer: Any, config: RunConfig, mana
     per-document metric's mean with its CI, and lm-eval's own aggregate results."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
-
-    from harness.backends.precision import device
 
     _quiet()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.eval_batch_size, device=str(device()))
@@ -263,6 +249,7 @@ def _number(value: Any) -> float | None:
 
 def _score(values: Sequence[float]) -> dict[str, Any]:
     """The mean per-document value with a 95% CI: Wilson for 0/1 values, else a percentile bootstrap."""
+    # lazy: keeps numpy out of `bench --help`
     from harness.compare.stats import bootstrap_ci, wilson_interval
 
     mean = sum(values) / len(values)

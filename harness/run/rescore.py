@@ -12,14 +12,16 @@ import time
 from typing import Any
 
 from harness.errors import BenchError
+from harness.kinds.scoring_helpers import score_stage
+from harness.records import parse_stage
+from harness.task.registry import spec_for
 
 
 def rescore_command(args: argparse.Namespace) -> int:
+    # lazy: keeps numpy, pandas, sqlite3 out of `bench --help`
     from harness.report.terminal import print_and_save
     from harness.compare.paired import compare
     from harness.task.data import data_dir_from, run_splits
-    from harness.task.registry import spec_for
-    from harness.kinds.scoring_helpers import score_stage
     from harness.store import Store
 
     started = time.perf_counter()
@@ -32,8 +34,6 @@ def rescore_command(args: argparse.Namespace) -> int:
                              f"run ids (the folders under {root}/runs)")
         spec = spec_for(config)
         splits = run_splits(spec, config, data_dir_from(args.data_dir))
-        from harness.run.lm_eval_bridge import parse_stage
-
         # lm-eval stages hold lm-eval's own per-document scores of its documents: kept as stored
         stored = {stage: (store.stage(args.run, stage), [] if parse_stage(stage) else store.predictions(args.run, stage))
                   for stage in store.stages_of(args.run)}

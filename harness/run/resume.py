@@ -4,44 +4,25 @@ they were made from the same data files and the same run config as this command'
 A run's stages are compared with each other (baseline vs fine-tuned), so a stage made before the
 data changed and one made after would pair different gold labels under the same example ids: a
 re-run that finds such work refuses, naming the changed files, and `--force-new` starts the run
-over instead. `gold_digest` is recorded with every stage, so comparisons can check the same.
+over instead. `gold_digest` (harness/records.py) is recorded with every stage, so comparisons can check the same.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from harness.artefacts import DamagedFile
 from harness.options import LATER_DEFAULTS, RunConfig
+from harness.records import changed_files
 from harness.errors import BenchError
 from harness.store import Store, atomic_write
-from harness.types import Example, Splits
+from harness.types import Splits
 
 # Beside the training state while fine-tuning is under way: the data hashes and config it started from.
 TRAINING_INPUTS = "train_state.inputs.json"
 FIX = ("to start it over on the current data, re-run with --force-new (discards its stored stages and training "
        "state), or pass --results DIR for a new results folder")
-
-
-def gold_digest(examples: Sequence[Example]) -> str:
-    """sha256 of every eval example's id and what is right for it (label, references, answer
-    offsets), in order: two stages with equal digests were scored against the same gold."""
-    rows = [[e.id, e.label, list(e.references), list(e.answer_starts)] for e in examples]
-    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode("utf-8")).hexdigest()
-
-
-def changed_files(stored: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
-    """The data files whose contents differ from the stored hashes (file path -> sha256). Contents,
-    not paths, decide, so a moved but identical data folder still matches; empty hashes (a hub
-    dataset without a fingerprint) and records without hashes cannot be checked."""
-    before, now = set(stored.values()) - {""}, set(current.values()) - {""}
-    if not before or not now or before == now:
-        return []
-    changed = [path for path, digest in current.items() if digest and digest not in before]
-    gone = [path for path, digest in stored.items() if digest and digest not in now and path not in current]
-    return sorted(changed) + sorted(gone)
 
 
 def config_changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

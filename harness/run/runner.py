@@ -16,22 +16,27 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from harness.artefacts import DamagedFile
+from harness.run import stages
+from harness.report.model_card import write_run_card
 from harness.run.checks import check_model_limits
 from harness.options import RunConfig, resolve
+from harness.run.lm_eval_bridge import check_lm_eval, lm_eval_stages
 from harness.task.data import run_splits, split_settings
 from harness.errors import BenchError
 from harness.faults import reached
 from harness.run.memory import PeakMemory
 from harness.backends.checkpoint import check_checkpoint, checkpoint_meta, checkpoint_problem, load_checkpoint
-from harness.backends.models import ModelRef, config_int, resolve_model, skeleton
+from harness.backends.models import ModelRef, config_int, quiet_libraries, resolve_model, skeleton
 from harness.progress import scope
-from harness.run.resume import (check_stage_data, check_stored_run, forget_training_inputs, gold_digest,
+from harness.records import gold_digest
+from harness.run.resume import (check_stage_data, check_stored_run, forget_training_inputs,
                             record_training_inputs)
 from harness.kinds.scoring_helpers import score_stage
 from harness.run.shared_baseline import KEY_FIELD, baseline_key, copied_stage, shared_source
 from harness.task.spec import TaskSpec
 from harness.store import StageRecord, Store
 from harness.train.launch import SINGLE_PROCESS, Launcher
+from harness.train.methods import four_bit_unavailable
 from harness.types import Splits, StageOutput
 
 Log = Callable[[str], None]
@@ -53,11 +58,10 @@ class PlannedRun:
 
 def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], preset: str) -> list[PlannedRun]:
     """Resolve every model and config up front; any problem is raised before work starts."""
-    from harness.train.methods import four_bit_unavailable
-
     if not models:
         raise BenchError("no models given: pass --models A,B (aliases: see `bench list models`)")
     if spec.kind.uses_meteor:
+        # lazy: keeps nupunkt out of `bench --help`
         from harness.metrics.text import load_wordnet
 
         load_wordnet()  # every stage's METEOR needs it: a missing WordNet fails here, not after the baseline
@@ -83,8 +87,6 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
                 raise BenchError(f"--method qlora needs 4-bit bitsandbytes: {reason}; use --method lora")
         planned.append(PlannedRun(ref, config, baselines))
     if planned[0].config.lm_eval:
-        from harness.run.lm_eval_bridge import check_lm_eval
-
         check_lm_eval(planned)  # a task lm-eval cannot load fails here, before any stage
     return planned
 
@@ -150,14 +152,11 @@ class Runner:
         with self.store.run_lock(planned.run_id, self.log):
             check_stored_run(self.store, planned.run_id, planned.config, self.splits(planned.config))
             records = self._run_stages(planned)
-            from harness.report.model_card import write_run_card  # the run's last step: its card, also on resume
-
+            # the run's last step: its card, also on resume
             write_run_card(self.spec, planned.run_id, planned.config.to_dict(), records, self.store, self.data_dir)
             return records
 
     def _run_stages(self, planned: PlannedRun) -> dict[str, StageRecord]:
-        from harness.run import stages
-
         config, run_id = planned.config, planned.run_id
         splits = self.splits(config)
         records: dict[str, StageRecord] = {}
@@ -191,15 +190,11 @@ class Runner:
 
         records["finetuned"] = self._stage(planned, "finetuned", splits, evaluate_finetuned)
         if config.lm_eval:
-            from harness.run.lm_eval_bridge import lm_eval_stages
-
             records.update(lm_eval_stages(self.store, planned, self.log, trained))
         return records
 
     def _baseline(self, planned: PlannedRun, baseline: str, splits: Splits) -> StageRecord:
         """The baseline stage: evaluated, or copied from another run's identical one (shared_baseline)."""
-        from harness.run import stages
-
         stage = f"baseline:{baseline}"
         key = baseline_key(planned.config, baseline, splits, gold_digest(splits.eval))
 
@@ -281,8 +276,6 @@ def quiet_transformers() -> None:
     """Our own progress lines are the log; library deprecation chatter is not news to users."""
     import logging
     import warnings
-
-    from harness.backends.models import quiet_libraries
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")

@@ -16,8 +16,9 @@ import pkgutil
 from importlib.metadata import entry_points
 from typing import Any, Callable, Mapping, Sequence
 
-from harness.options import TASK_OPTIONS, boolean
 from harness.errors import BenchError, did_you_mean, error_reason
+from harness.judging.backend import SPEC_HELP, parse_judge_spec
+from harness.options import TASK_OPTIONS, boolean
 from harness.task.spec import TaskSpec
 
 TaskFactory = Callable[..., TaskSpec]
@@ -92,8 +93,6 @@ def broken_plugins() -> list[str]:
 
 def get_judge(text: str, options: Any) -> Any:
     """The backend for a judge spec such as `hf:smollm2`; an unknown scheme is an error."""
-    from harness.judging.backend import SPEC_HELP, parse_judge_spec
-
     spec = parse_judge_spec(text)
     _discover()
     if spec.scheme not in _JUDGES:
