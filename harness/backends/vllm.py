@@ -133,8 +133,13 @@ class VLLMBackend:
 
         if not prompts:
             return []
-        return self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
-                                 lora_request=self._lora, use_tqdm=False)
+        try:
+            return self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
+                                     lora_request=self._lora, use_tqdm=False)
+        except ValueError as refused:  # vLLM validates every request first: e.g. a prompt past max_model_len
+            reason = str(refused).splitlines()[0] if str(refused) else type(refused).__name__
+            raise BenchError(f"vLLM refused a request: {reason} (a longer max_model_len, or shorter "
+                             "prompts: --max-length)") from None
 
     # -- what vLLM does not serve ------------------------------------------------------------------
 
