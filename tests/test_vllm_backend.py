@@ -190,6 +190,14 @@ def test_heads_and_spans_are_unsupported(vllm_base: Any) -> None:
 
 
 @needs_vllm
+def test_a_prompt_past_the_engine_length_is_one_error_line(vllm_base: Any) -> None:
+    too_long = tuple([42] * (ENGINE["max_model_len"] + 8))
+    with pytest.raises(BenchError, match="vLLM refused a request") as error:
+        vllm_base.generate([Generation(too_long, 4)])
+    assert "\n" not in str(error.value)
+
+
+@needs_vllm
 def test_lora_adapter_served_unmerged_matches_hf(vllm_base: Any, smollm2: Any, hf_model: tuple[Any, Any],
                                                  lora_adapter: Path, samsum_prompts: list[list[int]]) -> None:
     from peft import PeftModel

@@ -131,12 +131,16 @@ class VLLMBackend:
     def _run(self, prompts: Sequence[Tokens], params: Any) -> list[Any]:
         from vllm.inputs import TokensPrompt
 
+        try:
+            from vllm.exceptions import VLLMValidationError as Refused
+        except ImportError:  # vLLM before its own exception classes refused with ValueError
+            Refused = ValueError
         if not prompts:
             return []
         try:
             return self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
                                      lora_request=self._lora, use_tqdm=False)
-        except ValueError as refused:  # vLLM validates every request first: e.g. a prompt past max_model_len
+        except (ValueError, Refused) as refused:  # vLLM validates every request first: e.g. a prompt past max_model_len
             reason = str(refused).splitlines()[0] if str(refused) else type(refused).__name__
             raise BenchError(f"vLLM refused a request: {reason} (a longer max_model_len, or shorter "
                              "prompts: --max-length)") from None
