@@ -97,8 +97,8 @@ scaled_run() {  # PROCESSES RESULTS SHARE [OPTION...]: one bench run, its time 1
   rm -rf "$results"
   timeout "$seconds" "${launch[@]}" run sst2 --models "$MODEL" --method "$DDP_METHOD" --data-dir "$DATA" \
     --results "$results" --batch-size "$BATCH" --evals-per-epoch 1 $SCALE_SIZES ${SCALE_ARGS:-} "$@" >"$results.log" 2>&1
-  local status=$?
-  grep -v -E '^\s*$' "$results.log" | tail -n "${SCALE_LOG_LINES:-6}"  # the run's table (the whole log: $results.log)
+  local status=$?  # the run's last line (tables, wall time), or its error; the whole log stays in $results.log
+  grep -v -E '^\s*$' "$results.log" | tail -n $(( status == 0 ? 1 : 15 ))
   echo "--- exit $status after $(( SECONDS - started )) s"
   return $status
 }
@@ -135,13 +135,13 @@ for name in $SECTIONS; do
 import json, sqlite3
 for stage, info in sqlite3.connect('/tmp/bench-gpu-results/bench.sqlite').execute('SELECT stage, info FROM stages'):
     print(stage, json.dumps({k: v for k, v in json.loads(info).items() if k != 'params'}))" || echo "FAILED: run" ;;
-    ddp) section "DDP scaling: bench run sst2 --method $DDP_METHOD, 1 process vs $GPUS, global batch $BATCH"
-      enough_gpus || continue
+    ddp) section "DDP scaling: bench run sst2 --method $DDP_METHOD, 1 process vs $GPUS GPUs, global batch $BATCH"
+      enough_gpus && time_left 150 60 >/dev/null || continue
       scaled_run 1 /tmp/bench-gpu-single 2 && scaled_run "$GPUS" /tmp/bench-gpu-ddp 1 && DDP_DONE=1 &&
         python3 benchmarks/scaling.py /tmp/bench-gpu-single:1:single "/tmp/bench-gpu-ddp:$GPUS:DDP" ||
         echo "FAILED: ddp" ;;
-    fsdp) section "FSDP: bench run sst2 --method full --fsdp vs DDP, $GPUS processes, global batch $BATCH"
-      enough_gpus || continue
+    fsdp) section "FSDP: bench run sst2 --method full --fsdp vs DDP, $GPUS GPUs, global batch $BATCH"
+      enough_gpus && time_left 150 $(( DDP_DONE == 1 ? 30 : 60 )) >/dev/null || continue
       { [[ $DDP_DONE == 1 && $DDP_METHOD == full ]] || DDP_METHOD=full scaled_run "$GPUS" /tmp/bench-gpu-ddp 2; } &&
         DDP_METHOD=full scaled_run "$GPUS" /tmp/bench-gpu-fsdp 1 --fsdp &&
         python3 benchmarks/scaling.py "/tmp/bench-gpu-ddp:$GPUS:DDP" "/tmp/bench-gpu-fsdp:$GPUS:FSDP" ||

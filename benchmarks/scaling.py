@@ -7,7 +7,8 @@ finetune stage (each rank holds the same share under DDP and FSDP, so rank 0's p
 GPU), and the final eval metric; then the speedup and scaling efficiency (speedup / extra
 processes' factor) and whether the eval predictions of the two runs are the same, stage by stage
 (same predicted label, largest score difference; training under N ranks reduces gradients in
-another order, so the fine-tuned predictions may differ in a few near-ties, the baseline's not).
+another order and draws other dropout masks, so the fine-tuned scores differ a little and a near-tie
+may flip; the baseline's predictions should not).
 
     python3 benchmarks/scaling.py A_RESULTS:PROCESSES:NAME B_RESULTS:PROCESSES:NAME
 """
@@ -60,7 +61,9 @@ def predictions(side: Side) -> dict[str, dict[int, tuple[Any, list[float], Any]]
 
 
 def main_metric(metrics: dict[str, Any]) -> str:
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The stage's headline metric: stored as {"value": x, "ci": [...]} (or a bare number)."""
+    values = {k: v.get("value") if isinstance(v, dict) else v for k, v in metrics.items() if k not in ("n", "failures")}
+    numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if not numbers:
         return "-"
     key = next((k for k in ("accuracy", "f1", "rougeL", "perplexity") if k in numbers), sorted(numbers)[0])
