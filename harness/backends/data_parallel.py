@@ -1,13 +1,15 @@
 """A backend over several processes: each rank answers its shard of a request list, and every
 rank gets all the answers back in the list's order. Wraps any backend (Hugging Face, vLLM with
-one replica per rank, a scripted one), since the contract is lists in, lists out."""
+one replica per rank, a scripted one), since the contract is lists in, lists out. A kind sorts
+its requests by length before it asks (or not: then the shard keeps the list's order); the strided
+shard of a length-sorted list is length-sorted too, and spreads long and short ones over the ranks."""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence, TypeVar
 
 from harness.backends.base import (Backend, Generation, HeadScores, Loglikelihood, RollingLoglikelihood, Span,
                                    SpanQuery, TokenLoglikelihood)
-from harness.distributed import Ranks
+from harness.distributed import Launcher
 
 Request = TypeVar("Request")
 Answer = TypeVar("Answer")
@@ -17,7 +19,7 @@ class DataParallel:
     """`inner` answers this rank's strided shard; the answers are all-gathered in order. Every rank
     must make the same calls in the same order (they do: every rank runs the same stage)."""
 
-    def __init__(self, inner: Backend, ranks: Ranks):
+    def __init__(self, inner: Backend, ranks: Launcher):
         self.inner, self.ranks = inner, ranks
 
     @property
@@ -50,3 +52,9 @@ class DataParallel:
 
     def extract_spans(self, requests: Sequence[SpanQuery]) -> list[Span]:
         return self._sharded(self.inner.extract_spans, requests)
+
+
+def fsdp_sharded(model: Any) -> bool:
+    """Whether FSDP2 (`fully_shard`) sharded the model's weights over the ranks: it swaps the
+    module's class for an `FSDP...` subclass, and its forward then gathers weights from every rank."""
+    return type(model).__name__.startswith("FSDP")

@@ -2,26 +2,32 @@
 
 Every rank builds the same global batches (same seed, same order); rank r trains on items
 r, r + N, r + 2N ... of each, so the global batch, the learning-rate schedule and the number of
-steps equal the single-process run's. Each rank weights its loss by its share of the global
-batch times N, and DDP averages the N gradients: the sum is the whole batch's gradient, exactly
-as one process computes it. Gradients are synchronised once per optimizer step (`no_sync` on the
-accumulation steps), and clipping sees the full, synchronised gradient.
+steps equal the single-process run's. Each rank weights a piece's loss by its share of the global
+batch times N, and DDP averages the N gradients: the sum is the whole batch's gradient, exactly as
+one process computes it (heads: exactly; LM losses: up to the per-token averaging inside each
+rank's piece, as with the out-of-memory pieces, see step.py). Gradients are synchronised once per
+optimizer step (`no_sync` on every other backward, accumulation batches and back-off pieces
+alike), so clipping sees the full, synchronised gradient.
+
+The process group itself (ranks, collectives, who writes) is harness/distributed.py, shared with
+evaluation; only what training does with it lives here.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, Sequence, TypeVar
+from typing import Any, Callable, ContextManager, Sequence, TypeVar
 
-from harness.distributed import Ranks
+from harness.distributed import Launcher
 from harness.errors import BenchError
 
 Item = TypeVar("Item")
 
 
-def wrap(model: Any, ranks: Ranks, *, fsdp: bool) -> Any:
+def wrap(model: Any, launcher: Launcher, *, fsdp: bool) -> Any:
     """The module the training forward runs through: the model itself on one process, DDP around
-    it on several, or the model sharded in place by FSDP2 (`fully_shard`) with --fsdp."""
-    if not ranks.distributed:
+    it on several, or the model sharded in place by FSDP2 (`fully_shard`, block by block) with
+    --fsdp. Build the optimizer after this: FSDP2 turns the parameters into sharded DTensors."""
+    if not launcher.distributed:
         return model
     import torch
 
@@ -32,7 +38,7 @@ def wrap(model: Any, ranks: Ranks, *, fsdp: bool) -> Any:
             fully_shard(block)
         fully_shard(model)
         return model
-    device_ids = [ranks.local_rank] if torch.cuda.is_available() else None
+    device_ids = [launcher.local_rank] if torch.cuda.is_available() else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
@@ -44,46 +50,61 @@ def _blocks(model: Any) -> list[Any]:
     return list(max(layers, key=len)) if layers else []
 
 
-def unwrapped(forward: Any) -> Any:
-    """The model inside a DDP wrapper (its config, heads and hooks); the model itself otherwise."""
-    return forward.module if type(forward).__name__ == "DistributedDataParallel" else forward
+def rank_items(batch: Sequence[Item], launcher: Launcher) -> list[Item]:
+    """This rank's part of a global batch (empty for a rank past the end of a short last batch)."""
+    return list(batch[launcher.rank::launcher.world_size])
 
 
-def rank_items(batch: Sequence[Item], ranks: Ranks) -> list[Item]:
-    """This rank's part of a global batch."""
-    return list(batch[ranks.rank::ranks.world])
-
-
-def gradient_sync(forward: Any, last_piece: bool) -> ContextManager[Any]:
+def gradient_sync(forward: Any, sync: bool) -> ContextManager[Any]:
     """DDP all-reduces gradients in backward; on every backward but an optimizer step's last one
-    that sync is skipped (the gradients accumulate locally and are reduced once)."""
-    if last_piece or type(forward).__name__ != "DistributedDataParallel":
+    that sync is skipped (the gradients accumulate locally and are reduced once). FSDP2 reduces in
+    every backward (its gradients are sharded: nothing to accumulate unsharded)."""
+    if sync or type(forward).__name__ != "DistributedDataParallel":
         return contextlib.nullcontext()
     return forward.no_sync()
 
 
-def total(value: float, ranks: Ranks) -> float:
-    """The sum of a per-rank number over all ranks (the global batch's loss and tokens)."""
-    if not ranks.distributed:
-        return value
+def global_sums(loss: float, tokens: int, failed: bool, launcher: Launcher) -> tuple[float, int, bool]:
+    """The global batch's loss and tokens (sums of the ranks' shares), and whether any rank ran out
+    of memory: one all-reduce, so every rank takes the same decision (a NaN anywhere is NaN on all)."""
+    if not launcher.distributed:
+        return loss, tokens, failed
     import torch
     import torch.distributed as dist
 
-    tensor = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(tensor)
-    return float(tensor.item())
+    values = torch.tensor([loss, float(tokens), float(failed)], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        values = values.cuda()
+    dist.all_reduce(values)
+    return float(values[0]), int(values[1]), bool(values[2] > 0)
 
 
-def check_global_batch(batch_size: int, ranks: Ranks, method: str, fsdp: bool) -> None:
-    """What data-parallel training cannot do, as one line before any work."""
-    if not ranks.distributed:
+def full_weights(model: Any, plain_model: Callable[[], Any], launcher: Launcher) -> Any:
+    """After FSDP training: a plain (unsharded) copy of the model with the trained weights, on
+    every rank, which the checkpoint and the evaluation use. The full state dict is gathered from
+    the shards (a collective: every rank calls it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
+                                                                  broadcast_from_rank0=False))
+    plain = plain_model()
+    device = next(plain.parameters()).device
+    plain.load_state_dict({name: value.to(device) for name, value in state.items()})
+    launcher.barrier()
+    return plain
+
+
+def check_processes(batch_size: int, world: int, method: str, fsdp: bool) -> None:
+    """What data-parallel training cannot do, as one line before any work (`world`: how many
+    processes the launcher started)."""
+    if world <= 1:
         if fsdp:
             raise BenchError("--fsdp shards a model over several processes: launch with torchrun "
                              "--nproc-per-node N (or accelerate launch), or drop --fsdp")
         return
-    if batch_size % ranks.world:
-        raise BenchError(f"--batch-size {batch_size} does not split over {ranks.world} processes: use a multiple "
-                         f"of {ranks.world} (each process trains on batch-size / {ranks.world} examples per step)")
+    if batch_size % world:
+        raise BenchError(f"--batch-size {batch_size} does not split over {world} processes: use a multiple "
+                         f"of {world} (each process trains on batch-size / {world} examples per step)")
     if fsdp and method != "full":
         raise BenchError(f"--fsdp shards full fine-tuning; --method {method} trains few enough weights for DDP: "
                          "drop --fsdp (DDP is the default under torchrun)")
