@@ -129,6 +129,15 @@ def launched_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def require_one_process(command: str) -> None:
+    """A command that runs in one process only: under torchrun every rank would do (and write) it all."""
+    if launched_world() > 1:
+        from harness.errors import BenchError
+
+        raise BenchError(f"bench {command} runs in one process: start it without torchrun / accelerate launch "
+                         "(bench run is the command that runs over several processes)")
+
+
 def join() -> Launcher:
     """The process group the launcher set up in this process's environment, joined once; one
     process (rank 0 of 1) when no launcher ran it."""

@@ -131,3 +131,13 @@ def test_an_error_under_torchrun_stops_every_rank_before_anything_is_written(tin
     assert done.returncode != 0 and "exitcode  : 2 " in done.stderr
     assert "error: --batch-size 9 does not split over 2 processes" in done.stderr, done.stderr[-3000:]
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("command", [("eval", "sst2", "--model"), ("sweep", "sst2", "--grid", "lr=1e-3", "--models")])
+def test_one_process_commands_refuse_torchrun(bench: Callable[..., Any], tiny_model: Any, data_dir: Path,
+                                              tmp_path: Path, command: tuple[str, ...],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, err = bench(*command, tiny_model("gpt2"), "--data-dir", data_dir, "--results", tmp_path / "results")
+    assert code == 2 and err.startswith(f"error: bench {command[0]} runs in one process"), err
+    assert not (tmp_path / "results").exists()
