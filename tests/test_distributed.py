@@ -75,7 +75,7 @@ def test_two_processes_evaluate_exactly_as_one_and_store_one_complete_run(
     assert done.stdout.count("## sst2: before / after fine-tuning") == 1
 
 
-def test_one_ddp_step_equals_the_single_process_step(tiny_model: Callable[[str], Path], tmp_path: Path) -> None:
+def test_one_ddp_or_fsdp_step_equals_the_single_process_step(tiny_model: Callable[[str], Path], tmp_path: Path) -> None:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -91,6 +91,9 @@ def test_one_ddp_step_equals_the_single_process_step(tiny_model: Callable[[str],
         facts = [safe_open(tmp_path / out / f"{method}.safetensors", "pt").metadata() for out in ("one", "two")]
         assert facts[0]["tokens"] == facts[1]["tokens"]  # global sums, not rank 0's share
         assert abs(float(facts[0]["loss"]) - float(facts[1]["loss"])) <= 1e-6
+    one, sharded = (load_file(tmp_path / out) for out in ("one/full.safetensors", "two/fsdp.safetensors"))
+    assert one.keys() == sharded.keys()
+    assert max(float((one[name] - sharded[name]).abs().max()) for name in one) <= 1e-5  # FSDP2 = one process
 
 
 def test_a_killed_rank_leaves_a_store_one_process_resumes(tiny_model: Callable[[str], Path], data_dir: Path,
@@ -111,6 +114,7 @@ def test_a_killed_rank_leaves_a_store_one_process_resumes(tiny_model: Callable[[
     ("2", ("--fsdp", "--method", "lora"), "--fsdp shards full fine-tuning; --method lora"),
     ("2", ("--fsdp", "--method", "head", "--objective", "head"), "--fsdp shards full fine-tuning; --method head"),
     ("1", ("--fsdp", "--method", "full"), "--fsdp shards a model over several processes: launch with torchrun"),
+    ("2", ("--lm-eval", "arc_easy"), "--lm-eval runs in one process"),
 ])
 def test_what_cannot_run_over_the_processes_is_one_error_line(bench: Callable[..., Any], tiny_model: Any,
                                                               data_dir: Path, tmp_path: Path, world: str,

@@ -74,6 +74,9 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
         spec.kind.check(spec, ref, config, baselines)
         check_training_options(spec, ref, config)
         check_processes(config.batch_size, launched_world(), config.method_name, config.fsdp)
+        if config.lm_eval and launched_world() > 1:  # lm-eval's own loop, not bench's sharded backends
+            raise BenchError("--lm-eval runs in one process: start this command without torchrun / accelerate "
+                             "launch, or drop --lm-eval")
         check_model_limits(spec, ref, config)
         if "prompt" in baselines and not ref.can_prompt:
             raise BenchError(f"--baseline prompt needs a language-model head; {name} is an encoder: use --baseline head")

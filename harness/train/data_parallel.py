@@ -15,7 +15,7 @@ evaluation; only what training does with it lives here.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager, Sequence, TypeVar
+from typing import Any, Callable, ContextManager, Iterator, Sequence, TypeVar
 
 from harness.distributed import Launcher
 from harness.errors import BenchError
@@ -56,12 +56,24 @@ def rank_items(batch: Sequence[Item], launcher: Launcher) -> list[Item]:
 
 
 def gradient_sync(forward: Any, sync: bool) -> ContextManager[Any]:
-    """DDP all-reduces gradients in backward; on every backward but an optimizer step's last one
-    that sync is skipped (the gradients accumulate locally and are reduced once). FSDP2 reduces in
-    every backward (its gradients are sharded: nothing to accumulate unsharded)."""
-    if sync or type(forward).__name__ != "DistributedDataParallel":
+    """DDP all-reduces gradients in backward (FSDP2 reduce-scatters them); on every backward but an
+    optimizer step's last one that is skipped (the gradients accumulate locally and are reduced once)."""
+    if sync:
         return contextlib.nullcontext()
-    return forward.no_sync()
+    if type(forward).__name__ == "DistributedDataParallel":
+        return forward.no_sync()
+    if hasattr(forward, "set_requires_gradient_sync"):  # an FSDP2-sharded module
+        return _fsdp_no_sync(forward)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(module: Any) -> Iterator[None]:
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
 
 
 def global_sums(loss: float, tokens: int, failed: bool, launcher: Launcher) -> tuple[float, int, bool]:
@@ -85,8 +97,8 @@ def full_weights(model: Any, plain_model: Callable[[], Any], launcher: Launcher)
     the shards (a collective: every rank calls it)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
-                                                                  broadcast_from_rank0=False))
+    # cpu_offload would hand the full tensors to rank 0 alone; every rank evaluates the plain model.
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
     plain = plain_model()
     device = next(plain.parameters()).device
     plain.load_state_dict({name: value.to(device) for name, value in state.items()})
