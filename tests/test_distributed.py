@@ -128,8 +128,8 @@ def test_what_cannot_run_over_the_processes_is_one_error_line(bench: Callable[..
     assert not (tmp_path / "results").exists()
 
 
-def test_an_error_under_torchrun_stops_every_rank_before_anything_is_written(tiny_model: Callable[[str], Path], data_dir: Path,
-                                                         tmp_path: Path) -> None:
+def test_an_error_under_torchrun_stops_every_rank_before_anything_is_written(
+        tiny_model: Callable[[str], Path], data_dir: Path, tmp_path: Path) -> None:
     done = _run(2, tiny_model("gpt2"), data_dir, tmp_path / "results", tmp_path, "--batch-size", "9")
     # The first rank out stops torchrun, which ends the other (it may not have printed its line yet).
     assert done.returncode != 0 and "exitcode  : 2 " in done.stderr

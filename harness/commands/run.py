@@ -49,12 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # lazy: the engine (pandas, sqlite3, torch on use) stays out of `bench --help`
+    from harness.distributed import join, leave
     from harness.loggers import check_loggers
     from harness.report.terminal import print_and_save
     from harness.run.resume import settle_stored_runs
     from harness.run.runner import Runner, plan
     from harness.store import Store, results_dir
-    from harness.distributed import join, leave
     from harness.task.data import data_dir_from
 
     started = time.perf_counter()

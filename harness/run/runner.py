@@ -287,7 +287,6 @@ class Runner:
         self.launcher.barrier()
         return record
 
-
     def _stored(self, run_id: str, stage: str) -> StageRecord | None:
         """The stage's stored record; None when it is not stored, or damaged (then it runs again)."""
         try:
