@@ -35,8 +35,9 @@ def run_batch(forward: Any, batch: Sequence[TrainItem], position: Position, opti
     import torch
 
     while True:
-        poisoned = position.chunks == 1 and reached("train-step", position.step)
+        poisoned = False
         try:
+            poisoned = position.chunks == 1 and reached("train-step", position.step)  # may raise an injected OOM
             loss, tokens = forward_backward(forward, batch, position.chunks, config.grad_accum, pad_id, device,
                                             precision, launcher, sync)
             out_of_memory = False
