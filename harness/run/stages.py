@@ -106,11 +106,10 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
     torch.manual_seed(config.training_seed)
     tokenizer = load_tokenizer(ref)
     quantize = config.method_name == "qlora"
+    model = _load_trainable(spec, ref, config, tokenizer, quantize)
     if config.objective == "head":
-        model = _load_head_model(spec, ref, config, tokenizer, quantize)
         task_type = "QUESTION_ANS" if spec.kind.head == "span" else "SEQ_CLS"
     else:
-        model = load_lm(ref, quantize_4bit=quantize)
         task_type = "SEQ_2_SEQ_LM" if ref.family == "seq2seq" else "CAUSAL_LM"
     if not quantize:
         model = model.to(device())
@@ -133,7 +132,7 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
     result = train(model, items, config, tokenizer.pad_token_id, validate, log,
                    state_dir=state_dir, criterion=criterion, launcher=launcher)
     if config.fsdp:  # the checkpoint and the evaluation need the whole model, gathered from the shards
-        model = full_weights(model, lambda: load_lm(ref).to(device()), launcher)
+        model = full_weights(model, lambda: _load_trainable(spec, ref, config, tokenizer, False).to(device()), launcher)
     if launcher.is_main:  # one writer of the checkpoint
         save_checkpoint(model, tokenizer, checkpoint, spec, ref, config, prompt_record(spec, ref, config, tokenizer))
     launcher.barrier()  # no rank evaluates the checkpoint before it is whole
@@ -146,6 +145,13 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
             "oom_backoff_pieces": result.oom_chunks, "precision": resolved_precision(config.precision, device()),
             "device": str(device()), "checkpoint": str(checkpoint)}
     return model, tokenizer, result, info
+
+
+def _load_trainable(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any, quantize: bool) -> Any:
+    """The model fine-tuning starts from: a new seeded head over the encoder, or the LM."""
+    if config.objective == "head":
+        return _load_head_model(spec, ref, config, tokenizer, quantize)
+    return load_lm(ref, quantize_4bit=quantize)
 
 
 def merged_for_inference(model: Any, config: RunConfig) -> Any:
