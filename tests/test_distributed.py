@@ -20,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ("--train-samples", "48", "--eval-samples", "12", "--validation-samples", "8", "--batch-size", "8",
         "--max-length", "64", "--evals-per-epoch", "2", "--lr", "1e-3")
+BOTH = ("--baseline", "both")  # prompt scoring and a classification head: two kinds of request
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2")
 
 
@@ -52,19 +53,20 @@ def _stages(results: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def single(tiny_model: Callable[[str], Path], data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("single")
-    done = _run(1, tiny_model("gpt2"), data_dir, tmp / "results", tmp)
+    done = _run(1, tiny_model("gpt2"), data_dir, tmp / "results", tmp, *BOTH)
     assert done.returncode == 0, done.stderr[-3000:]
     return tmp / "results"
 
 
 def test_two_processes_evaluate_exactly_as_one_and_store_one_complete_run(
         single: Path, tiny_model: Callable[[str], Path], data_dir: Path, tmp_path: Path) -> None:
-    done = _run(2, tiny_model("gpt2"), data_dir, tmp_path / "results", tmp_path)
+    done = _run(2, tiny_model("gpt2"), data_dir, tmp_path / "results", tmp_path, *BOTH)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert _stages(tmp_path / "results") == _stages(single) == ["baseline:prompt", "finetune", "finetuned"]
+    stages = ["baseline:head", "baseline:prompt", "finetune", "finetuned"]
+    assert _stages(tmp_path / "results") == _stages(single) == stages
     one, two = _predictions(single), _predictions(tmp_path / "results")
-    baseline = sorted(key for key in one if key[0] == "baseline:prompt")
-    assert len(baseline) == 12 and sorted(key for key in two if key[0] == "baseline:prompt") == baseline
+    baseline = sorted(key for key in one if key[0].startswith("baseline:"))
+    assert len(baseline) == 24 and sorted(key for key in two if key[0].startswith("baseline:")) == baseline
     for key in baseline:
         (example, label, scores), (example2, label2, scores2) = one[key], two[key]
         assert (example2, label2) == (example, label)  # the same example at the same place, the same answer
