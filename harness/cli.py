@@ -46,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        with reporting(quiet=bool(getattr(args, "quiet", False))):
+        # Under torchrun every rank runs the command: rank 0 alone shows progress.
+        with reporting(quiet=bool(getattr(args, "quiet", False)) or os.environ.get("RANK", "0") != "0"):
             return dispatch(args)
     except BenchError as exc:
         print(f"error: {masked(str(exc))}", file=sys.stderr)

@@ -20,13 +20,14 @@ import signal
 import threading
 
 ENV = "BENCH_FAULTS"
+RANK_ENV = "BENCH_FAULTS_RANK"  # under torchrun: only that rank's faults fire (unset: every rank's)
 
 
 def reached(point: str, value: int) -> bool:
     """True when a `nan` fault fires here (the caller then poisons its loss); `kill` and `oom`
     act themselves."""
     spec = os.environ.get(ENV)
-    if not spec:
+    if not spec or os.environ.get(RANK_ENV, os.environ.get("RANK", "0")) != os.environ.get("RANK", "0"):
         return False
     for fault in spec.split(","):
         action, _, where = fault.strip().partition("@")

@@ -50,7 +50,7 @@ INT64_MAX = 2**63 - 1
 
 # Fields added after the first stored runs, with the defaults that leave a run's digest unchanged.
 LATER_DEFAULTS: dict[str, Any] = {"precision": "auto", "compile": False, "train_seed": None, "lm_eval": None,
-                                  "lm_eval_include": None, "lm_eval_limit": None}
+                                  "lm_eval_include": None, "lm_eval_limit": None, "fsdp": False}
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,10 @@ class RunConfig:
                                          "lm_eval", grid=False)
     lm_eval_limit: int | None = option(None, "the first N documents of each --lm-eval task", "lm_eval", parser=int,
                                        grid=False)
+    # Under torchrun / accelerate launch: full fine-tuning sharded by FSDP2 instead of DDP's replicas
+    # (harness/train/data_parallel.py). Not the number of processes: that is not part of a run.
+    fsdp: bool = option(False, "several processes (torchrun, accelerate launch): shard full fine-tuning over them "
+                        "with FSDP2 (fully_shard) instead of a DDP replica of the model on each", grid=False)
 
     @property
     def method_name(self) -> str:

@@ -1,5 +1,6 @@
-"""The launcher seam: one process today (every collective the identity), and the runner's
-rank-0-only store writes that a distributed launcher relies on."""
+"""The launcher seam (harness/distributed.py): one process by default (every collective the
+identity), and the runner's rank-0-only store writes that a distributed launcher relies on. The
+real multi-process runs are in test_distributed.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,22 +9,25 @@ from typing import Any, Callable
 from harness.options import RunConfig
 from harness.store import Store
 from harness.task.registry import get_task
-from harness.train.launch import SINGLE_PROCESS, Launcher
+from harness.distributed import SINGLE_PROCESS, Launcher
 from harness.types import Splits
 
 
 def test_single_process_is_a_launcher_whose_collectives_are_the_identity() -> None:
     assert isinstance(SINGLE_PROCESS, Launcher)
     assert (SINGLE_PROCESS.rank, SINGLE_PROCESS.world_size, SINGLE_PROCESS.is_main) == (0, 1, True)
+    from harness.train.data_parallel import rank_items, wrap
+
     model, items = object(), [3, 1, 2]
-    assert SINGLE_PROCESS.wrap_model(model) is model and SINGLE_PROCESS.sharded(items) is items
+    assert wrap(model, SINGLE_PROCESS, fsdp=False) is model and rank_items(items, SINGLE_PROCESS) == items
+    assert SINGLE_PROCESS.shard(3) == [0, 1, 2] and SINGLE_PROCESS.broadcast("x") == "x"
     assert SINGLE_PROCESS.all_gather({"a": 1}) == [{"a": 1}] and SINGLE_PROCESS.barrier() is None
 
 
 class _SecondRank:
     """Rank 1 of 2, scripted: its barrier is where rank 0 (run in the same process) does its part."""
 
-    rank, world_size, is_main = 1, 2, False
+    rank, world_size, local_rank, is_main, distributed = 1, 2, 0, False, True
 
     def __init__(self, at_barrier: Callable[[], Any]) -> None:
         self.at_barrier = at_barrier
@@ -34,11 +38,26 @@ class _SecondRank:
     def all_gather(self, value: Any) -> list[Any]:
         raise AssertionError("not used by the runner")
 
-    def wrap_model(self, model: Any) -> Any:
-        return model
+    def broadcast(self, value: Any) -> Any:
+        return None  # rank 0 found nothing stored (its own check runs in the same process, below)
 
-    def sharded(self, items: Any) -> Any:
-        return items
+    def shard(self, count: int) -> list[int]:
+        raise AssertionError("not used by the runner")
+
+    def gather_in_order(self, count: int, answers: Any) -> list[Any]:
+        raise AssertionError("not used by the runner")
+
+
+def test_strided_shards_come_back_in_item_order() -> None:
+    from harness.distributed import TorchDistributed
+
+    class Scripted(TorchDistributed):  # two ranks' answers, without a process group
+        def all_gather(self, value: Any) -> list[Any]:
+            return [["a", "c", "e"], ["b", "d"]]
+
+    ranks = [Scripted(rank, 2, 0) for rank in (0, 1)]
+    assert [r.shard(5) for r in ranks] == [[0, 2, 4], [1, 3]]
+    assert ranks[1].gather_in_order(5, ["b", "d"]) == ["a", "b", "c", "d", "e"]
 
 
 def test_only_rank_0_writes_a_stage_and_the_others_read_its_record(tmp_path: Path) -> None:

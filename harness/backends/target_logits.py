@@ -16,9 +16,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def replica_model(model: Any) -> Any:
+    """The model inside a DDP wrapper (its config and heads; the forward still runs through the
+    wrapper, which synchronises gradients); any other model itself."""
+    return model.module if type(model).__name__ == "DistributedDataParallel" else model
+
+
 def logits_at(model: Any, inputs: dict[str, Any], select: Any) -> Any:
     """[N, V] logits of the positions where the [B, T] bool `select` is True (row-major order)."""
-    head = model.get_output_embeddings()
+    head = replica_model(model).get_output_embeddings()
     fired = False
 
     def keep_selected(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -60,11 +66,12 @@ def lm_loss(model: Any, inputs: dict[str, Any]) -> Any:
     ignore_index as transformers' causal-LM and seq2seq losses)."""
     import torch
 
-    seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+    inner = replica_model(model)
+    seq2seq = bool(getattr(inner.config, "is_encoder_decoder", False))
     inputs = dict(inputs)
     labels = inputs.pop("labels")
     if seq2seq:  # what the model derives from `labels` when given them: given here instead
-        inputs["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=labels)
+        inputs["decoder_input_ids"] = inner.prepare_decoder_input_ids_from_labels(labels=labels)
     select, targets = target_positions(labels, seq2seq=seq2seq)
     logits = logits_at(model, inputs, select)
     return torch.nn.functional.cross_entropy(logits.float(), targets)

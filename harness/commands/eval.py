@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from harness.distributed import require_one_process
+
+    require_one_process(NAME)
     from harness.task.data import data_dir_from
     from harness.run.runner import quiet_transformers
 

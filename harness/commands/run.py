@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # lazy: the engine (pandas, sqlite3, torch on use) stays out of `bench --help`
+    from harness.distributed import join, leave
     from harness.loggers import check_loggers
     from harness.report.terminal import print_and_save
     from harness.run.resume import settle_stored_runs
@@ -64,16 +65,25 @@ def run(args: argparse.Namespace) -> int:
     judge_settings = settings_from(args)
     if judge_settings is not None:
         check_judgeable(spec)
+    launcher = join()  # torchrun's process group, once every input is checked (one process without it)
+    if not launcher.is_main:
+        try:
+            return run_other_rank(spec, planned, results_dir(args.results), data_dir, launcher)
+        finally:
+            leave()
     store = Store(results_dir(args.results))
     judging = None
     try:
         judging = Judging(judge_settings, store, log) if judge_settings else None  # a bad spec fails here
-        runner = Runner(spec, store, data_dir, log)
+        runner = Runner(spec, store, data_dir, log, launcher)
         runner.splits(planned[0].config)  # data problems surface before any model loads
         # every run's stored work checked against this data and config (or discarded) before any runs
-        settle_stored_runs(store, [(item.run_id, item.config, runner.splits(item.config)) for item in planned],
-                           force_new=args.force_new, log=log)
-        write_run_files(store, planned)
+        try:
+            settle_stored_runs(store, [(item.run_id, item.config, runner.splits(item.config)) for item in planned],
+                               force_new=args.force_new, log=log)
+            write_run_files(store, planned)
+        finally:
+            launcher.barrier()  # the other ranks open the store read-only once it exists
         rows = []
         for item in planned:
             records = runner.run(item)
@@ -87,10 +97,28 @@ def run(args: argparse.Namespace) -> int:
         if judging is not None:
             judging.close()
         store.close()
+        leave()
     if failed:
         print(f"error: {failed} of {len(planned)} runs were not judged (see the warnings above); the runs are "
               f"stored: judge them again with `bench judge {spec.key} --judge ...`", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_other_rank(spec: Any, planned: Sequence[PlannedRun], results: Any, data_dir: Any, launcher: Any) -> int:
+    """A rank other than 0: the same stages (its shard of each evaluation, its slice of each
+    training batch), silently, on the store opened read-only; rank 0 writes, tabulates and judges."""
+    from harness.run.runner import Runner
+    from harness.store import Store
+
+    store = Store(results, read_only=True)
+    try:
+        launcher.barrier()  # rank 0 has settled the stored runs and created the store
+        runner = Runner(spec, store, data_dir, lambda _: None, launcher)
+        for item in planned:
+            runner.run(item)
+    finally:
+        store.close()
     return 0
 
 

@@ -38,6 +38,9 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.distributed import require_one_process
+
+    require_one_process(NAME)
     # lazy: the sweep engine and the store (numpy, sqlite3, pandas) stay out of `bench --help`
     from harness.run.sweep import parse_grid, plan_sweep, prepare_runners
     from harness.run.sweep_plan import save_plan

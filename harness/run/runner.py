@@ -35,7 +35,8 @@ from harness.kinds.scoring_helpers import score_stage
 from harness.run.shared_baseline import KEY_FIELD, baseline_key, copied_stage, shared_source
 from harness.task.spec import TaskSpec
 from harness.store import StageRecord, Store
-from harness.train.launch import SINGLE_PROCESS, Launcher
+from harness.distributed import SINGLE_PROCESS, Launcher, launched_world
+from harness.train.data_parallel import check_processes
 from harness.train.methods import four_bit_unavailable
 from harness.types import Splits, StageOutput
 
@@ -76,6 +77,10 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
                                         for b in config.baselines))
         spec.kind.check(spec, ref, config, baselines)
         check_training_options(spec, ref, config)
+        check_processes(config.batch_size, launched_world(), config.method_name, config.fsdp)
+        if config.lm_eval and launched_world() > 1:  # lm-eval's own loop, not bench's sharded backends
+            raise BenchError("--lm-eval runs in one process: start this command without torchrun / accelerate "
+                             "launch, or drop --lm-eval")
         check_model_limits(spec, ref, config)
         if "prompt" in baselines and not ref.can_prompt:
             raise BenchError(f"--baseline prompt needs a language-model head; {name} is an encoder: use --baseline head")
@@ -136,7 +141,9 @@ class Runner:
     def __init__(self, spec: TaskSpec, store: Store, data_dir: Path | None, log: Log,
                  launcher: Launcher = SINGLE_PROCESS):
         self.spec, self.store, self.data_dir, self.log = spec, store, data_dir, log
-        self.launcher = launcher  # the process group (harness/train/launch.py): one process today
+        # The process group (harness/distributed.py): rank 0 alone reads and writes the store and the
+        # run folders; the other ranks do the same stage work and are told what rank 0 decided.
+        self.launcher = launcher
         self._splits: dict[tuple[Any, ...], Splits] = {}
 
     def splits(self, config: RunConfig) -> Splits:
@@ -149,6 +156,8 @@ class Runner:
     def run(self, planned: PlannedRun) -> dict[str, StageRecord]:
         quiet_transformers()
         self.log(f"[{planned.ref.name}] run {planned.run_id}")
+        if not self.launcher.is_main:  # rank 0 holds the run's lock and writes its card
+            return self._run_stages(planned)
         with self.store.run_lock(planned.run_id, self.log):
             check_stored_run(self.store, planned.run_id, planned.config, self.splits(planned.config))
             records = self._run_stages(planned)
@@ -164,8 +173,11 @@ class Runner:
             records[f"baseline:{baseline}"] = self._baseline(planned, baseline, splits)
         trained: list[Any] = []  # the in-memory fine-tuned model, handed from one stage to the next
 
+        main = self.launcher.is_main
+
         def finetune() -> StageOutput:
-            record_training_inputs(self.store.run_dir(run_id), config, splits)
+            if main:
+                record_training_inputs(self.store.run_dir(run_id), config, splits)
             model, tokenizer, result, info = stages.finetune(self.spec, planned.ref, config, splits,
                                                                self.store.run_dir(run_id) / "checkpoint", self.log,
                                                                launcher=self.launcher)
@@ -173,10 +185,11 @@ class Runner:
             metrics = {"best_validation": result.best_metric, "best_step": result.best_step}
             return [], metrics, info, result.curves
 
-        lost = self._checkpoint_lost(run_id, planned.ref.trust_remote_code)
+        lost = self.launcher.broadcast(main and self._checkpoint_lost(run_id, planned.ref.trust_remote_code))
         records["finetune"] = self._stage(planned, "finetune", splits, finetune, redo=lost)
-        shutil.rmtree(self.store.run_dir(run_id) / stages.TRAIN_STATE, ignore_errors=True)  # stage committed
-        forget_training_inputs(self.store.run_dir(run_id))
+        if main:
+            shutil.rmtree(self.store.run_dir(run_id) / stages.TRAIN_STATE, ignore_errors=True)  # stage committed
+            forget_training_inputs(self.store.run_dir(run_id))
 
         def evaluate_finetuned() -> StageOutput:
             if trained:
@@ -186,7 +199,7 @@ class Runner:
             else:
                 model, tokenizer, _ = load_checkpoint(self.store.run_dir(run_id) / "checkpoint",
                                                       trust_remote_code=planned.ref.trust_remote_code)
-            return stages.evaluate_model(self.spec, planned.ref, config, model, tokenizer, splits)
+            return stages.evaluate_model(self.spec, planned.ref, config, model, tokenizer, splits, self.launcher)
 
         records["finetuned"] = self._stage(planned, "finetuned", splits, evaluate_finetuned)
         if config.lm_eval:
@@ -199,9 +212,11 @@ class Runner:
         key = baseline_key(planned.config, baseline, splits, gold_digest(splits.eval))
 
         def work() -> StageOutput:  # runs only when this run's own stage is not stored yet
-            source = shared_source(self.store, planned.run_id, stage, key)
+            source = self.launcher.broadcast(shared_source(self.store, planned.run_id, stage, key)
+                                             if self.launcher.is_main else None)
             if source is None:
-                return stages.evaluate_baseline(self.spec, planned.ref, planned.config, baseline, splits)
+                return stages.evaluate_baseline(self.spec, planned.ref, planned.config, baseline, splits,
+                                                self.launcher)
             self.log(f"  {stage}: the same as run {source}'s (same model, examples and evaluation settings): "
                      "copied from it, not evaluated again")
             return copied_stage(self.store, source, stage)
@@ -240,11 +255,7 @@ class Runner:
         """Run one stage unless the store has it complete (or `redo`): time it, measure peak memory,
         score its predictions, and store it with its provenance (data notes and hashes, package
         versions). A stored record that is damaged counts as not stored: the stage runs again."""
-        try:
-            done = None if redo else self.store.stage(run_id, stage)
-        except DamagedFile as exc:
-            self.log(f"  {stage}: its stored record cannot be read ({exc.where}: {exc.reason}): running it again")
-            done = None
+        done = self.launcher.broadcast(None if redo or not self.launcher.is_main else self._stored(run_id, stage))
         if done is not None:
             check_stage_data(run_id, stage, done.info, splits)  # reused only if made from these files
             self.log(f"  {stage}: complete in the store, skipped")
@@ -270,6 +281,14 @@ class Runner:
                                            metrics=metrics, info=info, predictions=predictions, curves=curves)
         self.launcher.barrier()
         return record
+
+    def _stored(self, run_id: str, stage: str) -> StageRecord | None:
+        """The stage's stored record; None when it is not stored, or damaged (then it runs again)."""
+        try:
+            return self.store.stage(run_id, stage)
+        except DamagedFile as exc:
+            self.log(f"  {stage}: its stored record cannot be read ({exc.where}: {exc.reason}): running it again")
+            return None
 
 
 def quiet_transformers() -> None:

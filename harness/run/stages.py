@@ -12,6 +12,8 @@ from typing import Any
 
 from harness.backends.batch_size import start_batch_size
 from harness.backends.checkpoint import save_checkpoint
+from harness.backends.base import Backend
+from harness.backends.data_parallel import DataParallel, fsdp_sharded
 from harness.backends.hf import HFBackend
 from harness.backends.models import (
     ModelRef,
@@ -26,7 +28,8 @@ from harness.errors import BenchError
 from harness.options import RunConfig
 from harness.task.spec import TaskSpec
 from harness.train.accounting import flops_accounting
-from harness.train.launch import SINGLE_PROCESS, Launcher
+from harness.distributed import SINGLE_PROCESS, Launcher
+from harness.train.data_parallel import full_weights
 from harness.train.loop import TrainResult, train
 from harness.train.methods import apply_method
 from harness.train.validate import validation_loss
@@ -35,7 +38,8 @@ from harness.types import Example, Splits, StageOutput, TrainItem
 TRAIN_STATE = "train_state"  # beside the checkpoint: the resumable mid-training state
 
 
-def evaluate_baseline(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline: str, splits: Splits) -> StageOutput:
+def evaluate_baseline(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline: str, splits: Splits,
+                      launcher: Launcher = SINGLE_PROCESS) -> StageOutput:
     """Zero/few-shot prompt scoring, or the untrained-head baseline (same init as fine-tuning)."""
     tokenizer = load_tokenizer(ref)
     if baseline == "prompt":
@@ -43,7 +47,7 @@ def evaluate_baseline(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline
     else:
         model = _load_head_model(spec, ref, config, tokenizer).to(device())
     objective = "lm" if baseline == "prompt" else "head"
-    return _evaluate(spec, ref, config, model, tokenizer, splits, objective)
+    return _evaluate(spec, ref, config, model, tokenizer, splits, objective, launcher)
 
 
 def _load_head_model(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any,
@@ -56,21 +60,27 @@ def _load_head_model(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer
 
 
 def evaluate_model(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any,
-                   splits: Splits) -> StageOutput:
-    return _evaluate(spec, ref, config, model, tokenizer, splits, config.objective)
+                   splits: Splits, launcher: Launcher = SINGLE_PROCESS) -> StageOutput:
+    return _evaluate(spec, ref, config, model, tokenizer, splits, config.objective, launcher)
 
 
-def backend_for(ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any, batch_size: int) -> HFBackend:
-    """The loaded model behind the backend contract the kinds call."""
-    return HFBackend(model, tokenizer, ref.family == "seq2seq", batch_size, config.precision, device())
+def backend_for(ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any, batch_size: int,
+                launcher: Launcher = SINGLE_PROCESS) -> Backend:
+    """The loaded model behind the backend contract the kinds call; over several processes each
+    rank answers its shard of every request list (a model FSDP shards runs every request on every
+    rank instead: its forward is a collective all ranks must make together)."""
+    backend = HFBackend(model, tokenizer, ref.family == "seq2seq", batch_size, config.precision, device())
+    if launcher.distributed and not fsdp_sharded(model):
+        return DataParallel(backend, launcher)
+    return backend
 
 
 def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, tokenizer: Any, splits: Splits,
-              objective: str) -> StageOutput:
+              objective: str, launcher: Launcher = SINGLE_PROCESS) -> StageOutput:
     started = time.perf_counter()
     # Start from the requested size capped by a memory estimate; the backend halves it on out-of-memory.
     batch = start_batch_size(model, config.eval_batch_size, config.max_length + (config.max_new_tokens or 0), device())
-    backend = backend_for(ref, config, model, tokenizer, batch)
+    backend = backend_for(ref, config, model, tokenizer, batch, launcher)
     predictions = spec.kind.predict(spec, backend, splits.eval, splits.demos_from, config, objective)
     seconds = time.perf_counter() - started
     info = {"mode": "prompt" if objective == "lm" else "head", "shots": spec.kind.shots(config, objective),
@@ -96,11 +106,10 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
     torch.manual_seed(config.training_seed)
     tokenizer = load_tokenizer(ref)
     quantize = config.method_name == "qlora"
+    model = _load_trainable(spec, ref, config, tokenizer, quantize)
     if config.objective == "head":
-        model = _load_head_model(spec, ref, config, tokenizer, quantize)
         task_type = "QUESTION_ANS" if spec.kind.head == "span" else "SEQ_CLS"
     else:
-        model = load_lm(ref, quantize_4bit=quantize)
         task_type = "SEQ_2_SEQ_LM" if ref.family == "seq2seq" else "CAUSAL_LM"
     if not quantize:
         model = model.to(device())
@@ -116,10 +125,14 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
             return {"loss": validation_loss(current, held_out, tokenizer.pad_token_id, config.eval_batch_size,
                                             config.precision)}
     else:
-        validate = _predicting_validator(spec, ref, config, tokenizer, splits)
+        validate = _predicting_validator(spec, ref, config, tokenizer, splits, launcher)
     criterion = spec.kind.validation_metrics[0] if config.early_stop_metric == "auto" else config.early_stop_metric
+    # FSDP's optimizer state is sharded over the ranks: no mid-training state (a re-run trains again).
+    state_dir = None if config.fsdp else checkpoint.with_name(TRAIN_STATE)
     result = train(model, items, config, tokenizer.pad_token_id, validate, log,
-                   state_dir=checkpoint.with_name(TRAIN_STATE), criterion=criterion, launcher=launcher)
+                   state_dir=state_dir, criterion=criterion, launcher=launcher)
+    if config.fsdp:  # the checkpoint and the evaluation need the whole model, gathered from the shards
+        model = full_weights(model, lambda: _load_trainable(spec, ref, config, tokenizer, False).to(device()), launcher)
     if launcher.is_main:  # one writer of the checkpoint
         save_checkpoint(model, tokenizer, checkpoint, spec, ref, config, prompt_record(spec, ref, config, tokenizer))
     launcher.barrier()  # no rank evaluates the checkpoint before it is whole
@@ -134,6 +147,13 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
     return model, tokenizer, result, info
 
 
+def _load_trainable(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any, quantize: bool) -> Any:
+    """The model fine-tuning starts from: a new seeded head over the encoder, or the LM."""
+    if config.objective == "head":
+        return _load_head_model(spec, ref, config, tokenizer, quantize)
+    return load_lm(ref, quantize_4bit=quantize)
+
+
 def merged_for_inference(model: Any, config: RunConfig) -> Any:
     """LoRA folded into the weights (as `load_checkpoint` does): evaluation then runs at base speed.
     QLoRA adapters stay separate: merging into 4-bit weights would re-quantize them."""
@@ -142,10 +162,11 @@ def merged_for_inference(model: Any, config: RunConfig) -> Any:
     return model
 
 
-def _predicting_validator(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any, splits: Splits) -> Any:
+def _predicting_validator(spec: TaskSpec, ref: ModelRef, config: RunConfig, tokenizer: Any, splits: Splits,
+                          launcher: Launcher = SINGLE_PROCESS) -> Any:
     """Validation by the kind's own metrics on predictions for the validation split."""
     def validate(current: Any) -> dict[str, float]:
-        backend = backend_for(ref, config, current, tokenizer, config.eval_batch_size)
+        backend = backend_for(ref, config, current, tokenizer, config.eval_batch_size, launcher)
         predictions = spec.kind.predict(spec, backend, splits.validation, splits.demos_from, config, config.objective)
         return spec.kind.validation_values(spec, predictions)
 

@@ -9,7 +9,8 @@ loss is weighted over pieces and accumulated batches: see train/step.py.
 Where each part lives: batches and step counts in batching.py, the optimizer, schedule and update
 in optim.py, forward/backward and out-of-memory back-off in step.py, NaN/inf checks in health.py,
 validation, early stopping and the best weights in validate.py, the resumable mid-training state in
-state.py, time and FLOPs in accounting.py, the process group (one process today) in launch.py.
+state.py, time and FLOPs in accounting.py; DDP/FSDP wrapping and each rank's part of a batch in
+data_parallel.py (the process group itself: harness/distributed.py).
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from harness.options import RunConfig
 from harness.progress import progress, scope
 from harness.train.accounting import TrainClock, TrainResult
 from harness.train.batching import StepPlan, length_grouped_batches
+from harness.train.data_parallel import wrap
 from harness.train.health import check_healthy, check_loss
-from harness.train.launch import SINGLE_PROCESS, Launcher
+from harness.distributed import SINGLE_PROCESS, Launcher
 from harness.train.optim import make_optimizer, make_scheduler, optimizer_step
 from harness.train.state import Position, resume, save
 from harness.train.step import run_batch
@@ -48,13 +50,12 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
     torch.manual_seed(config.training_seed)
     rng = np.random.default_rng(config.training_seed)  # the data order; resumed with the state
     device = next(model.parameters()).device
-    lengths = [len(item.input_ids) for item in items]
     plan = StepPlan.of(len(items), config)
-    optimizer = make_optimizer(model, config)
+    # Compiled/DDP forward shares `model`'s parameters (state, validation, saving use `model`); wrapped first: FSDP2
+    forward = wrap(torch.compile(model, dynamic=True) if config.compile else model, launcher, fsdp=config.fsdp)
+    optimizer = make_optimizer(model, config)  # shards the parameters in place, and the optimizer must see the shards
     scheduler = make_scheduler(optimizer, plan, config.schedule)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    # Compiled forward shares the model's parameters; state, validation and saving use `model`.
-    forward = launcher.wrap_model(torch.compile(model, dynamic=True) if config.compile else model)
     precision = resolved_precision(config.precision, device)  # `auto` settled once, not per batch
     result, position = TrainResult(), Position()
     saved = resume(state_dir, model, optimizer, scheduler, position, rng) if state_dir else None
@@ -67,12 +68,13 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
         model.train()
         while position.step < plan.total_steps and not result.stopped_early:
             epoch_rng = rng.bit_generator.state  # saved with the state: rebuilds this epoch's batch order
-            batches = length_grouped_batches(lengths, config.batch_size, rng)
+            batches = length_grouped_batches([len(item.input_ids) for item in items], config.batch_size, rng)
             for done, batch_ids in enumerate(batches):
                 if done < position.skip:  # trained on before the interruption
                     continue
+                ends_step = position.window_batches + 1 >= config.grad_accum or done + 1 == len(batches)
                 loss, tokens = run_batch(forward, [items[i] for i in batch_ids], position, optimizer, config,
-                                         pad_id, device, precision, log)
+                                         pad_id, device, precision, log, launcher, sync=ends_step)
                 check_loss(loss, position, config, state_dir)
                 result.train_tokens += tokens
                 position.add_batch(loss)
