@@ -104,3 +104,30 @@ def test_the_default_leaves_run_ids_unchanged() -> None:
     digest = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:10]
     assert config.digest() == digest
     assert _config(gradient_checkpointing="on").digest() != digest
+
+
+def test_a_samsum_run_trains_the_same_with_and_without(bench: Any, tiny_model: Callable[[str], Path],
+                                                       data_dir: Path, tmp_path: Path) -> None:
+    """Through `bench run`: auto turns checkpointing on for samsum, and the training curve (every
+    step's loss and validation loss) and the fine-tuned scores equal a run with it off."""
+    from harness.store import Store
+
+    runs = {}
+    for setting in ("auto", "off"):
+        results = tmp_path / setting
+        code, _, err = bench("run", "samsum", "--models", str(tiny_model("gpt2")), "--data-dir", str(data_dir),
+                             "--results", str(results), "--train-samples", "8", "--eval-samples", "4",
+                             "--validation-samples", "4", "--max-length", "160", "--gradient-checkpointing", setting)
+        assert code == 0, err
+        (folder,) = (results / "runs").iterdir()
+        store = Store.existing(str(results), read_only=True)
+        runs[setting] = (store.stage(folder.name, "finetune").info, store.stage(folder.name, "finetuned").metrics,
+                         [json.loads(line) for line in (folder / "finetune" / "curves.jsonl").read_text().splitlines()])
+    (on_info, on_metrics, on_curve), (off_info, off_metrics, off_curve) = runs["auto"], runs["off"]
+    assert on_info["gradient_checkpointing"] is True and off_info["gradient_checkpointing"] is False
+    assert len(on_curve) == len(off_curve) >= 2
+    for on_point, off_point in zip(on_curve, off_curve):
+        assert on_point.keys() == off_point.keys()
+        for key in on_point.keys() & {"loss", "val_loss"}:
+            assert abs(on_point[key] - off_point[key]) <= 1e-5, (key, on_point, off_point)
+    assert on_metrics == off_metrics
