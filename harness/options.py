@@ -25,6 +25,7 @@ OPTIMIZERS = ("adamw", "sgd", "sgd-momentum")
 SCHEDULES = ("linear", "cosine", "constant")
 EARLY_STOP_METRICS = ("auto", "accuracy", "f1_macro", "loss")  # loss: validation loss, lower is better
 CHAT_TEMPLATES = ("auto", "on", "off")  # text generation: wrap prompts in the tokenizer's chat template
+GRADIENT_CHECKPOINTING = ("auto", "on", "off")  # auto: see harness/train/methods.py gradient_checkpointing_wanted
 
 # quick: minutes on a 2-core CPU with a ~100M model; paper: the seeds' settings on full data.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -50,7 +51,8 @@ INT64_MAX = 2**63 - 1
 
 # Fields added after the first stored runs, with the defaults that leave a run's digest unchanged.
 LATER_DEFAULTS: dict[str, Any] = {"precision": "auto", "compile": False, "train_seed": None, "lm_eval": None,
-                                  "lm_eval_include": None, "lm_eval_limit": None, "fsdp": False}
+                                  "lm_eval_include": None, "lm_eval_limit": None, "fsdp": False,
+                                  "gradient_checkpointing": "auto"}
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,12 @@ class RunConfig:
     # (harness/train/data_parallel.py). Not the number of processes: that is not part of a run.
     fsdp: bool = option(False, "several processes (torchrun, accelerate launch): shard full fine-tuning over them "
                         "with FSDP2 (fully_shard) instead of a DDP replica of the model on each", grid=False)
+    # Recompute each block's activations in the backward pass instead of keeping them: same loss and
+    # gradients, a fraction of the training memory, about a third more compute (harness/train/methods.py).
+    gradient_checkpointing: str = option("auto", "auto (default: on for LM-objective training on text targets: "
+                                         "samsum, alpaca, squad_v2 generate, wikitext) | on | off: recompute "
+                                         "activations in the backward pass (less memory, ~1/3 more compute)",
+                                         choices=GRADIENT_CHECKPOINTING)
 
     @property
     def method_name(self) -> str:
@@ -340,10 +348,11 @@ def validate(config: RunConfig) -> None:
     if not 0 <= config.weight_decay < math.inf:
         raise BenchError(f"--weight-decay must be 0 or more (got {config.weight_decay})")
     choices = dict(objective=(config.objective, OBJECTIVES), optimizer=(config.optimizer, OPTIMIZERS),
-                   schedule=(config.schedule, SCHEDULES))
+                   schedule=(config.schedule, SCHEDULES),
+                   gradient_checkpointing=(config.gradient_checkpointing, GRADIENT_CHECKPOINTING))
     for name, (value, allowed) in choices.items():
         if value not in allowed:
-            raise BenchError(f"unknown --{name} {value!r}; choose one of: {', '.join(allowed)}")
+            raise BenchError(f"unknown --{name.replace('_', '-')} {value!r}; choose one of: {', '.join(allowed)}")
     for baseline in config.baselines:
         if baseline not in BASELINES:
             raise BenchError(f"unknown baseline {baseline!r}; choose from: {', '.join(BASELINES)}")

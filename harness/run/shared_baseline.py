@@ -28,7 +28,8 @@ OUTSIDE_BASELINE = frozenset({
     "method", "objective", "baselines", "preset", "train_samples", "validation_samples", "epochs", "lr",
     "batch_size", "grad_accum", "optimizer", "schedule", "warmup_ratio", "max_grad_norm", "weight_decay",
     "evals_per_epoch", "patience", "early_stop_metric", "train_seed", "lora_rank", "lora_alpha",
-    "lora_dropout", "lora_targets", "compile", "lm_eval", "lm_eval_include", "lm_eval_limit",
+    "lora_dropout", "lora_targets", "compile", "gradient_checkpointing", "lm_eval", "lm_eval_include",
+    "lm_eval_limit",
 })
 KEY_FIELD = "baseline_key"  # in a baseline stage's info
 

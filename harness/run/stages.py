@@ -31,7 +31,7 @@ from harness.train.accounting import flops_accounting
 from harness.distributed import SINGLE_PROCESS, Launcher
 from harness.train.data_parallel import full_weights
 from harness.train.loop import TrainResult, train
-from harness.train.methods import apply_method
+from harness.train.methods import apply_method, gradient_checkpointing_wanted
 from harness.train.validate import validation_loss
 from harness.types import Example, Splits, StageOutput, TrainItem
 
@@ -113,7 +113,8 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
         task_type = "SEQ_2_SEQ_LM" if ref.family == "seq2seq" else "CAUSAL_LM"
     if not quantize:
         model = model.to(device())
-    model = apply_method(model, config, task_type)
+    checkpointing = gradient_checkpointing_wanted(model, config, spec.kind.validation_metrics == ("loss",))
+    model = apply_method(model, config, task_type, checkpointing)
     items = train_items(spec, ref, config, tokenizer, splits.train)
 
     if spec.kind.validation_metrics == ("loss",):
@@ -143,7 +144,7 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
             "train_seconds": round(result.train_seconds, 2), "validation_seconds": round(result.validation_seconds, 2),
             "tokens_per_second": round(result.tokens_per_second, 1), "stopped_early": result.stopped_early,
             "oom_backoff_pieces": result.oom_chunks, "precision": resolved_precision(config.precision, device()),
-            "device": str(device()), "checkpoint": str(checkpoint)}
+            "gradient_checkpointing": checkpointing, "device": str(device()), "checkpoint": str(checkpoint)}
     return model, tokenizer, result, info
 
 

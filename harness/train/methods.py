@@ -35,8 +35,47 @@ def four_bit_unavailable() -> str | None:
 HEAD_TASKS = ("SEQ_CLS", "QUESTION_ANS")  # peft task types whose new head must train in full
 
 
-def apply_method(model: Any, config: RunConfig, task_type: str) -> Any:
-    """Return the model ready to train: frozen parts frozen, adapters attached."""
+def gradient_checkpointing_wanted(model: Any, config: RunConfig, text_targets: bool) -> bool:
+    """`--gradient-checkpointing`, with auto settled: on for LM-objective training on text targets
+    when transformers can checkpoint the model.
+
+    Measured (smollm2 LoRA, CPU, finetune stage peak RSS): samsum quick (batch 8 x 384) 7.0 -> 2.8 GB,
+    the same losses; sst2 quick (short sentences) 2.9 -> 1.6 GB, memory no one runs short of, so
+    there auto spares the recomputation (~1/3 more compute). README: "Activation checkpointing".
+    """
+    if config.gradient_checkpointing == "auto":
+        supported = getattr(model, "supports_gradient_checkpointing", False)
+        return config.objective == "lm" and text_targets and supported
+    return config.gradient_checkpointing == "on"
+
+
+def apply_method(model: Any, config: RunConfig, task_type: str, checkpointing: bool = False) -> Any:
+    """Return the model ready to train: frozen parts frozen, adapters attached, and with
+    `checkpointing` the blocks' activations recomputed in the backward pass."""
+    if checkpointing:
+        _enable_gradient_checkpointing(model)
+    model = _apply_method(model, config, task_type)
+    if checkpointing and not any(param.requires_grad for param in model.get_input_embeddings().parameters()):
+        # frozen embeddings: make their output require grad, so the first checkpointed block has a
+        # graph to recompute into (what transformers and peft do for adapters)
+        model.enable_input_require_grads()
+    return model
+
+
+def _enable_gradient_checkpointing(model: Any) -> None:
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise BenchError(f"--gradient-checkpointing on: {type(model).__name__} does not support it in transformers; "
+                         "use --gradient-checkpointing off")
+    # non-reentrant: recomputes with the same RNG state (dropout masks), works with frozen inputs;
+    # transformers 5 renamed the method (the old name warns), 4.x has only the old one
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _apply_method(model: Any, config: RunConfig, task_type: str) -> Any:
     method = config.method_name
     if method in ("lora", "qlora"):
         return _attach_lora(model, config, task_type)
