@@ -25,6 +25,7 @@ OPTIMIZERS = ("adamw", "sgd", "sgd-momentum")
 SCHEDULES = ("linear", "cosine", "constant")
 EARLY_STOP_METRICS = ("auto", "accuracy", "f1_macro", "loss")  # loss: validation loss, lower is better
 CHAT_TEMPLATES = ("auto", "on", "off")  # text generation: wrap prompts in the tokenizer's chat template
+BACKENDS = ("hf", "vllm")  # what evaluates prompt scoring and generation (training is always transformers)
 
 # quick: minutes on a 2-core CPU with a ~100M model; paper: the seeds' settings on full data.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -50,7 +51,8 @@ INT64_MAX = 2**63 - 1
 
 # Fields added after the first stored runs, with the defaults that leave a run's digest unchanged.
 LATER_DEFAULTS: dict[str, Any] = {"precision": "auto", "compile": False, "train_seed": None, "lm_eval": None,
-                                  "lm_eval_include": None, "lm_eval_limit": None}
+                                  "lm_eval_include": None, "lm_eval_limit": None, "backend": "hf",
+                                  "tensor_parallel": 1}
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,14 @@ class RunConfig:
                                          "lm_eval", grid=False)
     lm_eval_limit: int | None = option(None, "the first N documents of each --lm-eval task", "lm_eval", parser=int,
                                        grid=False)
+    # The backend is part of the run id: vLLM's kernels give numerically different (if close) scores
+    # and generations, so a vLLM run and an HF run are two runs (see harness/run/vllm_stages.py).
+    backend: str = option("hf", "hf (default: transformers) | vllm: prompt scoring and generation (the prompt "
+                          "baseline and --objective lm evaluations) served by vLLM, installed with "
+                          "scripts/vllm_env.sh; head and span stages, and all training, stay on transformers",
+                          choices=BACKENDS)
+    tensor_parallel: int = option(1, "--backend vllm: shard each model over N devices (vLLM's tensor parallel; "
+                                  "default 1)", parser=int, grid=False)
 
     @property
     def method_name(self) -> str:
@@ -348,6 +358,13 @@ def validate(config: RunConfig) -> None:
     if config.chat_template not in CHAT_TEMPLATES:
         raise BenchError(f"--chat-template must be auto, on or off (got {config.chat_template!r})")
     check_precision(config.precision)
+    if config.backend not in BACKENDS:
+        raise BenchError(f"unknown --backend {config.backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if config.tensor_parallel < 1:
+        raise BenchError(f"--tensor-parallel must be at least 1 (got {config.tensor_parallel})")
+    if config.tensor_parallel > 1 and config.backend != "vllm":
+        raise BenchError(f"--tensor-parallel {config.tensor_parallel} shards vLLM's engine: add --backend vllm, "
+                         "or drop it")
     if config.max_new_tokens is not None and config.max_new_tokens < 1:
         raise BenchError(f"--max-new-tokens must be at least 1 (got {config.max_new_tokens})")
     if config.lm_eval_limit is not None and config.lm_eval_limit < 1:

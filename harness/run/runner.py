@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from harness.artefacts import DamagedFile
-from harness.run import stages
+from harness.run import stages, vllm_stages
 from harness.report.model_card import write_run_card
 from harness.run.checks import check_model_limits
 from harness.options import RunConfig, resolve
@@ -76,6 +76,7 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
                                         for b in config.baselines))
         spec.kind.check(spec, ref, config, baselines)
         check_training_options(spec, ref, config)
+        vllm_stages.check_backend(ref, config, baselines)
         check_model_limits(spec, ref, config)
         if "prompt" in baselines and not ref.can_prompt:
             raise BenchError(f"--baseline prompt needs a language-model head; {name} is an encoder: use --baseline head")
@@ -179,6 +180,9 @@ class Runner:
         forget_training_inputs(self.store.run_dir(run_id))
 
         def evaluate_finetuned() -> StageOutput:
+            if vllm_stages.served_by_vllm(config, config.objective):  # from the checkpoint: no HF model loaded
+                return vllm_stages.evaluate_checkpoint(self.spec, planned.ref, config,
+                                                       self.store.run_dir(run_id) / "checkpoint", splits)
             if trained:
                 model, tokenizer = trained[0]
                 model = stages.merged_for_inference(model, config)
