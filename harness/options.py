@@ -358,13 +358,7 @@ def validate(config: RunConfig) -> None:
     if config.chat_template not in CHAT_TEMPLATES:
         raise BenchError(f"--chat-template must be auto, on or off (got {config.chat_template!r})")
     check_precision(config.precision)
-    if config.backend not in BACKENDS:
-        raise BenchError(f"unknown --backend {config.backend!r}; choose one of: {', '.join(BACKENDS)}")
-    if config.tensor_parallel < 1:
-        raise BenchError(f"--tensor-parallel must be at least 1 (got {config.tensor_parallel})")
-    if config.tensor_parallel > 1 and config.backend != "vllm":
-        raise BenchError(f"--tensor-parallel {config.tensor_parallel} shards vLLM's engine: add --backend vllm, "
-                         "or drop it")
+    check_backend_options(config)
     if config.max_new_tokens is not None and config.max_new_tokens < 1:
         raise BenchError(f"--max-new-tokens must be at least 1 (got {config.max_new_tokens})")
     if config.lm_eval_limit is not None and config.lm_eval_limit < 1:
@@ -372,6 +366,17 @@ def validate(config: RunConfig) -> None:
     if not config.lm_eval and (config.lm_eval_include is not None or config.lm_eval_limit is not None):
         option = "--lm-eval-include" if config.lm_eval_include is not None else "--lm-eval-limit"
         raise BenchError(f"{option} applies to the tasks of --lm-eval, and none are given: add --lm-eval TASKS "
+                         "or drop it")
+
+
+def check_backend_options(config: RunConfig) -> None:
+    """--backend and --tensor-parallel on their own (what the model and devices allow: run/vllm_stages.py)."""
+    if config.backend not in BACKENDS:
+        raise BenchError(f"unknown --backend {config.backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if config.tensor_parallel < 1:
+        raise BenchError(f"--tensor-parallel must be at least 1 (got {config.tensor_parallel})")
+    if config.tensor_parallel > 1 and config.backend != "vllm":
+        raise BenchError(f"--tensor-parallel {config.tensor_parallel} shards vLLM's engine: add --backend vllm, "
                          "or drop it")
 
 
