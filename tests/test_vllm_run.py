@@ -136,13 +136,18 @@ def test_samsum_baseline_and_lora_finetuned_outputs_equal_hf(runs: Callable[...,
 
 
 @needs_vllm
-def test_sst2_prompt_scored_predictions_equal_hf(runs: Callable[..., Any]) -> None:
-    hf_store, hf_run = runs("sst2", "hf", "--eval-samples", "16")
-    vllm_store, vllm_run = runs("sst2", "vllm", "--eval-samples", "16")
-    for stage in ("baseline:prompt", "finetuned"):
-        hf = hf_store.predictions(hf_run, stage)
-        served = vllm_store.predictions(vllm_run, stage)
-        assert len(served) == len(hf) == 16
-        assert [p.label for p in served] == [p.label for p in hf], stage
-        for ours, theirs in zip(served, hf):
-            assert ours.scores == pytest.approx(theirs.scores, abs=1e-3)
+def test_sst2_prompt_scored_predictions_equal_hf_and_head_stages_stay_on_hf(runs: Callable[..., Any]) -> None:
+    # --objective head: the prompt baseline is vLLM's, the fine-tuned head is evaluated on transformers
+    extra = ("--eval-samples", "16", "--objective", "head", "--baseline", "prompt")
+    hf_store, hf_run = runs("sst2", "hf", *extra)
+    vllm_store, vllm_run = runs("sst2", "vllm", *extra)
+    hf = hf_store.predictions(hf_run, "baseline:prompt")
+    served = vllm_store.predictions(vllm_run, "baseline:prompt")
+    assert len(served) == len(hf) == 16
+    assert [p.label for p in served] == [p.label for p in hf]
+    for ours, theirs in zip(served, hf):
+        assert ours.scores == pytest.approx(theirs.scores, abs=1e-3)
+    assert vllm_store.stage(vllm_run, "baseline:prompt").info["backend"] == "vllm"
+    assert vllm_store.stage(vllm_run, "finetuned").info["backend"] == "hf"  # no heads in vLLM
+    assert [p.label for p in vllm_store.predictions(vllm_run, "finetuned")] == \
+        [p.label for p in hf_store.predictions(hf_run, "finetuned")]

@@ -126,7 +126,7 @@ def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, 
         engine_seconds = time.perf_counter() - started
         predictions = spec.kind.predict(spec, backend, splits.eval, splits.demos_from, config, "lm")
         batch = backend.batch_size
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started - engine_seconds  # as the HF stage's: model load not counted
     model = skeleton(ref, "lm")  # the parameter counts without loading any weights
     info = {"mode": "prompt", "shots": spec.kind.shots(config, "lm"), "backend": "vllm",
             "tensor_parallel": config.tensor_parallel, "adapter": str(adapter) if adapter else None,
