@@ -71,6 +71,13 @@ def test_tensor_parallel_past_the_devices_is_refused(bench: Any, tiny_model: Any
     assert "--tensor-parallel 4096" in line and "visible" in line
 
 
+def test_lora_on_the_lm_head_with_vllm_is_refused(bench: Any, tiny_model: Any, data_dir: Path,
+                                                  tmp_path: Path) -> None:
+    line = _refused(bench, tmp_path, "sst2", "--models", tiny_model("gpt2"), "--data-dir", data_dir,
+                    "--backend", "vllm", "--objective", "lm", "--lora-targets", "c_attn,lm_head")
+    assert "lm_head" in line and "--backend hf" in line
+
+
 def test_tensor_parallel_needs_the_vllm_backend(bench: Any, tiny_model: Any, data_dir: Path, tmp_path: Path) -> None:
     line = _refused(bench, tmp_path, "sst2", "--models", tiny_model("gpt2"), "--data-dir", data_dir,
                     "--tensor-parallel", "2")
@@ -129,6 +136,8 @@ def test_samsum_baseline_and_lora_finetuned_outputs_equal_hf(runs: Callable[...,
         assert [p.example_id for p in served] == [p.example_id for p in hf]
         assert [p.output for p in served] == [p.output for p in hf], stage
         assert all(p.output for p in served)
+        for ours, theirs in zip(served, hf):  # the per-example metrics, perplexity (scored by vLLM) included
+            assert ours.values == pytest.approx(theirs.values, rel=1e-3, abs=1e-3), stage
     info = vllm_store.stage(vllm_run, "finetuned").info
     assert info["backend"] == "vllm" and info["adapter"].endswith("checkpoint")  # the adapter, not merged
     assert vllm_store.stage(vllm_run, "baseline:prompt").info["backend"] == "vllm"

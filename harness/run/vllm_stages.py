@@ -61,6 +61,11 @@ def check_backend(ref: ModelRef, config: RunConfig, baselines: tuple[str, ...]) 
     if config.method_name == "qlora" and config.objective == "lm":
         raise BenchError("--backend vllm cannot serve a QLoRA adapter on the 4-bit base it was trained on: "
                          "use --method lora, or --backend hf")
+    adapted = {target.rsplit(".", 1)[-1] for target in config.lora_targets or ()}
+    if config.objective == "lm" and adapted & {"lm_head", "embed_tokens", "wte"}:
+        # vLLM leaves an lm_head adapter's delta out of prompt log-probs (vllm-project/vllm#51594)
+        raise BenchError("--backend vllm cannot score with LoRA on the LM head or embeddings "
+                         f"(--lora-targets {','.join(config.lora_targets or ())}): drop those targets, or use --backend hf")
     available, where = visible_devices()
     if config.tensor_parallel > available:
         raise BenchError(f"--tensor-parallel {config.tensor_parallel} needs {config.tensor_parallel} {where}; "
