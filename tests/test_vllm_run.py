@@ -160,3 +160,21 @@ def test_sst2_prompt_scored_predictions_equal_hf_and_head_stages_stay_on_hf(runs
     assert vllm_store.stage(vllm_run, "finetuned").info["backend"] == "hf"  # no heads in vLLM
     assert [p.label for p in vllm_store.predictions(vllm_run, "finetuned")] == \
         [p.label for p in hf_store.predictions(hf_run, "finetuned")]
+
+
+@needs_vllm
+def test_full_fine_tuned_checkpoint_served_from_its_folder_equals_hf(runs: Callable[..., Any]) -> None:
+    extra = ("--eval-samples", "16", "--method", "full", "--baseline", "prompt")
+    hf_store, hf_run = runs("sst2", "hf", *extra)
+    vllm_store, vllm_run = runs("sst2", "vllm", *extra)
+    hf = hf_store.predictions(hf_run, "finetuned")
+    served = vllm_store.predictions(vllm_run, "finetuned")
+    assert len(served) == len(hf) == 16
+    assert [p.label for p in served] == [p.label for p in hf]
+    for ours, theirs in zip(served, hf):
+        assert ours.scores == pytest.approx(theirs.scores, abs=1e-3)
+    info = vllm_store.stage(vllm_run, "finetuned").info
+    assert info["backend"] == "vllm" and info["adapter"] is None  # the checkpoint folder's own weights
+    # the fine-tuning moved the scores: the checkpoint, not the base model, was served
+    base = vllm_store.predictions(vllm_run, "baseline:prompt")
+    assert any(abs(a - b) > 1e-3 for p, q in zip(served, base) for a, b in zip(p.scores, q.scores))
