@@ -284,7 +284,7 @@ def test_objective_help_names_every_case_auto_picks_head():
     """`--objective auto` trains a head for encoders, for --method head and for squad_v2's span mode:
     the help says so (it named encoders only)."""
     from harness.cli import build_parser
-    from harness.options import resolve
+    from harness.resolve import resolve
     from harness.task.registry import get_task
 
     assert resolve(get_task("sst2"), "m", {"method": "head"}, can_prompt=True).objective == "head"

@@ -13,7 +13,8 @@ import pytest
 from harness.backends.batching import collate
 from harness.backends.target_logits import lm_loss
 from harness.errors import BenchError
-from harness.options import RunConfig, validate
+from harness.options import RunConfig
+from harness.resolve import validate
 from harness.train.methods import apply_method, gradient_checkpointing_wanted, transformer_blocks
 from harness.types import TrainItem
 
@@ -99,7 +100,8 @@ def test_unknown_value_is_refused() -> None:
 def test_the_default_leaves_run_ids_unchanged() -> None:
     config = _config()
     before = {key: value for key, value in config.to_dict().items() if key != "gradient_checkpointing"}
-    for key in ("precision", "compile", "train_seed", "lm_eval", "lm_eval_include", "lm_eval_limit", "fsdp"):
+    for key in ("precision", "compile", "train_seed", "lm_eval", "lm_eval_include", "lm_eval_limit", "fsdp", "backend",
+                "tensor_parallel"):
         before.pop(key)  # the earlier later-added fields, at their defaults
     digest = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:10]
     assert config.digest() == digest

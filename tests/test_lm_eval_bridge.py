@@ -120,7 +120,7 @@ def test_rerun_skips_the_stored_lm_eval_stages(lm_run: dict, capsys: pytest.Capt
 
 
 def test_lm_eval_options_change_the_run_id_only_when_given(lm_run: dict) -> None:
-    from harness.options import resolve
+    from harness.resolve import resolve
     from harness.task.registry import get_task
 
     spec = get_task("sst2")

@@ -18,7 +18,8 @@ from harness.backends.scripted import ScriptedBackend
 from harness.compare.stats import wilson_interval
 from harness.errors import BenchError
 from harness.kinds.multiple_choice import MultipleChoice
-from harness.options import RunConfig, resolve
+from harness.options import RunConfig
+from harness.resolve import resolve
 from harness.task.local_files import read_split_file
 from harness.task.registry import get_task
 from harness.task.spec import HubData, TaskSpec

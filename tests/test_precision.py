@@ -91,7 +91,7 @@ def test_new_settings_leave_earlier_run_names_unchanged():
 
     config = RunConfig(task="sst2", model="m")
     later = ("precision", "compile", "train_seed", "lm_eval", "lm_eval_include", "lm_eval_limit", "fsdp",
-             "gradient_checkpointing")
+             "gradient_checkpointing", "backend", "tensor_parallel")
     earlier = {k: v for k, v in config.to_dict().items() if k not in later}
     expected = hashlib.sha256(json.dumps(earlier, sort_keys=True, default=str).encode()).hexdigest()[:10]
     assert config.digest() == expected

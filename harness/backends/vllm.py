@@ -121,7 +121,14 @@ class VLLMBackend:
 
         # one generated token is the least vLLM runs; prompt_logprobs=0: the prompt's own tokens only
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-        outputs = self._run(prompts, params)
+        if self._lora is None:
+            outputs = self._run(prompts, params)
+        else:
+            # vLLM maps LoRA adapters per request, not per prompt token, when it computes prompt
+            # log-probs (vllm-project/vllm#16668, #29955): with several requests in one step its CPU
+            # LoRA kernels fail on the shapes. One request per step keeps them consistent (a single
+            # adapter covers every token), at the cost of batching.
+            outputs = [out for prompt in prompts for out in self._run([prompt], params)]
         sums = []
         for prompt, count, out in zip(prompts, last, outputs):
             positions = range(len(prompt) - count, len(prompt))

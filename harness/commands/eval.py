@@ -19,7 +19,8 @@ from harness.backends.checkpoint import (CHECKPOINT_FILE, RETRAIN, base_source, 
 from harness.backends.models import ModelRef, resolve_model
 from harness.commands.common import add_task_arguments, log, overrides, task_options
 from harness.errors import BenchError
-from harness.options import TASK_OPTIONS, RunConfig, resolve
+from harness.options import TASK_OPTIONS, RunConfig
+from harness.resolve import resolve
 from harness.run.checks import check_position_limit
 from harness.run.transfer import plan_transfer, source_view, to_target
 from harness.task.registry import get_task, spec_for

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from harness.commands.common import add_task_arguments, output_path, overrides, task_options
 from harness.errors import BenchError
-from harness.options import resolve
+from harness.resolve import resolve
 from harness.task.registry import get_task
 from harness.task.spec import TaskSpec
 

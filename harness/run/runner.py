@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from harness.artefacts import DamagedFile
-from harness.run import stages
+from harness.run import stages, vllm_stages
 from harness.report.model_card import write_run_card
 from harness.run.checks import check_model_limits
-from harness.options import RunConfig, resolve
+from harness.options import RunConfig
+from harness.resolve import resolve
 from harness.run.lm_eval_bridge import check_lm_eval, lm_eval_stages
 from harness.task.data import run_splits, split_settings
 from harness.errors import BenchError
@@ -81,6 +82,10 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
         if config.lm_eval and launched_world() > 1:  # lm-eval's own loop, not bench's sharded backends
             raise BenchError("--lm-eval runs in one process: start this command without torchrun / accelerate "
                              "launch, or drop --lm-eval")
+        if config.backend == "vllm" and launched_world() > 1:  # vLLM runs its own workers (--tensor-parallel)
+            raise BenchError("--backend vllm runs in one process (vLLM starts its own workers: use --tensor-parallel "
+                             "N): start this command without torchrun / accelerate launch, or use --backend hf")
+        vllm_stages.check_backend(ref, config, baselines)
         check_model_limits(spec, ref, config)
         if "prompt" in baselines and not ref.can_prompt:
             raise BenchError(f"--baseline prompt needs a language-model head; {name} is an encoder: use --baseline head")
@@ -192,6 +197,9 @@ class Runner:
             forget_training_inputs(self.store.run_dir(run_id))
 
         def evaluate_finetuned() -> StageOutput:
+            if vllm_stages.served_by_vllm(config, config.objective):  # from the checkpoint: no HF model loaded
+                return vllm_stages.evaluate_checkpoint(self.spec, planned.ref, config,
+                                                       self.store.run_dir(run_id) / "checkpoint", splits)
             if trained:
                 model, tokenizer = trained[0]
                 model = stages.merged_for_inference(model, config)

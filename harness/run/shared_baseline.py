@@ -17,7 +17,7 @@ import hashlib
 import json
 from typing import Any
 
-from harness.options import RunConfig
+from harness.options import LATER_DEFAULTS, RunConfig
 from harness.store import Store
 from harness.types import Splits
 
@@ -37,6 +37,9 @@ KEY_FIELD = "baseline_key"  # in a baseline stage's info
 def baseline_key(config: RunConfig, baseline: str, splits: Splits, eval_gold: str) -> str:
     """What the baseline `baseline` of a run with `config` on `splits` depends on, hashed."""
     settings = {name: value for name, value in config.to_dict().items() if name not in OUTSIDE_BASELINE}
+    for name in ("backend", "tensor_parallel"):  # added later: at their defaults a key stays what it was;
+        if baseline == "head" or settings[name] == LATER_DEFAULTS[name]:  # a head baseline always runs on HF
+            del settings[name]
     if baseline == "head":  # the untrained head is drawn with the training seed (fine-tuning's init)
         settings["head_seed"] = config.training_seed
     if baseline == "prompt" and config.shots:  # demonstrations are drawn from this pool

@@ -26,6 +26,7 @@ from harness.backends.models import (
 from harness.backends.precision import device, resolved_precision
 from harness.errors import BenchError
 from harness.options import RunConfig
+from harness.run import vllm_stages
 from harness.task.spec import TaskSpec
 from harness.train.accounting import flops_accounting
 from harness.distributed import SINGLE_PROCESS, Launcher
@@ -41,6 +42,8 @@ TRAIN_STATE = "train_state"  # beside the checkpoint: the resumable mid-training
 def evaluate_baseline(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline: str, splits: Splits,
                       launcher: Launcher = SINGLE_PROCESS) -> StageOutput:
     """Zero/few-shot prompt scoring, or the untrained-head baseline (same init as fine-tuning)."""
+    if baseline == "prompt" and vllm_stages.served_by_vllm(config, "lm"):
+        return vllm_stages.evaluate_prompt_baseline(spec, ref, config, splits)
     tokenizer = load_tokenizer(ref)
     if baseline == "prompt":
         model = load_lm(ref).to(device())
@@ -88,6 +91,8 @@ def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, model: Any, toke
             "precision": resolved_precision(config.precision, device()),
             "params": parameter_counts(model), "examples": len(predictions),
             "examples_per_second": round(len(predictions) / seconds, 2) if seconds else None}
+    if config.backend != "hf":  # a head stage of a --backend vllm run: vLLM has no heads (vllm_stages)
+        info["backend"] = "hf"
     return predictions, {}, info, []
 
 
