@@ -55,7 +55,7 @@ def test_importing_the_backend_does_not_import_vllm() -> None:
 
 
 def test_rolling_windows_score_every_token_after_the_first_once() -> None:
-    from harness.backends.vllm import rolling_windows
+    from harness.backends.generate import rolling_windows
 
     tokens = list(range(100))
     windows = rolling_windows(tokens, max_length=32, stride=12)

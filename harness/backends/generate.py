@@ -72,6 +72,20 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut].strip()
 
 
+def rolling_windows(tokens: Sequence[int], max_length: int, stride: int) -> list[tuple[tuple[int, ...], int]]:
+    """(window tokens, how many of its last tokens to score) covering every token after the first
+    exactly once: windows of up to `max_length` advancing by `stride`, so each scored token keeps at
+    least max_length - stride tokens of history. The HF and vLLM backends both score these windows."""
+    stride = max(1, min(stride, max_length - 1))  # every scored token keeps at least one token of context
+    windows: list[tuple[tuple[int, ...], int]] = []
+    scored_until, end = 1, min(max_length, len(tokens))  # the first token has no context: never scored
+    while scored_until < len(tokens):
+        begin = max(0, end - max_length)
+        windows.append((tuple(tokens[begin:end]), end - scored_until))
+        scored_until, end = end, min(end + stride, len(tokens))
+    return windows
+
+
 def rolling_nll(model: Any, documents: Sequence[list[int]], *, max_length: int, stride: int,
                 batch_size: int) -> list[tuple[float, int]]:
     """Per document: (sum of negative log-likelihoods, tokens scored), every token after the first
@@ -80,15 +94,9 @@ def rolling_nll(model: Any, documents: Sequence[list[int]], *, max_length: int, 
     perplexity recipe), so a token sees at least max_length - stride tokens of history."""
     import torch
 
-    stride = max(1, min(stride, max_length - 1))  # every scored token keeps at least one token of context
-    windows: list[tuple[int, list[int], int]] = []  # (document, window ids, tokens to score at its end)
-    for doc, ids in enumerate(documents):
-        scored_until = 1  # the first token has no context: it is never scored
-        end = min(max_length, len(ids))
-        while scored_until < len(ids):
-            begin = max(0, end - max_length)
-            windows.append((doc, ids[begin:end], end - scored_until))
-            scored_until, end = end, min(end + stride, len(ids))
+    # (document, window ids, tokens to score at its end)
+    windows = [(doc, window, count) for doc, ids in enumerate(documents)
+               for window, count in rolling_windows(ids, max_length, stride)]
     totals = [[0.0, 0] for _ in documents]
     device = next(model.parameters()).device
     model.eval()

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from harness.backends.base import (Generation, HeadScores, Loglikelihood, RollingLoglikelihood, SpanQuery, Span,
                                    TokenLoglikelihood, Tokens, Unsupported)
-from harness.backends.generate import cut_at_stop
+from harness.backends.generate import cut_at_stop, rolling_windows
 from harness.backends.models import ModelRef, check_local_model, load_tokenizer
 from harness.errors import BenchError
 
@@ -180,20 +180,6 @@ class VLLMBackend:
 
     def __exit__(self, *_: Any) -> None:
         self.close()
-
-
-def rolling_windows(tokens: Sequence[int], max_length: int, stride: int) -> list[tuple[Tokens, int]]:
-    """(window tokens, how many of its last tokens to score) covering every token after the first
-    once: windows of up to `max_length` advancing by `stride`, as harness.backends.generate.rolling_nll
-    builds them (each token keeps at least max_length - stride tokens of history)."""
-    stride = max(1, min(stride, max_length - 1))
-    windows: list[tuple[Tokens, int]] = []
-    scored_until, end = 1, min(max_length, len(tokens))
-    while scored_until < len(tokens):
-        begin = max(0, end - max_length)
-        windows.append((tuple(tokens[begin:end]), end - scored_until))
-        scored_until, end = end, min(end + stride, len(tokens))
-    return windows
 
 
 def _adapter_config(folder: Path) -> dict[str, Any]:
