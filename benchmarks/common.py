@@ -62,6 +62,23 @@ def keep_final_weights() -> Callable[[Any], dict[str, float]]:
     return lambda model: {"f1_macro": float(next(evaluations))}
 
 
+def samsum_prompts(data_dir: Path, model: str, limit: int, budget: int) -> tuple[Any, Any, Any, list[list[int]]]:
+    """(task spec, model ref, tokenizer, prompt token ids) of the first `limit` samsum test dialogues
+    as `bench run samsum` prompts them (the task's template and chat template, `budget` tokens at
+    most): what the generation benchmarks feed both sides."""
+    from harness.backends.models import load_tokenizer, resolve_model
+    from harness.task.data import build_splits
+    from harness.task.prompts import build_prompts, use_chat_template
+    from harness.task.registry import get_task
+
+    spec = get_task("samsum")
+    splits = build_splits(spec, data_dir, train_samples=10, eval_samples=limit, validation_samples=5, seed=0)
+    ref = resolve_model(model)
+    tokenizer = load_tokenizer(ref)
+    chat = use_chat_template(tokenizer, "auto", ref.family == "seq2seq")
+    return spec, ref, tokenizer, build_prompts(spec, tokenizer, splits.eval, budget, chat=chat, strip_eos=True)
+
+
 def run_main(main: Callable[[], None]) -> None:
     """bench's own errors (a bad model name, a length that cannot hold the prompt) as one line."""
     from harness.errors import BenchError

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import add_data_dir, positive_int, run_main  # noqa: E402
+from benchmarks.common import add_data_dir, positive_int, run_main, samsum_prompts  # noqa: E402
 
 
 def main() -> None:
@@ -32,22 +32,14 @@ def main() -> None:
     import torch
 
     from harness.backends.generate import generate_batched
-    from harness.task.data import build_splits
-    from harness.backends.models import load_lm, load_tokenizer, resolve_model
-    from harness.task.prompts import build_prompts, use_chat_template
-    from harness.task.registry import get_task
-    from harness.run.stages import device as bench_device
+    from harness.backends.models import load_lm
+    from harness.backends.precision import device as bench_device
 
     torch.set_grad_enabled(False)
-    spec = get_task("samsum")
-    splits = build_splits(spec, args.data_dir, train_samples=10, eval_samples=args.limit, validation_samples=5,
-                          seed=0)
-    ref = resolve_model(args.model)
+    spec, ref, tokenizer, prompts = samsum_prompts(args.data_dir, args.model, args.limit,
+                                                   args.max_length - args.max_new_tokens)
     device = bench_device()  # the device `bench run` uses
-    tokenizer, model = load_tokenizer(ref), load_lm(ref).to(device).eval()
-    chat = use_chat_template(tokenizer, "auto", ref.family == "seq2seq")
-    prompts = build_prompts(spec, tokenizer, splits.eval, args.max_length - args.max_new_tokens, chat=chat,
-                            strip_eos=True)
+    model = load_lm(ref).to(device).eval()
     options = dict(max_new_tokens=args.max_new_tokens, stop=spec.kind.stop)
     generate_batched(model, tokenizer, prompts[:2], batch_size=2, **options)  # untimed: one-time set-up costs
     batched_times, single_times = [], []

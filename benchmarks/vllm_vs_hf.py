@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import add_data_dir, positive_int, run_main  # noqa: E402
+from benchmarks.common import add_data_dir, positive_int, run_main, samsum_prompts  # noqa: E402
 
 
 def timed(generate: Callable[[], list[str]], repeats: int) -> tuple[list[str], float]:
@@ -48,21 +48,13 @@ def main() -> None:
 
     from harness.backends.base import Generation
     from harness.backends.generate import generate_batched
-    from harness.backends.models import load_lm, load_tokenizer, resolve_model
+    from harness.backends.models import load_lm
     from harness.backends.vllm import VLLMBackend
-    from harness.task.data import build_splits
-    from harness.task.prompts import build_prompts, use_chat_template
-    from harness.task.registry import get_task
 
     torch.set_grad_enabled(False)
-    spec = get_task("samsum")
-    splits = build_splits(spec, args.data_dir, train_samples=10, eval_samples=args.limit, validation_samples=5,
-                          seed=0)
-    ref = resolve_model(args.model)
-    tokenizer, model = load_tokenizer(ref), load_lm(ref).eval()
-    chat = use_chat_template(tokenizer, "auto", ref.family == "seq2seq")
-    prompts = build_prompts(spec, tokenizer, splits.eval, args.max_length - args.max_new_tokens, chat=chat,
-                            strip_eos=True)
+    spec, ref, tokenizer, prompts = samsum_prompts(args.data_dir, args.model, args.limit,
+                                                   args.max_length - args.max_new_tokens)
+    model = load_lm(ref).eval()
     stop = tuple(spec.kind.stop)
 
     def hf(batch: list[list[int]]) -> list[str]:
