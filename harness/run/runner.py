@@ -27,7 +27,8 @@ from harness.errors import BenchError
 from harness.faults import reached
 from harness.run.memory import PeakMemory
 from harness.backends.checkpoint import check_checkpoint, checkpoint_meta, checkpoint_problem, load_checkpoint
-from harness.backends.models import ModelRef, config_int, quiet_libraries, resolve_model, skeleton
+from harness.backends.aliases import quiet_libraries
+from harness.backends.models import ModelRef, config_int, resolve_model, skeleton
 from harness.progress import scope
 from harness.records import gold_digest
 from harness.run.resume import (check_stage_data, check_stored_run, forget_training_inputs,
