@@ -98,6 +98,34 @@ def test_one_ddp_or_fsdp_step_equals_the_single_process_step(tiny_model: Callabl
     assert max(float((one[name] - sharded[name]).abs().max()) for name in one) <= 1e-5  # FSDP2 = one process
 
 
+def test_a_killed_fsdp_fine_tune_resumes_sharded_or_in_one_process_on_the_same_weights(
+        tiny_model: Callable[[str], Path], tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    script, model = str(ROOT / "tests" / "fsdp_resume.py"), str(tiny_model("bert"))
+
+    def fine_tune(launcher: tuple[str, ...], out: str, mode: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*launcher, script, model, str(tmp_path / out), mode], env=_env(tmp_path, **env),
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    whole = fine_tune(TORCHRUN, "whole", "fsdp")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = fine_tune(TORCHRUN, "killed", "fsdp", BENCH_FAULTS="kill@train-step=3", BENCH_FAULTS_RANK="1")
+    assert killed.returncode != 0 and f"exitcode  : {-signal.SIGKILL}" in killed.stderr, killed.stderr[-3000:]
+    shutil.copytree(tmp_path / "killed", tmp_path / "one")  # the same saved state, resumed by one plain process
+    reference = load_file(tmp_path / "whole" / "weights.safetensors")
+    for launcher, out, mode in ((TORCHRUN, "killed", "fsdp"), ((sys.executable,), "one", "plain")):
+        resumed = fine_tune(launcher, out, mode)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "resuming fine-tuning from its checkpoint at step 3/6" in resumed.stdout, resumed.stdout[-2000:]
+        assert "restoring the weights" not in resumed.stdout  # the last step's weights: trained after the resume
+        weights = load_file(tmp_path / out / "weights.safetensors")
+        assert weights.keys() == reference.keys()
+        assert max(float((weights[name] - reference[name]).abs().max()) for name in weights) <= 1e-5, out
+
+
 def test_a_killed_rank_leaves_a_store_one_process_resumes(tiny_model: Callable[[str], Path], data_dir: Path,
                                                           tmp_path: Path) -> None:
     model, results = tiny_model("gpt2"), tmp_path / "results"

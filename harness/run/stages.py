@@ -133,10 +133,8 @@ def finetune(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, c
     else:
         validate = _predicting_validator(spec, ref, config, tokenizer, splits, launcher)
     criterion = spec.kind.validation_metrics[0] if config.early_stop_metric == "auto" else config.early_stop_metric
-    # FSDP's optimizer state is sharded over the ranks: no mid-training state (a re-run trains again).
-    state_dir = None if config.fsdp else checkpoint.with_name(TRAIN_STATE)
     result = train(model, items, config, tokenizer.pad_token_id, validate, log,
-                   state_dir=state_dir, criterion=criterion, launcher=launcher)
+                   state_dir=checkpoint.with_name(TRAIN_STATE), criterion=criterion, launcher=launcher)
     if config.fsdp:  # the checkpoint and the evaluation need the whole model, gathered from the shards
         model = full_weights(model, lambda: _load_trainable(spec, ref, config, tokenizer, False).to(device()), launcher)
     if launcher.is_main:  # one writer of the checkpoint

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, ContextManager, Iterator, Sequence, TypeVar
 
+from harness.backends.data_parallel import fsdp_sharded
 from harness.distributed import Launcher
 from harness.errors import BenchError
 
@@ -40,6 +41,15 @@ def wrap(model: Any, launcher: Launcher, *, fsdp: bool) -> Any:
         return model
     device_ids = [launcher.local_rank] if torch.cuda.is_available() else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def resharded(model: Any) -> None:
+    """After a forward outside training (validation): FSDP2 keeps the root module's weights
+    gathered after its forward (a backward would need them at once); shard them again, so every
+    weight is the DTensor the optimizer updates when the best weights are copied, saved or restored."""
+    for module in model.modules():
+        if fsdp_sharded(module):
+            module.reshard()
 
 
 def _blocks(model: Any) -> list[Any]:

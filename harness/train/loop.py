@@ -25,7 +25,7 @@ from harness.options import RunConfig
 from harness.progress import progress, scope
 from harness.train.accounting import TrainClock, TrainResult
 from harness.train.batching import StepPlan, length_grouped_batches
-from harness.train.data_parallel import wrap
+from harness.train.data_parallel import resharded, wrap
 from harness.train.health import check_healthy, check_loss
 from harness.distributed import SINGLE_PROCESS, Launcher
 from harness.train.optim import make_optimizer, make_scheduler, optimizer_step
@@ -86,11 +86,11 @@ def train(model: Any, items: Sequence[TrainItem], config: RunConfig, pad_id: int
                 if plan.validates_at(position.step):
                     clock.pause()  # validation, the best-weights copy and the state save are not training time
                     scores = _validated(model, validate, trainable, position, config)
-                    record_validation(model, scores, criterion, result, position, config.patience,
-                                      plan.total_steps, log)
+                    record_validation(model, scores, criterion, result, position, config.patience, plan.total_steps, log)
                     bar.set(**{f"val_{criterion}": scores[criterion]})
-                    if state_dir and launcher.is_main and not result.stopped_early and position.step < plan.total_steps:
-                        save(state_dir, model, optimizer, scheduler, position, done + 1, epoch_rng, result)
+                    if state_dir and not result.stopped_early and position.step < plan.total_steps:
+                        save(state_dir, model, optimizer, scheduler, position, done + 1, epoch_rng, result,
+                             write=launcher.is_main)  # every rank: FSDP2 gathers its shards for rank 0
                     clock.start()
                 if result.stopped_early or position.step >= plan.total_steps:
                     break
@@ -122,6 +122,7 @@ def _validated(model: Any, validate: Callable[[Any], dict[str, float]], trainabl
     """The validation scores of the current weights, checked finite; the model back in training mode."""
     with scope("validate", transient=True):  # its result is the logged line record_validation writes
         scores = validate(model)
+    resharded(model)
     check_healthy(scores, trainable, position, config)
     model.train()
     return scores

@@ -6,6 +6,10 @@ state, the torch RNG, and where the loop stood (epoch, batches done, the numpy R
 epoch's start, so its batch order can be rebuilt and the done batches skipped). Tensors go to
 safetensors (no pickle anywhere), the rest to JSON; the folder is written beside its final place
 and renamed, so a kill while saving leaves the previous state whole.
+
+Under FSDP2 each rank holds a shard of every weight and of its optimizer state (DTensors): the
+state is gathered whole for the one writer (rank 0) and split again on load, so the saved folder
+is the same as a single process's, and a run resumes on any number of ranks, sharded or not.
 """
 from __future__ import annotations
 
@@ -84,35 +88,38 @@ def resume(folder: Path, model: Any, optimizer: Any, scheduler: Any, position: P
 
 
 def save(folder: Path, model: Any, optimizer: Any, scheduler: Any, position: Position, batches_done: int,
-         epoch_rng: dict[str, Any], result: Any) -> None:
+         epoch_rng: dict[str, Any], result: Any, *, write: bool = True) -> None:
     """Save the loop's full state after `batches_done` batches of the current epoch; `result`: the
-    TrainResult so far."""
+    TrainResult so far. Every rank calls it (FSDP2 shards are gathered collectively); only the one
+    with `write` writes."""
     save_state(folder, model, optimizer, scheduler, position.best_state,
                LoopState(position.step, position.epoch, batches_done, position.micro, epoch_rng,
-                         position.evals_without_gain, dict(result.__dict__)))
+                         position.evals_without_gain, dict(result.__dict__)), write=write)
     position.saves, position.saved_step = position.saves + 1, position.step
     reached("finetune-saved", position.saves)
 
 
 def save_state(folder: Path, model: Any, optimizer: Any, scheduler: Any, best_state: dict[str, Any] | None,
-               loop: LoopState) -> None:
+               loop: LoopState, *, write: bool = True) -> None:
     import torch
     from safetensors.torch import save_file
 
     tensors: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            tensors[f"param.{name}"] = param.detach().cpu().contiguous().clone()
+            tensors[f"param.{name}"] = _whole(param, write)
     for name, value in (best_state or {}).items():
-        tensors[f"best.{name}"] = value.detach().cpu().contiguous().clone()
+        tensors[f"best.{name}"] = _whole(value, write)
     optim = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for index, entry in optim["state"].items():
         for key, value in entry.items():
             if torch.is_tensor(value):
-                tensors[f"optim.{index}.{key}"] = value.detach().cpu().contiguous().clone()
+                tensors[f"optim.{index}.{key}"] = _whole(value, write)
             else:
                 scalars.setdefault(str(index), {})[key] = value
+    if not write:  # this rank's shards went into the writer's whole tensors
+        return
     meta = {"loop": loop.__dict__, "optimizer_groups": optim["param_groups"], "optimizer_scalars": scalars,
             "optimizer_indices": [int(i) for i in optim["state"]], "scheduler": scheduler.state_dict(),
             "has_best": best_state is not None}
@@ -159,19 +166,45 @@ def load_state(folder: Path, model: Any, optimizer: Any, scheduler: Any
         for key, value in tensors.items():
             kind, _, name = key.partition(".")
             if kind == "param":
-                params[name].copy_(value.to(params[name].device))
+                params[name].copy_(_placed(value, params[name]))
             elif kind == "best":
-                best[name] = value.to(params[name].device)
+                best[name] = _placed(value, params[name])
     state: dict[int, dict[str, Any]] = {i: dict(meta["optimizer_scalars"].get(str(i), {}))
                                         for i in meta["optimizer_indices"]}
+    indexed = [param for group in optimizer.param_groups for param in group["params"]]  # state_dict's numbering
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, index, name = key.split(".", 2)
-            state[int(index)][name] = value
+            param = indexed[int(index)]
+            # Moments have their weight's shape and are sharded like it; a scalar step count is not.
+            state[int(index)][name] = _placed(value, param) if value.shape == param.shape else value
     optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_groups"]})
     scheduler.load_state_dict(meta["scheduler"])
     torch.set_rng_state(tensors["torch_rng"])
     return LoopState(**meta["loop"]), (best if meta["has_best"] else None)
+
+
+def _whole(value: Any, keep: bool) -> Any:
+    """A tensor as saved: whole and on the CPU (None where `keep` is false). A DTensor (an FSDP2
+    shard) is gathered from every rank first: a collective, so every rank calls this for the same
+    tensors in the same order, and only the writer keeps the result."""
+    if _sharded(value):
+        value = value.full_tensor()
+    return value.detach().cpu().contiguous().clone() if keep else None
+
+
+def _placed(value: Any, like: Any) -> Any:
+    """A saved whole tensor made like `like`: on its device, and split into this rank's shard when
+    `like` is a DTensor (every rank read the whole tensor, so no rank sends any)."""
+    if not _sharded(like):
+        return value.to(like.device)
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(value.to(like.device), like.device_mesh, like.placements, src_data_rank=None)
+
+
+def _sharded(value: Any) -> bool:
+    return type(value).__name__ == "DTensor"  # not imported: torch.distributed is absent from some builds
 
 
 def _plain(value: Any) -> Any:
