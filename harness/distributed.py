@@ -50,6 +50,9 @@ class Launcher(Protocol):
     def gather_in_order(self, count: int, answers: Sequence[Any]) -> list[Any]:
         """This rank's answers for `shard(count)`, gathered from all ranks back into item order."""
 
+    def rejoin(self) -> None:
+        """Join the process group again if an engine tore it down (vLLM's does at shutdown)."""
+
 
 class _Ranks:
     """What both launchers share: strided shards (every world-th item, so long and short items of a
@@ -80,12 +83,28 @@ class _Ranks:
         return merged
 
 
+class Replicas(_Ranks):
+    """The ranks seen as groups of `size` consecutive ranks that answer as one (a vLLM engine spread
+    over them by tensor parallelism): each group answers one shard, every rank of a group the same
+    requests, and the group's first rank's answers stand for it."""
+
+    def __init__(self, ranks: Launcher, size: int) -> None:
+        self.ranks, self.size = ranks, size
+        self.rank, self.world_size = ranks.rank // size, ranks.world_size // size
+
+    def all_gather(self, value: Any) -> list[Any]:
+        return self.ranks.all_gather(value)[::self.size]
+
+
 class SingleProcess(_Ranks):
     """One process, rank 0 of 1: every collective is the identity."""
 
     rank, world_size, local_rank = 0, 1, 0
 
     def barrier(self) -> None:
+        return None
+
+    def rejoin(self) -> None:
         return None
 
     def broadcast(self, value: T) -> T:
@@ -97,6 +116,7 @@ class TorchDistributed(_Ranks):
 
     def __init__(self, rank: int, world_size: int, local_rank: int) -> None:
         self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
+        self.joins = 1  # the group's generation: each rejoin gets its own keys in the launcher's store
 
     def __repr__(self) -> str:
         return f"TorchDistributed(rank={self.rank}, world_size={self.world_size})"
@@ -119,6 +139,23 @@ class TorchDistributed(_Ranks):
         box = [value]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def rejoin(self) -> None:
+        """vLLM's engine under torchrun (its external launcher) works in this process group and
+        destroys every group when it shuts down. Join again through the store torchrun's agent keeps
+        at MASTER_ADDR:MASTER_PORT, under a key prefix of our own: the old groups' keys are still
+        there, and a new group reading them would dial ports that are closed."""
+        import datetime
+
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            return
+        self.joins += 1
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                              timeout=datetime.timedelta(minutes=10))
+        dist.init_process_group(_backend(), store=dist.PrefixStore(f"bench-join-{self.joins}", store),
+                                rank=self.rank, world_size=self.world_size)
 
 
 SINGLE_PROCESS = SingleProcess()  # stateless, so one instance serves every default
@@ -151,9 +188,15 @@ def join() -> Launcher:
     if not dist.is_initialized():
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
-        # gloo runs collectives on CPU tensors (and pickled objects) without a GPU.
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(_backend())
     return TorchDistributed(rank, world, local_rank)
+
+
+def _backend() -> str:
+    import torch
+
+    # gloo runs collectives on CPU tensors (and pickled objects) without a GPU.
+    return "nccl" if torch.cuda.is_available() else "gloo"
 
 
 def leave() -> None:

@@ -78,6 +78,15 @@ def test_lora_on_the_lm_head_with_vllm_is_refused(bench: Any, tiny_model: Any, d
     assert "lm_head" in line and "--backend hf" in line
 
 
+def test_tensor_parallel_that_does_not_divide_the_processes_is_refused(bench: Any, tiny_model: Any, data_dir: Path,
+                                                                       tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "3")  # what torchrun --nproc-per-node 3 sets; read before joining any group
+    line = _refused(bench, tmp_path, "sst2", "--models", tiny_model("gpt2"), "--data-dir", data_dir,
+                    "--backend", "vllm", "--tensor-parallel", "2", "--batch-size", "6")
+    assert "--tensor-parallel 2 does not divide the 3 processes" in line
+
+
 def test_tensor_parallel_needs_the_vllm_backend(bench: Any, tiny_model: Any, data_dir: Path, tmp_path: Path) -> None:
     line = _refused(bench, tmp_path, "sst2", "--models", tiny_model("gpt2"), "--data-dir", data_dir,
                     "--tensor-parallel", "2")
@@ -178,3 +187,34 @@ def test_full_fine_tuned_checkpoint_served_from_its_folder_equals_hf(runs: Calla
     # the fine-tuning moved the scores: the checkpoint, not the base model, was served
     base = vllm_store.predictions(vllm_run, "baseline:prompt")
     assert any(abs(a - b) > 1e-3 for p, q in zip(served, base) for a, b in zip(p.scores, q.scores))
+
+
+@needs_vllm
+def test_two_torchrun_ranks_are_two_vllm_replicas_with_the_one_process_outputs(
+        runs: Callable[..., Any], data_dir: Path, tmp_path: Path) -> None:
+    """torchrun --nproc-per-node 2 with --backend vllm: each rank one engine (vLLM's external
+    launcher), each answering half the requests, the LoRA fine-tune between them under DDP; the
+    same run id and the same outputs as the one-process run, stored once by rank 0."""
+    import os
+    import subprocess
+
+    from harness.store import Store
+
+    one_store, one_run = runs("samsum", "vllm")
+    results = tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
+           "VLLM_CPU_KVCACHE_SPACE": "1", ENGINE_ENV[0]: ENGINE_ENV[1]}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "harness.cli",
+                           "run", "samsum", "--models", "smollm2", "--data-dir", str(data_dir), "--results", str(results),
+                           "--backend", "vllm", *SMALL], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("## samsum: before / after fine-tuning") == 1  # one writer
+    store = Store(results)
+    assert [r["run_id"] for r in store.runs()] == [one_run]  # the number of processes is not part of the run
+    for stage in ("baseline:prompt", "finetuned"):
+        two, one = store.predictions(one_run, stage), one_store.predictions(one_run, stage)
+        assert len(two) == len(one) == 6
+        assert [(p.example_id, p.output) for p in two] == [(p.example_id, p.output) for p in one], stage
+        info = store.stage(one_run, stage).info
+        assert info["backend"] == "vllm" and info["replicas"] == 2 and info["tensor_parallel"] == 1
+    assert store.stage(one_run, "finetuned").info["adapter"].endswith("checkpoint")  # LoRA served unmerged

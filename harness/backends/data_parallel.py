@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from harness.backends.base import (Backend, Generation, HeadScores, Loglikelihood, RollingLoglikelihood, Span,
                                    SpanQuery, TokenLoglikelihood)
-from harness.distributed import Launcher
+from harness.distributed import Launcher, Replicas
 
 Request = TypeVar("Request")
 Answer = TypeVar("Answer")
@@ -19,7 +19,7 @@ class DataParallel:
     """`inner` answers this rank's strided shard; the answers are all-gathered in order. Every rank
     must make the same calls in the same order (they do: every rank runs the same stage)."""
 
-    def __init__(self, inner: Backend, ranks: Launcher):
+    def __init__(self, inner: Backend, ranks: Launcher | Replicas):
         self.inner, self.ranks = inner, ranks
 
     @property

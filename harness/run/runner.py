@@ -83,10 +83,7 @@ def plan(spec: TaskSpec, models: Sequence[str], overrides: Mapping[str, Any], pr
         if config.lm_eval and launched_world() > 1:  # lm-eval's own loop, not bench's sharded backends
             raise BenchError("--lm-eval runs in one process: start this command without torchrun / accelerate "
                              "launch, or drop --lm-eval")
-        if config.backend == "vllm" and launched_world() > 1:  # vLLM runs its own workers (--tensor-parallel)
-            raise BenchError("--backend vllm runs in one process (vLLM starts its own workers: use --tensor-parallel "
-                             "N): start this command without torchrun / accelerate launch, or use --backend hf")
-        vllm_stages.check_backend(ref, config, baselines)
+        vllm_stages.check_backend(ref, config, baselines, launched_world())
         check_model_limits(spec, ref, config)
         if "prompt" in baselines and not ref.can_prompt:
             raise BenchError(f"--baseline prompt needs a language-model head; {name} is an encoder: use --baseline head")
@@ -200,7 +197,7 @@ class Runner:
         def evaluate_finetuned() -> StageOutput:
             if vllm_stages.served_by_vllm(config, config.objective):  # from the checkpoint: no HF model loaded
                 return vllm_stages.evaluate_checkpoint(self.spec, planned.ref, config,
-                                                       self.store.run_dir(run_id) / "checkpoint", splits)
+                                                       self.store.run_dir(run_id) / "checkpoint", splits, self.launcher)
             if trained:
                 model, tokenizer = trained[0]
                 model = stages.merged_for_inference(model, config)

@@ -43,7 +43,7 @@ def evaluate_baseline(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline
                       launcher: Launcher = SINGLE_PROCESS) -> StageOutput:
     """Zero/few-shot prompt scoring, or the untrained-head baseline (same init as fine-tuning)."""
     if baseline == "prompt" and vllm_stages.served_by_vllm(config, "lm"):
-        return vllm_stages.evaluate_prompt_baseline(spec, ref, config, splits)
+        return vllm_stages.evaluate_prompt_baseline(spec, ref, config, splits, launcher)
     tokenizer = load_tokenizer(ref)
     if baseline == "prompt":
         model = load_lm(ref).to(device())

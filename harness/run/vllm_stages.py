@@ -14,6 +14,11 @@ Decisions (README, "vLLM backend"):
 - QLoRA is refused: its adapter was trained against 4-bit weights, and serving it on the
   unquantized base would evaluate a different model than the one trained.
 - Training always runs on transformers.
+- Under torchrun (N processes) vLLM runs on the same ranks through its external launcher: every
+  --tensor-parallel T consecutive ranks form one engine, and the N / T engines are data-parallel
+  replicas, each answering its shard of every request list (gathered back in order, as the HF
+  backend's shards are). vLLM tears the process group down when an engine shuts down; the ranks
+  join again before the run goes on.
 """
 from __future__ import annotations
 
@@ -27,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.checkpoint import checkpoint_meta
+from harness.backends.data_parallel import DataParallel
 from harness.backends.models import ModelRef, parameter_counts, skeleton
 from harness.backends.precision import device, resolved_precision
 from harness.backends.vllm import INSTALL_HINT, VLLMBackend
+from harness.distributed import SINGLE_PROCESS, Launcher, Replicas
 from harness.errors import BenchError
 from harness.options import RunConfig
 from harness.task.spec import TaskSpec
@@ -47,9 +54,9 @@ def served_by_vllm(config: RunConfig, objective: str) -> bool:
     return config.backend == "vllm" and objective == "lm"
 
 
-def check_backend(ref: ModelRef, config: RunConfig, baselines: tuple[str, ...]) -> None:
+def check_backend(ref: ModelRef, config: RunConfig, baselines: tuple[str, ...], world: int = 1) -> None:
     """`--backend vllm` problems found at plan time, before any stage: vLLM missing, a model or run
-    it cannot serve, more tensor-parallel shards than devices."""
+    it cannot serve, more tensor-parallel shards than devices or than the `world` processes allow."""
     if config.backend != "vllm":
         return
     if ref.family != "causal":
@@ -66,6 +73,10 @@ def check_backend(ref: ModelRef, config: RunConfig, baselines: tuple[str, ...]) 
         # vLLM leaves an lm_head adapter's delta out of prompt log-probs (vllm-project/vllm#51594)
         raise BenchError("--backend vllm cannot score with LoRA on the LM head or embeddings "
                          f"(--lora-targets {','.join(config.lora_targets or ())}): drop those targets, or use --backend hf")
+    if world > 1 and world % config.tensor_parallel:
+        shards = config.tensor_parallel
+        raise BenchError(f"--tensor-parallel {shards} does not divide the {world} processes: launch a multiple of "
+                         f"{shards} (each {shards} ranks serve one vLLM engine)")
     available, where = visible_devices()
     if config.tensor_parallel > available:
         raise BenchError(f"--tensor-parallel {config.tensor_parallel} needs {config.tensor_parallel} {where}; "
@@ -91,22 +102,23 @@ def visible_devices() -> tuple[int, str]:
     return len(os.sched_getaffinity(0)), "CPU cores"
 
 
-def evaluate_prompt_baseline(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits) -> StageOutput:
+def evaluate_prompt_baseline(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits,
+                             launcher: Launcher = SINGLE_PROCESS) -> StageOutput:
     """The prompt baseline on the base model, served by vLLM."""
-    return _evaluate(spec, ref, config, splits, adapter=None)
+    return _evaluate(spec, ref, config, splits, None, launcher)
 
 
 def evaluate_checkpoint(spec: TaskSpec, ref: ModelRef, config: RunConfig, checkpoint: Path,
-                        splits: Splits) -> StageOutput:
+                        splits: Splits, launcher: Launcher = SINGLE_PROCESS) -> StageOutput:
     """The fine-tuned stage from its checkpoint folder: full weights served from the folder, a LoRA
     adapter served on the base model it was trained on."""
     meta = checkpoint_meta(checkpoint)
     if meta is None:
         raise BenchError(f"{checkpoint} is not a bench checkpoint: run the finetune stage again (delete the run)")
     if meta["adapter"]:
-        return _evaluate(spec, dataclasses.replace(ref, source=meta["base_source"]), config, splits,
-                         adapter=checkpoint)
-    return _evaluate(spec, dataclasses.replace(ref, source=str(checkpoint)), config, splits, adapter=None)
+        return _evaluate(spec, dataclasses.replace(ref, source=meta["base_source"]), config, splits, checkpoint,
+                         launcher)
+    return _evaluate(spec, dataclasses.replace(ref, source=str(checkpoint)), config, splits, None, launcher)
 
 
 def engine_args() -> dict[str, Any]:
@@ -123,18 +135,28 @@ def engine_args() -> dict[str, Any]:
     return args
 
 
-def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, adapter: Path | None) -> StageOutput:
+def _evaluate(spec: TaskSpec, ref: ModelRef, config: RunConfig, splits: Splits, adapter: Path | None,
+              launcher: Launcher) -> StageOutput:
     started = time.perf_counter()
     precision = resolved_precision(config.precision, device())
-    with VLLMBackend(ref, adapter=adapter, tensor_parallel=config.tensor_parallel, dtype=VLLM_DTYPES[precision],
-                     seed=config.seed, **engine_args()) as backend:
-        engine_seconds = time.perf_counter() - started
-        predictions = spec.kind.predict(spec, backend, splits.eval, splits.demos_from, config, "lm")
-        batch = backend.batch_size
+    replicas = max(1, launcher.world_size // config.tensor_parallel)  # one process: one engine, however spread
+    spread = {"distributed_executor_backend": "external_launcher", "data_parallel_size": replicas} \
+        if launcher.distributed else {}
+    try:
+        with VLLMBackend(ref, adapter=adapter, tensor_parallel=config.tensor_parallel, dtype=VLLM_DTYPES[precision],
+                         seed=config.seed, **spread, **engine_args()) as engine:
+            engine_seconds = time.perf_counter() - started
+            backend = DataParallel(engine, Replicas(launcher, config.tensor_parallel)) if launcher.distributed \
+                else engine
+            predictions = spec.kind.predict(spec, backend, splits.eval, splits.demos_from, config, "lm")
+            batch = engine.batch_size
+    finally:
+        launcher.rejoin()
     seconds = time.perf_counter() - started - engine_seconds  # as the HF stage's: model load not counted
     model = skeleton(ref, "lm")  # the parameter counts without loading any weights
     info = {"mode": "prompt", "shots": spec.kind.shots(config, "lm"), "backend": "vllm",
-            "tensor_parallel": config.tensor_parallel, "adapter": str(adapter) if adapter else None,
+            "tensor_parallel": config.tensor_parallel, "replicas": replicas,
+            "adapter": str(adapter) if adapter else None,
             "eval_batch_size": batch, "eval_batch_requested": config.eval_batch_size, "precision": precision,
             "params": parameter_counts(model) if model is not None else None, "examples": len(predictions),
             "engine_start_seconds": round(engine_seconds, 2),
