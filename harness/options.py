@@ -55,7 +55,7 @@ LATER_DEFAULTS: dict[str, Any] = {"precision": "auto", "compile": False, "train_
 class Flag:
     """How a run option is typed on the command line and in a sweep grid; declared once, on its
     RunConfig field. `group` says which commands take it: "common" (run, sweep, eval, export-task),
-    "training" (run, sweep) or "lm_eval" (run, sweep)."""
+    "training" (run, sweep), "serving" (run, sweep, eval) or "lm_eval" (run, sweep)."""
     help: str
     group: str
     parser: Callable[[str], Any] | None = None  # None: text; a bool field is an on/off switch
@@ -168,9 +168,9 @@ class RunConfig:
     backend: str = option("hf", "hf (default: transformers) | vllm: prompt scoring and generation (the prompt "
                           "baseline and --objective lm evaluations) served by vLLM, installed with "
                           "scripts/vllm_env.sh; head and span stages, and all training, stay on transformers",
-                          choices=BACKENDS)
+                          "serving", choices=BACKENDS)
     tensor_parallel: int = option(1, "--backend vllm: shard each model over N devices (vLLM's tensor parallel; "
-                                  "default 1)", parser=int, grid=False)
+                                  "default 1)", "serving", parser=int, grid=False)
 
     @property
     def method_name(self) -> str:

@@ -26,7 +26,7 @@ def test_every_field_has_help_and_is_a_flag_or_says_why_not() -> None:
         assert flag.help.strip(), field.name
         assert field.name in run and field.name in sweep, f"--{field.name} missing from run/sweep"
         assert run[field.name].help == flag.help and sweep[field.name].help == flag.help
-        assert (field.name in evaluate) == (flag.group == "common"), field.name
+        assert (field.name in evaluate) == (flag.group in ("common", "serving")), field.name
         spellings = flag.spellings or (f"--{field.name.replace('_', '-')}",)
         assert tuple(run[field.name].option_strings) == spellings
 

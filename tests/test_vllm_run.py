@@ -87,6 +87,16 @@ def test_tensor_parallel_that_does_not_divide_the_processes_is_refused(bench: An
     assert "--tensor-parallel 2 does not divide the 3 processes" in line
 
 
+def test_eval_of_a_head_baseline_with_vllm_is_refused(bench: Any, tiny_model: Any, data_dir: Path,
+                                                      tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    code, _, err = bench("eval", "sst2", "--model", tiny_model("gpt2"), "--data-dir", data_dir, "--results", results,
+                         "--backend", "vllm", "--baseline", "head")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "not the head baseline" in err and "--backend hf" in err
+    assert not results.exists()
+
+
 def test_tensor_parallel_needs_the_vllm_backend(bench: Any, tiny_model: Any, data_dir: Path, tmp_path: Path) -> None:
     line = _refused(bench, tmp_path, "sst2", "--models", tiny_model("gpt2"), "--data-dir", data_dir,
                     "--tensor-parallel", "2")
@@ -218,3 +228,31 @@ def test_two_torchrun_ranks_are_two_vllm_replicas_with_the_one_process_outputs(
         info = store.stage(one_run, stage).info
         assert info["backend"] == "vllm" and info["replicas"] == 2 and info["tensor_parallel"] == 1
     assert store.stage(one_run, "finetuned").info["adapter"].endswith("checkpoint")  # LoRA served unmerged
+
+
+@needs_vllm
+def test_bench_eval_serves_a_checkpoint_and_a_base_model_through_vllm(runs: Callable[..., Any], tmp_path: Path,
+                                                                      data_dir: Path) -> None:
+    """`bench eval --backend vllm`: a run's LoRA checkpoint (its adapter served unmerged, the run's
+    eval settings inherited) gives the run's fine-tuned outputs; the base model, its prompt baseline."""
+    from harness.cli import main
+    from harness.store import Store
+
+    store, run = runs("samsum", "vllm")
+    results = tmp_path / "results"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(*ENGINE_ENV)
+        # the checkpoint inherits its run's eval settings; the base model is given the same ones
+        for model, extra in ((str(store.run_dir(run) / "checkpoint"), ()),
+                             ("smollm2", ("--train-samples", "4", "--validation-samples", "2", "--eval-samples", "6",
+                                          "--max-length", "256"))):
+            assert main(["eval", "samsum", "--model", model, "--data-dir", str(data_dir), "--results", str(results),
+                         "--backend", "vllm", *extra]) == 0
+    evaluated = Store(results)
+    by_adapter = {bool(evaluated.stage(r["run_id"], "eval").info["adapter"]): r["run_id"] for r in evaluated.runs()}
+    assert len(by_adapter) == 2  # the checkpoint's evaluation (its adapter) and the base model's
+    for adapter, stage in ((True, "finetuned"), (False, "baseline:prompt")):
+        served = evaluated.predictions(by_adapter[adapter], "eval")
+        assert evaluated.stage(by_adapter[adapter], "eval").info["backend"] == "vllm"
+        assert [(p.example_id, p.output) for p in served] == \
+            [(p.example_id, p.output) for p in store.predictions(run, stage)], stage

@@ -68,6 +68,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-to", type=csv_list,
                         help="also log curves and metrics to tensorboard and/or wandb (optional)")
     add_run_flags(parser, "training")
+    add_run_flags(parser, "serving")
 
 
 def add_quiet_option(parser: argparse.ArgumentParser) -> None:

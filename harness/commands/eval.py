@@ -17,7 +17,7 @@ from harness.artefacts import read_json
 from harness.backends.checkpoint import (CHECKPOINT_FILE, RETRAIN, base_source, check_checkpoint, checkpoint_meta,
                                          checkpoint_problem, load_checkpoint)
 from harness.backends.models import ModelRef, resolve_model
-from harness.commands.common import add_task_arguments, log, overrides, task_options
+from harness.commands.common import add_run_flags, add_task_arguments, log, overrides, task_options
 from harness.errors import BenchError
 from harness.options import TASK_OPTIONS, RunConfig
 from harness.resolve import resolve
@@ -40,6 +40,7 @@ NAME = "eval"
 def add_parser(commands: Any) -> None:
     evaluate = commands.add_parser(NAME, help="evaluate a model or a bench checkpoint on a task")
     add_task_arguments(evaluate)
+    add_run_flags(evaluate, "serving")
     evaluate.add_argument("--model", "--models", required=True, help="bench checkpoint folder (evaluated with its "
                           "run's sample sizes, seed, shots and lengths unless given), alias, hub id or local folder")
     evaluate.add_argument("--label-map", help="a checkpoint of another classification task: its labels as this "
@@ -75,6 +76,7 @@ def evaluate_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int
     chosen = config.baselines[0] if config.baselines else "auto"
     baseline = spec.kind.default_baseline(ref.can_prompt) if chosen == "auto" else chosen
     check_inputs(spec, ref, config, None if meta is not None else baseline)
+    check_serving(ref, config, meta, baseline)
     quiet_transformers()
     record = store_evaluation(args, spec, ref, config, data_dir, Evaluated(path, meta, run_config, transfer, baseline))
     print_evaluation(args, spec, record, meta, transfer)
@@ -151,8 +153,17 @@ def evaluation_work(args: argparse.Namespace, spec: TaskSpec, ref: ModelRef, con
                     evaluated: Evaluated) -> Any:
     """The stage's work: load the checkpoint and predict (mapped to this task's labels when it is
     another task's), or evaluate the model as a run's baseline."""
+    from harness.run import vllm_stages
     from harness.run.stages import evaluate_baseline, evaluate_model
 
+    if evaluated.meta is not None and vllm_stages.served_by_vllm(config, config.objective):
+        # vLLM serves the checkpoint's folder (or its LoRA adapter on the base model); no HF model loaded
+        if evaluated.transfer is None:
+            return vllm_stages.evaluate_checkpoint(spec, ref, config, evaluated.path, splits)
+        predictions, metrics, info, curves = vllm_stages.evaluate_checkpoint(
+            source_view(spec, evaluated.transfer), ref, config, evaluated.path, splits)
+        return (to_target(predictions, evaluated.transfer, info["mode"]), metrics,
+                {**info, "transfer": evaluated.transfer.record()}, curves)
     if evaluated.meta is not None:
         model, tokenizer, _ = load_checkpoint(evaluated.path, trust_remote_code=args.trust_remote_code)
         if evaluated.transfer is None:
@@ -186,6 +197,23 @@ def check_inputs(spec: TaskSpec, ref: ModelRef, config: RunConfig, baseline: str
     elif not spec.kind.discrete:  # a classifier checkpoint's inherited --shots were checked with its run
         spec.kind.check(spec, ref, config, ())
     check_position_limit(spec, ref, config)
+
+
+def check_serving(ref: ModelRef, config: RunConfig, meta: dict[str, Any] | None, baseline: str) -> None:
+    """--backend vllm checked as a run's would be: a checkpoint as the run that trained it (its
+    method and objective), a model as that run's `baseline`."""
+    from harness.run import vllm_stages
+
+    if config.backend != "vllm":
+        return
+    if meta is None and baseline != "prompt":
+        raise BenchError(f"--backend vllm serves prompt scoring and generation, not the {baseline} baseline "
+                         f"{ref.name} gets here: add --baseline prompt, or use --backend hf")
+    if meta is not None and meta["objective"] != "lm":
+        raise BenchError(f"--backend vllm serves prompt scoring and generation; this checkpoint was trained with "
+                         f"--objective {meta['objective']} (a head vLLM cannot run): use --backend hf")
+    trained = config if meta is None else dataclasses.replace(config, method=meta["method"], objective="lm")
+    vllm_stages.check_backend(ref, trained, ("prompt",) if meta is None else ())
 
 
 def checkpoint_folder(model: str) -> Path:

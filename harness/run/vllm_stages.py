@@ -63,8 +63,9 @@ def check_backend(ref: ModelRef, config: RunConfig, baselines: tuple[str, ...], 
         raise BenchError(f"--backend vllm serves causal language models; {ref.name} is a {ref.family} model: "
                          "use --backend hf")
     if config.objective != "lm" and "prompt" not in baselines:
-        raise BenchError(f"--backend vllm serves prompt scoring and generation, and every stage of this run uses a "
-                         f"{config.objective} head: use --backend hf (or --baseline prompt / --objective lm)")
+        raise BenchError(f"--backend vllm serves prompt scoring and generation, and every stage of this run is scored "
+                         f"by a head (--objective {config.objective}): use --backend hf (or --baseline prompt / "
+                         "--objective lm)")
     if config.method_name == "qlora" and config.objective == "lm":
         raise BenchError("--backend vllm cannot serve a QLoRA adapter on the 4-bit base it was trained on: "
                          "use --method lora, or --backend hf")
