@@ -147,11 +147,14 @@ class TorchDistributed(_Ranks):
         there, and a new group reading them would dial ports that are closed."""
         import datetime
 
+        import torch
         import torch.distributed as dist
 
         if dist.is_initialized():
             return
         self.joins += 1
+        if torch.cuda.is_available():  # NCCL binds the group to the current device: this rank's again
+            torch.cuda.set_device(self.local_rank)
         store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                               timeout=datetime.timedelta(minutes=10))
         dist.init_process_group(_backend(), store=dist.PrefixStore(f"bench-join-{self.joins}", store),
