@@ -47,8 +47,11 @@ def _flip_labels(path: Path) -> None:
 
 def _run(model: Path, data: Path, results: Path, tmp_path: Path, *extra: str, faults: str = ""
          ) -> subprocess.CompletedProcess[str]:
+    # One thread: the run started over must store the reference's scores to the last stored digit, and
+    # with two threads on a busy machine one score in a CI run came out 1e-6 apart (a sum's order).
     env = {**os.environ, "BENCH_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "BENCH_FAULTS": faults}
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "BENCH_FAULTS": faults, "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "harness.cli", "run", "sst2", "--models", str(model), "--data-dir", str(data),
                "--results", str(results), *ARGS, *extra]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
