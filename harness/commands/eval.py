@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from harness.artefacts import read_json
 from harness.backends.checkpoint import (CHECKPOINT_FILE, RETRAIN, base_source, check_checkpoint, checkpoint_meta,
@@ -156,20 +156,18 @@ def evaluation_work(args: argparse.Namespace, spec: TaskSpec, ref: ModelRef, con
     from harness.run import vllm_stages
     from harness.run.stages import evaluate_baseline, evaluate_model
 
-    if evaluated.meta is not None and vllm_stages.served_by_vllm(config, config.objective):
+    if evaluated.meta is None:
+        return evaluate_baseline(spec, ref, config, evaluated.baseline, splits)
+    if vllm_stages.served_by_vllm(config, config.objective):
         # vLLM serves the checkpoint's folder (or its LoRA adapter on the base model); no HF model loaded
-        if evaluated.transfer is None:
-            return vllm_stages.evaluate_checkpoint(spec, ref, config, evaluated.path, splits)
-        predictions, metrics, info, curves = vllm_stages.evaluate_checkpoint(
-            source_view(spec, evaluated.transfer), ref, config, evaluated.path, splits)
-        return (to_target(predictions, evaluated.transfer, info["mode"]), metrics,
-                {**info, "transfer": evaluated.transfer.record()}, curves)
-    if evaluated.meta is not None:
+        def predict(view: TaskSpec) -> Any:
+            return vllm_stages.evaluate_checkpoint(view, ref, config, evaluated.path, splits)
+    else:
         model, tokenizer, _ = load_checkpoint(evaluated.path, trust_remote_code=args.trust_remote_code)
-        if evaluated.transfer is None:
-            return evaluate_model(spec, ref, config, model, tokenizer, splits)
-        return transfer_evaluation(spec, ref, config, model, tokenizer, splits, evaluated.transfer)
-    return evaluate_baseline(spec, ref, config, evaluated.baseline, splits)
+
+        def predict(view: TaskSpec) -> Any:
+            return evaluate_model(view, ref, config, model, tokenizer, splits)
+    return predict(spec) if evaluated.transfer is None else transfer_evaluation(spec, predict, evaluated.transfer)
 
 
 def print_evaluation(args: argparse.Namespace, spec: TaskSpec, record: Any, meta: dict[str, Any] | None,
@@ -245,14 +243,11 @@ def check_transfer(args: argparse.Namespace, spec: Any, path: Path, meta: dict[s
     return plan_transfer(meta, spec, label_map, refusal)
 
 
-def transfer_evaluation(spec: Any, ref: Any, config: Any, model: Any, tokenizer: Any, splits: Any,
-                        transfer: Any) -> Any:
-    """The checkpoint predicts the target task's examples over its own labels; the predictions
-    are then mapped to the target's labels and scored as the target's."""
-    from harness.run.stages import evaluate_model
-
-    predictions, metrics, info, curves = evaluate_model(source_view(spec, transfer), ref, config, model, tokenizer,
-                                                        splits)
+def transfer_evaluation(spec: Any, predict: Callable[[Any], Any], transfer: Any) -> Any:
+    """The checkpoint predicts the target task's examples over its own labels (`predict` of the
+    source view of `spec`); the predictions are then mapped to the target's labels and scored as
+    the target's."""
+    predictions, metrics, info, curves = predict(source_view(spec, transfer))
     return to_target(predictions, transfer, info["mode"]), metrics, {**info, "transfer": transfer.record()}, curves
 
 
