@@ -163,18 +163,23 @@ def test_samsum_baseline_and_lora_finetuned_outputs_equal_hf(runs: Callable[...,
     assert "backend" not in hf_store.stage(hf_run, "finetuned").info
 
 
+def _same_scored_labels(hf: list[Any], served: list[Any]) -> None:
+    """vLLM's prompt-scored predictions against transformers' for the same 16 examples: the same
+    labels, every verbalizer score within 1e-3."""
+    assert len(served) == len(hf) == 16
+    assert [p.label for p in served] == [p.label for p in hf]
+    for ours, theirs in zip(served, hf):
+        assert ours.scores == pytest.approx(theirs.scores, abs=1e-3)
+
+
 @needs_vllm
 def test_sst2_prompt_scored_predictions_equal_hf_and_head_stages_stay_on_hf(runs: Callable[..., Any]) -> None:
     # --objective head: the prompt baseline is vLLM's, the fine-tuned head is evaluated on transformers
     extra = ("--eval-samples", "16", "--objective", "head", "--baseline", "prompt")
     hf_store, hf_run = runs("sst2", "hf", *extra)
     vllm_store, vllm_run = runs("sst2", "vllm", *extra)
-    hf = hf_store.predictions(hf_run, "baseline:prompt")
-    served = vllm_store.predictions(vllm_run, "baseline:prompt")
-    assert len(served) == len(hf) == 16
-    assert [p.label for p in served] == [p.label for p in hf]
-    for ours, theirs in zip(served, hf):
-        assert ours.scores == pytest.approx(theirs.scores, abs=1e-3)
+    _same_scored_labels(hf_store.predictions(hf_run, "baseline:prompt"),
+                        vllm_store.predictions(vllm_run, "baseline:prompt"))
     assert vllm_store.stage(vllm_run, "baseline:prompt").info["backend"] == "vllm"
     assert vllm_store.stage(vllm_run, "finetuned").info["backend"] == "hf"  # no heads in vLLM
     assert [p.label for p in vllm_store.predictions(vllm_run, "finetuned")] == \
@@ -186,12 +191,8 @@ def test_full_fine_tuned_checkpoint_served_from_its_folder_equals_hf(runs: Calla
     extra = ("--eval-samples", "16", "--method", "full", "--baseline", "prompt")
     hf_store, hf_run = runs("sst2", "hf", *extra)
     vllm_store, vllm_run = runs("sst2", "vllm", *extra)
-    hf = hf_store.predictions(hf_run, "finetuned")
     served = vllm_store.predictions(vllm_run, "finetuned")
-    assert len(served) == len(hf) == 16
-    assert [p.label for p in served] == [p.label for p in hf]
-    for ours, theirs in zip(served, hf):
-        assert ours.scores == pytest.approx(theirs.scores, abs=1e-3)
+    _same_scored_labels(hf_store.predictions(hf_run, "finetuned"), served)
     info = vllm_store.stage(vllm_run, "finetuned").info
     assert info["backend"] == "vllm" and info["adapter"] is None  # the checkpoint folder's own weights
     # the fine-tuning moved the scores: the checkpoint, not the base model, was served
